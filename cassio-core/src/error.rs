@@ -1,0 +1,86 @@
+//! The crate's one error type. Variants carry the facts a caller needs to act
+//! (which file, which offset, which limit), never just a string.
+
+use std::path::PathBuf;
+
+/// Result alias used across cassio-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure cassio-core reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system IO call failed on `path`.
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A block or record's stored CRC32 does not match its bytes.
+    #[error(
+        "checksum mismatch in {file} at offset {offset}: stored {expected:#010x}, computed {got:#010x}"
+    )]
+    ChecksumMismatch {
+        file: PathBuf,
+        offset: u64,
+        expected: u32,
+        got: u32,
+    },
+
+    /// A file's bytes cannot be what cassio wrote (bad magic, impossible
+    /// lengths, truncated structures).
+    #[error("corrupt file {file} at offset {offset}: {reason}")]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+
+    /// A file was written by a format version this build does not read.
+    #[error("{file} has format version {found}, this build reads version {supported}")]
+    UnsupportedVersion {
+        file: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    /// A key longer than the engine accepts.
+    #[error("key is {len} bytes, the maximum is {max} bytes")]
+    KeyTooLarge { len: usize, max: usize },
+
+    /// A value longer than the configured maximum.
+    #[error("value is {len} bytes, the maximum is {max} bytes (storage.value_bytes_max)")]
+    ValueTooLarge { len: usize, max: usize },
+
+    /// The empty key is reserved (it sorts before every key and cannot be scanned to).
+    #[error("keys must not be empty")]
+    EmptyKey,
+
+    /// A configuration value that makes no sense; the message says which and why.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Another engine (or process) holds the data directory.
+    #[error("data directory {path} is already in use by another engine")]
+    DirectoryLocked { path: PathBuf },
+
+    /// A background flush or compaction failed earlier; the engine refuses
+    /// writes rather than acknowledge data it may not be able to persist.
+    #[error("storage engine stopped accepting writes after a background failure: {0}")]
+    BackgroundFailed(String),
+
+    /// The engine is shutting down.
+    #[error("storage engine is closed")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an IO error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The engine: the public API over the commit log, memtables and SSTables,
+//! and the shared state that flush, compaction and recovery work on.
+//!
+//! Concurrency: one short lock (`active`) orders appends to the commit log and
+//! inserts into the active memtable; readers take an immutable `Version`
+//! snapshot (memtables + tables) and never block writers. Flushes run one at a
+//! time in memtable order; compactions one at a time; both publish a new
+//! manifest and then a new version.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::cell::{Cell, newest};
+use super::commitlog::CommitLog;
+use super::config::{KEY_BYTES_MAX, StorageConfig, SyncMode};
+use super::manifest::Manifest;
+use super::memtable::{Memtable, MemtableIter};
+use super::merge::{MergeIter, Source};
+use super::table::{Table, TableIter};
+use crate::error::{Error, Result};
+
+/// Wall-clock milliseconds since the Unix epoch. Passed in so tests and
+/// simulations control expiry and `gc_grace`.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// What a reader sees: the memtables and tables at one moment.
+#[derive(Clone)]
+pub(crate) struct Version {
+    pub(crate) active: Arc<Memtable>,
+    /// Oldest first: they are flushed in this order.
+    pub(crate) immutables: Vec<Arc<Memtable>>,
+    /// Newest data first (by max timestamp), so point reads can stop early.
+    pub(crate) tables: Vec<Arc<Table>>,
+}
+
+impl Version {
+    pub(crate) fn with_tables(&self, removed: &[u64], added: Option<Arc<Table>>) -> Version {
+        let mut next = self.clone();
+        next.tables.retain(|t| !removed.contains(&t.id));
+        next.tables.extend(added);
+        next.tables
+            .sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+        next
+    }
+}
+
+/// Counters reported by [`Engine::stats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) flushes: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) tombstones_purged: AtomicU64,
+    pub(crate) write_stalls: AtomicU64,
+}
+
+/// A snapshot of the engine's shape and activity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub memtable_bytes: usize,
+    pub immutable_memtables: usize,
+    pub sstables: usize,
+    pub sstable_bytes: u64,
+    /// Entries across tables (a key in several tables counts in each).
+    pub sstable_entries: u64,
+    pub sstable_tombstones: u64,
+    pub flushes: u64,
+    pub compactions: u64,
+    pub tombstones_purged: u64,
+    pub write_stalls: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: StorageConfig,
+    pub(crate) clock: Clock,
+    pub(crate) log: CommitLog,
+    /// The active memtable; holding this lock orders log appends with inserts.
+    pub(crate) active: Mutex<Arc<Memtable>>,
+    pub(crate) version: RwLock<Arc<Version>>,
+    pub(crate) manifest: Mutex<Manifest>,
+    pub(crate) flush_lock: Mutex<()>,
+    pub(crate) compaction_lock: Mutex<()>,
+    /// Signalled after each flush, for writers waiting on a full flush queue.
+    pub(crate) flushed: Condvar,
+    pub(crate) flushed_lock: Mutex<()>,
+    pub(crate) work: Option<super::worker::WorkSignals>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) failed: AtomicBool,
+    pub(crate) failure: Mutex<Option<String>>,
+    pub(crate) last_sync_ms: AtomicU64,
+    pub(crate) counters: Counters,
+    /// Held (locked) for the engine's lifetime so no second engine opens the directory.
+    pub(crate) _dir_lock: std::fs::File,
+}
+
+/// An LSM storage engine over one directory. Cheap to share: wrap it in an
+/// `Arc`; every method takes `&self`.
+pub struct Engine {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) workers: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `dir`, replaying the commit log.
+    pub fn open(dir: impl AsRef<Path>, config: StorageConfig) -> Result<Engine> {
+        Self::open_with_clock(dir, config, system_clock())
+    }
+
+    /// As [`Engine::open`], with the wall clock supplied by the caller.
+    pub fn open_with_clock(
+        dir: impl AsRef<Path>,
+        config: StorageConfig,
+        clock: Clock,
+    ) -> Result<Engine> {
+        super::recovery::open(dir.as_ref(), config, clock)
+    }
+
+    /// Writes `value` for `key` at `timestamp` (microseconds).
+    pub fn put(&self, key: &[u8], value: &[u8], timestamp: u64) -> Result<()> {
+        self.write(key, Cell::value(value, timestamp))
+    }
+
+    /// Writes a tombstone for `key` at `timestamp`: the delete is logged and
+    /// shadows every older cell until compaction may purge it after `gc_grace`.
+    pub fn delete(&self, key: &[u8], timestamp: u64) -> Result<()> {
+        self.write(key, Cell::tombstone(timestamp))
+    }
+
+    /// Writes any cell (value with expiry, tombstone). It is kept only if it
+    /// wins last-write-wins against what the engine already holds.
+    pub fn write(&self, key: &[u8], cell: Cell) -> Result<()> {
+        let s = &*self.shared;
+        check_sizes(key, &cell, s.config.value_bytes_max)?;
+        s.check_writable()?;
+        s.wait_for_flush_room()?;
+        let (lsn, rotated) = {
+            let mut active = s.active.lock();
+            let lsn = s.log.append(key, &cell)?;
+            active.insert(key, cell);
+            let rotated = if active.bytes() >= s.config.memtable_bytes_max {
+                s.rotate(&mut active)?;
+                true
+            } else {
+                false
+            };
+            (lsn, rotated)
+        };
+        if rotated {
+            s.after_rotation()?;
+        }
+        match s.config.sync_mode {
+            SyncMode::Batch => s.log.sync_to(lsn),
+            SyncMode::Periodic if s.work.is_none() => s.sync_if_due(),
+            SyncMode::Periodic => Ok(()),
+        }
+    }
+
+    /// The live value of `key`, or `None` if absent, deleted or expired.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let now_ms = (self.shared.clock)();
+        Ok(self
+            .get_cell(key)?
+            .and_then(|c| c.live_value(now_ms).map(<[u8]>::to_vec)))
+    }
+
+    /// The winning cell for `key` as stored, tombstones and expired values
+    /// included (what a replica reports to a coordinator).
+    pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>> {
+        let version = self.shared.version.read().clone();
+        let mut best = version.active.get(key);
+        for memtable in version.immutables.iter().rev() {
+            best = newest(best, memtable.get(key));
+        }
+        for table in &version.tables {
+            // Tables are ordered by max timestamp, newest first: once the best
+            // cell is newer than everything in a table, it is newer than every
+            // table after it too.
+            if best
+                .as_ref()
+                .is_some_and(|b| b.timestamp > table.meta.max_timestamp)
+            {
+                break;
+            }
+            best = newest(best, table.get(key)?);
+        }
+        Ok(best)
+    }
+
+    /// Live (key, value) pairs with keys in `[start, end)` per the bounds, in key order.
+    pub fn scan(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Scan {
+        Scan {
+            cells: self.scan_cells(start, end),
+            now_ms: (self.shared.clock)(),
+        }
+    }
+
+    /// Live (key, value) pairs whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
+        let end = prefix_successor(prefix);
+        self.scan(
+            Bound::Included(prefix),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        )
+    }
+
+    /// Every key's winning cell in the range, tombstones and expired values
+    /// included (for streaming and repair).
+    pub fn scan_cells(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> MergeIter {
+        let start = start.map(<[u8]>::to_vec);
+        let end = end.map(<[u8]>::to_vec);
+        let version = self.shared.version.read().clone();
+        let mut sources: Vec<Source> = Vec::new();
+        for memtable in std::iter::once(&version.active).chain(&version.immutables) {
+            sources.push(Box::new(MemtableIter::new(
+                memtable.clone(),
+                start.clone(),
+                end.clone(),
+            )));
+        }
+        for table in &version.tables {
+            sources.push(Box::new(TableIter::new(
+                table.clone(),
+                start.clone(),
+                end.clone(),
+            )));
+        }
+        MergeIter::new(sources)
+    }
+
+    /// Makes every acknowledged write durable now (fsyncs the commit log).
+    pub fn sync(&self) -> Result<()> {
+        self.shared.log.sync_all()
+    }
+
+    /// Turns the active memtable into an SSTable and waits until every
+    /// memtable is flushed.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_writable()?;
+        self.flush_all()
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let s = &*self.shared;
+        {
+            let mut active = s.active.lock();
+            if !active.is_empty() {
+                s.rotate(&mut active)?;
+            }
+        }
+        while s.flush_oldest()? {}
+        s.signal_compaction();
+        Ok(())
+    }
+
+    /// Compacts every SSTable into one (a major compaction), purging
+    /// tombstones older than `gc_grace` where no other data needs them.
+    pub fn compact(&self) -> Result<()> {
+        self.shared.check_writable()?;
+        self.shared.compact_once(true).map(|_| ())
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let s = &*self.shared;
+        let version = s.version.read().clone();
+        StorageStats {
+            memtable_bytes: version.active.bytes(),
+            immutable_memtables: version.immutables.len(),
+            sstables: version.tables.len(),
+            sstable_bytes: version.tables.iter().map(|t| t.file_bytes).sum(),
+            sstable_entries: version.tables.iter().map(|t| t.meta.entries).sum(),
+            sstable_tombstones: version.tables.iter().map(|t| t.meta.tombstones).sum(),
+            flushes: s.counters.flushes.load(Ordering::Relaxed),
+            compactions: s.counters.compactions.load(Ordering::Relaxed),
+            tombstones_purged: s.counters.tombstones_purged.load(Ordering::Relaxed),
+            write_stalls: s.counters.write_stalls.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Stops background work, fsyncs the log and flushes every memtable, so
+    /// the next open has nothing to replay.
+    pub fn close(mut self) -> Result<()> {
+        self.stop_workers();
+        self.shared.log.sync_all()?;
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.flush_all()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_workers();
+        if let Err(e) = self.shared.log.sync_all() {
+            tracing::error!(error = %e, "commit log sync at engine drop failed");
+        }
+    }
+}
+
+/// Iterator over live (key, value) pairs; see [`Engine::scan`].
+pub struct Scan {
+    cells: MergeIter,
+    now_ms: u64,
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        for item in self.cells.by_ref() {
+            match item {
+                Ok((key, cell)) => {
+                    if let Some(value) = cell.live_value(self.now_ms) {
+                        return Some(Ok((key, value.to_vec())));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        None
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// when there is none (the prefix is empty or all 0xFF).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn check_sizes(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::EmptyKey);
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    if let super::cell::CellValue::Value(v) = &cell.value {
+        if v.len() > value_bytes_max {
+            return Err(Error::ValueTooLarge {
+                len: v.len(),
+                max: value_bytes_max,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            let reason = self.failure.lock().clone().unwrap_or_default();
+            return Err(Error::BackgroundFailed(reason));
+        }
+        Ok(())
+    }
+
+    /// Records a background failure; from now on writes are refused.
+    pub(crate) fn fail(&self, what: &str, error: &Error) {
+        tracing::error!(%error, "{what} failed; the engine now refuses writes");
+        *self.failure.lock() = Some(format!("{what}: {error}"));
+        self.failed.store(true, Ordering::Release);
+        self.flushed.notify_all();
+    }
+
+    /// Writers wait here while the flush queue is full (only with background
+    /// threads; inline mode flushes in the writing thread).
+    fn wait_for_flush_room(&self) -> Result<()> {
+        let max = self.config.immutable_memtables_max;
+        if self.work.is_none() || self.version.read().immutables.len() < max {
+            return Ok(());
+        }
+        self.counters.write_stalls.fetch_add(1, Ordering::Relaxed);
+        let mut guard = self.flushed_lock.lock();
+        while self.version.read().immutables.len() >= max {
+            self.check_writable()?;
+            self.flushed.wait_for(&mut guard, Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Makes the active memtable immutable and starts a new one with its own
+    /// commit-log segment. The caller holds the `active` lock.
+    pub(crate) fn rotate(&self, active: &mut Arc<Memtable>) -> Result<()> {
+        let next_id = active.id + 1;
+        self.log.rotate(next_id)?;
+        let fresh = Arc::new(Memtable::new(next_id));
+        let mut version = self.version.write();
+        let mut next = (**version).clone();
+        next.immutables.push(active.clone());
+        next.active = fresh.clone();
+        *version = Arc::new(next);
+        *active = fresh;
+        Ok(())
+    }
+
+    fn after_rotation(&self) -> Result<()> {
+        match &self.work {
+            Some(work) => {
+                work.wake_flusher();
+                Ok(())
+            }
+            None => {
+                while self.flush_oldest()? {}
+                while self.compact_once(false)? {}
+                Ok(())
+            }
+        }
+    }
+
+    fn sync_if_due(&self) -> Result<()> {
+        let now = (self.clock)();
+        let last = self.last_sync_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= self.config.sync_period_ms {
+            self.last_sync_ms.store(now, Ordering::Relaxed);
+            self.log.sync_all()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn signal_compaction(&self) {
+        if let Some(work) = &self.work {
+            work.wake_compactor();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_handles_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}
