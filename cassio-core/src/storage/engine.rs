@@ -55,7 +55,7 @@ impl Version {
         next.tables.retain(|t| !removed.contains(&t.id));
         next.tables.extend(added);
         next.tables
-            .sort_by(|a, b| b.meta.max_timestamp.cmp(&a.meta.max_timestamp));
+            .sort_by_key(|t| std::cmp::Reverse(t.meta.max_timestamp));
         next
     }
 }
@@ -183,9 +183,9 @@ impl Engine {
     /// included (what a replica reports to a coordinator).
     pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>> {
         let version = self.shared.version.read().clone();
-        let mut best = version.active.get(key);
+        let mut best = version.active.get(key).map(Arc::unwrap_or_clone);
         for memtable in version.immutables.iter().rev() {
-            best = newest(best, memtable.get(key));
+            best = newest(best, memtable.get(key).map(Arc::unwrap_or_clone));
         }
         for table in &version.tables {
             // Tables are ordered by max timestamp, newest first: once the best
@@ -364,13 +364,13 @@ fn check_sizes(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
             max: KEY_BYTES_MAX,
         });
     }
-    if let super::cell::CellValue::Value(v) = &cell.value {
-        if v.len() > value_bytes_max {
-            return Err(Error::ValueTooLarge {
-                len: v.len(),
-                max: value_bytes_max,
-            });
-        }
+    if let super::cell::CellValue::Value(v) = &cell.value
+        && v.len() > value_bytes_max
+    {
+        return Err(Error::ValueTooLarge {
+            len: v.len(),
+            max: value_bytes_max,
+        });
     }
     Ok(())
 }

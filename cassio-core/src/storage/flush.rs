@@ -38,9 +38,7 @@ impl Shared {
                 self.config.block_bytes,
                 self.config.bloom_false_positive_rate,
             )?;
-            for (key, cell) in memtable.iter() {
-                writer.add(&key, &cell)?;
-            }
+            memtable.for_each_entry(|key, cell| writer.add(key, cell))?;
             let (path, _) = writer.finish()?;
             Some(Arc::new(Table::open(&path, id)?))
         };

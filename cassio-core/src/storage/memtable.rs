@@ -9,11 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_skiplist::SkipMap;
 
 use super::cell::Cell;
+use super::memkey::MemKey;
 
 pub(crate) struct Memtable {
     /// The commit-log segment holding this memtable's records.
     pub(crate) id: u64,
-    map: SkipMap<Vec<u8>, Cell>,
+    /// Cells behind an `Arc` so "insert if newer" is one skiplist traversal
+    /// (`compare_insert`) and readers clone a pointer, not a value.
+    map: SkipMap<MemKey, Arc<Cell>>,
     bytes: AtomicUsize,
 }
 
@@ -29,17 +32,18 @@ impl Memtable {
     /// Keeps `cell` unless the memtable already holds a cell for `key` that
     /// wins last-write-wins. Callers hold the engine's write lock.
     pub(crate) fn insert(&self, key: &[u8], cell: Cell) {
-        if let Some(existing) = self.map.get(key) {
-            if !cell.supersedes(existing.value()) {
-                return;
-            }
+        let footprint = cell.footprint_bytes(key.len());
+        let cell = Arc::new(cell);
+        let challenger = cell.clone();
+        let entry = self
+            .map
+            .compare_insert(MemKey::new(key), cell, |old| challenger.supersedes(old));
+        if Arc::ptr_eq(entry.value(), &challenger) {
+            self.bytes.fetch_add(footprint, Ordering::Relaxed);
         }
-        self.bytes
-            .fetch_add(cell.footprint_bytes(key.len()), Ordering::Relaxed);
-        self.map.insert(key.to_vec(), cell);
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Cell> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Cell>> {
         self.map.get(key).map(|e| e.value().clone())
     }
 
@@ -74,15 +78,19 @@ impl Memtable {
         self.map
             .range::<[u8], _>((from, end))
             .take(limit)
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .map(|e| (e.key().as_slice().to_vec(), Cell::clone(e.value())))
             .collect()
     }
 
-    /// Every entry in key order, for flushing.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (Vec<u8>, Cell)> + '_ {
-        self.map
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
+    /// Calls `f` on every entry in key order without copying (for flushing).
+    pub(crate) fn for_each_entry(
+        &self,
+        mut f: impl FnMut(&[u8], &Cell) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        for entry in self.map.iter() {
+            f(entry.key().as_slice(), entry.value())?;
+        }
+        Ok(())
     }
 }
 
@@ -146,9 +154,9 @@ mod tests {
         let m = Memtable::new(1);
         m.insert(b"k", Cell::value("new", 10));
         m.insert(b"k", Cell::value("old", 5));
-        assert_eq!(m.get(b"k"), Some(Cell::value("new", 10)));
+        assert_eq!(m.get(b"k").as_deref(), Some(&Cell::value("new", 10)));
         m.insert(b"k", Cell::tombstone(10));
-        assert_eq!(m.get(b"k"), Some(Cell::tombstone(10)));
+        assert_eq!(m.get(b"k").as_deref(), Some(&Cell::tombstone(10)));
         assert!(m.holds_older(b"k", 10));
         assert!(!m.holds_older(b"k", 9));
     }

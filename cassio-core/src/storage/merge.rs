@@ -3,7 +3,7 @@
 //! Scans and compaction both read through it, so they resolve conflicts the
 //! same way point reads do.
 
-use super::cell::{Cell, newest};
+use super::cell::Cell;
 use crate::error::Result;
 
 /// An ordered stream of (key, cell) with strictly increasing keys.
@@ -42,18 +42,29 @@ impl MergeIter {
             }
         }
         // Few sources (memtables plus tables), so a linear pass beats a heap.
-        let Some(min_key) = self.heads.iter().flatten().map(|(k, _)| k).min().cloned() else {
+        let mut first: Option<usize> = None;
+        for (i, head) in self.heads.iter().enumerate() {
+            if let Some((key, _)) = head
+                && first.is_none_or(|f| key < &self.heads[f].as_ref().expect("set").0)
+            {
+                first = Some(i);
+            }
+        }
+        let Some(first) = first else {
             return Ok(None);
         };
-        let mut winner = None;
-        for i in 0..self.heads.len() {
-            if self.heads[i].as_ref().is_some_and(|(k, _)| *k == min_key) {
+        let (key, mut winner) = self.heads[first].take().expect("chosen above");
+        self.advance(first)?;
+        for i in first + 1..self.heads.len() {
+            if self.heads[i].as_ref().is_some_and(|(k, _)| *k == key) {
                 let (_, cell) = self.heads[i].take().expect("checked above");
-                winner = newest(winner, Some(cell));
+                if cell.supersedes(&winner) {
+                    winner = cell;
+                }
                 self.advance(i)?;
             }
         }
-        Ok(winner.map(|cell| (min_key, cell)))
+        Ok(Some((key, winner)))
     }
 }
 

@@ -33,6 +33,7 @@ mod engine;
 mod flush;
 mod fsutil;
 mod manifest;
+mod memkey;
 mod memtable;
 mod merge;
 mod recovery;
