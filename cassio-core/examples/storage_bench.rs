@@ -2,7 +2,7 @@
 //! workload, printed as ops/s of each and the ratio cassio/fjall per row.
 //!
 //! ```text
-//! cargo run --release -p cassio-core --example storage_bench [-- --keys N --json]
+//! cargo run --release -p cassio-core --example storage_bench [-- --keys N --rounds R --json]
 //! ```
 //!
 //! Rows: fillrandom (16 B keys, 100 B values, random order), readrandom
@@ -11,7 +11,8 @@
 //! and one fsync per batch of 1,000 writes in both. Each pass also reports
 //! bytes on disk and peak RSS growth per million keys. Each engine's pass
 //! runs in a child process of its own (same binary, same seeded workload),
-//! so peak RSS is that engine's alone.
+//! so peak RSS is that engine's alone. Passes run in ABBA order for `--rounds`
+//! (default 2) and each row reports each engine's best (peak RSS: worst).
 
 use std::path::Path;
 use std::time::Instant;
@@ -265,6 +266,13 @@ impl EngineResult {
         )
     }
 
+    fn keep_best(&mut self, other: &EngineResult) {
+        for (mine, theirs) in self.ops_per_s.iter_mut().zip(other.ops_per_s) {
+            *mine = mine.max(theirs);
+        }
+        self.peak_rss_growth_kib = self.peak_rss_growth_kib.max(other.peak_rss_growth_kib);
+    }
+
     fn from_output(output: &str) -> Option<Self> {
         let line = output.lines().find(|l| l.starts_with("RESULT "))?;
         let fields: Vec<f64> = line
@@ -379,24 +387,35 @@ fn main() {
         return;
     }
     let json = args.iter().any(|a| a == "--json");
+    let rounds: u32 = flag("--rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     let per_million = 1_000_000.0 / keys as f64;
     let mut json_rows = Vec::new();
 
     if !json {
         println!(
-            "storage_bench: {keys} keys (16 B keys, {VALUE_BYTES} B values), {reads} reads, cassio vs fjall, one run"
+            "storage_bench: {keys} keys (16 B keys, {VALUE_BYTES} B values), {reads} reads, cassio vs fjall, best of {rounds} ABBA rounds"
         );
     }
     for durability in [Durability::Off, Durability::FsyncPer1000] {
-        // Alternate which engine runs first, so neither always gets the
-        // warmer (or the more crowded) machine.
-        let (c, f) = if durability == Durability::Off {
-            let c = spawn_child("cassio", durability, keys, reads);
-            (c, spawn_child("fjall", durability, keys, reads))
-        } else {
-            let f = spawn_child("fjall", durability, keys, reads);
-            (spawn_child("cassio", durability, keys, reads), f)
-        };
+        // ABBA rounds (cassio, fjall, fjall, cassio, ...): neither engine
+        // always gets the warmer or the more crowded machine. Each row keeps
+        // its engine's best round, the same rule for both.
+        let mut c = spawn_child("cassio", durability, keys, reads);
+        let mut f = spawn_child("fjall", durability, keys, reads);
+        for round in 1..rounds {
+            let (second_f, second_c) = if round % 2 == 1 {
+                let f = spawn_child("fjall", durability, keys, reads);
+                (f, spawn_child("cassio", durability, keys, reads))
+            } else {
+                let c = spawn_child("cassio", durability, keys, reads);
+                (spawn_child("fjall", durability, keys, reads), c)
+            };
+            c.keep_best(&second_c);
+            f.keep_best(&second_f);
+        }
         if !json {
             println!("\n== {} ==", durability.name());
             println!(
