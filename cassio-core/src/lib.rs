@@ -3,11 +3,13 @@
 //! Layers (see ARCHITECTURE.md for the codemap and invariants):
 //! - [`storage`]: the LSM engine (commit log, memtable, SSTables, compaction).
 //!   Synchronous code on its own threads; it never imports tokio.
-//!
-//! The ring, wire protocol, membership and coordinator layers arrive with
-//! their issues; until then this crate is the storage engine.
+//! - [`ring`]: key and vnode vectors, ring order, replica lists.
+//! - [`cluster`]: gossip membership and phi-accrual failure detection (no IO).
 
+pub mod cluster;
 pub mod error;
+pub mod ring;
 pub mod storage;
+pub mod types;
 
 pub use error::{Error, Result};

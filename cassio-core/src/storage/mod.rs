@@ -46,3 +46,5 @@ pub use cell::{Cell, CellValue};
 pub use config::{KEY_BYTES_MAX, StorageConfig, SyncMode};
 pub use engine::{Clock, Engine, Scan, StorageStats, system_clock};
 pub use merge::MergeIter;
+
+pub(crate) use fsutil::write_atomically;

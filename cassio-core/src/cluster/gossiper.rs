@@ -1,0 +1,483 @@
+//! The gossiper: membership as a pure state machine (the raft-rs shape). The
+//! node ticks it every `gossip_interval_ms` and steps it with received
+//! messages; it hands back messages to send. It does no IO and reads no
+//! clock: `now_ms` and an `Rng` come in, so the same code runs over TCP and
+//! in simulation.
+//!
+//! A round: the initiator sends a [`GossipSyn`] of digests to one peer; the
+//! peer answers a [`GossipAck`] with what the initiator lacks plus requests
+//! for what it lacks itself; the initiator finishes with a [`GossipAck2`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+use super::phi::ArrivalWindow;
+use super::state::{
+    Digest, EndpointDelta, EndpointState, GossipAck, GossipAck2, GossipSyn, NodeStatus, Versioned,
+};
+use crate::ring::{Ring, Vector};
+use crate::types::NodeId;
+
+/// Membership tunables.
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    pub interval_ms: u64,
+    /// Phi above which a peer is considered DOWN.
+    pub phi_convict_threshold: f64,
+    /// Addresses to contact when alone, and now and then afterwards.
+    pub seeds: Vec<SocketAddr>,
+}
+
+/// What this node starts gossiping about itself.
+#[derive(Clone, Debug)]
+pub struct LocalEndpoint {
+    pub node: NodeId,
+    /// Start time in ms; must grow across restarts of the same node.
+    pub generation: u64,
+    pub native_addr: SocketAddr,
+    pub resp_addr: Option<SocketAddr>,
+    pub vnodes: Vec<Vector>,
+    pub status: NodeStatus,
+}
+
+/// One endpoint as this node sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub node: NodeId,
+    pub up: bool,
+    pub status: NodeStatus,
+    pub generation: u64,
+    pub heartbeat: u64,
+    pub native_addr: SocketAddr,
+    pub resp_addr: Option<SocketAddr>,
+    pub load_bytes: u64,
+    pub vnodes: usize,
+}
+
+pub struct Gossiper {
+    local: NodeId,
+    config: GossipConfig,
+    /// This endpoint's version counter.
+    version: u64,
+    endpoints: BTreeMap<NodeId, EndpointState>,
+    detectors: HashMap<NodeId, ArrivalWindow>,
+    ring: Arc<Ring>,
+}
+
+impl Gossiper {
+    pub fn new(local: LocalEndpoint, config: GossipConfig) -> Self {
+        let state = EndpointState {
+            generation: local.generation,
+            heartbeat: 6,
+            status: Versioned {
+                value: local.status,
+                version: 1,
+            },
+            native_addr: Versioned {
+                value: local.native_addr,
+                version: 2,
+            },
+            resp_addr: Versioned {
+                value: local.resp_addr,
+                version: 3,
+            },
+            vnodes: Versioned {
+                value: local.vnodes,
+                version: 4,
+            },
+            load_bytes: Versioned {
+                value: 0,
+                version: 5,
+            },
+        };
+        let mut gossiper = Gossiper {
+            local: local.node.clone(),
+            config,
+            version: 6,
+            endpoints: BTreeMap::from([(local.node, state)]),
+            detectors: HashMap::new(),
+            ring: Arc::new(Ring::default()),
+        };
+        gossiper.rebuild_ring();
+        gossiper
+    }
+
+    pub fn local(&self) -> &NodeId {
+        &self.local
+    }
+
+    fn local_state(&mut self) -> &mut EndpointState {
+        self.endpoints
+            .get_mut(&self.local)
+            .expect("the local endpoint is always known")
+    }
+
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// One gossip interval: bumps the heartbeat and picks whom to gossip
+    /// with: a random live peer; with probability down/(live+1) a peer
+    /// believed down; and a seed when nobody live was picked or, now and then,
+    /// anyway (so partitions heal through seeds).
+    pub fn tick(&mut self, now_ms: u64, rng: &mut impl Rng) -> Vec<(SocketAddr, GossipSyn)> {
+        let version = self.next_version();
+        self.local_state().heartbeat = version;
+        let local_addr = self.endpoints[&self.local].native_addr.value;
+        let (mut live, mut down) = (Vec::new(), Vec::new());
+        for (node, state) in &self.endpoints {
+            if *node == self.local || state.status.value == NodeStatus::Left {
+                continue;
+            }
+            let addr = state.native_addr.value;
+            if self.is_up(node, now_ms) {
+                live.push(addr)
+            } else {
+                down.push(addr)
+            }
+        }
+        let seeds: Vec<SocketAddr> = self
+            .config
+            .seeds
+            .iter()
+            .copied()
+            .filter(|s| *s != local_addr)
+            .collect();
+        let mut targets = Vec::new();
+        if let Some(peer) = live.choose(rng) {
+            targets.push(*peer);
+        }
+        if !down.is_empty() && rng.random_range(0..=live.len()) < down.len() {
+            targets.extend(down.choose(rng));
+        }
+        let seed_odds = seeds.len() as f64 / (live.len() + down.len() + 1) as f64;
+        if !seeds.is_empty() && (targets.is_empty() || rng.random_bool(seed_odds.min(1.0))) {
+            targets.extend(seeds.choose(rng));
+        }
+        targets.sort();
+        targets.dedup();
+        let syn = self.syn();
+        targets
+            .into_iter()
+            .map(|addr| (addr, syn.clone()))
+            .collect()
+    }
+
+    fn syn(&self) -> GossipSyn {
+        GossipSyn {
+            digests: self
+                .endpoints
+                .iter()
+                .map(|(node, s)| Digest {
+                    node: node.clone(),
+                    generation: s.generation,
+                    max_version: s.max_version(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Step 2, on the receiving peer.
+    pub fn handle_syn(&mut self, syn: GossipSyn, _now_ms: u64) -> GossipAck {
+        let mut ack = GossipAck::default();
+        let mut mentioned = std::collections::BTreeSet::new();
+        for digest in syn.digests {
+            mentioned.insert(digest.node.clone());
+            match self.endpoints.get(&digest.node) {
+                None => ack.requests.push(Digest {
+                    max_version: 0,
+                    ..digest
+                }),
+                Some(state) if state.generation > digest.generation => {
+                    ack.deltas.push(state.delta_after(&digest.node, 0));
+                }
+                Some(state) if state.generation < digest.generation => {
+                    ack.requests.push(Digest {
+                        max_version: 0,
+                        ..digest
+                    });
+                }
+                Some(state) => {
+                    let mine = state.max_version();
+                    if mine > digest.max_version {
+                        ack.deltas
+                            .push(state.delta_after(&digest.node, digest.max_version));
+                    } else if mine < digest.max_version {
+                        ack.requests.push(Digest {
+                            max_version: mine,
+                            ..digest
+                        });
+                    }
+                }
+            }
+        }
+        for (node, state) in &self.endpoints {
+            if !mentioned.contains(node) {
+                ack.deltas.push(state.delta_after(node, 0));
+            }
+        }
+        ack
+    }
+
+    /// Step 3, back on the initiator.
+    pub fn handle_ack(&mut self, ack: GossipAck, now_ms: u64) -> GossipAck2 {
+        for delta in ack.deltas {
+            self.apply(delta, now_ms);
+        }
+        let deltas = ack
+            .requests
+            .into_iter()
+            .filter_map(|request| {
+                let state = self.endpoints.get(&request.node)?;
+                let after = if state.generation == request.generation {
+                    request.max_version
+                } else {
+                    0
+                };
+                (state.generation >= request.generation)
+                    .then(|| state.delta_after(&request.node, after))
+            })
+            .collect();
+        GossipAck2 { deltas }
+    }
+
+    /// End of the round, on the peer.
+    pub fn handle_ack2(&mut self, ack2: GossipAck2, now_ms: u64) {
+        for delta in ack2.deltas {
+            self.apply(delta, now_ms);
+        }
+    }
+
+    fn apply(&mut self, delta: EndpointDelta, now_ms: u64) {
+        if delta.node == self.local {
+            return; // this node is the authority on itself
+        }
+        let node = delta.node.clone();
+        let mut ring_changed = false;
+        match self.endpoints.get_mut(&node) {
+            Some(state) if delta.generation == state.generation => {
+                let beat = delta.heartbeat > state.heartbeat;
+                ring_changed = state.merge(delta);
+                if beat {
+                    self.detector(&node).heartbeat(now_ms);
+                }
+            }
+            Some(state) if delta.generation < state.generation => {}
+            _ => {
+                // A new endpoint, or a restart (higher generation): only a
+                // full state will do; a partial one waits for the next round.
+                if let Some(state) = delta.into_full() {
+                    if self.endpoints.contains_key(&node) {
+                        tracing::info!(%node, generation = state.generation, "peer restarted");
+                    } else {
+                        tracing::info!(%node, addr = %state.native_addr.value, "peer joined the view");
+                    }
+                    self.endpoints.insert(node.clone(), state);
+                    let mut window = ArrivalWindow::new(self.config.interval_ms);
+                    window.heartbeat(now_ms);
+                    self.detectors.insert(node, window);
+                    ring_changed = true;
+                }
+            }
+        }
+        if ring_changed {
+            self.rebuild_ring();
+        }
+    }
+
+    fn detector(&mut self, node: &NodeId) -> &mut ArrivalWindow {
+        let interval = self.config.interval_ms;
+        self.detectors
+            .entry(node.clone())
+            .or_insert_with(|| ArrivalWindow::new(interval))
+    }
+
+    /// This node's view of whether `node` is up (itself always is).
+    pub fn is_up(&self, node: &NodeId, now_ms: u64) -> bool {
+        if *node == self.local {
+            return true;
+        }
+        self.detectors
+            .get(node)
+            .is_some_and(|d| d.phi(now_ms) < self.config.phi_convict_threshold)
+    }
+
+    /// Publishes this node's data size.
+    pub fn set_load(&mut self, load_bytes: u64) {
+        if self.endpoints[&self.local].load_bytes.value != load_bytes {
+            let version = self.next_version();
+            self.local_state().load_bytes = Versioned {
+                value: load_bytes,
+                version,
+            };
+        }
+    }
+
+    /// Publishes a status change of this node.
+    pub fn set_status(&mut self, status: NodeStatus) {
+        let version = self.next_version();
+        self.local_state().status = Versioned {
+            value: status,
+            version,
+        };
+        self.rebuild_ring();
+    }
+
+    /// Every known endpoint with this node's view of it.
+    pub fn members(&self, now_ms: u64) -> Vec<Member> {
+        self.endpoints
+            .iter()
+            .map(|(node, s)| Member {
+                node: node.clone(),
+                up: self.is_up(node, now_ms),
+                status: s.status.value,
+                generation: s.generation,
+                heartbeat: s.heartbeat,
+                native_addr: s.native_addr.value,
+                resp_addr: s.resp_addr.value,
+                load_bytes: s.load_bytes.value,
+                vnodes: s.vnodes.value.len(),
+            })
+            .collect()
+    }
+
+    /// The ring over endpoints whose status owns data (NORMAL, LEAVING),
+    /// up or down: a down replica is still a replica (it gets hints).
+    pub fn ring(&self) -> Arc<Ring> {
+        self.ring.clone()
+    }
+
+    fn rebuild_ring(&mut self) {
+        self.ring = Arc::new(Ring::new(
+            self.endpoints
+                .iter()
+                .filter(|(_, s)| s.status.value.owns_data())
+                .map(|(node, s)| (node.clone(), &s.vnodes.value[..])),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9000 + i))
+    }
+
+    fn node(i: u16, generation: u64, seeds: Vec<SocketAddr>) -> Gossiper {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(i));
+        Gossiper::new(
+            LocalEndpoint {
+                node: NodeId::new(format!("n{i}")),
+                generation,
+                native_addr: addr(i),
+                resp_addr: None,
+                vnodes: crate::ring::random_vnode_vectors(4, &mut rng),
+                status: NodeStatus::Normal,
+            },
+            GossipConfig {
+                interval_ms: 100,
+                phi_convict_threshold: 8.0,
+                seeds,
+            },
+        )
+    }
+
+    /// One full round between two gossipers, as the network would carry it.
+    fn round(a: &mut Gossiper, b: &mut Gossiper, now: u64) {
+        let syn = a.syn();
+        let ack = b.handle_syn(syn, now);
+        let ack2 = a.handle_ack(ack, now);
+        b.handle_ack2(ack2, now);
+    }
+
+    #[test]
+    fn a_round_spreads_everything_both_ways() {
+        let (mut a, mut b, mut c) = (node(0, 1, vec![]), node(1, 1, vec![]), node(2, 1, vec![]));
+        round(&mut a, &mut b, 0);
+        round(&mut c, &mut b, 0);
+        round(&mut a, &mut b, 0);
+        for g in [&a, &b, &c] {
+            let names: Vec<_> = g.members(0).into_iter().map(|m| m.node.0).collect();
+            if g.local().as_str() == "n2" {
+                assert_eq!(names, ["n0", "n1", "n2"], "c learned a through b");
+            } else {
+                assert_eq!(names, ["n0", "n1", "n2"]);
+            }
+        }
+        assert_eq!(a.ring().nodes().len(), 3);
+    }
+
+    #[test]
+    fn steady_rounds_send_only_heartbeats() {
+        let (mut a, mut b) = (node(0, 1, vec![]), node(1, 1, vec![]));
+        round(&mut a, &mut b, 0);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        a.tick(100, &mut rng);
+        let ack = b.handle_syn(a.syn(), 100);
+        assert!(ack.deltas.is_empty(), "b has nothing newer");
+        assert_eq!(ack.requests.len(), 1, "b asks for a's new heartbeat");
+        let ack2 = a.handle_ack(ack, 100);
+        assert_eq!(ack2.deltas.len(), 1);
+        let delta = &ack2.deltas[0];
+        assert!(
+            delta.vnodes.is_none() && delta.status.is_none(),
+            "no vnodes resent: {delta:?}"
+        );
+    }
+
+    #[test]
+    fn silence_convicts_and_a_restart_is_seen_up_with_its_new_generation() {
+        let (mut a, mut b) = (node(0, 1, vec![]), node(1, 1, vec![]));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for t in 0..20 {
+            b.tick(t * 100, &mut rng);
+            round(&mut a, &mut b, t * 100);
+        }
+        let b_id = b.local().clone();
+        assert!(a.is_up(&b_id, 2000));
+        assert!(
+            !a.is_up(&b_id, 1900 + 100 * 20),
+            "silent for 20 intervals: DOWN"
+        );
+        let mut restarted = node(1, 2, vec![]);
+        round(&mut a, &mut restarted, 5000);
+        let seen = a
+            .members(5000)
+            .into_iter()
+            .find(|m| m.node == b_id)
+            .unwrap();
+        assert!(seen.up);
+        assert_eq!(seen.generation, 2);
+    }
+
+    #[test]
+    fn a_lone_node_gossips_to_a_seed_but_not_to_itself() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut alone = node(0, 1, vec![addr(0), addr(5)]);
+        let targets: Vec<_> = alone
+            .tick(0, &mut rng)
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect();
+        assert_eq!(targets, vec![addr(5)]);
+        let mut seed_itself = node(0, 1, vec![addr(0)]);
+        assert!(seed_itself.tick(0, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn partial_deltas_never_invent_an_endpoint() {
+        let (a, mut b) = (node(0, 1, vec![]), node(1, 1, vec![]));
+        let mut partial = a.endpoints[a.local()].delta_after(a.local(), 5);
+        partial.heartbeat = 99;
+        b.apply(partial, 0);
+        assert_eq!(b.members(0).len(), 1);
+    }
+}

@@ -1,0 +1,202 @@
+//! The ring: which nodes hold a key, as a pure function of the membership
+//! view and the key.
+//!
+//! - Owner: the node whose vnode vector has the largest inner product with
+//!   the key's vector (an exact tie goes to the smaller node id).
+//! - Ring order: all nodes sorted by id; every node derives the same order
+//!   from membership alone.
+//! - Replicas: the owner, then the next distinct nodes along the ring order
+//!   (wrapping), until `replication_factor` nodes or every node.
+//!
+//! Vnode coordinates are stored dimension by dimension (structure of arrays)
+//! so scoring a key against every vnode is a vectorizable loop.
+
+use super::vector::{DIMENSIONS, Vector, key_vector};
+use crate::types::NodeId;
+
+#[derive(Clone, Debug, Default)]
+pub struct Ring {
+    /// Nodes in ring order (sorted by id).
+    nodes: Vec<NodeId>,
+    /// `coordinates[d][j]`: coordinate `d` of vnode `j`.
+    coordinates: [Vec<f32>; DIMENSIONS],
+    /// `vnode_node[j]`: index into `nodes` of vnode `j`'s node.
+    vnode_node: Vec<u32>,
+}
+
+impl Ring {
+    /// Builds the ring from each node's id and vnode vectors. Nodes without
+    /// vnodes cannot own keys but still hold replicas by ring order.
+    pub fn new<'a>(members: impl IntoIterator<Item = (NodeId, &'a [Vector])>) -> Ring {
+        let mut members: Vec<(NodeId, &[Vector])> = members.into_iter().collect();
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        members.dedup_by(|a, b| a.0 == b.0);
+        let mut ring = Ring::default();
+        for (index, (id, vnodes)) in members.into_iter().enumerate() {
+            ring.nodes.push(id);
+            for v in vnodes {
+                for (d, coordinate) in v.iter().enumerate() {
+                    ring.coordinates[d].push(*coordinate);
+                }
+                ring.vnode_node.push(index as u32);
+            }
+        }
+        ring
+    }
+
+    /// Nodes in ring order.
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.nodes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Index (in ring order) of the node owning a key with vector `v`.
+    pub fn owner_index(&self, v: &Vector) -> Option<usize> {
+        let vnodes = self.vnode_node.len();
+        if vnodes == 0 {
+            return None;
+        }
+        let mut scores = vec![0f32; vnodes];
+        for (d, coordinates) in self.coordinates.iter().enumerate() {
+            let k = v[d];
+            for (score, c) in scores.iter_mut().zip(coordinates) {
+                *score += k * c;
+            }
+        }
+        let mut best = 0;
+        for j in 1..vnodes {
+            let (s, b) = (scores[j], scores[best]);
+            if s > b || (s == b && self.vnode_node[j] < self.vnode_node[best]) {
+                best = j;
+            }
+        }
+        Some(self.vnode_node[best] as usize)
+    }
+
+    /// The node owning `key`.
+    pub fn owner(&self, key: &[u8]) -> Option<&NodeId> {
+        self.owner_index(&key_vector(key)).map(|i| &self.nodes[i])
+    }
+
+    /// The replicas of `key`: owner first, then along the ring order.
+    pub fn replicas(&self, key: &[u8], replication_factor: usize) -> Vec<&NodeId> {
+        self.replica_indexes(&key_vector(key), replication_factor)
+            .map(|i| &self.nodes[i])
+            .collect()
+    }
+
+    /// Ring-order indexes of the replicas of a key with vector `v`.
+    pub fn replica_indexes(
+        &self,
+        v: &Vector,
+        replication_factor: usize,
+    ) -> impl Iterator<Item = usize> + use<> {
+        let n = self.nodes.len();
+        let owner = self.owner_index(v);
+        let count = if owner.is_some() {
+            replication_factor.min(n)
+        } else {
+            0
+        };
+        let start = owner.unwrap_or(0);
+        (0..count).map(move |step| (start + step) % n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::vector::random_vnode_vectors;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+
+    fn axis(d: usize, sign: f32) -> Vector {
+        let mut v = [0.0; DIMENSIONS];
+        v[d] = sign;
+        v
+    }
+
+    #[test]
+    fn owner_is_the_largest_inner_product() {
+        let a = [axis(0, 1.0)];
+        let b = [axis(1, 1.0)];
+        let c = [axis(0, -1.0), axis(2, 1.0)];
+        let ring = Ring::new([
+            (NodeId::from("c"), &c[..]),
+            (NodeId::from("a"), &a[..]),
+            (NodeId::from("b"), &b[..]),
+        ]);
+        assert_eq!(
+            ring.nodes(),
+            &[NodeId::from("a"), NodeId::from("b"), NodeId::from("c")]
+        );
+        let mut near_b = [0.1; DIMENSIONS];
+        near_b[1] = 0.9;
+        assert_eq!(ring.owner_index(&near_b), Some(1));
+        assert_eq!(ring.owner_index(&axis(0, -1.0)), Some(2));
+        assert_eq!(ring.owner_index(&axis(2, 1.0)), Some(2));
+        // Replicas continue along the ring order and wrap.
+        let replicas: Vec<_> = ring.replica_indexes(&axis(2, 1.0), 2).collect();
+        assert_eq!(replicas, vec![2, 0]);
+        // RF larger than the cluster is capped at the cluster.
+        assert_eq!(ring.replica_indexes(&near_b, 5).count(), 3);
+    }
+
+    #[test]
+    fn exact_ties_go_to_the_smaller_node_id() {
+        let same = [axis(0, 1.0)];
+        let ring = Ring::new([
+            (NodeId::from("z"), &same[..]),
+            (NodeId::from("m"), &same[..]),
+        ]);
+        assert_eq!(ring.owner_index(&axis(0, 1.0)), Some(0));
+        assert_eq!(ring.nodes()[0], NodeId::from("m"));
+    }
+
+    #[test]
+    fn empty_ring_places_nothing() {
+        let ring = Ring::new(std::iter::empty());
+        assert!(ring.owner(b"k").is_none());
+        assert!(ring.replicas(b"k", 3).is_empty());
+    }
+
+    fn random_ring(n: usize, seed: u64) -> (Vec<(NodeId, Vec<Vector>)>, Ring) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let members: Vec<_> = (0..n)
+            .map(|i| {
+                (
+                    NodeId::new(format!("node-{i}")),
+                    random_vnode_vectors(8, &mut rng),
+                )
+            })
+            .collect();
+        let ring = Ring::new(members.iter().map(|(id, v)| (id.clone(), &v[..])));
+        (members, ring)
+    }
+
+    proptest! {
+        #[test]
+        fn replicas_are_distinct_and_capped(n in 1usize..12, rf in 1usize..6, seed in any::<u64>(), key in any::<Vec<u8>>()) {
+            let (_, ring) = random_ring(n, seed);
+            let replicas = ring.replicas(&key, rf);
+            prop_assert_eq!(replicas.len(), rf.min(n));
+            let mut unique = replicas.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), replicas.len());
+            prop_assert_eq!(Some(replicas[0]), ring.owner(&key));
+        }
+
+        #[test]
+        fn every_node_computes_the_same_replicas(n in 1usize..12, seed in any::<u64>(), key in any::<Vec<u8>>()) {
+            let (mut members, ring) = random_ring(n, seed);
+            // Another node learns the same membership in another order.
+            members.reverse();
+            let other = Ring::new(members.iter().map(|(id, v)| (id.clone(), &v[..])));
+            prop_assert_eq!(ring.replicas(&key, 3), other.replicas(&key, 3));
+        }
+    }
+}
