@@ -73,6 +73,30 @@ pub enum Error {
     /// The engine is shutting down.
     #[error("storage engine is closed")]
     Closed,
+
+    /// A frame longer than `frame_bytes_max`; the connection is closed.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: usize, max: usize },
+
+    /// Bytes on a connection that are not a valid message.
+    #[error("malformed message: {0}")]
+    MalformedMessage(String),
+
+    /// The other side refused our handshake, saying why.
+    #[error("handshake refused by {addr}: {reason}")]
+    HandshakeRefused { addr: String, reason: String },
+
+    /// The connection ended (closed by the peer, or failed) before an answer.
+    #[error("connection to {addr} closed")]
+    ConnectionClosed { addr: String },
+
+    /// An operation did not finish in time.
+    #[error("{what} timed out after {after_ms} ms")]
+    Timeout { what: String, after_ms: u64 },
+
+    /// The remote node answered with an error.
+    #[error("{node} answered with an error: {message}")]
+    Remote { node: String, message: String },
 }
 
 impl Error {

@@ -56,6 +56,10 @@ pub struct Member {
     pub resp_addr: Option<SocketAddr>,
     pub load_bytes: u64,
     pub vnodes: usize,
+    /// Current suspicion (0 for this node itself).
+    pub phi: f64,
+    /// Mean interval between heartbeats this node has seen from it.
+    pub heartbeat_interval_ms: f64,
 }
 
 pub struct Gossiper {
@@ -342,6 +346,11 @@ impl Gossiper {
                 resp_addr: s.resp_addr.value,
                 load_bytes: s.load_bytes.value,
                 vnodes: s.vnodes.value.len(),
+                phi: self.detectors.get(node).map_or(0.0, |d| d.phi(now_ms)),
+                heartbeat_interval_ms: self
+                    .detectors
+                    .get(node)
+                    .map_or(0.0, ArrivalWindow::mean_interval_ms),
             })
             .collect()
     }

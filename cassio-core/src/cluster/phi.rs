@@ -50,12 +50,17 @@ impl ArrivalWindow {
         self.sum_ms += interval_ms;
     }
 
+    /// Mean of the recent intervals between heartbeats.
+    pub fn mean_interval_ms(&self) -> f64 {
+        self.sum_ms as f64 / self.intervals_ms.len().max(1) as f64
+    }
+
     /// Suspicion at `now_ms`; 0 before the first heartbeat.
     pub fn phi(&self, now_ms: u64) -> f64 {
         let Some(last) = self.last_arrival_ms else {
             return 0.0;
         };
-        let mean = self.sum_ms as f64 / self.intervals_ms.len().max(1) as f64;
+        let mean = self.mean_interval_ms();
         let elapsed = now_ms.saturating_sub(last) as f64;
         elapsed / mean / std::f64::consts::LN_10
     }

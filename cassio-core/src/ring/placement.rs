@@ -88,6 +88,22 @@ impl Ring {
             .collect()
     }
 
+    /// Estimated fraction of keys each node (in ring order) owns as first
+    /// replica, from `samples` fixed sample keys (the same on every node).
+    pub fn ownership(&self, samples: u32) -> Vec<f64> {
+        let mut counts = vec![0u64; self.nodes.len()];
+        for i in 0..samples {
+            let v = key_vector(format!("cassio-ownership-sample-{i}").as_bytes());
+            if let Some(owner) = self.owner_index(&v) {
+                counts[owner] += 1;
+            }
+        }
+        counts
+            .iter()
+            .map(|&c| c as f64 / f64::from(samples.max(1)))
+            .collect()
+    }
+
     /// Ring-order indexes of the replicas of a key with vector `v`.
     pub fn replica_indexes(
         &self,

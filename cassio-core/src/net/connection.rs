@@ -1,0 +1,180 @@
+//! The calling side of a native-protocol connection: handshake, then many
+//! requests in flight at once, matched to responses by id. A writer task and
+//! a reader task own the two halves of the stream; callers only hold a
+//! channel and wait on their own response slot, with a timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::transport::Transport;
+use crate::error::{Error, Result};
+use crate::proto::{self, Frame, Hello, HelloReply, Request, Response};
+use crate::types::NodeId;
+
+/// Requests queued for the writer beyond this wait for room (bounded).
+const WRITE_QUEUE_FRAMES_MAX: usize = 1024;
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+pub struct Connection {
+    addr: SocketAddr,
+    remote: NodeId,
+    next_id: AtomicU64,
+    pending: Pending,
+    outgoing: mpsc::Sender<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    /// Connects to `addr` and performs the handshake within `timeout`.
+    pub async fn open<T: Transport>(
+        transport: &T,
+        addr: SocketAddr,
+        hello: Hello,
+        frame_bytes_max: usize,
+        timeout: Duration,
+    ) -> Result<Connection> {
+        let handshake = async {
+            let mut stream = transport
+                .connect(addr)
+                .await
+                .map_err(|e| Error::io(addr.to_string(), e))?;
+            proto::write_frame(&mut stream, &hello).await?;
+            let reply = proto::read_frame(&mut stream, frame_bytes_max)
+                .await?
+                .ok_or(Error::ConnectionClosed {
+                    addr: addr.to_string(),
+                })?;
+            match proto::decode::<HelloReply>(&reply)? {
+                HelloReply::Welcome { node_id } => Ok((stream, node_id)),
+                HelloReply::Refused { reason } => Err(Error::HandshakeRefused {
+                    addr: addr.to_string(),
+                    reason,
+                }),
+            }
+        };
+        let (stream, remote) = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("handshake with {addr}"),
+                after_ms: timeout.as_millis() as u64,
+            })??;
+
+        let (mut read_half, mut write_half) = tokio::io::split(stream);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (outgoing, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES_MAX);
+        let writer_closed = closed.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if write_half.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            writer_closed.store(true, Ordering::Release);
+            // Tell the server we are done, so it closes and our reader ends.
+            let _ = write_half.shutdown().await;
+        });
+        let reader_pending = pending.clone();
+        let reader_closed = closed.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = match proto::read_frame(&mut read_half, frame_bytes_max).await {
+                    Ok(Some(bytes)) => proto::decode::<Frame>(&bytes),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                match frame {
+                    Ok(Frame::Response { id, body }) => {
+                        if let Some(slot) = reader_pending.lock().remove(&id) {
+                            let _ = slot.send(body);
+                        }
+                    }
+                    Ok(Frame::Request { .. }) => {
+                        tracing::warn!(%addr, "server sent a request on a client connection; closing");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%addr, error = %e, "closing connection");
+                        break;
+                    }
+                }
+            }
+            reader_closed.store(true, Ordering::Release);
+            // Dropping the slots wakes every waiter with "connection closed".
+            reader_pending.lock().clear();
+        });
+        Ok(Connection {
+            addr,
+            remote,
+            next_id: AtomicU64::new(1),
+            pending,
+            outgoing,
+            closed,
+            reader,
+        })
+    }
+
+    pub fn remote(&self) -> &NodeId {
+        &self.remote
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `body` and waits up to `timeout` for its response.
+    pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response> {
+        if self.is_closed() {
+            return Err(Error::ConnectionClosed {
+                addr: self.addr.to_string(),
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (slot, answer) = oneshot::channel();
+        self.pending.lock().insert(id, slot);
+        let mut frame = Vec::new();
+        let payload = proto::encode(&Frame::Request { id, body })?;
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let exchange = async {
+            self.outgoing
+                .send(frame)
+                .await
+                .map_err(|_| Error::ConnectionClosed {
+                    addr: self.addr.to_string(),
+                })?;
+            answer.await.map_err(|_| Error::ConnectionClosed {
+                addr: self.addr.to_string(),
+            })
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.pending.lock().remove(&id);
+                Err(Error::Timeout {
+                    what: format!("request to {}", self.addr),
+                    after_ms: timeout.as_millis() as u64,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}

@@ -1,0 +1,159 @@
+//! The serving side of the native protocol: accept connections, check each
+//! one's handshake, then read requests and answer them concurrently (bounded
+//! per connection). Bad input (garbage, oversize frames, a wrong version or
+//! cluster name) closes that one connection with a logged reason; the node
+//! keeps serving everyone else.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::transport::Transport;
+use crate::error::{Error, Result};
+use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
+use crate::types::NodeId;
+
+pub struct ServerConfig {
+    pub cluster_name: String,
+    pub node_id: NodeId,
+    pub frame_bytes_max: usize,
+    /// Requests of one connection being handled at once; more wait.
+    pub in_flight_per_connection_max: usize,
+    pub handshake_timeout: Duration,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub addr: SocketAddr,
+    pub role: Role,
+    pub node_id: Option<NodeId>,
+}
+
+/// Answers requests; the node implements it.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, caller: &Caller, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve<T: Transport, H: Handler>(
+    transport: T,
+    listener: T::Listener,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = transport.accept(&listener) => match accepted {
+                Ok((stream, addr)) => {
+                    let (handler, config) = (handler.clone(), config.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(stream, addr, handler, config).await {
+                            tracing::warn!(peer = %addr, reason = %e, "closed connection");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn serve_connection<S, H>(
+    mut stream: S,
+    addr: SocketAddr,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let hello = tokio::time::timeout(
+        config.handshake_timeout,
+        proto::read_frame(&mut stream, config.frame_bytes_max),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        what: "handshake".into(),
+        after_ms: config.handshake_timeout.as_millis() as u64,
+    })??;
+    let Some(hello) = hello else { return Ok(()) };
+    let hello: Hello = proto::decode(&hello)?;
+    if let Some(reason) = hello.refusal(&config.cluster_name) {
+        let _ = proto::write_frame(
+            &mut stream,
+            &HelloReply::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        let _ = stream.shutdown().await;
+        return Err(Error::HandshakeRefused {
+            addr: addr.to_string(),
+            reason,
+        });
+    }
+    proto::write_frame(
+        &mut stream,
+        &HelloReply::Welcome {
+            node_id: config.node_id.clone(),
+        },
+    )
+    .await?;
+    let caller = Arc::new(Caller {
+        addr,
+        role: hello.role,
+        node_id: hello.node_id,
+    });
+
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
+    let (responses, mut queue) = mpsc::channel::<Frame>(config.in_flight_per_connection_max);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = queue.recv().await {
+            if proto::write_frame(&mut write_half, &frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+    let in_flight = Arc::new(Semaphore::new(config.in_flight_per_connection_max));
+    let outcome = loop {
+        let bytes = match proto::read_frame(&mut read_half, config.frame_bytes_max).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let (id, body) = match proto::decode::<Frame>(&bytes) {
+            Ok(Frame::Request { id, body }) => (id, body),
+            Ok(Frame::Response { .. }) => {
+                break Err(Error::MalformedMessage(
+                    "a response where a request belongs".into(),
+                ));
+            }
+            Err(e) => break Err(e),
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break Ok(());
+        };
+        let (handler, caller, responses) = (handler.clone(), caller.clone(), responses.clone());
+        tokio::spawn(async move {
+            let body = handler.handle(&caller, body).await;
+            let _ = responses.send(Frame::Response { id, body }).await;
+            drop(permit);
+        });
+    };
+    drop(responses);
+    let _ = writer.await;
+    outcome
+}

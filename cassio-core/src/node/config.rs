@@ -1,0 +1,158 @@
+//! A node's configuration: one serde struct whose field names are the
+//! daemon's flags (`--replication-factor` is `replication_factor`), with
+//! defaults that serve a single node on 127.0.0.1.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::proto::FRAME_BYTES_LIMIT;
+use crate::storage::StorageConfig;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name, unique in the cluster (`--name`).
+    pub name: String,
+    /// Nodes only talk to nodes of the same cluster name.
+    pub cluster_name: String,
+    /// Native protocol address for clients and peers (`--listen`); port 0
+    /// picks a free port.
+    pub listen: SocketAddr,
+    /// Redis-protocol address (`--resp`); served once the RESP endpoint exists.
+    pub resp: Option<SocketAddr>,
+    /// Native addresses of nodes to join through (`--seeds A,B`).
+    pub seeds: Vec<SocketAddr>,
+    /// Where this node keeps its data (`--data-dir`); default
+    /// `./cassio-data/NAME`.
+    pub data_dir: Option<PathBuf>,
+    /// Copies of each key (`--replication-factor`).
+    pub replication_factor: u32,
+    /// Placement vectors this node draws once; fixed after first start.
+    pub vnodes: u32,
+    /// Period of gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Phi above which a peer is marked DOWN.
+    pub phi_convict_threshold: f64,
+    /// Largest native-protocol frame accepted.
+    pub frame_bytes_max: usize,
+    /// Deadline for one peer request (gossip exchange, later replica calls).
+    pub peer_request_timeout_ms: u64,
+    pub storage: StorageConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "node1".to_string(),
+            cluster_name: "cassio".to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            resp: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            seeds: Vec::new(),
+            data_dir: None,
+            replication_factor: 3,
+            vnodes: 256,
+            gossip_interval_ms: 1000,
+            phi_convict_threshold: 8.0,
+            frame_bytes_max: 16 * 1024 * 1024,
+            peer_request_timeout_ms: 2000,
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The data directory, defaulted from the name.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("cassio-data").join(&self.name))
+    }
+
+    /// Rejects nonsense with a sentence naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.name.is_empty()
+            || self
+                .name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return fail(format!(
+                "--name must be non-empty without spaces, got {:?}",
+                self.name
+            ));
+        }
+        if self.cluster_name.is_empty() {
+            return fail("--cluster-name must not be empty".into());
+        }
+        if self.replication_factor == 0 {
+            return fail("--replication-factor must be at least 1, got 0".into());
+        }
+        if !(1..=4096).contains(&self.vnodes) {
+            return fail(format!(
+                "--vnodes must be between 1 and 4096, got {}",
+                self.vnodes
+            ));
+        }
+        if self.gossip_interval_ms < 10 {
+            return fail(format!(
+                "--gossip-interval-ms must be at least 10, got {}",
+                self.gossip_interval_ms
+            ));
+        }
+        if self.phi_convict_threshold.is_nan() || self.phi_convict_threshold <= 0.0 {
+            return fail(format!(
+                "--phi-convict-threshold must be above 0, got {}",
+                self.phi_convict_threshold
+            ));
+        }
+        if !(1024..=FRAME_BYTES_LIMIT).contains(&self.frame_bytes_max) {
+            return fail(format!(
+                "--frame-bytes-max must be between 1024 and {FRAME_BYTES_LIMIT}, got {}",
+                self.frame_bytes_max
+            ));
+        }
+        if self.peer_request_timeout_ms == 0 {
+            return fail("--peer-request-timeout-ms must be at least 1, got 0".into());
+        }
+        if self.resp.is_some_and(|r| r == self.listen && r.port() != 0) {
+            return fail(format!(
+                "--resp and --listen must differ, both are {}",
+                self.listen
+            ));
+        }
+        self.storage.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_nonsense_is_named() {
+        NodeConfig::default().validate().unwrap();
+        let config = NodeConfig {
+            replication_factor: 0,
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: --replication-factor must be at least 1, got 0"
+        );
+        let config = NodeConfig {
+            name: "a b".into(),
+            ..NodeConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--name")
+        );
+    }
+}

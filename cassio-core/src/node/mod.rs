@@ -1,0 +1,134 @@
+//! A node: storage, placement, membership and the native protocol wired
+//! together on a tokio runtime. [`Node::start`] runs one on its own thread
+//! and runtime and returns a [`NodeHandle`]; a process may run many (tests
+//! and `cassio up` do).
+
+mod config;
+mod runtime;
+mod shared;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+pub use config::NodeConfig;
+pub use runtime::next_generation;
+
+use crate::cluster::Member;
+use crate::error::{Error, Result};
+use crate::net::Tcp;
+use crate::proto::ClusterStatus;
+use crate::types::NodeId;
+use shared::NodeShared;
+
+/// Namespace for starting nodes.
+pub struct Node;
+
+impl Node {
+    /// Starts a node on its own thread with its own runtime and returns once
+    /// it listens (or failed to start).
+    pub fn start(config: NodeConfig) -> Result<NodeHandle> {
+        config.validate()?;
+        let data_dir = config.data_dir();
+        std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let generation = next_generation(&data_dir, wall_ms)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let name = config.name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("cassio-node-{name}"))
+            .spawn(move || -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::io("tokio runtime", e))?;
+                let failed_tx = ready_tx.clone();
+                let outcome = runtime.block_on(runtime::run_node(
+                    config,
+                    Tcp,
+                    generation,
+                    rand::random(),
+                    shutdown_rx,
+                    move |shared| {
+                        let _ = ready_tx.send(Ok(shared));
+                    },
+                ));
+                if let Err(e) = &outcome {
+                    let _ = failed_tx.send(Err(e.to_string()));
+                }
+                outcome
+            })
+            .map_err(|e| Error::io("node thread", e))?;
+        match ready_rx.recv() {
+            Ok(Ok(shared)) => Ok(NodeHandle {
+                shared,
+                shutdown: shutdown_tx,
+                thread: Some(thread),
+            }),
+            Ok(Err(_)) | Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(Error::InvalidConfig(format!(
+                    "node {name} stopped while starting"
+                ))),
+            },
+        }
+    }
+}
+
+/// A running node. Dropping it stops the node too; `shutdown` reports errors.
+pub struct NodeHandle {
+    shared: Arc<NodeShared<Tcp>>,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl NodeHandle {
+    pub fn node_id(&self) -> &NodeId {
+        &self.shared.node_id
+    }
+
+    /// The native-protocol address the node listens on.
+    pub fn native_addr(&self) -> SocketAddr {
+        self.shared.native_addr
+    }
+
+    /// This node's current view of the membership.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.members()
+    }
+
+    /// What `cassio status` shows, as answered by this node.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        self.shared.cluster_status()
+    }
+
+    /// Stops serving and gossiping, flushes storage and waits for the node's
+    /// thread to end.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        match self.thread.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(Error::InvalidConfig("node thread panicked".into()))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(error = %e, "node stopped with an error");
+        }
+    }
+}

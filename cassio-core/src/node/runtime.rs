@@ -1,0 +1,135 @@
+//! A node's life on an async runtime, generic over the transport so the same
+//! code serves real TCP and the simulated network: open storage and vnodes,
+//! bind, announce readiness, then serve requests and gossip until shutdown,
+//! and finally flush storage.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use tokio::sync::watch;
+
+use super::config::NodeConfig;
+use super::shared::NodeShared;
+use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
+use crate::error::{Error, Result};
+use crate::net::{ServerConfig, Transport};
+use crate::ring::load_or_create_vnodes;
+use crate::storage::Engine;
+use crate::types::NodeId;
+
+/// Ticks between two load announcements in gossip.
+const LOAD_EVERY_TICKS: u64 = 10;
+
+/// A node's generation: its start time in ms, but always above the one it
+/// used last (kept in the data directory), so peers see a restart even if
+/// the clock went back.
+pub fn next_generation(data_dir: &Path, now_ms: u64) -> Result<u64> {
+    let path = data_dir.join("generation");
+    let last = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let generation = now_ms.max(last + 1);
+    crate::storage::write_atomically(&path, generation.to_string().as_bytes())?;
+    Ok(generation)
+}
+
+/// Runs one node until `shutdown` turns true. `on_ready` receives the shared
+/// state once the node listens (its bound address may differ from the
+/// configured one when the port was 0).
+pub(crate) async fn run_node<T: Transport>(
+    config: NodeConfig,
+    transport: T,
+    generation: u64,
+    rng_seed: u64,
+    mut shutdown: watch::Receiver<bool>,
+    on_ready: impl FnOnce(Arc<NodeShared<T>>),
+) -> Result<()> {
+    config.validate()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+    let engine = Engine::open(data_dir.join("data"), config.storage.clone())?;
+    let vnodes = load_or_create_vnodes(&data_dir, config.vnodes as usize, &mut rng)?;
+    let listener = transport
+        .bind(config.listen)
+        .await
+        .map_err(|e| Error::io(config.listen.to_string(), e))?;
+    let native_addr = transport
+        .local_addr(&listener)
+        .map_err(|e| Error::io(config.listen.to_string(), e))?;
+    let node_id = NodeId::new(config.name.clone());
+    let gossiper = Gossiper::new(
+        LocalEndpoint {
+            node: node_id.clone(),
+            generation,
+            native_addr,
+            resp_addr: None,
+            vnodes,
+            status: NodeStatus::Normal,
+        },
+        GossipConfig {
+            interval_ms: config.gossip_interval_ms,
+            phi_convict_threshold: config.phi_convict_threshold,
+            seeds: config.seeds.clone(),
+        },
+    );
+    let shared = Arc::new(NodeShared::new(
+        config.clone(),
+        native_addr,
+        gossiper,
+        engine,
+        transport.clone(),
+    ));
+    tracing::info!(node = %node_id, %native_addr, generation, "node listening");
+    let server_config = Arc::new(ServerConfig {
+        cluster_name: config.cluster_name.clone(),
+        node_id: node_id.clone(),
+        frame_bytes_max: config.frame_bytes_max,
+        in_flight_per_connection_max: 256,
+        handshake_timeout: Duration::from_secs(5),
+    });
+    let server = tokio::spawn(crate::net::serve(
+        transport,
+        listener,
+        shared.clone(),
+        server_config,
+        shutdown.clone(),
+    ));
+    on_ready(shared.clone());
+
+    let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick_count = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = ticks.tick() => {}
+        }
+        tick_count += 1;
+        if tick_count.is_multiple_of(LOAD_EVERY_TICKS) {
+            let stats = shared.engine.stats();
+            shared
+                .gossiper
+                .lock()
+                .set_load(stats.sstable_bytes + stats.memtable_bytes as u64);
+        }
+        let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);
+        for (addr, syn) in rounds {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shared.gossip_with(addr, syn).await {
+                    tracing::debug!(peer = %addr, error = %e, "gossip round failed");
+                    shared.forget_peer(addr);
+                }
+            });
+        }
+    }
+    server.abort();
+    tracing::info!(node = %node_id, "node stopping; flushing storage");
+    shared.engine.flush()
+}

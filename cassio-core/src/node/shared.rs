@@ -1,0 +1,184 @@
+//! State one node's tasks share: configuration, identity, the gossiper, the
+//! storage engine and pooled peer connections; and the request handler.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::config::NodeConfig;
+use crate::cluster::{Gossiper, Member};
+use crate::error::{Error, Result};
+use crate::net::{Caller, Connection, Handler, Transport};
+use crate::proto::{ClusterStatus, Hello, MemberStatus, Request, Response, Role};
+use crate::storage::Engine;
+use crate::types::NodeId;
+
+/// Keys sampled to estimate each node's owned share for status.
+const OWNERSHIP_SAMPLES: u32 = 10_000;
+
+pub(crate) struct NodeShared<T: Transport> {
+    pub(crate) config: NodeConfig,
+    pub(crate) node_id: NodeId,
+    pub(crate) native_addr: SocketAddr,
+    pub(crate) gossiper: Mutex<Gossiper>,
+    pub(crate) engine: Engine,
+    pub(crate) transport: T,
+    started: tokio::time::Instant,
+    peers: Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+}
+
+impl<T: Transport> NodeShared<T> {
+    pub(crate) fn new(
+        config: NodeConfig,
+        native_addr: SocketAddr,
+        gossiper: Gossiper,
+        engine: Engine,
+        transport: T,
+    ) -> Self {
+        NodeShared {
+            node_id: gossiper.local().clone(),
+            config,
+            native_addr,
+            gossiper: Mutex::new(gossiper),
+            engine,
+            transport,
+            started: tokio::time::Instant::now(),
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Milliseconds since this node started, on the runtime's clock (which a
+    /// simulation controls).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.peer_request_timeout_ms)
+    }
+
+    /// A pooled connection to the peer at `addr`, opened if needed.
+    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
+        if let Some(conn) = self.peers.lock().get(&addr).filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let hello = Hello::new(
+            &self.config.cluster_name,
+            Role::Peer,
+            Some(self.node_id.clone()),
+        );
+        let conn = Arc::new(
+            Connection::open(
+                &self.transport,
+                addr,
+                hello,
+                self.config.frame_bytes_max,
+                self.peer_timeout(),
+            )
+            .await?,
+        );
+        self.peers.lock().insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    pub(crate) fn forget_peer(&self, addr: SocketAddr) {
+        self.peers.lock().remove(&addr);
+    }
+
+    pub(crate) fn members(&self) -> Vec<Member> {
+        self.gossiper.lock().members(self.now_ms())
+    }
+
+    pub(crate) fn cluster_status(&self) -> ClusterStatus {
+        let (members, ring) = {
+            let gossiper = self.gossiper.lock();
+            (gossiper.members(self.now_ms()), gossiper.ring())
+        };
+        let shares = ring.ownership(OWNERSHIP_SAMPLES);
+        let owns = |node: &NodeId| {
+            ring.nodes()
+                .iter()
+                .position(|n| n == node)
+                .map_or(0.0, |i| shares[i])
+        };
+        ClusterStatus {
+            answered_by: self.node_id.clone(),
+            cluster_name: self.config.cluster_name.clone(),
+            replication_factor: self.config.replication_factor,
+            members: members
+                .into_iter()
+                .map(|m| MemberStatus {
+                    owns: owns(&m.node),
+                    native_addr: m.native_addr,
+                    resp_addr: m.resp_addr,
+                    up: m.up,
+                    status: m.status,
+                    generation: m.generation,
+                    heartbeat: m.heartbeat,
+                    load_bytes: m.load_bytes,
+                    vnodes: m.vnodes as u32,
+                    node: m.node,
+                })
+                .collect(),
+        }
+    }
+
+    /// One gossip round with the peer at `addr` (steps 1 and 3 of
+    /// Syn / Ack / Ack2).
+    pub(crate) async fn gossip_with(
+        &self,
+        addr: SocketAddr,
+        syn: crate::cluster::GossipSyn,
+    ) -> Result<()> {
+        let conn = self.peer(addr).await?;
+        let ack = match conn
+            .request(Request::GossipSyn(syn), self.peer_timeout())
+            .await?
+        {
+            Response::GossipAck(ack) => ack,
+            other => return Err(unexpected(&conn, other)),
+        };
+        let ack2 = self.gossiper.lock().handle_ack(ack, self.now_ms());
+        match conn
+            .request(Request::GossipAck2(ack2), self.peer_timeout())
+            .await?
+        {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&conn, other)),
+        }
+    }
+}
+
+fn unexpected(conn: &Connection, response: Response) -> Error {
+    let message = match response {
+        Response::Error { message } => message,
+        other => format!("unexpected response {other:?}"),
+    };
+    Error::Remote {
+        node: conn.remote().to_string(),
+        message,
+    }
+}
+
+impl<T: Transport> Handler for NodeShared<T> {
+    async fn handle(&self, caller: &Caller, request: Request) -> Response {
+        match request {
+            Request::GossipSyn(_) | Request::GossipAck2(_) if caller.role != Role::Peer => {
+                Response::Error {
+                    message: "gossip messages are for peers".into(),
+                }
+            }
+            Request::GossipSyn(syn) => {
+                Response::GossipAck(self.gossiper.lock().handle_syn(syn, self.now_ms()))
+            }
+            Request::GossipAck2(ack2) => {
+                self.gossiper.lock().handle_ack2(ack2, self.now_ms());
+                Response::Done
+            }
+            Request::ClusterStatus => Response::ClusterStatus(self.cluster_status()),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Encoding of messages (bincode 2, standard config) and length-prefixed
+//! framing: `len u32 LE | payload`. A frame longer than `frame_bytes_max` is
+//! refused before its payload is read; bincode's own limit bounds what a
+//! malformed length inside a payload can make the decoder allocate.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::{Error, Result};
+
+/// The hard upper bound on `frame_bytes_max`, and so on any allocation a
+/// decoder makes.
+pub const FRAME_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+const CONFIG: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<FRAME_BYTES_LIMIT>,
+> = bincode::config::standard().with_limit::<FRAME_BYTES_LIMIT>();
+
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(message, CONFIG)
+        .map_err(|e| Error::MalformedMessage(format!("cannot encode: {e}")))
+}
+
+/// Decodes one message that must fill `bytes` exactly.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (message, used) = bincode::serde::decode_from_slice(bytes, CONFIG)
+        .map_err(|e| Error::MalformedMessage(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(Error::MalformedMessage(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - used
+        )));
+    }
+    Ok(message)
+}
+
+/// Reads one frame's payload. `Ok(None)` is a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+) -> Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::io("connection", e)),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > frame_bytes_max {
+        return Err(Error::FrameTooLarge {
+            len,
+            max: frame_bytes_max,
+        });
+    }
+    let mut payload = vec![0u8; len];
+    reader
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| Error::io("connection", e))?;
+    Ok(Some(payload))
+}
+
+/// Writes one message as a frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    writer: &mut W,
+    message: &T,
+) -> Result<()> {
+    let payload = encode(message)?;
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    writer
+        .write_all(&frame)
+        .await
+        .map_err(|e| Error::io("connection", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Frame, Hello, Request, Role};
+    use proptest::prelude::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let frame = Frame::Request {
+            id: 7,
+            body: Request::ClusterStatus,
+        };
+        assert_eq!(decode::<Frame>(&encode(&frame).unwrap()).unwrap(), frame);
+        let hello = Hello::new("prod", Role::Client, None);
+        assert_eq!(decode::<Hello>(&encode(&hello).unwrap()).unwrap(), hello);
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let mut hello = Hello::new("prod", Role::Peer, None);
+        assert!(hello.refusal("prod").unwrap().contains("node id"));
+        hello.node_id = Some("n1".into());
+        assert_eq!(hello.refusal("prod"), None);
+        assert!(hello.refusal("test").unwrap().contains("does not match"));
+        hello.protocol_version = 99;
+        assert!(hello.refusal("prod").unwrap().contains("version 99"));
+    }
+
+    proptest! {
+        /// Arbitrary bytes decode to an error or a message, never a panic
+        /// or an allocation beyond the limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode::<Frame>(&bytes);
+            let _ = decode::<Hello>(&bytes);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(cut in 0usize..20) {
+            let frame = Frame::Request { id: 1, body: Request::ClusterStatus };
+            let bytes = encode(&frame).unwrap();
+            let cut = cut.min(bytes.len().saturating_sub(1));
+            prop_assert!(decode::<Frame>(&bytes[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Every message cassio sends over its native protocol, for clients and peers
+//! alike. The first frame of a connection is a [`Hello`]; the server answers
+//! [`HelloReply`]; then frames are [`Frame`]s whose requests carry ids, so
+//! many can be in flight on one connection.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{GossipAck, GossipAck2, GossipSyn, NodeStatus};
+use crate::types::NodeId;
+
+/// First four bytes of every handshake: "not a cassio peer" is caught at once.
+pub const MAGIC: u32 = 0xCA55_10F0;
+/// Bumped on any incompatible change to these messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Client,
+    Peer,
+}
+
+/// The handshake, first frame on every connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: u32,
+    pub protocol_version: u32,
+    pub cluster_name: String,
+    pub role: Role,
+    /// The connecting node (peers) or `None` (clients).
+    pub node_id: Option<NodeId>,
+}
+
+impl Hello {
+    pub fn new(cluster_name: &str, role: Role, node_id: Option<NodeId>) -> Self {
+        Hello {
+            magic: MAGIC,
+            protocol_version: PROTOCOL_VERSION,
+            cluster_name: cluster_name.to_string(),
+            role,
+            node_id,
+        }
+    }
+
+    /// Why a server must refuse this handshake, if it must.
+    pub fn refusal(&self, cluster_name: &str) -> Option<String> {
+        if self.magic != MAGIC {
+            return Some(format!(
+                "bad magic {:#010x}: not a cassio client",
+                self.magic
+            ));
+        }
+        if self.protocol_version != PROTOCOL_VERSION {
+            return Some(format!(
+                "protocol version {} is not supported; this node speaks version {PROTOCOL_VERSION}",
+                self.protocol_version
+            ));
+        }
+        if self.cluster_name != cluster_name {
+            return Some(format!(
+                "cluster name {:?} does not match this node's cluster {cluster_name:?}",
+                self.cluster_name
+            ));
+        }
+        if self.role == Role::Peer && self.node_id.is_none() {
+            return Some("a peer must say its node id".to_string());
+        }
+        None
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HelloReply {
+    Welcome { node_id: NodeId },
+    Refused { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    Request { id: u64, body: Request },
+    Response { id: u64, body: Response },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Peers only: gossip round step 1.
+    GossipSyn(GossipSyn),
+    /// Peers only: gossip round step 3.
+    GossipAck2(GossipAck2),
+    /// Anyone: this node's view of the cluster.
+    ClusterStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    GossipAck(GossipAck),
+    Done,
+    ClusterStatus(ClusterStatus),
+    Error { message: String },
+}
+
+/// One node's view of the cluster (`cassio status`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub answered_by: NodeId,
+    pub cluster_name: String,
+    pub replication_factor: u32,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub node: NodeId,
+    pub native_addr: SocketAddr,
+    pub resp_addr: Option<SocketAddr>,
+    pub up: bool,
+    pub status: NodeStatus,
+    pub generation: u64,
+    pub heartbeat: u64,
+    pub load_bytes: u64,
+    /// Fraction of keys this node owns (as first replica), estimated.
+    pub owns: f64,
+    pub vnodes: u32,
+}

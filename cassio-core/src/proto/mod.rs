@@ -1,0 +1,12 @@
+//! The native wire protocol, shared by peers and clients: message types and
+//! the codec (bincode 2 in length-prefixed frames). Nothing here knows about
+//! sockets beyond `AsyncRead`/`AsyncWrite`.
+
+mod codec;
+mod message;
+
+pub use codec::{FRAME_BYTES_LIMIT, decode, encode, read_frame, write_frame};
+pub use message::{
+    ClusterStatus, Frame, Hello, HelloReply, MAGIC, MemberStatus, PROTOCOL_VERSION, Request,
+    Response, Role,
+};

@@ -1,0 +1,142 @@
+//! Membership with several nodes in one process (`Node::start`, real TCP on
+//! 127.0.0.1 with free ports): five nodes given one seed converge; a stopped
+//! node is marked DOWN by every other within the phi timeout; restarted, it
+//! is UP again with a higher generation.
+
+use std::time::{Duration, Instant};
+
+use cassio_core::cluster::NodeStatus;
+use cassio_core::{Node, NodeConfig, NodeHandle};
+
+const GOSSIP_INTERVAL_MS: u64 = 200;
+
+fn config(name: &str, dir: &std::path::Path, seeds: Vec<std::net::SocketAddr>) -> NodeConfig {
+    NodeConfig {
+        name: name.to_string(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        resp: None,
+        seeds,
+        data_dir: Some(dir.join(name)),
+        vnodes: 16,
+        gossip_interval_ms: GOSSIP_INTERVAL_MS,
+        ..NodeConfig::default()
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes; returns the time taken.
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn sees_all_up(node: &NodeHandle, count: usize) -> bool {
+    let members = node.members();
+    members.len() == count
+        && members
+            .iter()
+            .all(|m| m.up && m.status == NodeStatus::Normal)
+}
+
+#[test]
+fn five_nodes_converge_detect_a_failure_and_see_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = Node::start(config("n0", dir.path(), vec![])).unwrap();
+    let seed_addr = seed.native_addr();
+    let mut nodes = vec![seed];
+    for i in 1..5 {
+        nodes.push(Node::start(config(&format!("n{i}"), dir.path(), vec![seed_addr])).unwrap());
+    }
+
+    let rounds = Duration::from_millis(GOSSIP_INTERVAL_MS * 10);
+    let took = wait_for(rounds, "5 UP/NORMAL members on every node", || {
+        nodes.iter().all(|n| sees_all_up(n, 5))
+    });
+    println!(
+        "converged in {took:?} ({} gossip rounds)",
+        took.as_millis() as u64 / GOSSIP_INTERVAL_MS + 1
+    );
+    // Every node answers status with the same membership and a ring over all.
+    let status = nodes[2].cluster_status();
+    assert_eq!(status.members.len(), 5);
+    let owned: f64 = status.members.iter().map(|m| m.owns).sum();
+    assert!(
+        (owned - 1.0).abs() < 1e-9,
+        "owned shares sum to 1, got {owned}"
+    );
+    assert!(status.members.iter().all(|m| m.owns > 0.05), "{status:?}");
+
+    // Let the detectors learn the heartbeat rhythm, as in a cluster that has
+    // been up a while.
+    std::thread::sleep(Duration::from_millis(GOSSIP_INTERVAL_MS * 15));
+    let victim = nodes.remove(3);
+    let victim_id = victim.node_id().clone();
+    let old_generation = victim
+        .members()
+        .iter()
+        .find(|m| m.node == victim_id)
+        .unwrap()
+        .generation;
+    // The phi timeout: phi = silence / (mean interval * ln 10) crosses 8 after
+    // 8 * ln(10) mean intervals, as each observer learned the mean; plus four
+    // rounds for the victim's last heartbeat to finish spreading and for polling.
+    let slowest_mean_ms = nodes
+        .iter()
+        .map(|n| {
+            n.members()
+                .into_iter()
+                .find(|m| m.node == victim_id)
+                .unwrap()
+                .heartbeat_interval_ms
+        })
+        .fold(0.0, f64::max);
+    let phi_timeout = Duration::from_millis(
+        (8.0 * std::f64::consts::LN_10 * slowest_mean_ms) as u64 + 4 * GOSSIP_INTERVAL_MS,
+    );
+    victim.shutdown().unwrap();
+    let took = wait_for(
+        phi_timeout * 3,
+        "the stopped node DOWN on every other node",
+        || {
+            nodes
+                .iter()
+                .all(|n| n.members().iter().any(|m| m.node == victim_id && !m.up))
+        },
+    );
+    println!(
+        "stopped node marked DOWN everywhere after {took:?} (phi timeout {phi_timeout:?}, slowest learned mean {slowest_mean_ms:.0} ms)"
+    );
+    assert!(
+        took <= phi_timeout,
+        "detection took {took:?}, phi timeout {phi_timeout:?}"
+    );
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.members().iter().filter(|m| m.up).count() == 4)
+    );
+
+    let restarted = Node::start(config("n3", dir.path(), vec![seed_addr])).unwrap();
+    nodes.push(restarted);
+    wait_for(
+        rounds * 2,
+        "the restarted node UP everywhere with a higher generation",
+        || {
+            nodes.iter().all(|n| {
+                sees_all_up(n, 5)
+                    && n.members()
+                        .iter()
+                        .any(|m| m.node == victim_id && m.generation > old_generation)
+            })
+        },
+    );
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
