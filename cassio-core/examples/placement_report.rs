@@ -251,7 +251,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let vnode_counts: Vec<usize> = flag("--vnodes")
         .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
-        .unwrap_or_else(|| vec![16, 32, 64, 128]);
+        .unwrap_or_else(|| vec![16, 64, 128, 256]);
     let json = args.iter().any(|a| a == "--json");
     let keys = Keys::new(key_count);
     assert_eq!(DIMENSIONS, 10);

@@ -1,11 +1,168 @@
-//! `cassio-node`: the daemon. Flags, config file, signals and logging around
-//! `cassio_core::Node` arrive with the membership issue; until then this
-//! binary says so and exits non-zero rather than pretend to serve.
+//! `cassio-node`: the daemon. It reads a TOML config file (optional), then
+//! `CASSIO_*` environment variables and flags on top (flags win), validates,
+//! starts one node and serves until SIGTERM or SIGINT, then shuts down
+//! gracefully (storage flushed).
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "cassio-node {}: the daemon is not built yet (the storage engine is; see README.md, Status)",
-        env!("CARGO_PKG_VERSION")
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cassio_core::{Node, NodeConfig};
+use clap::{Parser, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "cassio-node", version, about = "Run one cassio database node")]
+struct Args {
+    /// TOML file with any of the settings below (flag names with `_`).
+    #[arg(long, env = "CASSIO_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's name, unique in the cluster [default: node1].
+    #[arg(long, env = "CASSIO_NAME")]
+    name: Option<String>,
+    /// Nodes only join nodes of the same cluster name [default: cassio].
+    #[arg(long, env = "CASSIO_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// Native protocol address [default: 127.0.0.1:9000].
+    #[arg(long, env = "CASSIO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Redis-protocol address [default: 127.0.0.1:6379] (served once the RESP endpoint exists).
+    #[arg(long, env = "CASSIO_RESP")]
+    resp: Option<SocketAddr>,
+    /// Native addresses of nodes to join through, comma-separated.
+    #[arg(long, env = "CASSIO_SEEDS", value_delimiter = ',')]
+    seeds: Option<Vec<SocketAddr>>,
+    /// Data directory [default: ./cassio-data/NAME].
+    #[arg(long, env = "CASSIO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Copies of each key [default: 3].
+    #[arg(long, env = "CASSIO_REPLICATION_FACTOR")]
+    replication_factor: Option<u32>,
+    /// Placement vectors, fixed at first start [default: 256].
+    #[arg(long, env = "CASSIO_VNODES")]
+    vnodes: Option<u32>,
+    /// Gossip period in milliseconds [default: 1000].
+    #[arg(long, env = "CASSIO_GOSSIP_INTERVAL_MS")]
+    gossip_interval_ms: Option<u64>,
+    /// Phi above which a peer is DOWN [default: 8].
+    #[arg(long, env = "CASSIO_PHI_CONVICT_THRESHOLD")]
+    phi_convict_threshold: Option<f64>,
+    /// Log format.
+    #[arg(long, env = "CASSIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `cassio_core=debug`.
+    #[arg(long, env = "CASSIO_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Args {
+    /// Defaults, then the file, then environment and flags.
+    fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str::<NodeConfig>(&text)
+                    .with_context(|| format!("config file {} is not valid", path.display()))?
+            }
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = &self.name {
+            config.name = v.clone();
+        }
+        if let Some(v) = &self.cluster_name {
+            config.cluster_name = v.clone();
+        }
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.resp {
+            config.resp = Some(v);
+        }
+        if let Some(v) = &self.seeds {
+            config.seeds = v.clone();
+        }
+        if let Some(v) = &self.data_dir {
+            config.data_dir = Some(v.clone());
+        }
+        if let Some(v) = self.replication_factor {
+            config.replication_factor = v;
+        }
+        if let Some(v) = self.vnodes {
+            config.vnodes = v;
+        }
+        if let Some(v) = self.gossip_interval_ms {
+            config.gossip_interval_ms = v;
+        }
+        if let Some(v) = self.phi_convict_threshold {
+            config.phi_convict_threshold = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("--log {:?} is not a valid log filter", args.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.node_config()?;
+    let node = Node::start(config.clone())
+        .with_context(|| format!("node {} failed to start", config.name))?;
+    // One line on stdout for scripts and tests: who listens where.
+    println!(
+        "cassio-node {} listening on {} (cluster {}, data {})",
+        node.node_id(),
+        node.native_addr(),
+        config.cluster_name,
+        config.data_dir().display()
     );
-    std::process::ExitCode::from(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    let signal = runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => Ok::<_, std::io::Error>("SIGTERM"),
+            result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT"),
+        }
+    })?;
+    tracing::info!(signal, "shutting down");
+    node.shutdown().context("shutdown failed")?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = init_logging(&args) {
+        eprintln!("cassio-node: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cassio-node: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

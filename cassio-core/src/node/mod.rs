@@ -23,6 +23,18 @@ use crate::proto::ClusterStatus;
 use crate::types::NodeId;
 use shared::NodeShared;
 
+/// Runs a node on the caller's runtime and transport until `shutdown` turns
+/// true: how simulation tests run many nodes on a simulated network.
+pub async fn run_node_on<T: crate::net::Transport>(
+    config: NodeConfig,
+    transport: T,
+    generation: u64,
+    rng_seed: u64,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    runtime::run_node(config, transport, generation, rng_seed, shutdown, |_| {}).await
+}
+
 /// Namespace for starting nodes.
 pub struct Node;
 

@@ -26,6 +26,7 @@ const LOAD_EVERY_TICKS: u64 = 10;
 /// used last (kept in the data directory), so peers see a restart even if
 /// the clock went back.
 pub fn next_generation(data_dir: &Path, now_ms: u64) -> Result<u64> {
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let path = data_dir.join("generation");
     let last = match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<u64>().unwrap_or(0),

@@ -1,0 +1,157 @@
+//! Bad input on the native protocol, over a real socket: garbage, an oversize
+//! frame, a wrong protocol version, a wrong cluster name, a frame that is not
+//! a message. Each gets a clear refusal or a closed connection, never a
+//! crash, and the node keeps answering a well-behaved client throughout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cassio_core::net::{Connection, Tcp};
+use cassio_core::proto::{self, Hello, HelloReply, Request, Response, Role};
+use cassio_core::{Node, NodeConfig, NodeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn start(dir: &std::path::Path) -> NodeHandle {
+    Node::start(NodeConfig {
+        name: "solo".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        resp: None,
+        data_dir: Some(dir.to_path_buf()),
+        vnodes: 8,
+        frame_bytes_max: 64 * 1024,
+        ..NodeConfig::default()
+    })
+    .unwrap()
+}
+
+/// Reads until the server closes; returns what it sent.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the server must close a connection that sent bad input"
+    );
+    out
+}
+
+/// A well-behaved client still gets answers.
+async fn still_serves(addr: SocketAddr) {
+    let conn = Connection::open(
+        &Tcp,
+        addr,
+        Hello::new("cassio", Role::Client, None),
+        1 << 20,
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("a good client connects after bad ones");
+    let response = conn
+        .request(Request::ClusterStatus, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(matches!(response, Response::ClusterStatus(s) if s.members.len() == 1));
+}
+
+fn refusal(bytes: &[u8]) -> String {
+    let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    match proto::decode::<HelloReply>(&bytes[4..4 + len]).unwrap() {
+        HelloReply::Refused { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+async fn send_hello(addr: SocketAddr, hello: &Hello) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    proto::write_frame(&mut stream, hello).await.unwrap();
+    read_until_closed(&mut stream).await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn bad_input_closes_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let addr = node.native_addr();
+
+    // A long-lived good connection opened first must survive everything below.
+    let survivor = Connection::open(
+        &Tcp,
+        addr,
+        Hello::new("cassio", Role::Client, None),
+        1 << 20,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+
+    // Garbage instead of a handshake.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(b"\x05\x00\x00\x00GET / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    read_until_closed(&mut garbage).await;
+    still_serves(addr).await;
+
+    // A frame header claiming 1 GiB: refused before reading it.
+    let mut oversize = TcpStream::connect(addr).await.unwrap();
+    oversize
+        .write_all(&(1u32 << 30).to_le_bytes())
+        .await
+        .unwrap();
+    read_until_closed(&mut oversize).await;
+    still_serves(addr).await;
+
+    // Wrong protocol version and wrong cluster name: refused with the reason.
+    let mut old = Hello::new("cassio", Role::Client, None);
+    old.protocol_version = 99;
+    let reason = refusal(&send_hello(addr, &old).await);
+    assert!(reason.contains("protocol version 99"), "{reason}");
+    let reason = refusal(&send_hello(addr, &Hello::new("other", Role::Client, None)).await);
+    assert!(reason.contains("does not match"), "{reason}");
+    let mut magic = Hello::new("cassio", Role::Client, None);
+    magic.magic = 0xdead_beef;
+    assert!(refusal(&send_hello(addr, &magic).await).contains("bad magic"));
+
+    // A good handshake followed by a frame that is not a message.
+    let mut junk = TcpStream::connect(addr).await.unwrap();
+    proto::write_frame(&mut junk, &Hello::new("cassio", Role::Client, None))
+        .await
+        .unwrap();
+    junk.write_all(&[3, 0, 0, 0, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let replies = read_until_closed(&mut junk).await;
+    assert!(!replies.is_empty(), "the welcome came before the close");
+
+    // A client may not send peer-only messages: an error answer, not a crash.
+    let client = Connection::open(
+        &Tcp,
+        addr,
+        Hello::new("cassio", Role::Client, None),
+        1 << 20,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let response = client
+        .request(
+            Request::GossipAck2(Default::default()),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(response, Response::Error { message } if message.contains("peers")));
+
+    let response = survivor
+        .request(Request::ClusterStatus, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        matches!(response, Response::ClusterStatus(_)),
+        "the first connection still works"
+    );
+    still_serves(addr).await;
+    node.shutdown().unwrap();
+}
