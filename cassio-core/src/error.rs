@@ -94,6 +94,16 @@ pub enum Error {
     #[error("{what} timed out after {after_ms} ms")]
     Timeout { what: String, after_ms: u64 },
 
+    /// Fewer replicas answered than the consistency level needs.
+    #[error(
+        "consistency level {level} not reached: {required} replicas required, {received} received"
+    )]
+    QuorumNotReached {
+        level: crate::coordinator::ConsistencyLevel,
+        required: usize,
+        received: usize,
+    },
+
     /// The remote node answered with an error.
     #[error("{node} answered with an error: {message}")]
     Remote { node: String, message: String },

@@ -5,11 +5,13 @@
 //!   Synchronous code on its own threads; it never imports tokio.
 //! - [`ring`]: key and vnode vectors, ring order, replica lists.
 //! - [`cluster`]: gossip membership and phi-accrual failure detection (no IO).
+//! - [`coordinator`]: consistency levels, HLC, vote counting (no IO).
 //! - [`proto`]: wire messages and framing; [`net`]: transport seam,
 //!   connections and the request server.
 //! - [`node`]: the above wired on a tokio runtime: `Node::start` → `NodeHandle`.
 
 pub mod cluster;
+pub mod coordinator;
 pub mod error;
 pub mod net;
 pub mod node;

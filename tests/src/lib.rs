@@ -3,3 +3,4 @@
 //! here.
 
 pub mod crash_workload;
+pub mod harness;

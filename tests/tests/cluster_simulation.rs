@@ -11,7 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
 use cassio_core::net::{Connection, Sim};
-use cassio_core::node::{next_generation, run_node_on};
+use std::sync::Arc;
+
+use cassio_core::node::{NodeEnv, next_generation, run_node_on};
 use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
 use cassio_core::storage::StorageConfig;
 
@@ -119,17 +121,15 @@ fn run_seed(seed: u64) -> Result<Vec<Duration>, String> {
                     },
                     ..NodeConfig::default()
                 };
-                let now_ms = turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64;
-                let generation = next_generation(&data_dir, now_ms + 1)?;
+                let clock: cassio_core::storage::Clock =
+                    Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
+                let env = NodeEnv {
+                    generation: next_generation(&data_dir, clock())?,
+                    rng_seed: seed ^ ((i as u64) << 8),
+                    clock,
+                };
                 let (keep_running, shutdown) = tokio::sync::watch::channel(false);
-                run_node_on(
-                    config,
-                    Sim { host_ip },
-                    generation,
-                    seed ^ (i as u64) << 8,
-                    shutdown,
-                )
-                .await?;
+                run_node_on(config, Sim { host_ip }, env, shutdown).await?;
                 drop(keep_running);
                 Ok(())
             }

@@ -36,7 +36,11 @@ pub struct Caller {
 
 /// Answers requests; the node implements it.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, caller: &Caller, request: Request) -> impl Future<Output = Response> + Send;
+    fn handle(
+        self: &Arc<Self>,
+        caller: &Caller,
+        request: Request,
+    ) -> impl Future<Output = Response> + Send;
 }
 
 /// Accepts connections until `shutdown` turns true.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator::ConsistencyLevel;
 use crate::error::{Error, Result};
 use crate::proto::FRAME_BYTES_LIMIT;
 use crate::storage::StorageConfig;
@@ -40,6 +41,20 @@ pub struct NodeConfig {
     pub frame_bytes_max: usize,
     /// Deadline for one peer request (gossip exchange, later replica calls).
     pub peer_request_timeout_ms: u64,
+    /// Consistency level of reads that do not name one.
+    pub read_consistency: ConsistencyLevel,
+    /// Consistency level of writes that do not name one.
+    pub write_consistency: ConsistencyLevel,
+    /// A write gets `QuorumNotReached` if its level is not met in this time.
+    pub write_timeout_ms: u64,
+    /// A read gets `QuorumNotReached` if its level is not met in this time.
+    pub read_timeout_ms: u64,
+    /// Keep hints for replicas that miss a write, and replay them.
+    pub hinted_handoff: bool,
+    /// Hints older than this are dropped (anti-entropy must cover them).
+    pub hint_window_ms: u64,
+    /// Hints kept at most (bytes on disk); beyond it new hints are dropped.
+    pub hints_bytes_max: u64,
     pub storage: StorageConfig,
 }
 
@@ -58,6 +73,13 @@ impl Default for NodeConfig {
             phi_convict_threshold: 8.0,
             frame_bytes_max: 16 * 1024 * 1024,
             peer_request_timeout_ms: 2000,
+            read_consistency: ConsistencyLevel::Quorum,
+            write_consistency: ConsistencyLevel::Quorum,
+            write_timeout_ms: 2000,
+            read_timeout_ms: 5000,
+            hinted_handoff: true,
+            hint_window_ms: 3 * 60 * 60 * 1000,
+            hints_bytes_max: 256 * 1024 * 1024,
             storage: StorageConfig::default(),
         }
     }
@@ -117,6 +139,12 @@ impl NodeConfig {
         }
         if self.peer_request_timeout_ms == 0 {
             return fail("--peer-request-timeout-ms must be at least 1, got 0".into());
+        }
+        if self.write_timeout_ms == 0 || self.read_timeout_ms == 0 {
+            return fail("--write-timeout-ms and --read-timeout-ms must be at least 1".into());
+        }
+        if self.read_consistency == ConsistencyLevel::Any {
+            return fail("--read-consistency ANY is for writes only; use ONE or higher".into());
         }
         if self.resp.is_some_and(|r| r == self.listen && r.port() != 0) {
             return fail(format!(

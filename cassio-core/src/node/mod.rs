@@ -4,6 +4,8 @@
 //! and `cassio up` do).
 
 mod config;
+mod coordinate;
+mod hints;
 mod runtime;
 mod shared;
 
@@ -14,7 +16,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 pub use config::NodeConfig;
-pub use runtime::next_generation;
+pub use runtime::{NodeEnv, next_generation};
 
 use crate::cluster::Member;
 use crate::error::{Error, Result};
@@ -28,11 +30,10 @@ use shared::NodeShared;
 pub async fn run_node_on<T: crate::net::Transport>(
     config: NodeConfig,
     transport: T,
-    generation: u64,
-    rng_seed: u64,
+    env: NodeEnv,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    runtime::run_node(config, transport, generation, rng_seed, shutdown, |_| {}).await
+    runtime::run_node(config, transport, env, shutdown, |_| {}).await
 }
 
 /// Namespace for starting nodes.
@@ -61,11 +62,15 @@ impl Node {
                     .build()
                     .map_err(|e| Error::io("tokio runtime", e))?;
                 let failed_tx = ready_tx.clone();
+                let env = NodeEnv {
+                    generation,
+                    rng_seed: rand::random(),
+                    clock: crate::storage::system_clock(),
+                };
                 let outcome = runtime.block_on(runtime::run_node(
                     config,
                     Tcp,
-                    generation,
-                    rand::random(),
+                    env,
                     shutdown_rx,
                     move |shared| {
                         let _ = ready_tx.send(Ok(shared));

@@ -11,12 +11,13 @@ use rand::SeedableRng;
 use tokio::sync::watch;
 
 use super::config::NodeConfig;
+use super::hints::HintStore;
 use super::shared::NodeShared;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
 use crate::error::{Error, Result};
 use crate::net::{ServerConfig, Transport};
 use crate::ring::load_or_create_vnodes;
-use crate::storage::Engine;
+use crate::storage::{Clock, Engine};
 use crate::types::NodeId;
 
 /// Ticks between two load announcements in gossip.
@@ -38,22 +39,50 @@ pub fn next_generation(data_dir: &Path, now_ms: u64) -> Result<u64> {
     Ok(generation)
 }
 
+/// What a node takes from its surroundings rather than reading itself, so a
+/// simulation can control it.
+#[derive(Clone)]
+pub struct NodeEnv {
+    /// See [`next_generation`].
+    pub generation: u64,
+    /// Seeds gossip's peer choice and the first vnode draw.
+    pub rng_seed: u64,
+    /// Wall clock in ms since the Unix epoch (write timestamps, TTLs, hints).
+    pub clock: Clock,
+}
+
 /// Runs one node until `shutdown` turns true. `on_ready` receives the shared
 /// state once the node listens (its bound address may differ from the
 /// configured one when the port was 0).
 pub(crate) async fn run_node<T: Transport>(
     config: NodeConfig,
     transport: T,
-    generation: u64,
-    rng_seed: u64,
+    env: NodeEnv,
     mut shutdown: watch::Receiver<bool>,
     on_ready: impl FnOnce(Arc<NodeShared<T>>),
 ) -> Result<()> {
     config.validate()?;
+    let NodeEnv {
+        generation,
+        rng_seed,
+        clock,
+    } = env;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
-    let engine = Engine::open(data_dir.join("data"), config.storage.clone())?;
+    let engine =
+        Engine::open_with_clock(data_dir.join("data"), config.storage.clone(), clock.clone())?;
+    let hints = if config.hinted_handoff {
+        Some(HintStore::open(
+            &data_dir.join("hints"),
+            config.hint_window_ms,
+            config.hints_bytes_max,
+            config.storage.background_threads,
+            clock.clone(),
+        )?)
+    } else {
+        None
+    };
     let vnodes = load_or_create_vnodes(&data_dir, config.vnodes as usize, &mut rng)?;
     let listener = transport
         .bind(config.listen)
@@ -83,7 +112,9 @@ pub(crate) async fn run_node<T: Transport>(
         native_addr,
         gossiper,
         engine,
+        hints,
         transport.clone(),
+        clock,
     ));
     tracing::info!(node = %node_id, %native_addr, generation, "node listening");
     let server_config = Arc::new(ServerConfig {
@@ -100,6 +131,14 @@ pub(crate) async fn run_node<T: Transport>(
         server_config,
         shutdown.clone(),
     ));
+    if config
+        .seeds
+        .iter()
+        .all(|s| *s == native_addr || *s == config.listen)
+    {
+        // The first node of a cluster has nobody to learn the ring from.
+        shared.joined.send_replace(true);
+    }
     on_ready(shared.clone());
 
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
@@ -119,6 +158,7 @@ pub(crate) async fn run_node<T: Transport>(
                 .lock()
                 .set_load(stats.sstable_bytes + stats.memtable_bytes as u64);
         }
+        shared.replay_hints();
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);
         for (addr, syn) in rounds {
             let shared = shared.clone();
@@ -132,5 +172,8 @@ pub(crate) async fn run_node<T: Transport>(
     }
     server.abort();
     tracing::info!(node = %node_id, "node stopping; flushing storage");
+    if let Some(hints) = &shared.hints {
+        hints.flush()?;
+    }
     shared.engine.flush()
 }

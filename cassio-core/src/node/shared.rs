@@ -1,7 +1,7 @@
 //! State one node's tasks share: configuration, identity, the gossiper, the
 //! storage engine and pooled peer connections; and the request handler.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +9,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::config::NodeConfig;
+use super::hints::HintStore;
 use crate::cluster::{Gossiper, Member};
+use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Handler, Transport};
 use crate::proto::{ClusterStatus, Hello, MemberStatus, Request, Response, Role};
-use crate::storage::Engine;
+use crate::storage::{Cell, CellValue, Clock, Engine};
 use crate::types::NodeId;
 
 /// Keys sampled to estimate each node's owned share for status.
@@ -25,7 +27,18 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(crate) native_addr: SocketAddr,
     pub(crate) gossiper: Mutex<Gossiper>,
     pub(crate) engine: Engine,
+    pub(crate) hints: Option<HintStore>,
+    pub(crate) metrics: Metrics,
     pub(crate) transport: T,
+    /// Wall clock (ms since the Unix epoch), injected so simulations control it.
+    pub(crate) clock: Clock,
+    hlc: Mutex<HybridClock>,
+    /// Targets whose hints are being replayed now.
+    pub(crate) replaying: Mutex<HashSet<NodeId>>,
+    /// Set once this node completed a gossip round with a peer (or has no
+    /// seeds but itself): only then does it know the ring well enough to
+    /// coordinate.
+    pub(crate) joined: tokio::sync::watch::Sender<bool>,
     started: tokio::time::Instant,
     peers: Mutex<HashMap<SocketAddr, Arc<Connection>>>,
 }
@@ -36,7 +49,9 @@ impl<T: Transport> NodeShared<T> {
         native_addr: SocketAddr,
         gossiper: Gossiper,
         engine: Engine,
+        hints: Option<HintStore>,
         transport: T,
+        clock: Clock,
     ) -> Self {
         NodeShared {
             node_id: gossiper.local().clone(),
@@ -44,9 +59,28 @@ impl<T: Transport> NodeShared<T> {
             native_addr,
             gossiper: Mutex::new(gossiper),
             engine,
+            hints,
+            metrics: Metrics::default(),
             transport,
+            clock,
+            hlc: Mutex::new(HybridClock::default()),
+            replaying: Mutex::new(HashSet::new()),
+            joined: tokio::sync::watch::Sender::new(false),
             started: tokio::time::Instant::now(),
             peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A write timestamp (µs): the client's if given (the clock moves past
+    /// it), else the hybrid logical clock's.
+    fn write_timestamp(&self, client: Option<u64>) -> u64 {
+        let mut hlc = self.hlc.lock();
+        match client {
+            Some(ts) => {
+                hlc.observe(ts);
+                ts
+            }
+            None => hlc.now((self.clock)().saturating_mul(1000)),
         }
     }
 
@@ -108,6 +142,7 @@ impl<T: Transport> NodeShared<T> {
             answered_by: self.node_id.clone(),
             cluster_name: self.config.cluster_name.clone(),
             replication_factor: self.config.replication_factor,
+            metrics: self.metrics.snapshot(),
             members: members
                 .into_iter()
                 .map(|m| MemberStatus {
@@ -146,8 +181,26 @@ impl<T: Transport> NodeShared<T> {
             .request(Request::GossipAck2(ack2), self.peer_timeout())
             .await?
         {
-            Response::Done => Ok(()),
+            Response::Done => {
+                self.joined.send_replace(true);
+                Ok(())
+            }
             other => Err(unexpected(&conn, other)),
+        }
+    }
+
+    /// Waits (up to `limit`) until this node may coordinate; an error answer
+    /// if it still has not joined.
+    async fn wait_until_joined(&self, limit: Duration) -> Option<Response> {
+        let mut joined = self.joined.subscribe();
+        match tokio::time::timeout(limit, joined.wait_for(|j| *j)).await {
+            Ok(Ok(_)) => None,
+            _ => Some(Response::Error {
+                message: format!(
+                    "node {} has not joined the cluster yet (no gossip round with a seed completed)",
+                    self.node_id
+                ),
+            }),
         }
     }
 }
@@ -164,13 +217,31 @@ fn unexpected(conn: &Connection, response: Response) -> Error {
 }
 
 impl<T: Transport> Handler for NodeShared<T> {
-    async fn handle(&self, caller: &Caller, request: Request) -> Response {
+    async fn handle(self: &Arc<Self>, caller: &Caller, request: Request) -> Response {
+        let peer_only = matches!(
+            request,
+            Request::GossipSyn(_)
+                | Request::GossipAck2(_)
+                | Request::ReplicaWrite { .. }
+                | Request::ReplicaRead { .. }
+        );
+        if peer_only && caller.role != Role::Peer {
+            return Response::Error {
+                message: "gossip and replica messages are for peers".into(),
+            };
+        }
+        let coordinates = matches!(
+            request,
+            Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }
+        );
+        if coordinates
+            && let Some(refusal) = self
+                .wait_until_joined(Duration::from_millis(self.config.write_timeout_ms))
+                .await
+        {
+            return refusal;
+        }
         match request {
-            Request::GossipSyn(_) | Request::GossipAck2(_) if caller.role != Role::Peer => {
-                Response::Error {
-                    message: "gossip messages are for peers".into(),
-                }
-            }
             Request::GossipSyn(syn) => {
                 Response::GossipAck(self.gossiper.lock().handle_syn(syn, self.now_ms()))
             }
@@ -179,6 +250,49 @@ impl<T: Transport> Handler for NodeShared<T> {
                 Response::Done
             }
             Request::ClusterStatus => Response::ClusterStatus(self.cluster_status()),
+            Request::Get { key, level } => {
+                self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
+                    .await
+            }
+            Request::Put {
+                key,
+                value,
+                level,
+                timestamp,
+                ttl_ms,
+            } => {
+                let cell = Cell {
+                    timestamp: self.write_timestamp(timestamp),
+                    expires_at_ms: ttl_ms.map(|ttl| (self.clock)().saturating_add(ttl)),
+                    value: CellValue::Value(value),
+                };
+                self.coordinate_write(key, cell, level.unwrap_or(self.config.write_consistency))
+                    .await
+            }
+            Request::Delete {
+                key,
+                level,
+                timestamp,
+            } => {
+                let cell = Cell::tombstone(self.write_timestamp(timestamp));
+                self.coordinate_write(key, cell, level.unwrap_or(self.config.write_consistency))
+                    .await
+            }
+            Request::ReplicaWrite { key, cell } => {
+                self.hlc.lock().observe(cell.timestamp);
+                match self.engine.write(&key, cell) {
+                    Ok(()) => Response::Done,
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Request::ReplicaRead { key } => match self.engine.get_cell(&key) {
+                Ok(cell) => Response::ReplicaCell(cell),
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            },
         }
     }
 }

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{GossipAck, GossipAck2, GossipSyn, NodeStatus};
+use crate::coordinator::{ConsistencyLevel, MetricsSnapshot};
+use crate::storage::Cell;
 use crate::types::NodeId;
 
 /// First four bytes of every handshake: "not a cassio peer" is caught at once.
@@ -90,6 +92,29 @@ pub enum Request {
     GossipAck2(GossipAck2),
     /// Anyone: this node's view of the cluster.
     ClusterStatus,
+    /// Read a key through this node as coordinator.
+    Get {
+        key: Vec<u8>,
+        level: Option<ConsistencyLevel>,
+    },
+    /// Write a key; `timestamp` (µs) overrides the coordinator's clock.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        level: Option<ConsistencyLevel>,
+        timestamp: Option<u64>,
+        ttl_ms: Option<u64>,
+    },
+    /// Delete a key (write a tombstone).
+    Delete {
+        key: Vec<u8>,
+        level: Option<ConsistencyLevel>,
+        timestamp: Option<u64>,
+    },
+    /// Peers only: apply a cell on this replica.
+    ReplicaWrite { key: Vec<u8>, cell: Cell },
+    /// Peers only: this replica's cell for a key.
+    ReplicaRead { key: Vec<u8> },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -97,7 +122,29 @@ pub enum Response {
     GossipAck(GossipAck),
     Done,
     ClusterStatus(ClusterStatus),
-    Error { message: String },
+    /// Answer to `Get`: the live value and its write timestamp, or nothing.
+    Value {
+        value: Option<Vec<u8>>,
+        timestamp: Option<u64>,
+    },
+    /// Answer to `Put` / `Delete`: the timestamp the write carries.
+    Written {
+        timestamp: u64,
+    },
+    ReplicaCell(Option<Cell>),
+    /// The consistency level was not met (in time).
+    QuorumNotReached {
+        level: ConsistencyLevel,
+        required: u32,
+        received: u32,
+    },
+    /// The request itself is wrong (too large, unknown level...): do not retry.
+    Invalid {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// One node's view of the cluster (`cassio status`).
@@ -107,6 +154,8 @@ pub struct ClusterStatus {
     pub cluster_name: String,
     pub replication_factor: u32,
     pub members: Vec<MemberStatus>,
+    /// The answering node's counters.
+    pub metrics: MetricsSnapshot,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,10 @@
 
 use std::cmp::Ordering;
 
+use serde::{Deserialize, Serialize};
+
 /// What a cell holds.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CellValue {
     /// Live bytes.
     Value(Vec<u8>),
@@ -14,7 +16,7 @@ pub enum CellValue {
 }
 
 /// One version of one key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cell {
     /// Write time in microseconds since the Unix epoch (the coordinator's
     /// hybrid logical clock, or the client's own).

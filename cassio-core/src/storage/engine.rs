@@ -146,7 +146,7 @@ impl Engine {
     /// wins last-write-wins against what the engine already holds.
     pub fn write(&self, key: &[u8], cell: Cell) -> Result<()> {
         let s = &*self.shared;
-        check_sizes(key, &cell, s.config.value_bytes_max)?;
+        validate_write(key, &cell, s.config.value_bytes_max)?;
         s.check_writable()?;
         s.wait_for_flush_room()?;
         let (lsn, rotated) = {
@@ -354,7 +354,8 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn check_sizes(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
+/// Checks a write's key and value sizes before anything is logged.
+pub fn validate_write(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);
     }

@@ -1,0 +1,13 @@
+//! Coordination logic, without IO: consistency levels, the hybrid logical
+//! clock that stamps writes, the per-request rounds that count acks and
+//! votes, and the counters. The node (`node/coordinate.rs`) does the sending.
+
+mod consistency;
+mod hlc;
+mod metrics;
+mod rounds;
+
+pub use consistency::ConsistencyLevel;
+pub use hlc::HybridClock;
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use rounds::{Outcome, ReadRound, WriteRound};

@@ -1,0 +1,233 @@
+//! One request's bookkeeping: which replicas answered what, and whether the
+//! consistency level is met, still possible, or lost. No IO: the node feeds
+//! replies in and asks for the outcome.
+
+use super::consistency::ConsistencyLevel;
+use crate::storage::Cell;
+use crate::types::NodeId;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome<T> {
+    Pending,
+    Done(T),
+    /// The level cannot be met (or the deadline passed).
+    Failed {
+        required: usize,
+        received: usize,
+    },
+}
+
+/// A write sent to every replica.
+#[derive(Debug)]
+pub struct WriteRound {
+    level: ConsistencyLevel,
+    required: usize,
+    outstanding: usize,
+    acks: usize,
+    hints: usize,
+}
+
+impl WriteRound {
+    pub fn new(level: ConsistencyLevel, replicas: usize) -> Self {
+        WriteRound {
+            level,
+            required: level.required(replicas),
+            outstanding: replicas,
+            acks: 0,
+            hints: 0,
+        }
+    }
+
+    pub fn required(&self) -> usize {
+        self.required
+    }
+
+    pub fn acked(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.acks += 1;
+    }
+
+    /// The replica did not acknowledge; a hint was (`stored`) or was not kept.
+    pub fn missed(&mut self, hint_stored: bool) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.hints += usize::from(hint_stored);
+    }
+
+    /// Acknowledgements that count toward the level (hints only for ANY).
+    fn counted(&self) -> usize {
+        match self.level {
+            ConsistencyLevel::Any => self.acks + self.hints,
+            _ => self.acks,
+        }
+    }
+
+    /// Done once enough acknowledged; failed once every replica answered
+    /// (or was skipped) without enough. Replicas already asked are awaited
+    /// even when the level is out of reach, so `received` is a fact.
+    pub fn outcome(&self) -> Outcome<()> {
+        if self.counted() >= self.required {
+            Outcome::Done(())
+        } else if self.outstanding == 0 {
+            self.failed()
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    /// The outcome once the deadline passed.
+    pub fn failed(&self) -> Outcome<()> {
+        Outcome::Failed {
+            required: self.required,
+            received: self.counted(),
+        }
+    }
+}
+
+/// A read: every replica's reply is a vote (a cell, or none).
+#[derive(Debug)]
+pub struct ReadRound {
+    required: usize,
+    outstanding: usize,
+    votes: Vec<(NodeId, Option<Cell>)>,
+}
+
+impl ReadRound {
+    pub fn new(level: ConsistencyLevel, replicas: usize) -> Self {
+        ReadRound {
+            required: level.required(replicas),
+            outstanding: replicas,
+            votes: Vec::new(),
+        }
+    }
+
+    pub fn required(&self) -> usize {
+        self.required
+    }
+
+    pub fn reply(&mut self, node: NodeId, cell: Option<Cell>) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.votes.push((node, cell));
+    }
+
+    pub fn missed(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
+    /// The newest cell among the votes so far (last-write-wins).
+    pub fn newest(&self) -> Option<Cell> {
+        self.votes
+            .iter()
+            .filter_map(|(_, c)| c.as_ref())
+            .fold(None, |best: Option<&Cell>, c| match best {
+                Some(b) if !c.supersedes(b) => Some(b),
+                _ => Some(c),
+            })
+            .cloned()
+    }
+
+    pub fn outcome(&self) -> Outcome<Option<Cell>> {
+        if self.votes.len() >= self.required {
+            Outcome::Done(self.newest())
+        } else if self.outstanding == 0 {
+            self.failed()
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    pub fn failed(&self) -> Outcome<Option<Cell>> {
+        Outcome::Failed {
+            required: self.required,
+            received: self.votes.len(),
+        }
+    }
+
+    /// Replicas whose vote is older than (or missing) the newest cell: the
+    /// ones read repair must write.
+    pub fn stale(&self) -> Vec<NodeId> {
+        let Some(newest) = self.newest() else {
+            return Vec::new();
+        };
+        self.votes
+            .iter()
+            .filter(|(_, c)| c.as_ref().is_none_or(|c| newest.supersedes(c)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_write_needs_two_of_three_and_fails_fast() {
+        let mut w = WriteRound::new(ConsistencyLevel::Quorum, 3);
+        w.acked();
+        assert_eq!(w.outcome(), Outcome::Pending);
+        w.missed(true);
+        assert_eq!(
+            w.outcome(),
+            Outcome::Pending,
+            "one replica still outstanding"
+        );
+        w.missed(true);
+        assert_eq!(
+            w.outcome(),
+            Outcome::Failed {
+                required: 2,
+                received: 1
+            }
+        );
+    }
+
+    #[test]
+    fn any_counts_hints() {
+        let mut w = WriteRound::new(ConsistencyLevel::Any, 3);
+        w.missed(false);
+        w.missed(false);
+        assert_eq!(w.outcome(), Outcome::Pending);
+        w.missed(true);
+        assert_eq!(w.outcome(), Outcome::Done(()));
+    }
+
+    #[test]
+    fn reads_vote_for_the_newest_and_name_stale_replicas() {
+        let mut r = ReadRound::new(ConsistencyLevel::All, 3);
+        r.reply("a".into(), Some(Cell::value("old", 1)));
+        r.reply("b".into(), Some(Cell::value("new", 2)));
+        assert_eq!(r.outcome(), Outcome::Pending);
+        r.reply("c".into(), None);
+        assert_eq!(r.outcome(), Outcome::Done(Some(Cell::value("new", 2))));
+        assert_eq!(r.stale(), vec![NodeId::from("a"), NodeId::from("c")]);
+    }
+
+    #[test]
+    fn all_fails_once_the_asked_replicas_answered() {
+        let mut r = ReadRound::new(ConsistencyLevel::All, 3);
+        r.missed();
+        r.reply("a".into(), None);
+        assert_eq!(
+            r.outcome(),
+            Outcome::Pending,
+            "b was asked: wait for its answer"
+        );
+        r.reply("b".into(), None);
+        assert_eq!(
+            r.outcome(),
+            Outcome::Failed {
+                required: 3,
+                received: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_tombstone_wins_and_repairs_the_value_holder() {
+        let mut r = ReadRound::new(ConsistencyLevel::Quorum, 3);
+        r.reply("a".into(), Some(Cell::value("v", 1)));
+        r.reply("b".into(), Some(Cell::tombstone(2)));
+        assert_eq!(r.outcome(), Outcome::Done(Some(Cell::tombstone(2))));
+        assert_eq!(r.stale(), vec![NodeId::from("a")]);
+    }
+}

@@ -1,0 +1,159 @@
+//! Hinted handoff storage: writes a replica missed, kept durably on the
+//! coordinator (its own storage engine in `DATA_DIR/hints`) until the replica
+//! is back. A hint's key is `target node id, 0x00, created ms, sequence`, so
+//! one prefix scan finds a target's hints in order. The hint window is the
+//! cells' expiry: an expired hint reads as absent and is counted as expired.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::proto;
+use crate::storage::{Cell, CellValue, Clock, Engine, StorageConfig, SyncMode};
+use crate::types::NodeId;
+
+/// One hint ready to replay.
+pub(crate) struct Hint {
+    pub(crate) id: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+    pub(crate) cell: Cell,
+}
+
+pub(crate) struct HintStore {
+    engine: Engine,
+    clock: Clock,
+    window_ms: u64,
+    bytes_max: u64,
+    sequence: AtomicU64,
+    /// Targets that may have hints.
+    targets: Mutex<BTreeSet<NodeId>>,
+}
+
+fn prefix(target: &NodeId) -> Vec<u8> {
+    let mut p = target.as_str().as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+impl HintStore {
+    pub(crate) fn open(
+        dir: &Path,
+        window_ms: u64,
+        bytes_max: u64,
+        background_threads: bool,
+        clock: Clock,
+    ) -> Result<Self> {
+        let config = StorageConfig {
+            // A hint stands for an acknowledged write: make it durable.
+            sync_mode: SyncMode::Batch,
+            memtable_bytes_max: 4 * 1024 * 1024,
+            // Hints never meet other replicas' data: nothing to resurrect.
+            gc_grace_ms: 0,
+            background_threads,
+            ..StorageConfig::default()
+        };
+        let engine = Engine::open_with_clock(dir, config, clock.clone())?;
+        let mut targets = BTreeSet::new();
+        for item in engine.scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded) {
+            let (id, _) = item?;
+            if let Some(end) = id.iter().position(|&b| b == 0) {
+                targets.insert(NodeId::new(String::from_utf8_lossy(&id[..end])));
+            }
+        }
+        Ok(HintStore {
+            engine,
+            clock,
+            window_ms,
+            bytes_max,
+            sequence: AtomicU64::new(0),
+            targets: Mutex::new(targets),
+        })
+    }
+
+    /// Keeps a hint for `target`; false when the store is full.
+    pub(crate) fn store(&self, target: &NodeId, key: &[u8], cell: &Cell) -> Result<bool> {
+        let stats = self.engine.stats();
+        if stats.sstable_bytes + stats.memtable_bytes as u64 >= self.bytes_max {
+            return Ok(false);
+        }
+        let now_ms = (self.clock)();
+        let mut id = prefix(target);
+        id.extend_from_slice(&now_ms.to_be_bytes());
+        id.extend_from_slice(&self.sequence.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        let payload = proto::encode(&(key, cell))?;
+        self.engine.write(
+            &id,
+            Cell {
+                timestamp: now_ms * 1000,
+                expires_at_ms: Some(now_ms + self.window_ms),
+                value: CellValue::Value(payload),
+            },
+        )?;
+        self.targets.lock().insert(target.clone());
+        Ok(true)
+    }
+
+    pub(crate) fn targets(&self) -> Vec<NodeId> {
+        self.targets.lock().iter().cloned().collect()
+    }
+
+    /// Up to `max` live hints for `target`, oldest first, and how many expired
+    /// hints were dropped on the way. When none remain the target is forgotten.
+    pub(crate) fn next_batch(&self, target: &NodeId, max: usize) -> Result<(Vec<Hint>, u64)> {
+        let now_ms = (self.clock)();
+        let start = prefix(target);
+        let mut end = start.clone();
+        *end.last_mut().expect("prefix ends in 0") = 1;
+        let (mut hints, mut expired) = (Vec::new(), 0);
+        let cells = self.engine.scan_cells(
+            std::ops::Bound::Included(&start[..]),
+            std::ops::Bound::Excluded(&end[..]),
+        );
+        for item in cells {
+            let (id, cell) = item?;
+            if cell.is_tombstone() {
+                continue;
+            }
+            if cell.is_expired(now_ms) {
+                self.remove(&id, &cell)?;
+                expired += 1;
+                continue;
+            }
+            let CellValue::Value(payload) = &cell.value else {
+                continue;
+            };
+            let (key, hinted): (Vec<u8>, Cell) = proto::decode(payload)
+                .map_err(|e| Error::MalformedMessage(format!("hint for {target}: {e}")))?;
+            hints.push(Hint {
+                id,
+                key,
+                cell: hinted,
+            });
+            if hints.len() == max {
+                break;
+            }
+        }
+        if hints.is_empty() {
+            self.targets.lock().remove(target);
+        }
+        Ok((hints, expired))
+    }
+
+    /// Deletes a delivered hint.
+    pub(crate) fn delivered(&self, hint: &Hint) -> Result<()> {
+        let now_ms = (self.clock)();
+        self.engine
+            .write(&hint.id, Cell::tombstone(now_ms * 1000 + 1))
+    }
+
+    fn remove(&self, id: &[u8], cell: &Cell) -> Result<()> {
+        self.engine.write(id, Cell::tombstone(cell.timestamp + 1))
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.engine.flush()
+    }
+}

@@ -1,0 +1,160 @@
+//! Helpers for cluster tests: start in-process nodes on free loopback ports,
+//! talk to them over the native protocol, wait for conditions with a bound.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::net::{Connection, Tcp};
+use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
+use cassio_core::{Node, NodeConfig, NodeHandle};
+
+pub const GOSSIP_INTERVAL_MS: u64 = 100;
+
+/// A test node's configuration: loopback, free port, fast gossip.
+pub fn node_config(name: &str, dir: &Path, seeds: Vec<SocketAddr>) -> NodeConfig {
+    NodeConfig {
+        name: name.to_string(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        resp: None,
+        seeds,
+        data_dir: Some(dir.join(name)),
+        vnodes: 16,
+        gossip_interval_ms: GOSSIP_INTERVAL_MS,
+        ..NodeConfig::default()
+    }
+}
+
+/// Starts `n` nodes (`n0` is everyone's seed) and waits until all see all UP.
+pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<NodeHandle> {
+    let mut first = node_config("n0", dir, vec![]);
+    tweak(&mut first);
+    let seed = Node::start(first).expect("start n0");
+    let seed_addr = seed.native_addr();
+    let mut nodes = vec![seed];
+    for i in 1..n {
+        let mut config = node_config(&format!("n{i}"), dir, vec![seed_addr]);
+        tweak(&mut config);
+        nodes.push(Node::start(config).expect("start node"));
+    }
+    wait_for(Duration::from_secs(10), "all nodes UP everywhere", || {
+        nodes.iter().all(|node| {
+            let members = node.members();
+            members.len() == n && members.iter().all(|m| m.up)
+        })
+    });
+    nodes
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+/// A blocking native-protocol client for tests (one connection, its own runtime).
+pub struct TestClient {
+    runtime: tokio::runtime::Runtime,
+    conn: Connection,
+}
+
+impl TestClient {
+    pub fn connect(addr: SocketAddr) -> TestClient {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let hello = Hello::new("cassio", Role::Client, None);
+        let conn = runtime
+            .block_on(Connection::open(
+                &Tcp,
+                addr,
+                hello,
+                32 << 20,
+                Duration::from_secs(5),
+            ))
+            .expect("connect");
+        TestClient { runtime, conn }
+    }
+
+    pub fn request(&self, request: Request) -> Response {
+        self.runtime
+            .block_on(self.conn.request(request, Duration::from_secs(10)))
+            .expect("request")
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8], level: ConsistencyLevel) -> Response {
+        self.request(Request::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            level: Some(level),
+            timestamp: None,
+            ttl_ms: None,
+        })
+    }
+
+    pub fn delete(&self, key: &[u8], level: ConsistencyLevel) -> Response {
+        self.request(Request::Delete {
+            key: key.to_vec(),
+            level: Some(level),
+            timestamp: None,
+        })
+    }
+
+    pub fn get(&self, key: &[u8], level: ConsistencyLevel) -> Response {
+        self.request(Request::Get {
+            key: key.to_vec(),
+            level: Some(level),
+        })
+    }
+
+    /// The value a `get` returned; panics on anything but a value answer.
+    pub fn value(&self, key: &[u8], level: ConsistencyLevel) -> Option<Vec<u8>> {
+        match self.get(key, level) {
+            Response::Value { value, .. } => value,
+            other => panic!(
+                "get {:?} at {level}: {other:?}",
+                String::from_utf8_lossy(key)
+            ),
+        }
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        match self.request(Request::ClusterStatus) {
+            Response::ClusterStatus(s) => s,
+            other => panic!("status: {other:?}"),
+        }
+    }
+
+    /// Reads one replica's stored cell directly (as a peer would).
+    pub fn replica_cell(addr: SocketAddr, key: &[u8]) -> Option<cassio_core::storage::Cell> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let hello = Hello::new("cassio", Role::Peer, Some("test-probe".into()));
+            let conn = Connection::open(&Tcp, addr, hello, 32 << 20, Duration::from_secs(5))
+                .await
+                .expect("connect");
+            match conn
+                .request(
+                    Request::ReplicaRead { key: key.to_vec() },
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(Response::ReplicaCell(cell)) => cell,
+                other => panic!("replica read: {other:?}"),
+            }
+        })
+    }
+}

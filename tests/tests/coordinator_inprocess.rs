@@ -1,0 +1,198 @@
+//! Replicated reads and writes through any node (3 nodes, RF 3, real TCP on
+//! loopback): acknowledged QUORUM writes survive a node failure, an
+//! impossible level fails fast with the facts, hints catch the node up, read
+//! repair fixes a stale replica, and a delete made while a replica was down
+//! does not let the value come back.
+
+use std::time::{Duration, Instant};
+
+use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
+use cassio_core::proto::Response;
+use cassio_core::{Node, NodeConfig};
+use cassio_tests::harness::{TestClient, node_config, start_cluster, wait_for};
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+fn written(response: Response) {
+    assert!(
+        matches!(response, Response::Written { .. }),
+        "write failed: {response:?}"
+    );
+}
+
+#[test]
+fn quorum_writes_survive_a_failure_and_hints_catch_the_node_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(3, dir.path(), |_| {});
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..10_000 {
+        written(client.put(&key(i), format!("v1-{i}").as_bytes(), Quorum));
+    }
+
+    let stopped = nodes.remove(2);
+    let seed = nodes[0].native_addr();
+    stopped.shutdown().unwrap();
+    for i in 0..10_000 {
+        assert_eq!(
+            client.value(&key(i), Quorum),
+            Some(format!("v1-{i}").into_bytes()),
+            "key {i}"
+        );
+    }
+    // 1,000 more writes: half overwrite old keys, half are new.
+    for i in 9_500..10_500 {
+        written(client.put(&key(i), format!("v2-{i}").as_bytes(), Quorum));
+    }
+    let started = Instant::now();
+    match client.get(&key(1), All) {
+        Response::QuorumNotReached {
+            level,
+            required,
+            received,
+        } => {
+            assert_eq!((level, required, received), (All, 3, 2));
+        }
+        other => panic!("an ALL read with a node down must fail, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "it failed fast: {:?}",
+        started.elapsed()
+    );
+    let hints = client.status().metrics.hints_stored;
+    assert!(hints >= 1000, "the missed writes were hinted: {hints}");
+
+    let restarted = Node::start(node_config("n2", dir.path(), vec![seed])).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "hints replayed to the restarted node",
+        || {
+            let m = client.status().metrics;
+            m.hints_replayed + m.hints_expired >= m.hints_stored
+        },
+    );
+    assert_eq!(client.status().metrics.hints_expired, 0);
+    // Reads at ONE coordinated by the restarted node are served by its own
+    // replica alone: it has every newest value.
+    let local = TestClient::connect(restarted.native_addr());
+    for i in 0..10_500 {
+        let want = if i >= 9_500 {
+            format!("v2-{i}")
+        } else {
+            format!("v1-{i}")
+        };
+        assert_eq!(
+            local.value(&key(i), One),
+            Some(want.into_bytes()),
+            "key {i} on the restarted node"
+        );
+    }
+    assert_eq!(local.status().metrics.reads, 10_500);
+    restarted.shutdown().unwrap();
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+fn no_hints(config: &mut NodeConfig) {
+    config.hinted_handoff = false;
+}
+
+#[test]
+fn one_quorum_read_repairs_a_stale_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(3, dir.path(), no_hints);
+    let client = TestClient::connect(nodes[0].native_addr());
+    written(client.put(b"k", b"old", All));
+    let stopped = nodes.remove(2);
+    stopped.shutdown().unwrap();
+    written(client.put(b"k", b"new", Quorum));
+    let mut config = node_config("n2", dir.path(), vec![nodes[0].native_addr()]);
+    no_hints(&mut config);
+    let restarted = Node::start(config).unwrap();
+    let addr = restarted.native_addr();
+    wait_for(
+        Duration::from_secs(10),
+        "every node sees every node UP",
+        || {
+            nodes
+                .iter()
+                .chain([&restarted])
+                .all(|n| n.members().iter().filter(|m| m.up).count() == 3)
+        },
+    );
+    let stale = TestClient::replica_cell(addr, b"k").unwrap();
+    assert_eq!(
+        stale.live_value(0),
+        Some(&b"old"[..]),
+        "the replica missed the write"
+    );
+
+    assert_eq!(client.value(b"k", Quorum), Some(b"new".to_vec()));
+    wait_for(Duration::from_secs(5), "the stale replica repaired", || {
+        TestClient::replica_cell(addr, b"k").is_some_and(|c| c.live_value(0) == Some(&b"new"[..]))
+    });
+    assert!(client.status().metrics.read_repairs >= 1);
+    restarted.shutdown().unwrap();
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+/// Deletes made while a replica was down, replayed by hints or (hints off)
+/// resolved by the read's vote, never let the old value come back.
+#[test]
+fn a_delete_made_while_a_replica_was_down_stays_deleted() {
+    for hints in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let tweak = |c: &mut NodeConfig| c.hinted_handoff = hints;
+        let mut nodes = start_cluster(3, dir.path(), tweak);
+        let client = TestClient::connect(nodes[0].native_addr());
+        written(client.put(b"doomed", b"value", All));
+        let stopped = nodes.remove(2);
+        stopped.shutdown().unwrap();
+        written(client.delete(b"doomed", Quorum));
+        let mut config = node_config("n2", dir.path(), vec![nodes[0].native_addr()]);
+        tweak(&mut config);
+        let restarted = Node::start(config).unwrap();
+        wait_for(
+            Duration::from_secs(10),
+            "every node sees every node UP",
+            || {
+                nodes
+                    .iter()
+                    .chain([&restarted])
+                    .all(|n| n.members().iter().filter(|m| m.up).count() == 3)
+            },
+        );
+        if hints {
+            wait_for(Duration::from_secs(10), "the tombstone replayed", || {
+                TestClient::replica_cell(restarted.native_addr(), b"doomed")
+                    .is_some_and(|c| c.is_tombstone())
+            });
+        }
+        // Coordinated by the node that missed the delete: the tombstone wins the vote.
+        let via_restarted = TestClient::connect(restarted.native_addr());
+        assert_eq!(
+            via_restarted.value(b"doomed", Quorum),
+            None,
+            "hints {hints}"
+        );
+        assert_eq!(client.value(b"doomed", All), None, "hints {hints}");
+        wait_for(
+            Duration::from_secs(5),
+            "the restarted replica holds the tombstone",
+            || {
+                TestClient::replica_cell(restarted.native_addr(), b"doomed")
+                    .is_some_and(|c| c.is_tombstone())
+            },
+        );
+        assert_eq!(via_restarted.value(b"doomed", One), None, "hints {hints}");
+        restarted.shutdown().unwrap();
+        for node in nodes {
+            node.shutdown().unwrap();
+        }
+    }
+}
