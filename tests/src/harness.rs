@@ -47,6 +47,26 @@ pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> V
     nodes
 }
 
+/// Waits until every node in `nodes` sees `node` UP at its current address,
+/// that is, has learned of its (re)start, not just an old generation.
+pub fn wait_until_all_see(nodes: &[&NodeHandle], node: &NodeHandle, limit: Duration) {
+    wait_for(
+        limit,
+        &format!(
+            "every node to see {} at {}",
+            node.node_id(),
+            node.native_addr()
+        ),
+        || {
+            nodes.iter().all(|observer| {
+                observer.members().iter().any(|m| {
+                    m.node == *node.node_id() && m.native_addr == node.native_addr() && m.up
+                })
+            })
+        },
+    );
+}
+
 /// Polls `check` every 20 ms until it holds; panics after `limit`.
 pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
 use cassio_core::proto::Response;
 use cassio_core::{Node, NodeConfig};
-use cassio_tests::harness::{TestClient, node_config, start_cluster, wait_for};
+use cassio_tests::harness::{TestClient, node_config, start_cluster, wait_for, wait_until_all_see};
 
 fn key(i: u32) -> Vec<u8> {
     format!("key{i:05}").into_bytes()
@@ -65,6 +65,11 @@ fn quorum_writes_survive_a_failure_and_hints_catch_the_node_up() {
     assert!(hints >= 1000, "the missed writes were hinted: {hints}");
 
     let restarted = Node::start(node_config("n2", dir.path(), vec![seed])).unwrap();
+    wait_until_all_see(
+        &[&nodes[0], &nodes[1], &restarted],
+        &restarted,
+        Duration::from_secs(10),
+    );
     wait_for(
         Duration::from_secs(20),
         "hints replayed to the restarted node",
@@ -113,15 +118,10 @@ fn one_quorum_read_repairs_a_stale_replica() {
     no_hints(&mut config);
     let restarted = Node::start(config).unwrap();
     let addr = restarted.native_addr();
-    wait_for(
+    wait_until_all_see(
+        &[&nodes[0], &nodes[1], &restarted],
+        &restarted,
         Duration::from_secs(10),
-        "every node sees every node UP",
-        || {
-            nodes
-                .iter()
-                .chain([&restarted])
-                .all(|n| n.members().iter().filter(|m| m.up).count() == 3)
-        },
     );
     let stale = TestClient::replica_cell(addr, b"k").unwrap();
     assert_eq!(
@@ -157,15 +157,10 @@ fn a_delete_made_while_a_replica_was_down_stays_deleted() {
         let mut config = node_config("n2", dir.path(), vec![nodes[0].native_addr()]);
         tweak(&mut config);
         let restarted = Node::start(config).unwrap();
-        wait_for(
+        wait_until_all_see(
+            &[&nodes[0], &nodes[1], &restarted],
+            &restarted,
             Duration::from_secs(10),
-            "every node sees every node UP",
-            || {
-                nodes
-                    .iter()
-                    .chain([&restarted])
-                    .all(|n| n.members().iter().filter(|m| m.up).count() == 3)
-            },
         );
         if hints {
             wait_for(Duration::from_secs(10), "the tombstone replayed", || {

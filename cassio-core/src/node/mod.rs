@@ -6,6 +6,7 @@
 mod config;
 mod coordinate;
 mod hints;
+mod peers_file;
 mod runtime;
 mod shared;
 

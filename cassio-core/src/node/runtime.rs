@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::config::NodeConfig;
 use super::hints::HintStore;
+use super::peers_file;
 use super::shared::NodeShared;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
 use crate::error::{Error, Result};
@@ -92,6 +93,21 @@ pub(crate) async fn run_node<T: Transport>(
         .local_addr(&listener)
         .map_err(|e| Error::io(config.listen.to_string(), e))?;
     let node_id = NodeId::new(config.name.clone());
+    let known_peers: Vec<_> = peers_file::load(&data_dir)?
+        .into_iter()
+        .filter(|(name, _)| *name != node_id)
+        .collect();
+    let is_self = |addr: &std::net::SocketAddr| *addr == native_addr || *addr == config.listen;
+    // Alone only if it never knew a peer and its seeds are itself: the first
+    // node of a new cluster. Anyone else relearns the ring before serving.
+    let alone = known_peers.is_empty() && config.seeds.iter().all(is_self);
+    let mut contacts = config.seeds.clone();
+    contacts.extend(
+        known_peers
+            .iter()
+            .map(|(_, addr)| *addr)
+            .filter(|a| !is_self(a) && !config.seeds.contains(a)),
+    );
     let gossiper = Gossiper::new(
         LocalEndpoint {
             node: node_id.clone(),
@@ -104,7 +120,7 @@ pub(crate) async fn run_node<T: Transport>(
         GossipConfig {
             interval_ms: config.gossip_interval_ms,
             phi_convict_threshold: config.phi_convict_threshold,
-            seeds: config.seeds.clone(),
+            seeds: contacts,
         },
     );
     let shared = Arc::new(NodeShared::new(
@@ -131,12 +147,7 @@ pub(crate) async fn run_node<T: Transport>(
         server_config,
         shutdown.clone(),
     ));
-    if config
-        .seeds
-        .iter()
-        .all(|s| *s == native_addr || *s == config.listen)
-    {
-        // The first node of a cluster has nobody to learn the ring from.
+    if alone {
         shared.joined.send_replace(true);
     }
     on_ready(shared.clone());
@@ -144,6 +155,7 @@ pub(crate) async fn run_node<T: Transport>(
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick_count = 0u64;
+    let mut persisted_peers = known_peers;
     loop {
         tokio::select! {
             biased;
@@ -157,6 +169,18 @@ pub(crate) async fn run_node<T: Transport>(
                 .gossiper
                 .lock()
                 .set_load(stats.sstable_bytes + stats.memtable_bytes as u64);
+        }
+        let peers: Vec<_> = shared
+            .members()
+            .into_iter()
+            .filter(|m| m.node != node_id)
+            .map(|m| (m.node, m.native_addr))
+            .collect();
+        if peers != persisted_peers {
+            if let Err(e) = peers_file::store(&data_dir, &peers) {
+                tracing::warn!(error = %e, "cannot record known peers");
+            }
+            persisted_peers = peers;
         }
         shared.replay_hints();
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);

@@ -247,6 +247,9 @@ impl<T: Transport> Handler for NodeShared<T> {
             }
             Request::GossipAck2(ack2) => {
                 self.gossiper.lock().handle_ack2(ack2, self.now_ms());
+                // A completed round started by a peer teaches this node the
+                // ring as well as one it started.
+                self.joined.send_replace(true);
                 Response::Done
             }
             Request::ClusterStatus => Response::ClusterStatus(self.cluster_status()),
