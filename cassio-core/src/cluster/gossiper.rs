@@ -332,6 +332,11 @@ impl Gossiper {
         self.rebuild_ring();
     }
 
+    /// The native address of a known endpoint.
+    pub fn native_addr(&self, node: &NodeId) -> Option<SocketAddr> {
+        self.endpoints.get(node).map(|s| s.native_addr.value)
+    }
+
     /// Every known endpoint with this node's view of it.
     pub fn members(&self, now_ms: u64) -> Vec<Member> {
         self.endpoints
