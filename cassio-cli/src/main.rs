@@ -1,10 +1,172 @@
-//! `cassio`: the command-line tool (up, get/set/del, status, shell, bench).
-//! It arrives with the clients issue; until then it says so and exits non-zero.
+//! `cassio`: run a local cluster (`up`), read and write keys, and show the
+//! cluster's status. Errors are printed as sentences with a non-zero exit.
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "cassio {}: the CLI is not built yet (the storage engine is; see README.md, Status)",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::ExitCode::from(2)
+mod status;
+mod up;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use cassio_client::{ClientConfig, ConsistencyLevel, blocking::Client};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cassio",
+    version,
+    about = "cassio: a leaderless, replicated key-value database"
+)]
+struct Cli {
+    /// A node's native-protocol address.
+    #[arg(
+        long,
+        global = true,
+        env = "CASSIO_HOST",
+        default_value = "127.0.0.1:9000"
+    )]
+    host: SocketAddr,
+    /// Consistency level: ANY, ONE, TWO, THREE, QUORUM, ALL.
+    #[arg(
+        short = 'c',
+        long = "consistency",
+        global = true,
+        default_value = "QUORUM"
+    )]
+    consistency: ConsistencyLevel,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local cluster of N nodes in this process; Ctrl-C stops it.
+    Up(up::UpArgs),
+    /// Print a key's value ("(nil)" if absent).
+    Get { key: String },
+    /// Write a key.
+    Set {
+        key: String,
+        value: String,
+        /// Expire the value after this many milliseconds.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+    },
+    /// Delete a key.
+    Del { key: String },
+    /// The cluster as the node at --host sees it.
+    Status,
+}
+
+fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let config = ClientConfig {
+        consistency: cli.consistency,
+        ..ClientConfig::default()
+    };
+    Client::connect(&[cli.host], config).with_context(|| {
+        format!(
+            "cannot reach a cassio node at {} (is one running? `cassio up` starts a local cluster)",
+            cli.host
+        )
+    })
+}
+
+fn json_string(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Get { key } => {
+            let client = connect(&cli)?;
+            let value = client.get_versioned(key.as_bytes(), Some(cli.consistency))?;
+            let mut out = std::io::stdout().lock();
+            match (value, cli.json) {
+                (Some(v), false) => {
+                    out.write_all(&v.value)?;
+                    out.write_all(b"\n")?;
+                }
+                (None, false) => writeln!(out, "(nil)")?,
+                (Some(v), true) => writeln!(
+                    out,
+                    r#"{{"key":{},"value":{},"timestamp":{}}}"#,
+                    json_string(key.as_bytes()),
+                    json_string(&v.value),
+                    v.timestamp
+                )?,
+                (None, true) => writeln!(
+                    out,
+                    r#"{{"key":{},"value":null}}"#,
+                    json_string(key.as_bytes())
+                )?,
+            }
+            Ok(())
+        }
+        Command::Set { key, value, ttl_ms } => {
+            let client = connect(&cli)?;
+            let ttl = ttl_ms.map(Duration::from_millis);
+            let timestamp =
+                client.set_with(key.as_bytes(), value.as_bytes(), Some(cli.consistency), ttl)?;
+            if cli.json {
+                println!(
+                    r#"{{"key":{},"written":true,"timestamp":{timestamp}}}"#,
+                    json_string(key.as_bytes())
+                );
+            } else {
+                println!("OK");
+            }
+            Ok(())
+        }
+        Command::Del { key } => {
+            let client = connect(&cli)?;
+            let timestamp = client.delete(key.as_bytes(), Some(cli.consistency))?;
+            if cli.json {
+                println!(
+                    r#"{{"key":{},"deleted":true,"timestamp":{timestamp}}}"#,
+                    json_string(key.as_bytes())
+                );
+            } else {
+                println!("OK");
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let client = connect(&cli)?;
+            let status = client.status()?;
+            if cli.json {
+                println!("{}", status::json(&status));
+            } else {
+                print!("{}", status::table(&status));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cassio: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

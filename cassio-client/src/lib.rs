@@ -1,3 +1,28 @@
-//! cassio-client: the client library. It depends on cassio-core's protocol
-//! layer only, which arrives with the membership issue; this crate is empty
-//! until then.
+//! cassio-client: talk to a cassio cluster from Rust.
+//!
+//! The client learns the cluster's members and placement from any seed and
+//! sends each request straight to a replica of its key (falling back to any
+//! live node), over pooled connections that carry many requests at once.
+//! Every request may name its consistency level; failures are typed
+//! ([`Error::QuorumNotReached`] says which level and how many replicas).
+//!
+//! ```no_run
+//! use cassio_client::{Client, ClientConfig, ConsistencyLevel};
+//! # async fn demo() -> Result<(), cassio_client::Error> {
+//! let client = Client::connect(&["127.0.0.1:9000".parse().unwrap()], ClientConfig::default()).await?;
+//! client.set(b"user:1", b"ada").await?;
+//! assert_eq!(client.get(b"user:1").await?, Some(b"ada".to_vec()));
+//! client.delete(b"user:1", Some(ConsistencyLevel::All)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Not async? Use [`blocking::Client`], the same API on a private runtime.
+
+pub mod blocking;
+mod client;
+mod error;
+mod routing;
+
+pub use cassio_core::coordinator::ConsistencyLevel;
+pub use client::{Client, ClientConfig, Versioned};
+pub use error::Error;

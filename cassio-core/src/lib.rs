@@ -8,6 +8,7 @@
 //! - [`coordinator`]: consistency levels, HLC, vote counting (no IO).
 //! - [`proto`]: wire messages and framing; [`net`]: transport seam,
 //!   connections and the request server.
+//! - `resp`: the Redis-protocol endpoint every node serves.
 //! - [`node`]: the above wired on a tokio runtime: `Node::start` → `NodeHandle`.
 
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod net;
 pub mod node;
 pub mod proto;
+mod resp;
 pub mod ring;
 pub mod storage;
 pub mod types;

@@ -332,6 +332,22 @@ impl Gossiper {
         self.rebuild_ring();
     }
 
+    /// Every endpoint's placement inputs, for clients that route by key.
+    pub fn topology(&self, now_ms: u64) -> Vec<(NodeId, SocketAddr, bool, bool, Vec<Vector>)> {
+        self.endpoints
+            .iter()
+            .map(|(node, s)| {
+                (
+                    node.clone(),
+                    s.native_addr.value,
+                    self.is_up(node, now_ms),
+                    s.status.value.owns_data(),
+                    s.vnodes.value.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The native address of a known endpoint.
     pub fn native_addr(&self, node: &NodeId) -> Option<SocketAddr> {
         self.endpoints.get(node).map(|s| s.native_addr.value)

@@ -8,7 +8,7 @@ mod coordinate;
 mod hints;
 mod peers_file;
 mod runtime;
-mod shared;
+pub(crate) mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +114,11 @@ impl NodeHandle {
     /// The native-protocol address the node listens on.
     pub fn native_addr(&self) -> SocketAddr {
         self.shared.native_addr
+    }
+
+    /// The Redis-protocol address, if the node serves one.
+    pub fn resp_addr(&self) -> Option<SocketAddr> {
+        *self.shared.resp_addr.lock()
     }
 
     /// This node's current view of the membership.

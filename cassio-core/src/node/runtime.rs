@@ -92,6 +92,19 @@ pub(crate) async fn run_node<T: Transport>(
     let native_addr = transport
         .local_addr(&listener)
         .map_err(|e| Error::io(config.listen.to_string(), e))?;
+    let resp_listener = match config.resp {
+        Some(resp_addr) => {
+            let listener = transport
+                .bind(resp_addr)
+                .await
+                .map_err(|e| Error::io(format!("RESP listener {resp_addr}"), e))?;
+            let bound = transport
+                .local_addr(&listener)
+                .map_err(|e| Error::io(resp_addr.to_string(), e))?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let node_id = NodeId::new(config.name.clone());
     let known_peers: Vec<_> = peers_file::load(&data_dir)?
         .into_iter()
@@ -113,7 +126,7 @@ pub(crate) async fn run_node<T: Transport>(
             node: node_id.clone(),
             generation,
             native_addr,
-            resp_addr: None,
+            resp_addr: resp_listener.as_ref().map(|(_, bound)| *bound),
             vnodes,
             status: NodeStatus::Normal,
         },
@@ -141,7 +154,7 @@ pub(crate) async fn run_node<T: Transport>(
         handshake_timeout: Duration::from_secs(5),
     });
     let server = tokio::spawn(crate::net::serve(
-        transport,
+        transport.clone(),
         listener,
         shared.clone(),
         server_config,
@@ -150,6 +163,16 @@ pub(crate) async fn run_node<T: Transport>(
     if alone {
         shared.joined.send_replace(true);
     }
+    let resp_server = resp_listener.map(|(listener, bound)| {
+        tracing::info!(node = %node_id, resp_addr = %bound, "serving the Redis protocol");
+        *shared.resp_addr.lock() = Some(bound);
+        tokio::spawn(crate::resp::server::serve(
+            transport.clone(),
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+        ))
+    });
     on_ready(shared.clone());
 
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
@@ -195,6 +218,9 @@ pub(crate) async fn run_node<T: Transport>(
         }
     }
     server.abort();
+    if let Some(resp) = resp_server {
+        resp.abort();
+    }
     tracing::info!(node = %node_id, "node stopping; flushing storage");
     if let Some(hints) = &shared.hints {
         hints.flush()?;

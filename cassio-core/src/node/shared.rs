@@ -39,6 +39,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// seeds but itself): only then does it know the ring well enough to
     /// coordinate.
     pub(crate) joined: tokio::sync::watch::Sender<bool>,
+    /// Where the RESP endpoint listens, once bound.
+    pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
     started: tokio::time::Instant,
     peers: Mutex<HashMap<SocketAddr, Arc<Connection>>>,
 }
@@ -66,6 +68,7 @@ impl<T: Transport> NodeShared<T> {
             hlc: Mutex::new(HybridClock::default()),
             replaying: Mutex::new(HashSet::new()),
             joined: tokio::sync::watch::Sender::new(false),
+            resp_addr: Mutex::new(None),
             started: tokio::time::Instant::now(),
             peers: Mutex::new(HashMap::new()),
         }
@@ -73,7 +76,7 @@ impl<T: Transport> NodeShared<T> {
 
     /// A write timestamp (µs): the client's if given (the clock moves past
     /// it), else the hybrid logical clock's.
-    fn write_timestamp(&self, client: Option<u64>) -> u64 {
+    pub(crate) fn write_timestamp(&self, client: Option<u64>) -> u64 {
         let mut hlc = self.hlc.lock();
         match client {
             Some(ts) => {
@@ -253,6 +256,24 @@ impl<T: Transport> Handler for NodeShared<T> {
                 Response::Done
             }
             Request::ClusterStatus => Response::ClusterStatus(self.cluster_status()),
+            Request::Topology => {
+                let members = self.gossiper.lock().topology(self.now_ms());
+                Response::Topology(crate::proto::Topology {
+                    replication_factor: self.config.replication_factor,
+                    members: members
+                        .into_iter()
+                        .map(|(node, native_addr, up, owns_data, vnodes)| {
+                            crate::proto::TopologyMember {
+                                node,
+                                native_addr,
+                                up,
+                                owns_data,
+                                vnodes,
+                            }
+                        })
+                        .collect(),
+                })
+            }
             Request::Get { key, level } => {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
                     .await

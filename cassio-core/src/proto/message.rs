@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{GossipAck, GossipAck2, GossipSyn, NodeStatus};
 use crate::coordinator::{ConsistencyLevel, MetricsSnapshot};
+use crate::ring::Vector;
 use crate::storage::Cell;
 use crate::types::NodeId;
 
@@ -92,6 +93,9 @@ pub enum Request {
     GossipAck2(GossipAck2),
     /// Anyone: this node's view of the cluster.
     ClusterStatus,
+    /// Anyone: members with their vnode vectors, so a client can compute
+    /// replicas itself and send each request straight to one.
+    Topology,
     /// Read a key through this node as coordinator.
     Get {
         key: Vec<u8>,
@@ -122,6 +126,7 @@ pub enum Response {
     GossipAck(GossipAck),
     Done,
     ClusterStatus(ClusterStatus),
+    Topology(Topology),
     /// Answer to `Get`: the live value and its write timestamp, or nothing.
     Value {
         value: Option<Vec<u8>>,
@@ -145,6 +150,23 @@ pub enum Response {
     Error {
         message: String,
     },
+}
+
+/// The placement inputs: who is in the ring and their vectors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Topology {
+    pub replication_factor: u32,
+    pub members: Vec<TopologyMember>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TopologyMember {
+    pub node: NodeId,
+    pub native_addr: SocketAddr,
+    pub up: bool,
+    /// Whether its vnodes take part in placement (NORMAL, LEAVING).
+    pub owns_data: bool,
+    pub vnodes: Vec<Vector>,
 }
 
 /// One node's view of the cluster (`cassio status`).

@@ -8,5 +8,5 @@ mod message;
 pub use codec::{FRAME_BYTES_LIMIT, decode, encode, read_frame, write_frame};
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, MAGIC, MemberStatus, PROTOCOL_VERSION, Request,
-    Response, Role,
+    Response, Role, Topology, TopologyMember,
 };

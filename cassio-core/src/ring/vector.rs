@@ -1,8 +1,13 @@
 //! Key and node vectors.
 //!
 //! A key's vector: for each of [`DIMENSIONS`] dimensions, FNV-1a (64-bit) over
-//! the dimension's index byte followed by the key, mapped to [-1, 1]; then
-//! L2-normalized. A node draws its vnode vectors once from the same
+//! the dimension's index byte followed by the key, passed through MurmurHash3's
+//! 64-bit finalizer, mapped to [-1, 1]; then L2-normalized.
+//!
+//! The finalizer matters: in FNV-1a the last bytes of the input reach the
+//! high bits only through one or two multiplications by the FNV prime (about
+//! 2^40), so keys that differ only at the end (`user:41`, `user:42`) would
+//! get nearly the same coordinates and pile onto one node. A node draws its vnode vectors once from the same
 //! distribution (uniform in the cube, normalized), so every Voronoi cell has
 //! the same expected share of keys, and keeps them in its data directory.
 
@@ -25,9 +30,18 @@ pub fn key_vector(key: &[u8]) -> Vector {
         let mut h = fnv::FnvHasher::default();
         h.write(&[d as u8]);
         h.write(key);
-        *coordinate = unit_interval(h.finish());
+        *coordinate = unit_interval(avalanche(h.finish()));
     }
     normalize(v)
+}
+
+/// MurmurHash3's fmix64: every input bit affects every output bit.
+fn avalanche(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 /// Maps 64 hash bits to [-1, 1] using the top 53 (an f64's mantissa).
@@ -165,6 +179,39 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5);
         assert_eq!(v, key_vector(b"user:42"));
         assert_ne!(v, key_vector(b"user:43"));
+    }
+
+    /// Regression: with plain FNV-1a, `user:0`..`user:299` all landed on two
+    /// of three nodes (the last bytes barely reach FNV's high bits).
+    #[test]
+    fn keys_differing_only_at_the_end_spread_out() {
+        let v0 = key_vector(b"user:40");
+        let v1 = key_vector(b"user:41");
+        let dot: f32 = v0.iter().zip(&v1).map(|(a, b)| a * b).sum();
+        assert!(
+            dot < 0.9,
+            "neighbouring keys must not share a direction: {dot}"
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let members: Vec<_> = (0..3)
+            .map(|i| {
+                (
+                    crate::types::NodeId::new(format!("n{i}")),
+                    random_vnode_vectors(16, &mut rng),
+                )
+            })
+            .collect();
+        let ring = crate::ring::Ring::new(members.iter().map(|(id, v)| (id.clone(), &v[..])));
+        let mut counts = [0u32; 3];
+        for i in 0..300 {
+            counts[ring
+                .owner_index(&key_vector(format!("user:{i}").as_bytes()))
+                .unwrap()] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| c > 50),
+            "300 sequential keys over 3 nodes: {counts:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,103 @@
+//! `cassio up`: N embedded nodes in this process (`Node::start`, exactly as
+//! the embedding API offers), on consecutive loopback ports, until Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cassio_core::{Node, NodeConfig, NodeHandle};
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct UpArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Parent of the nodes' data directories (node1, node2, ...).
+    #[arg(long, default_value = "cassio-data")]
+    data_dir: PathBuf,
+    /// Native port of the first node; node i listens on base + i.
+    #[arg(long, default_value_t = 9000)]
+    base_port: u16,
+    /// RESP port of the first node; node i serves Redis on base + i.
+    #[arg(long, default_value_t = 6379)]
+    resp_base_port: u16,
+    /// Copies of each key [default: min(3, nodes)].
+    #[arg(long)]
+    replication_factor: Option<u32>,
+}
+
+pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=64).contains(&args.nodes),
+        "--nodes must be between 1 and 64, got {}",
+        args.nodes
+    );
+    let log_filter = std::env::var("CASSIO_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let replication_factor = args
+        .replication_factor
+        .unwrap_or(u32::from(args.nodes.min(3)));
+    let seed = std::net::SocketAddr::from(([127, 0, 0, 1], args.base_port));
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for i in 0..args.nodes {
+        let name = format!("node{}", i + 1);
+        let port = args
+            .base_port
+            .checked_add(i)
+            .context("--base-port too high for that many nodes")?;
+        let resp_port = args
+            .resp_base_port
+            .checked_add(i)
+            .context("--resp-base-port too high")?;
+        let config = NodeConfig {
+            name: name.clone(),
+            listen: ([127, 0, 0, 1], port).into(),
+            resp: Some(([127, 0, 0, 1], resp_port).into()),
+            seeds: vec![seed],
+            data_dir: Some(args.data_dir.join(&name)),
+            replication_factor,
+            ..NodeConfig::default()
+        };
+        let node = Node::start(config)
+            .with_context(|| format!("cannot start {name} on 127.0.0.1:{port}"))?;
+        nodes.push(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !nodes
+        .iter()
+        .all(|n| n.members().iter().filter(|m| m.up).count() == nodes.len())
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the nodes did not see each other within 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    print!("{}", crate::status::table(&nodes[0].cluster_status()));
+    println!(
+        "\n{} nodes up (data in {}). Try:\n  cassio set greeting hello\n  cassio get greeting\n  cassio status\n  redis-cli -p {} set a b\nCtrl-C stops the cluster (storage is flushed).",
+        nodes.len(),
+        args.data_dir.display(),
+        args.resp_base_port
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            result = tokio::signal::ctrl_c() => result?,
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    println!("stopping {} nodes...", nodes.len());
+    for node in nodes {
+        node.shutdown()?;
+    }
+    Ok(())
+}

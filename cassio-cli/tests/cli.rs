@@ -1,0 +1,145 @@
+//! The `cassio` CLI end to end: `cassio up --nodes 3` in a child process,
+//! then `cassio set/get/del/status` as separate processes, checking their
+//! output and exit codes; SIGTERM stops the cluster cleanly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A base port with `count` free consecutive ports after it.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if base > 65000 {
+            continue;
+        }
+        let all_free =
+            (0..count).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+fn cassio(host: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cassio"))
+        .args(["--host", host])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn up_then_set_get_del_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (native, resp) = (free_ports(3), free_ports(3));
+    let mut up = Command::new(env!("CARGO_BIN_EXE_cassio"))
+        .args([
+            "up",
+            "--nodes",
+            "3",
+            "--base-port",
+            &native.to_string(),
+            "--resp-base-port",
+            &resp.to_string(),
+        ])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let start = Instant::now();
+    let mut banner = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("cassio up printed its banner");
+        let done = line.contains("Ctrl-C stops");
+        banner.push(line);
+        if done {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+    let banner = banner.join("\n");
+    assert_eq!(
+        banner.matches("UN ").count(),
+        3,
+        "three nodes Up/Normal:\n{banner}"
+    );
+    assert!(banner.contains("redis-cli -p"), "{banner}");
+
+    let host = format!("127.0.0.1:{native}");
+    assert_eq!(
+        cassio(&host, &["set", "greeting", "hello"]),
+        (0, "OK".into(), String::new())
+    );
+    assert_eq!(cassio(&host, &["get", "greeting"]).1, "hello");
+    let other = format!("127.0.0.1:{}", native + 2);
+    assert_eq!(
+        cassio(&other, &["-c", "ALL", "get", "greeting"]).1,
+        "hello",
+        "any node coordinates"
+    );
+    let (code, json, _) = cassio(&host, &["--json", "get", "greeting"]);
+    assert_eq!(code, 0);
+    assert!(
+        json.starts_with(r#"{"key":"greeting","value":"hello","timestamp":"#),
+        "{json}"
+    );
+    assert_eq!(cassio(&host, &["del", "greeting"]).0, 0);
+    assert_eq!(cassio(&host, &["get", "greeting"]).1, "(nil)");
+
+    let (code, status, _) = cassio(&host, &["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        status.lines().filter(|l| l.starts_with("UN ")).count(),
+        3,
+        "{status}"
+    );
+    assert!(status.contains("replication factor 3"), "{status}");
+    let (_, json, _) = cassio(&host, &["--json", "status"]);
+    assert_eq!(json.matches(r#""up":true"#).count(), 3, "{json}");
+
+    // Errors: a sentence and a non-zero exit.
+    let (code, _, err) = cassio("127.0.0.1:1", &["get", "x"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot reach a cassio node at 127.0.0.1:1"),
+        "{err}"
+    );
+    let (code, _, err) = cassio(&host, &["-c", "MOST", "get", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown consistency level"), "{err}");
+
+    let pid = up.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = up.wait().unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM stops `cassio up` cleanly: {exit:?}"
+    );
+}

@@ -1,0 +1,263 @@
+//! The asynchronous client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::net::{Connection, Tcp};
+use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::Error;
+use crate::routing::Routes;
+
+/// How a client talks to the cluster.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Must match the nodes' `cluster_name`.
+    pub cluster_name: String,
+    /// Level of reads and writes that do not name one.
+    pub consistency: ConsistencyLevel,
+    /// Deadline of one attempt of one request.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Further nodes tried after a transport failure (reads, and writes,
+    /// which carry a client timestamp and so are idempotent).
+    pub retries: usize,
+    /// Largest frame accepted from a node.
+    pub frame_bytes_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            cluster_name: "cassio".into(),
+            consistency: ConsistencyLevel::Quorum,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            retries: 2,
+            frame_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A value read back, with its write timestamp (µs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub timestamp: u64,
+}
+
+/// A connection pool to one cluster, routing each key to its replicas.
+/// Cheap to clone; many requests may be in flight at once.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    seeds: Vec<SocketAddr>,
+    routes: RwLock<Routes>,
+    pool: Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+}
+
+impl Client {
+    /// Connects through any of `seeds` and learns the cluster's topology.
+    pub async fn connect(seeds: &[SocketAddr], config: ClientConfig) -> Result<Client, Error> {
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                seeds: seeds.to_vec(),
+                routes: RwLock::new(Routes::default()),
+                pool: Mutex::new(HashMap::new()),
+            }),
+        };
+        client.refresh_topology().await?;
+        Ok(client)
+    }
+
+    /// Re-reads members and placement from the cluster.
+    pub async fn refresh_topology(&self) -> Result<(), Error> {
+        match self.call(None, Request::Topology).await? {
+            Response::Topology(topology) => {
+                *self.inner.routes.write() = Routes::new(&topology);
+                Ok(())
+            }
+            other => Err(Error::Unexpected {
+                node: "seed".into(),
+                answer: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Reads `key` at the client's default level.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.get_versioned(key, None).await?.map(|v| v.value))
+    }
+
+    /// Reads `key` with its timestamp, at `level` (or the default).
+    pub async fn get_versioned(
+        &self,
+        key: &[u8],
+        level: Option<ConsistencyLevel>,
+    ) -> Result<Option<Versioned>, Error> {
+        let level = level.or(Some(self.inner.config.consistency));
+        match self
+            .call(
+                Some(key),
+                Request::Get {
+                    key: key.to_vec(),
+                    level,
+                },
+            )
+            .await?
+        {
+            Response::Value { value, timestamp } => Ok(value
+                .zip(timestamp)
+                .map(|(value, timestamp)| Versioned { value, timestamp })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `key` at the default level; returns the write's timestamp.
+    pub async fn set(&self, key: &[u8], value: &[u8]) -> Result<u64, Error> {
+        self.set_with(key, value, None, None).await
+    }
+
+    /// Writes `key` at `level`, expiring after `ttl` if given.
+    pub async fn set_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        level: Option<ConsistencyLevel>,
+        ttl: Option<Duration>,
+    ) -> Result<u64, Error> {
+        let request = Request::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            level: level.or(Some(self.inner.config.consistency)),
+            timestamp: Some(client_timestamp()),
+            ttl_ms: ttl.map(|t| t.as_millis() as u64),
+        };
+        match self.call(Some(key), request).await? {
+            Response::Written { timestamp } => Ok(timestamp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Deletes `key` (a tombstone) at `level` or the default.
+    pub async fn delete(&self, key: &[u8], level: Option<ConsistencyLevel>) -> Result<u64, Error> {
+        let request = Request::Delete {
+            key: key.to_vec(),
+            level: level.or(Some(self.inner.config.consistency)),
+            timestamp: Some(client_timestamp()),
+        };
+        match self.call(Some(key), request).await? {
+            Response::Written { timestamp } => Ok(timestamp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster as one node sees it.
+    pub async fn status(&self) -> Result<ClusterStatus, Error> {
+        match self.call(None, Request::ClusterStatus).await? {
+            Response::ClusterStatus(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `request` to the best node for `key`, trying the next on a
+    /// transport failure, up to `retries` more.
+    async fn call(&self, key: Option<&[u8]>, request: Request) -> Result<Response, Error> {
+        let mut candidates = self.inner.routes.read().candidates(key);
+        for seed in &self.inner.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(*seed);
+            }
+        }
+        let mut last_error = None;
+        for addr in candidates.iter().take(self.inner.config.retries + 1) {
+            match self.try_node(*addr, request.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(node = %addr, error = %e, "trying another node");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::NoNodeReachable {
+            tried: candidates
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }))
+    }
+
+    async fn try_node(&self, addr: SocketAddr, request: Request) -> Result<Response, Error> {
+        let conn = self.connection(addr).await?;
+        let response = conn
+            .request(request, self.inner.config.request_timeout)
+            .await;
+        if response.is_err() {
+            self.inner.pool.lock().remove(&addr);
+        }
+        match response? {
+            Response::QuorumNotReached {
+                level,
+                required,
+                received,
+            } => Err(Error::QuorumNotReached {
+                level,
+                required,
+                received,
+            }),
+            Response::Invalid { message } => Err(Error::Invalid(message)),
+            Response::Error { message } => Err(Error::Server {
+                node: addr.to_string(),
+                message,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    async fn connection(&self, addr: SocketAddr) -> Result<Arc<Connection>, Error> {
+        if let Some(conn) = self.inner.pool.lock().get(&addr).filter(|c| !c.is_closed()) {
+            return Ok(conn.clone());
+        }
+        let config = &self.inner.config;
+        let hello = Hello::new(&config.cluster_name, Role::Client, None);
+        let conn = Arc::new(
+            Connection::open(
+                &Tcp,
+                addr,
+                hello,
+                config.frame_bytes_max,
+                config.connect_timeout,
+            )
+            .await?,
+        );
+        self.inner.pool.lock().insert(addr, conn.clone());
+        Ok(conn)
+    }
+}
+
+fn unexpected(response: Response) -> Error {
+    Error::Unexpected {
+        node: "coordinator".into(),
+        answer: format!("{response:?}"),
+    }
+}
+
+/// Microseconds since the Unix epoch: a write's timestamp, fixed before the
+/// first attempt so a retry is the same write, not a newer one.
+fn client_timestamp() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
