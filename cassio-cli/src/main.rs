@@ -1,8 +1,11 @@
 //! `cassio`: run a local cluster (`up`), read and write keys, and show the
 //! cluster's status. Errors are printed as sentences with a non-zero exit.
 
+mod bench;
+mod shell;
 mod status;
 mod up;
+mod zipf;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -61,6 +64,10 @@ enum Command {
     Del { key: String },
     /// The cluster as the node at --host sees it.
     Status,
+    /// An interactive shell with history.
+    Shell,
+    /// YCSB core workloads with latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<Client> {
@@ -147,6 +154,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Shell => {
+            let client = connect(&cli)?;
+            shell::run(&client, &cli.host.to_string(), cli.consistency)
+        }
+        Command::Bench(args) => bench::run(args, cli.host, cli.consistency, cli.json),
         Command::Status => {
             let client = connect(&cli)?;
             let status = client.status()?;

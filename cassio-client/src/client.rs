@@ -173,9 +173,16 @@ impl Client {
     /// transport failure, up to `retries` more.
     async fn call(&self, key: Option<&[u8]>, request: Request) -> Result<Response, Error> {
         let mut candidates = self.inner.routes.read().candidates(key);
-        for seed in &self.inner.seeds {
-            if !candidates.contains(seed) {
-                candidates.push(*seed);
+        // Requests about no key (status, topology) go to the nodes the user
+        // named first; keyed ones to the key's replicas first.
+        if key.is_none() {
+            candidates.retain(|c| !self.inner.seeds.contains(c));
+            candidates.splice(0..0, self.inner.seeds.iter().copied());
+        } else {
+            for seed in &self.inner.seeds {
+                if !candidates.contains(seed) {
+                    candidates.push(*seed);
+                }
             }
         }
         let mut last_error = None;
