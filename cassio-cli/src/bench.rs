@@ -309,7 +309,7 @@ fn report(phase: &str, args: &BenchArgs, elapsed: Duration, results: &Results, j
     if json {
         let ops: Vec<String> = histograms
             .iter()
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(op, h)| {
                 format!(
                     r#"{{"op":"{}","count":{},"p50_us":{},"p95_us":{},"p99_us":{},"p999_us":{}}}"#,
@@ -337,7 +337,7 @@ fn report(phase: &str, args: &BenchArgs, elapsed: Duration, results: &Results, j
         args.threads,
         elapsed.as_secs_f64()
     );
-    for (op, h) in histograms.iter().filter(|(_, h)| h.len() > 0) {
+    for (op, h) in histograms.iter().filter(|(_, h)| !h.is_empty()) {
         println!(
             "  {:<18} {:>9} ops  p50 {:>6} µs  p95 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs",
             op.name(),
