@@ -2,7 +2,7 @@
 //! then `cassio set/get/del/status` as separate processes, checking their
 //! output and exit codes; SIGTERM stops the cluster cleanly.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,60 @@ fn up_then_set_get_del_status() {
     assert!(status.contains("replication factor 3"), "{status}");
     let (_, json, _) = cassio(&host, &["--json", "status"]);
     assert_eq!(json.matches(r#""up":true"#).count(), 3, "{json}");
+
+    // The shell: the same commands from a REPL (here fed through a pipe).
+    let mut shell = Command::new(env!("CARGO_BIN_EXE_cassio"))
+        .args(["--host", &host, "shell"])
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"set s1 shelled\nget s1\nconsistency one\nget nope\nbogus\nquit\n")
+        .unwrap();
+    let out = shell.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("OK\nshelled\nconsistency is now ONE\n(nil)\n(error) cannot run \"bogus\""),
+        "{text}"
+    );
+
+    // The benchmark: a small YCSB A run, JSON out, no errors.
+    let (code, json, err) = cassio(
+        &host,
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "a",
+            "--records",
+            "200",
+            "--operations",
+            "2000",
+            "--threads",
+            "4",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = json.lines().collect();
+    assert_eq!(lines.len(), 2, "a load and a run line: {json}");
+    assert!(
+        lines[0].contains(r#""phase":"load""#) && lines[0].contains(r#""ops":200,"errors":0"#),
+        "{json}"
+    );
+    assert!(
+        lines[1].contains(r#""phase":"run""#) && lines[1].contains(r#""ops":2000,"errors":0"#),
+        "{json}"
+    );
+    assert!(
+        lines[1].contains(r#""op":"READ""#) && lines[1].contains(r#""op":"UPDATE""#),
+        "{json}"
+    );
 
     // Errors: a sentence and a non-zero exit.
     let (code, _, err) = cassio("127.0.0.1:1", &["get", "x"]);

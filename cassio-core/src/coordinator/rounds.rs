@@ -113,6 +113,11 @@ impl ReadRound {
         self.outstanding = self.outstanding.saturating_sub(1);
     }
 
+    /// Replicas asked that have not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
     /// The newest cell among the votes so far (last-write-wins).
     pub fn newest(&self) -> Option<Cell> {
         self.votes

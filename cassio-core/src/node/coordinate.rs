@@ -284,21 +284,25 @@ impl<T: Transport> NodeShared<T> {
             }
         };
         let mut repaired = Vec::new();
-        if level != ConsistencyLevel::One {
+        if level != ConsistencyLevel::One || round.outstanding() == 0 {
             // Before answering: the stale replicas that voted get the winner.
             self.repair(&key, &round, &addrs, &mut repaired).await;
         }
-        // After answering: late votes are compared too, and repaired.
-        let shared = self.clone();
-        tokio::spawn(async move {
-            while let Ok(Some((node, reply))) = tokio::time::timeout_at(deadline, rx.recv()).await {
-                match reply {
-                    Some(cell) => round.reply(node, cell),
-                    None => round.missed(),
+        if round.outstanding() > 0 {
+            // After answering: late votes are compared too, and repaired.
+            let shared = self.clone();
+            tokio::spawn(async move {
+                while let Ok(Some((node, reply))) =
+                    tokio::time::timeout_at(deadline, rx.recv()).await
+                {
+                    match reply {
+                        Some(cell) => round.reply(node, cell),
+                        None => round.missed(),
+                    }
                 }
-            }
-            shared.repair(&key, &round, &addrs, &mut repaired).await;
-        });
+                shared.repair(&key, &round, &addrs, &mut repaired).await;
+            });
+        }
         let now_ms = (self.clock)();
         match winner
             .as_ref()

@@ -55,25 +55,44 @@ impl Ring {
 
     /// Index (in ring order) of the node owning a key with vector `v`.
     pub fn owner_index(&self, v: &Vector) -> Option<usize> {
+        /// Vnodes scored at once, in a stack buffer (no allocation per key).
+        const CHUNK: usize = 64;
         let vnodes = self.vnode_node.len();
-        if vnodes == 0 {
-            return None;
-        }
-        let mut scores = vec![0f32; vnodes];
-        for (d, coordinates) in self.coordinates.iter().enumerate() {
-            let k = v[d];
-            for (score, c) in scores.iter_mut().zip(coordinates) {
-                *score += k * c;
+        let mut best: Option<(f32, u32)> = None;
+        let mut scores = [0f32; CHUNK];
+        for start in (0..vnodes).step_by(CHUNK) {
+            let len = CHUNK.min(vnodes - start);
+            let scores = &mut scores[..len];
+            scores.fill(0.0);
+            for (d, coordinates) in self.coordinates.iter().enumerate() {
+                let k = v[d];
+                for (score, c) in scores.iter_mut().zip(&coordinates[start..start + len]) {
+                    *score += k * c;
+                }
+            }
+            for (offset, &score) in scores.iter().enumerate() {
+                let node = self.vnode_node[start + offset];
+                let wins = match best {
+                    None => true,
+                    Some((b, b_node)) => score > b || (score == b && node < b_node),
+                };
+                if wins {
+                    best = Some((score, node));
+                }
             }
         }
-        let mut best = 0;
-        for j in 1..vnodes {
-            let (s, b) = (scores[j], scores[best]);
-            if s > b || (s == b && self.vnode_node[j] < self.vnode_node[best]) {
-                best = j;
-            }
+        best.map(|(_, node)| node as usize)
+    }
+
+    /// The replicas of `key` as a set, in no particular order: every node when
+    /// the replication factor covers the cluster (no placement needed), else
+    /// as [`Ring::replicas`]. The coordinator asks them all at once, so order
+    /// does not matter to it.
+    pub fn replica_set(&self, key: &[u8], replication_factor: usize) -> Vec<&NodeId> {
+        if replication_factor >= self.nodes.len() {
+            return self.nodes.iter().collect();
         }
-        Some(self.vnode_node[best] as usize)
+        self.replicas(key, replication_factor)
     }
 
     /// The node owning `key`.
@@ -170,6 +189,19 @@ mod tests {
         ]);
         assert_eq!(ring.owner_index(&axis(0, 1.0)), Some(0));
         assert_eq!(ring.nodes()[0], NodeId::from("m"));
+    }
+
+    #[test]
+    fn replica_set_is_the_replicas_in_any_order() {
+        let (_, ring) = random_ring(5, 3);
+        for key in [&b"a"[..], b"b", b"user:7"] {
+            let mut set = ring.replica_set(key, 3);
+            let mut list = ring.replicas(key, 3);
+            set.sort();
+            list.sort();
+            assert_eq!(set, list);
+            assert_eq!(ring.replica_set(key, 5).len(), 5);
+        }
     }
 
     #[test]
