@@ -19,7 +19,11 @@ fn start(dir: &std::path::Path) -> NodeHandle {
         resp: None,
         data_dir: Some(dir.to_path_buf()),
         vnodes: 8,
-        frame_bytes_max: 64 * 1024,
+        frame_bytes_max: 256 * 1024,
+        storage: cassio_core::storage::StorageConfig {
+            value_bytes_max: 128 * 1024,
+            ..Default::default()
+        },
         ..NodeConfig::default()
     })
     .unwrap()
@@ -153,5 +157,49 @@ async fn bad_input_closes_only_that_connection() {
         "the first connection still works"
     );
     still_serves(addr).await;
+    node.shutdown().unwrap();
+}
+
+/// A client timestamp far in the future is refused, not absorbed: it would
+/// win over every later write and drag every clock forward (at u64::MAX it
+/// overflowed the hybrid clock).
+#[tokio::test(flavor = "current_thread")]
+async fn far_future_client_timestamps_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let conn = Connection::open(
+        &Tcp,
+        node.native_addr(),
+        Hello::new("cassio", Role::Client, None),
+        1 << 20,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    for timestamp in [u64::MAX, u64::MAX / 2] {
+        let request = Request::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            level: None,
+            timestamp: Some(timestamp),
+            ttl_ms: None,
+        };
+        let response = conn.request(request, Duration::from_secs(2)).await.unwrap();
+        assert!(
+            matches!(&response, Response::Invalid { message } if message.contains("ahead")),
+            "{response:?}"
+        );
+    }
+    let request = Request::Put {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        level: None,
+        timestamp: None,
+        ttl_ms: None,
+    };
+    assert!(matches!(
+        conn.request(request, Duration::from_secs(2)).await.unwrap(),
+        Response::Written { .. }
+    ));
     node.shutdown().unwrap();
 }

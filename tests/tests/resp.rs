@@ -195,8 +195,11 @@ fn redis_crate_commands() {
         1
     );
     assert_eq!(cmd("EXISTS").arg("a").query::<i64>(&mut con).unwrap(), 0);
+    // DBSIZE is an estimate from storage statistics: the 5 live keys (k, bin,
+    // fresh, long, b), plus deleted or expired ones until compaction drops
+    // them, never more than the 8 keys ever written.
     let keys: i64 = cmd("DBSIZE").query(&mut con).unwrap();
-    assert_eq!(keys, 5, "k, bin, fresh, long, b");
+    assert!((5..=8).contains(&keys), "DBSIZE {keys}");
 
     // Connection commands.
     let _: () = cmd("CLIENT")

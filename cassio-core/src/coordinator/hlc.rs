@@ -11,7 +11,7 @@ pub struct HybridClock {
 impl HybridClock {
     /// A timestamp greater than any before, at least `wall_us`.
     pub fn now(&mut self, wall_us: u64) -> u64 {
-        self.last_us = (self.last_us + 1).max(wall_us);
+        self.last_us = self.last_us.saturating_add(1).max(wall_us);
         self.last_us
     }
 
@@ -35,5 +35,12 @@ mod tests {
         clock.observe(5_000);
         assert!(clock.now(1_000) > 5_000);
         assert_eq!(clock.now(10_000), 10_000);
+    }
+
+    #[test]
+    fn saturates_instead_of_overflowing() {
+        let mut clock = HybridClock::default();
+        clock.observe(u64::MAX);
+        assert_eq!(clock.now(0), u64::MAX);
     }
 }

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::proto::FRAME_BYTES_LIMIT;
 use crate::storage::StorageConfig;
 
+/// Room in a frame for everything but the key and value.
+const FRAME_OVERHEAD_BYTES: usize = 4096;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
@@ -71,7 +74,7 @@ impl Default for NodeConfig {
             vnodes: 256,
             gossip_interval_ms: 1000,
             phi_convict_threshold: 8.0,
-            frame_bytes_max: 16 * 1024 * 1024,
+            frame_bytes_max: 16 * 1024 * 1024 + 128 * 1024,
             peer_request_timeout_ms: 2000,
             read_consistency: ConsistencyLevel::Quorum,
             write_consistency: ConsistencyLevel::Quorum,
@@ -135,6 +138,15 @@ impl NodeConfig {
             return fail(format!(
                 "--frame-bytes-max must be between 1024 and {FRAME_BYTES_LIMIT}, got {}",
                 self.frame_bytes_max
+            ));
+        }
+        // A replica write carries key + value + cell header in one frame.
+        let needed =
+            self.storage.value_bytes_max + crate::storage::KEY_BYTES_MAX + FRAME_OVERHEAD_BYTES;
+        if self.frame_bytes_max < needed {
+            return fail(format!(
+                "--frame-bytes-max ({}) must hold the largest value (storage.value_bytes_max {}) plus a key and headers: at least {needed}",
+                self.frame_bytes_max, self.storage.value_bytes_max
             ));
         }
         if self.peer_request_timeout_ms == 0 {

@@ -18,6 +18,8 @@ use crate::types::NodeId;
 /// One hint ready to replay.
 pub(crate) struct Hint {
     pub(crate) id: Vec<u8>,
+    /// The hint cell's own timestamp: its deletion must be newer.
+    stored_at: u64,
     pub(crate) key: Vec<u8>,
     pub(crate) cell: Cell,
 }
@@ -118,7 +120,7 @@ impl HintStore {
                 continue;
             }
             if cell.is_expired(now_ms) {
-                self.remove(&id, &cell)?;
+                self.remove(&id, cell.timestamp)?;
                 expired += 1;
                 continue;
             }
@@ -129,6 +131,7 @@ impl HintStore {
                 .map_err(|e| Error::MalformedMessage(format!("hint for {target}: {e}")))?;
             hints.push(Hint {
                 id,
+                stored_at: cell.timestamp,
                 key,
                 cell: hinted,
             });
@@ -144,13 +147,13 @@ impl HintStore {
 
     /// Deletes a delivered hint.
     pub(crate) fn delivered(&self, hint: &Hint) -> Result<()> {
-        let now_ms = (self.clock)();
-        self.engine
-            .write(&hint.id, Cell::tombstone(now_ms * 1000 + 1))
+        self.remove(&hint.id, hint.stored_at)
     }
 
-    fn remove(&self, id: &[u8], cell: &Cell) -> Result<()> {
-        self.engine.write(id, Cell::tombstone(cell.timestamp + 1))
+    /// A tombstone just newer than the hint, whatever the clock does now.
+    fn remove(&self, id: &[u8], stored_at: u64) -> Result<()> {
+        self.engine
+            .write(id, Cell::tombstone(stored_at.saturating_add(1)))
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

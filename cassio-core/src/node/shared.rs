@@ -18,6 +18,10 @@ use crate::proto::{ClusterStatus, Hello, MemberStatus, Request, Response, Role};
 use crate::storage::{Cell, CellValue, Clock, Engine};
 use crate::types::NodeId;
 
+/// A client timestamp further ahead of the wall clock than this is refused:
+/// it would win every later write and drag every node's clock forward.
+const CLIENT_TIMESTAMP_AHEAD_MS_MAX: u64 = 24 * 60 * 60 * 1000;
+
 /// Keys sampled to estimate each node's owned share for status.
 const OWNERSHIP_SAMPLES: u32 = 10_000;
 
@@ -277,6 +281,25 @@ impl<T: Transport> Handler for NodeShared<T> {
             Request::Get { key, level } => {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
                     .await
+            }
+            Request::Put {
+                timestamp: Some(ts),
+                ..
+            }
+            | Request::Delete {
+                timestamp: Some(ts),
+                ..
+            } if ts
+                > (self.clock)()
+                    .saturating_add(CLIENT_TIMESTAMP_AHEAD_MS_MAX)
+                    .saturating_mul(1000) =>
+            {
+                Response::Invalid {
+                    message: format!(
+                        "timestamp {ts} µs is more than {} h ahead of this node's clock",
+                        CLIENT_TIMESTAMP_AHEAD_MS_MAX / 3_600_000
+                    ),
+                }
             }
             Request::Put {
                 key,

@@ -87,6 +87,11 @@ impl<T: Transport> NodeShared<T> {
         let command = text(name).to_ascii_lowercase();
         let level = session.level;
         let argc = args.len();
+        if argc > MULTI_KEY_ARGS_MAX + 1 {
+            return Reply::err(format!(
+                "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
+            ));
+        }
         match command.as_str() {
             "ping" => match argc {
                 1 => Reply::Simple("PONG"),
@@ -272,12 +277,12 @@ impl<T: Transport> NodeShared<T> {
         ])
     }
 
-    /// Live keys in this node's own storage (its replicas of the data).
-    fn local_key_count(&self) -> usize {
-        self.engine
-            .scan(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
-            .filter(Result::is_ok)
-            .count()
+    /// Approximate keys in this node's own storage (its replicas of the
+    /// data): entries in memtables and tables, from statistics, so it costs
+    /// nothing. A key in several tables, and tombstones, are counted too.
+    fn local_key_count(&self) -> u64 {
+        let stats = self.engine.stats();
+        (stats.sstable_entries - stats.sstable_tombstones) + stats.memtable_entries as u64
     }
 
     fn info(&self) -> String {
@@ -314,6 +319,10 @@ fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
         level
     }
 }
+
+/// Keys (or key-value pairs, for MSET) one command may name: bounds the
+/// memory a single reply can take.
+const MULTI_KEY_ARGS_MAX: usize = 10_000;
 
 /// Commands cassio knows (for arity errors and `COMMAND COUNT`).
 const COMMANDS: &[&str] = &[

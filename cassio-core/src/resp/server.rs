@@ -14,6 +14,9 @@ use super::reply::Reply;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 
+/// Replies are written out once this much is waiting.
+const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
+
 /// Bytes read per syscall.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -75,6 +78,11 @@ where
                         continue;
                     }
                     node.resp_command(&mut session, args).await.encode(&mut out);
+                    if out.len() >= REPLY_FLUSH_BYTES {
+                        // A long pipeline must not pile its replies up in memory.
+                        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                        out.clear();
+                    }
                     if session.quit {
                         break;
                     }

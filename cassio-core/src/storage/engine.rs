@@ -73,6 +73,8 @@ pub(crate) struct Counters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StorageStats {
     pub memtable_bytes: usize,
+    /// Cells in the active and immutable memtables.
+    pub memtable_entries: usize,
     pub immutable_memtables: usize,
     pub sstables: usize,
     pub sstable_bytes: u64,
@@ -280,6 +282,8 @@ impl Engine {
         let version = s.version.read().clone();
         StorageStats {
             memtable_bytes: version.active.bytes(),
+            memtable_entries: version.active.len()
+                + version.immutables.iter().map(|m| m.len()).sum::<usize>(),
             immutable_memtables: version.immutables.len(),
             sstables: version.tables.len(),
             sstable_bytes: version.tables.iter().map(|t| t.file_bytes).sum(),
