@@ -51,10 +51,14 @@ pub struct Versioned {
 }
 
 /// A connection pool to one cluster, routing each key to its replicas.
-/// Cheap to clone; many requests may be in flight at once.
+/// Cheap to clone; many requests may be in flight at once. A clone may carry
+/// its own level and timeout ([`Client::with_consistency`],
+/// [`Client::with_timeout`]) while sharing the pool.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    consistency: ConsistencyLevel,
+    timeout: Duration,
 }
 
 struct Inner {
@@ -68,6 +72,8 @@ impl Client {
     /// Connects through any of `seeds` and learns the cluster's topology.
     pub async fn connect(seeds: &[SocketAddr], config: ClientConfig) -> Result<Client, Error> {
         let client = Client {
+            consistency: config.consistency,
+            timeout: config.request_timeout,
             inner: Arc::new(Inner {
                 config,
                 seeds: seeds.to_vec(),
@@ -77,6 +83,22 @@ impl Client {
         };
         client.refresh_topology().await?;
         Ok(client)
+    }
+
+    /// This client with another default consistency level (same pool).
+    pub fn with_consistency(&self, level: ConsistencyLevel) -> Client {
+        Client {
+            consistency: level,
+            ..self.clone()
+        }
+    }
+
+    /// This client with another per-attempt request timeout (same pool).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            timeout,
+            ..self.clone()
+        }
     }
 
     /// Re-reads members and placement from the cluster.
@@ -104,7 +126,7 @@ impl Client {
         key: &[u8],
         level: Option<ConsistencyLevel>,
     ) -> Result<Option<Versioned>, Error> {
-        let level = level.or(Some(self.inner.config.consistency));
+        let level = level.or(Some(self.consistency));
         match self
             .call(
                 Some(key),
@@ -138,7 +160,7 @@ impl Client {
         let request = Request::Put {
             key: key.to_vec(),
             value: value.to_vec(),
-            level: level.or(Some(self.inner.config.consistency)),
+            level: level.or(Some(self.consistency)),
             timestamp: Some(client_timestamp()),
             ttl_ms: ttl.map(|t| t.as_millis() as u64),
         };
@@ -152,7 +174,7 @@ impl Client {
     pub async fn delete(&self, key: &[u8], level: Option<ConsistencyLevel>) -> Result<u64, Error> {
         let request = Request::Delete {
             key: key.to_vec(),
-            level: level.or(Some(self.inner.config.consistency)),
+            level: level.or(Some(self.consistency)),
             timestamp: Some(client_timestamp()),
         };
         match self.call(Some(key), request).await? {
@@ -207,9 +229,7 @@ impl Client {
 
     async fn try_node(&self, addr: SocketAddr, request: Request) -> Result<Response, Error> {
         let conn = self.connection(addr).await?;
-        let response = conn
-            .request(request, self.inner.config.request_timeout)
-            .await;
+        let response = conn.request(request, self.timeout).await;
         if response.is_err() {
             self.inner.pool.lock().remove(&addr);
         }

@@ -13,6 +13,9 @@
 //! client.set(b"user:1", b"ada").await?;
 //! assert_eq!(client.get(b"user:1").await?, Some(b"ada".to_vec()));
 //! client.delete(b"user:1", Some(ConsistencyLevel::All)).await?;
+//! // Per request: a handle with its own level and timeout, sharing the pool.
+//! let quick = client.with_consistency(ConsistencyLevel::One).with_timeout(std::time::Duration::from_millis(200));
+//! let _ = quick.get(b"user:1").await?;
 //! # Ok(()) }
 //! ```
 //!
