@@ -172,12 +172,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes on one line, each cause once (several layers
+/// quote their source in their own message).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cassio: {e:#}");
+            eprintln!("cassio: {}", describe(&e));
             ExitCode::from(1)
         }
     }
