@@ -3,37 +3,20 @@
 //! node is marked DOWN by every other within the phi timeout; restarted, it
 //! is UP again with a higher generation.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cassio_core::cluster::NodeStatus;
 use cassio_core::{Node, NodeConfig, NodeHandle};
+use cassio_tests::harness::{node_config, wait_for};
 
 const GOSSIP_INTERVAL_MS: u64 = 200;
 
+/// The harness's test node, gossiping at this test's slower pace.
 fn config(name: &str, dir: &std::path::Path, seeds: Vec<std::net::SocketAddr>) -> NodeConfig {
     NodeConfig {
-        name: name.to_string(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        resp: None,
-        seeds,
-        data_dir: Some(dir.join(name)),
-        vnodes: 16,
         gossip_interval_ms: GOSSIP_INTERVAL_MS,
-        ..NodeConfig::default()
+        ..node_config(name, dir, seeds)
     }
-}
-
-/// Polls `check` until it holds or `limit` passes; returns the time taken.
-fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    start.elapsed()
 }
 
 fn sees_all_up(node: &NodeHandle, count: usize) -> bool {

@@ -145,10 +145,7 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, answer) = oneshot::channel();
         self.pending.lock().insert(id, slot);
-        let mut frame = Vec::new();
-        let payload = proto::encode(&Frame::Request { id, body })?;
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let frame = proto::encode_frame(&Frame::Request { id, body })?;
         let exchange = async {
             self.outgoing
                 .send(frame)

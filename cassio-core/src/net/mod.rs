@@ -8,6 +8,7 @@ mod sim;
 mod transport;
 
 pub use connection::Connection;
+pub(crate) use server::accept_loop;
 pub use server::{Caller, Handler, ServerConfig, serve};
 #[cfg(feature = "simulation")]
 pub use sim::Sim;

@@ -43,34 +43,65 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response> + Send;
 }
 
-/// Accepts connections until `shutdown` turns true.
-pub async fn serve<T: Transport, H: Handler>(
+/// Accepts connections until `shutdown` turns true, serving each in its own
+/// task; a connection that ends in an error is logged with its reason. The
+/// native protocol and the RESP endpoint both listen through this.
+pub(crate) async fn accept_loop<T, F, Fut>(
     transport: T,
     listener: T::Listener,
-    handler: Arc<H>,
-    config: Arc<ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
-) {
+    what: &'static str,
+    serve_one: F,
+) where
+    T: Transport,
+    F: Fn(T::Stream, SocketAddr) -> Fut,
+    Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
+{
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
             accepted = transport.accept(&listener) => match accepted {
                 Ok((stream, addr)) => {
-                    let (handler, config) = (handler.clone(), config.clone());
+                    let connection = serve_one(stream, addr);
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, addr, handler, config).await {
-                            tracing::warn!(peer = %addr, reason = %e, "closed connection");
+                        if let Err(reason) = connection.await {
+                            tracing::warn!(peer = %addr, %reason, "closed {what} connection");
                         }
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
+}
+
+/// Serves the native protocol until `shutdown` turns true.
+pub async fn serve<T: Transport, H: Handler>(
+    transport: T,
+    listener: T::Listener,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(
+        transport,
+        listener,
+        shutdown,
+        "native",
+        move |stream, addr| {
+            let (handler, config) = (handler.clone(), config.clone());
+            async move {
+                serve_connection(stream, addr, handler, config)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await
 }
 
 async fn serve_connection<S, H>(

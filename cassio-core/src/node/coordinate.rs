@@ -17,7 +17,7 @@ use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, WriteRou
 use crate::error::{Error, Result};
 use crate::net::Transport;
 use crate::proto::{Request, Response};
-use crate::storage::{Cell, validate_write};
+use crate::storage::{Cell, validate_key, validate_write};
 use crate::types::NodeId;
 
 /// Hints sent per replay batch.
@@ -28,6 +28,13 @@ struct Target {
     node: NodeId,
     addr: SocketAddr,
     up: bool,
+}
+
+fn unexpected_reply(node: &NodeId, response: Response) -> Error {
+    Error::Remote {
+        node: node.to_string(),
+        message: format!("{response:?}"),
+    }
 }
 
 fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Response {
@@ -68,24 +75,16 @@ impl<T: Transport> NodeShared<T> {
         if *node == self.node_id {
             return self.engine.write(key, cell.clone());
         }
-        let conn = self.peer(addr).await?;
         let request = Request::ReplicaWrite {
             key: key.to_vec(),
             cell: cell.clone(),
         };
-        match conn
-            .request(request, Duration::from_millis(self.config.write_timeout_ms))
-            .await
+        match self
+            .peer_call(addr, request, self.config.write_timeout_ms)
+            .await?
         {
-            Ok(Response::Done) => Ok(()),
-            Ok(other) => Err(Error::Remote {
-                node: node.to_string(),
-                message: format!("{other:?}"),
-            }),
-            Err(e) => {
-                self.forget_peer(addr);
-                Err(e)
-            }
+            Response::Done => Ok(()),
+            other => Err(unexpected_reply(node, other)),
         }
     }
 
@@ -95,22 +94,32 @@ impl<T: Transport> NodeShared<T> {
         addr: SocketAddr,
         key: &[u8],
     ) -> Result<Option<Cell>> {
-        let conn = self.peer(addr).await?;
         let request = Request::ReplicaRead { key: key.to_vec() };
-        match conn
-            .request(request, Duration::from_millis(self.config.read_timeout_ms))
-            .await
+        match self
+            .peer_call(addr, request, self.config.read_timeout_ms)
+            .await?
         {
-            Ok(Response::ReplicaCell(cell)) => Ok(cell),
-            Ok(other) => Err(Error::Remote {
-                node: node.to_string(),
-                message: format!("{other:?}"),
-            }),
-            Err(e) => {
-                self.forget_peer(addr);
-                Err(e)
-            }
+            Response::ReplicaCell(cell) => Ok(cell),
+            other => Err(unexpected_reply(node, other)),
         }
+    }
+
+    /// One request to the peer at `addr` on its pooled connection; a failed
+    /// connection is dropped from the pool so the next call reconnects.
+    async fn peer_call(
+        &self,
+        addr: SocketAddr,
+        request: Request,
+        timeout_ms: u64,
+    ) -> Result<Response> {
+        let conn = self.peer(addr).await?;
+        let response = conn
+            .request(request, Duration::from_millis(timeout_ms))
+            .await;
+        if response.is_err() {
+            self.forget_peer(addr);
+        }
+        response
     }
 
     /// Keeps a hint for `node`, if hinted handoff is on; true if stored.
@@ -221,10 +230,10 @@ impl<T: Transport> NodeShared<T> {
                 message: "consistency level ANY is for writes only".into(),
             };
         }
-        if key.is_empty() || key.len() > crate::storage::KEY_BYTES_MAX {
+        if let Err(e) = validate_key(&key) {
             Metrics::add(&self.metrics.invalid_requests, 1);
             return Response::Invalid {
-                message: format!("keys must be 1 to {} bytes", crate::storage::KEY_BYTES_MAX),
+                message: e.to_string(),
             };
         }
         let targets = self.targets(&key);

@@ -47,11 +47,8 @@ impl Node {
         config.validate()?;
         let data_dir = config.data_dir();
         std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
-        let wall_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let generation = next_generation(&data_dir, wall_ms)?;
+        let clock = crate::storage::system_clock();
+        let generation = next_generation(&data_dir, clock())?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let name = config.name.clone();
@@ -66,7 +63,7 @@ impl Node {
                 let env = NodeEnv {
                     generation,
                     rng_seed: rand::random(),
-                    clock: crate::storage::system_clock(),
+                    clock,
                 };
                 let outcome = runtime.block_on(runtime::run_node(
                     config,

@@ -63,15 +63,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(payload))
 }
 
+/// Encodes one message as a whole frame: length prefix and payload.
+pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>> {
+    let payload = encode(message)?;
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
 /// Writes one message as a frame.
 pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     writer: &mut W,
     message: &T,
 ) -> Result<()> {
-    let payload = encode(message)?;
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    let frame = encode_frame(message)?;
     writer
         .write_all(&frame)
         .await

@@ -5,7 +5,7 @@
 mod codec;
 mod message;
 
-pub use codec::{FRAME_BYTES_LIMIT, decode, encode, read_frame, write_frame};
+pub use codec::{FRAME_BYTES_LIMIT, decode, encode, encode_frame, read_frame, write_frame};
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, MAGIC, MemberStatus, PROTOCOL_VERSION, Request,
     Response, Role, Topology, TopologyMember,

@@ -24,28 +24,12 @@ pub(crate) async fn serve<T: Transport>(
     transport: T,
     listener: T::Listener,
     node: Arc<NodeShared<T>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            accepted = transport.accept(&listener) => match accepted {
-                Ok((stream, addr)) => {
-                    let node = node.clone();
-                    tokio::spawn(async move {
-                        if let Err(reason) = serve_connection(stream, node).await {
-                            tracing::warn!(peer = %addr, %reason, "closed RESP connection");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "RESP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
+    crate::net::accept_loop(transport, listener, shutdown, "RESP", move |stream, _| {
+        serve_connection(stream, node.clone())
+    })
+    .await
 }
 
 async fn serve_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>

@@ -358,8 +358,8 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Checks a write's key and value sizes before anything is logged.
-pub fn validate_write(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
+/// Checks that a key is one the engine can store (reads and writes alike).
+pub fn validate_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::EmptyKey);
     }
@@ -369,6 +369,12 @@ pub fn validate_write(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result
             max: KEY_BYTES_MAX,
         });
     }
+    Ok(())
+}
+
+/// Checks a write's key and value sizes before anything is logged.
+pub fn validate_write(key: &[u8], cell: &Cell, value_bytes_max: usize) -> Result<()> {
+    validate_key(key)?;
     if let super::cell::CellValue::Value(v) = &cell.value
         && v.len() > value_bytes_max
     {
