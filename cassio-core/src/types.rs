@@ -1,16 +1,19 @@
 //! Small types shared by several layers.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// A node's name, unique in its cluster (`--name`). The ring orders nodes by it.
+/// A node's name, unique in its cluster (`--name`). The ring orders nodes by
+/// it. Shared, so cloning one (every request names its replicas) does not
+/// allocate.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId(pub String);
+pub struct NodeId(Arc<str>);
 
 impl NodeId {
     pub fn new(name: impl Into<String>) -> Self {
-        NodeId(name.into())
+        NodeId(Arc::from(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -27,6 +30,6 @@ impl fmt::Display for NodeId {
 
 impl From<&str> for NodeId {
     fn from(s: &str) -> Self {
-        NodeId(s.to_string())
+        NodeId(Arc::from(s))
     }
 }

@@ -1,12 +1,15 @@
 //! The Redis-protocol endpoint, checked with clients written elsewhere: the
 //! `redis` crate (every command, pipelines, binary-safe values), a raw
-//! socket (inline commands, malformed input), and `redis-cli` itself.
+//! socket (inline commands, malformed input), and `redis-cli` itself; and
+//! pipelines from many connections at once on a 3-node cluster, where a
+//! node runs a pipeline's independent commands concurrently.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use cassio_core::{Node, NodeConfig, NodeHandle};
+use cassio_tests::harness::start_cluster;
 
 fn start(dir: &std::path::Path) -> NodeHandle {
     Node::start(NodeConfig {
@@ -269,6 +272,97 @@ fn redis_crate_commands() {
     let got: Vec<i64> = pipe.query(&mut con).unwrap();
     assert_eq!(got, (0..100).collect::<Vec<_>>());
     node.shutdown().unwrap();
+}
+
+/// Pipelines from 12 connections spread over 3 nodes (RF 3, QUORUM), all
+/// at once: every reply is the one a one-by-one execution gives. Within a
+/// pipeline, reads see the writes before them, and the last of several
+/// writes to one key wins, although independent commands run concurrently.
+#[test]
+fn concurrent_pipelines_on_three_nodes_answer_as_if_run_in_order() {
+    const CONNECTIONS: usize = 12;
+    const ROUNDS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(3, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let mut con = connection(&nodes[c % nodes.len()]);
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let mut pipe = redis::pipe();
+                    for k in 0..8 {
+                        pipe.cmd("SET").arg(format!("c{c}k{k}")).arg(round);
+                    }
+                    // Four writes to one key in one pipeline: the last wins.
+                    for v in 0..4 {
+                        pipe.cmd("SET").arg(format!("c{c}hot")).arg(round * 4 + v);
+                    }
+                    for k in 0..8 {
+                        pipe.cmd("GET").arg(format!("c{c}k{k}"));
+                    }
+                    pipe.cmd("GET").arg(format!("c{c}hot"));
+                    pipe.cmd("MSET")
+                        .arg(format!("c{c}m"))
+                        .arg("first")
+                        .arg(format!("c{c}m"))
+                        .arg("second");
+                    pipe.cmd("GET").arg(format!("c{c}m"));
+                    pipe.cmd("DEL").arg(format!("c{c}m"));
+                    pipe.cmd("EXISTS")
+                        .arg(format!("c{c}m"))
+                        .arg(format!("c{c}k0"));
+                    let replies: Vec<redis::Value> = pipe
+                        .query(&mut con)
+                        .unwrap_or_else(|e| panic!("connection {c} round {round}: {e}"));
+                    let text = |v: &redis::Value| redis::from_redis_value::<String>(v.clone());
+                    for (i, reply) in replies[..12].iter().enumerate() {
+                        assert_eq!(text(reply).unwrap(), "OK", "SET {i}, round {round}");
+                    }
+                    for reply in &replies[12..20] {
+                        assert_eq!(text(reply).unwrap(), round.to_string());
+                    }
+                    assert_eq!(text(&replies[20]).unwrap(), (round * 4 + 3).to_string());
+                    assert_eq!(text(&replies[21]).unwrap(), "OK");
+                    assert_eq!(
+                        text(&replies[22]).unwrap(),
+                        "second",
+                        "MSET: the last pair wins"
+                    );
+                    assert_eq!(
+                        redis::from_redis_value::<i64>(replies[23].clone()).unwrap(),
+                        1
+                    );
+                    assert_eq!(
+                        redis::from_redis_value::<i64>(replies[24].clone()).unwrap(),
+                        1
+                    );
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("a connection's checks failed");
+    }
+    // Every node reads the final values at ALL.
+    for node in &nodes {
+        let mut con = connection(node);
+        let _: () = redis::cmd("CASSIO.CONSISTENCY")
+            .arg("ALL")
+            .query(&mut con)
+            .unwrap();
+        for c in 0..CONNECTIONS {
+            let hot: String = redis::cmd("GET")
+                .arg(format!("c{c}hot"))
+                .query(&mut con)
+                .unwrap();
+            assert_eq!(hot, (ROUNDS * 4 - 1).to_string());
+        }
+    }
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
 }
 
 fn exchange(stream: &mut TcpStream, send: &[u8], expect_len: usize) -> Vec<u8> {

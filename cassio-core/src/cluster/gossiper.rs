@@ -348,6 +348,13 @@ impl Gossiper {
             .collect()
     }
 
+    /// Where a known endpoint listens (native protocol) and whether this
+    /// node sees it up.
+    pub fn reach(&self, node: &NodeId, now_ms: u64) -> Option<(SocketAddr, bool)> {
+        let state = self.endpoints.get(node)?;
+        Some((state.native_addr.value, self.is_up(node, now_ms)))
+    }
+
     /// The native address of a known endpoint.
     pub fn native_addr(&self, node: &NodeId) -> Option<SocketAddr> {
         self.endpoints.get(node).map(|s| s.native_addr.value)
@@ -435,7 +442,11 @@ mod tests {
         round(&mut c, &mut b, 0);
         round(&mut a, &mut b, 0);
         for g in [&a, &b, &c] {
-            let names: Vec<_> = g.members(0).into_iter().map(|m| m.node.0).collect();
+            let names: Vec<_> = g
+                .members(0)
+                .into_iter()
+                .map(|m| m.node.to_string())
+                .collect();
             if g.local().as_str() == "n2" {
                 assert_eq!(names, ["n0", "n1", "n2"], "c learned a through b");
             } else {

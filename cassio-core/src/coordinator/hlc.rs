@@ -15,6 +15,15 @@ impl HybridClock {
         self.last_us
     }
 
+    /// `count` consecutive timestamps, greater than any before and at least
+    /// `wall_us`; returns the first. A pipeline's writes draw theirs in
+    /// command order, so a later command's write wins over an earlier one.
+    pub fn now_many(&mut self, wall_us: u64, count: u64) -> u64 {
+        let first = self.now(wall_us);
+        self.last_us = first.saturating_add(count.saturating_sub(1));
+        first
+    }
+
     /// Moves past a timestamp seen elsewhere (a client's, or a replica's).
     pub fn observe(&mut self, timestamp_us: u64) {
         self.last_us = self.last_us.max(timestamp_us);
@@ -35,6 +44,15 @@ mod tests {
         clock.observe(5_000);
         assert!(clock.now(1_000) > 5_000);
         assert_eq!(clock.now(10_000), 10_000);
+    }
+
+    #[test]
+    fn many_at_once_are_consecutive_and_below_the_next() {
+        let mut clock = HybridClock::default();
+        let first = clock.now_many(1_000, 3);
+        assert_eq!(first, 1_000);
+        assert_eq!(clock.now(0), 1_003, "1_000..=1_002 were handed out");
+        assert_eq!(clock.now_many(0, 0), 1_004, "zero still advances");
     }
 
     #[test]

@@ -76,10 +76,13 @@ impl WriteRound {
 
     /// The outcome once the deadline passed.
     pub fn failed(&self) -> Outcome<()> {
-        Outcome::Failed {
-            required: self.required,
-            received: self.counted(),
-        }
+        let (required, received) = self.counts();
+        Outcome::Failed { required, received }
+    }
+
+    /// (Acknowledgements required, counted so far).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.required, self.counted())
     }
 }
 
@@ -111,6 +114,11 @@ impl ReadRound {
 
     pub fn missed(&mut self) {
         self.outstanding = self.outstanding.saturating_sub(1);
+    }
+
+    /// Replies (votes) received so far.
+    pub fn votes(&self) -> usize {
+        self.votes.len()
     }
 
     /// Replicas asked that have not answered yet.

@@ -1,18 +1,22 @@
 //! The calling side of a native-protocol connection: handshake, then many
 //! requests in flight at once, matched to responses by id. A writer task and
 //! a reader task own the two halves of the stream; callers only hold a
-//! channel and wait on their own response slot, with a timeout.
+//! channel and wait on their own response slot ([`ResponseSlot`]), which
+//! forgets the request if dropped unanswered (a timeout, say).
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batching::{READ_BUFFER_BYTES, write_frames};
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response};
@@ -21,7 +25,7 @@ use crate::types::NodeId;
 /// Requests queued for the writer beyond this wait for room (bounded).
 const WRITE_QUEUE_FRAMES_MAX: usize = 1024;
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+type Pending = Arc<Mutex<fnv::FnvHashMap<u64, oneshot::Sender<Response>>>>;
 
 pub struct Connection {
     addr: SocketAddr,
@@ -68,17 +72,14 @@ impl Connection {
                 after_ms: timeout.as_millis() as u64,
             })??;
 
-        let (mut read_half, mut write_half) = tokio::io::split(stream);
+        let (read_half, mut write_half) = tokio::io::split(stream);
+        let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (outgoing, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES_MAX);
         let writer_closed = closed.clone();
         tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if write_half.write_all(&frame).await.is_err() {
-                    break;
-                }
-            }
+            let _ = write_frames(&mut write_half, &mut queue).await;
             writer_closed.store(true, Ordering::Release);
             // Tell the server we are done, so it closes and our reader ends.
             let _ = write_half.shutdown().await;
@@ -135,30 +136,45 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Sends `body` and waits up to `timeout` for its response.
-    pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response> {
+    /// Queues `body` for sending, waiting only for room in the write queue:
+    /// its id and the receiver its response will arrive on.
+    async fn enqueue(&self, body: Request) -> Result<(u64, oneshot::Receiver<Response>)> {
+        let closed = || Error::ConnectionClosed {
+            addr: self.addr.to_string(),
+        };
         if self.is_closed() {
-            return Err(Error::ConnectionClosed {
-                addr: self.addr.to_string(),
-            });
+            return Err(closed());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = proto::encode_frame(&Frame::Request { id, body })?;
         let (slot, answer) = oneshot::channel();
         self.pending.lock().insert(id, slot);
-        let frame = proto::encode_frame(&Frame::Request { id, body })?;
-        let exchange = async {
-            self.outgoing
-                .send(frame)
-                .await
-                .map_err(|_| Error::ConnectionClosed {
-                    addr: self.addr.to_string(),
-                })?;
-            answer.await.map_err(|_| Error::ConnectionClosed {
+        if self.outgoing.send(frame).await.is_err() {
+            self.pending.lock().remove(&id);
+            return Err(closed());
+        }
+        Ok((id, answer))
+    }
+
+    /// Sends `body` and returns the slot its response will arrive in; the
+    /// slot keeps the connection open until then.
+    pub async fn send(self: &Arc<Self>, body: Request) -> Result<ResponseSlot> {
+        let (id, answer) = self.enqueue(body).await?;
+        Ok(ResponseSlot {
+            id,
+            conn: self.clone(),
+            answer,
+            answered: false,
+        })
+    }
+
+    /// Sends `body` and waits up to `timeout` for its response.
+    pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response> {
+        let (id, answer) = self.enqueue(body).await?;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(answer) => answer.map_err(|_| Error::ConnectionClosed {
                 addr: self.addr.to_string(),
-            })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(outcome) => outcome,
+            }),
             Err(_) => {
                 self.pending.lock().remove(&id);
                 Err(Error::Timeout {
@@ -166,6 +182,37 @@ impl Connection {
                     after_ms: timeout.as_millis() as u64,
                 })
             }
+        }
+    }
+}
+
+/// The response to one sent request, as a future. Dropping it before the
+/// response came forgets the request: a late response is discarded.
+pub struct ResponseSlot {
+    id: u64,
+    conn: Arc<Connection>,
+    answer: oneshot::Receiver<Response>,
+    answered: bool,
+}
+
+impl Future for ResponseSlot {
+    type Output = Result<Response>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = Pin::new(&mut self.answer).poll(cx);
+        answer.map(|answer| {
+            self.answered = true;
+            answer.map_err(|_| Error::ConnectionClosed {
+                addr: self.conn.addr.to_string(),
+            })
+        })
+    }
+}
+
+impl Drop for ResponseSlot {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.pending.lock().remove(&self.id);
         }
     }
 }

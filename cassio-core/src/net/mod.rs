@@ -1,13 +1,15 @@
 //! Networking: the transport seam (real TCP or a simulated network), the
-//! multiplexed client [`Connection`] and the request [`server`](serve).
+//! multiplexed client [`Connection`], the request [`server`](serve), and
+//! the buffered reads and coalesced writes both use ([`batching`]).
 
+mod batching;
 mod connection;
 mod server;
 #[cfg(feature = "simulation")]
 mod sim;
 mod transport;
 
-pub use connection::Connection;
+pub use connection::{Connection, ResponseSlot};
 pub(crate) use server::accept_loop;
 pub use server::{Caller, Handler, ServerConfig, serve};
 #[cfg(feature = "simulation")]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::batching::{READ_BUFFER_BYTES, write_frames};
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
@@ -36,6 +37,16 @@ pub struct Caller {
 
 /// Answers requests; the node implements it.
 pub trait Handler: Send + Sync + 'static {
+    /// The answer to a request that needs no waiting (on peers, timers or
+    /// other tasks), given right away on the connection's own task; any
+    /// other request is handed back, to be answered by [`Handler::handle`]
+    /// in a task of its own.
+    fn answer_now(
+        &self,
+        caller: &Caller,
+        request: Request,
+    ) -> std::result::Result<Response, Request>;
+
     fn handle(
         self: &Arc<Self>,
         caller: &Caller,
@@ -152,14 +163,11 @@ where
         node_id: hello.node_id,
     });
 
-    let (mut read_half, mut write_half) = tokio::io::split(stream);
-    let (responses, mut queue) = mpsc::channel::<Frame>(config.in_flight_per_connection_max);
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
+    let (responses, mut queue) = mpsc::channel::<Vec<u8>>(config.in_flight_per_connection_max);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = queue.recv().await {
-            if proto::write_frame(&mut write_half, &frame).await.is_err() {
-                break;
-            }
-        }
+        let _ = write_frames(&mut write_half, &mut queue).await;
         let _ = write_half.shutdown().await;
     });
     let in_flight = Arc::new(Semaphore::new(config.in_flight_per_connection_max));
@@ -178,17 +186,49 @@ where
             }
             Err(e) => break Err(e),
         };
+        let body = match handler.answer_now(&caller, body) {
+            Ok(answer) => {
+                if send_response(&responses, id, answer).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
+            Err(body) => body,
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break Ok(());
         };
         let (handler, caller, responses) = (handler.clone(), caller.clone(), responses.clone());
         tokio::spawn(async move {
             let body = handler.handle(&caller, body).await;
-            let _ = responses.send(Frame::Response { id, body }).await;
+            let _ = send_response(&responses, id, body).await;
             drop(permit);
         });
     };
     drop(responses);
     let _ = writer.await;
     outcome
+}
+
+/// Queues the response to request `id` for the connection's writer; an error
+/// if the connection is gone.
+async fn send_response(
+    responses: &mpsc::Sender<Vec<u8>>,
+    id: u64,
+    body: Response,
+) -> std::result::Result<(), ()> {
+    let frame = match proto::encode_frame(&Frame::Response { id, body }) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a response");
+            proto::encode_frame(&Frame::Response {
+                id,
+                body: Response::Error {
+                    message: format!("cannot encode the response: {e}"),
+                },
+            })
+            .map_err(|_| ())?
+        }
+    };
+    responses.send(frame).await.map_err(|_| ())
 }

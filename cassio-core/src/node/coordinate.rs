@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
 
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, WriteRound};
 use crate::error::{Error, Result};
-use crate::net::Transport;
+use crate::net::{ResponseSlot, Transport};
 use crate::proto::{Request, Response};
 use crate::storage::{Cell, validate_key, validate_write};
 use crate::types::NodeId;
@@ -48,17 +50,24 @@ fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Res
 impl<T: Transport> NodeShared<T> {
     fn targets(&self, key: &[u8]) -> Vec<Target> {
         let gossiper = self.gossiper.lock();
-        let now = self.now_ms();
-        let members = gossiper.members(now);
         let ring = gossiper.ring();
-        ring.replicas(key, self.config.replication_factor as usize)
+        let mut now = None;
+        ring.replica_set(key, self.config.replication_factor as usize)
             .into_iter()
             .filter_map(|node| {
-                let m = members.iter().find(|m| &m.node == node)?;
+                if *node == self.node_id {
+                    return Some(Target {
+                        node: node.clone(),
+                        addr: self.native_addr,
+                        up: true,
+                    });
+                }
+                let now = *now.get_or_insert_with(|| self.now_ms());
+                let (addr, up) = gossiper.reach(node, now)?;
                 Some(Target {
                     node: node.clone(),
-                    addr: m.native_addr,
-                    up: m.up,
+                    addr,
+                    up,
                 })
             })
             .collect()
@@ -84,22 +93,6 @@ impl<T: Transport> NodeShared<T> {
             .await?
         {
             Response::Done => Ok(()),
-            other => Err(unexpected_reply(node, other)),
-        }
-    }
-
-    async fn replica_read(
-        &self,
-        node: &NodeId,
-        addr: SocketAddr,
-        key: &[u8],
-    ) -> Result<Option<Cell>> {
-        let request = Request::ReplicaRead { key: key.to_vec() };
-        match self
-            .peer_call(addr, request, self.config.read_timeout_ms)
-            .await?
-        {
-            Response::ReplicaCell(cell) => Ok(cell),
             other => Err(unexpected_reply(node, other)),
         }
     }
@@ -143,6 +136,63 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
+    /// Sends `request` to a remote replica; the response (numbered `index`)
+    /// arrives on the returned future. `None` if it could not be sent.
+    async fn ask(
+        &self,
+        target: &Target,
+        index: usize,
+        request: Request,
+    ) -> Option<impl Future<Output = (usize, Result<Response>)> + Unpin + use<T>> {
+        let sent = match self.peer(target.addr).await {
+            Ok(conn) => conn.send(request).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(slot) => Some(ResponseSlot::map(slot, move |reply| (index, reply))),
+            Err(e) => {
+                tracing::debug!(replica = %target.node, error = %e, "cannot reach replica");
+                self.forget_peer(target.addr);
+                None
+            }
+        }
+    }
+
+    /// A remote replica's reply that is not the one hoped for: logged, and
+    /// a failed connection is dropped from the pool.
+    fn replica_failed(&self, target: &Target, reply: Result<Response>) {
+        match reply {
+            Ok(response) => {
+                tracing::debug!(replica = %target.node, ?response, "unexpected replica answer");
+            }
+            Err(e) => {
+                tracing::debug!(replica = %target.node, error = %e, "replica request failed");
+                self.forget_peer(target.addr);
+            }
+        }
+    }
+
+    /// True if a replica acknowledged a write.
+    fn write_acked(&self, target: &Target, reply: Result<Response>) -> bool {
+        match reply {
+            Ok(Response::Done) => true,
+            other => {
+                self.replica_failed(target, other);
+                false
+            }
+        }
+    }
+
+    /// Replicas asked for a write that did not answer by the deadline get a
+    /// hint; their connection is dropped from the pool, as it may be stuck.
+    fn write_unanswered(&self, targets: &[Target], answered: &[bool], key: &[u8], cell: &Cell) {
+        for (target, _) in targets.iter().zip(answered).filter(|(_, a)| !**a) {
+            tracing::debug!(replica = %target.node, "replica did not answer the write in time");
+            self.forget_peer(target.addr);
+            self.hint(&target.node, key, cell);
+        }
+    }
+
     pub(crate) async fn coordinate_write(
         self: &Arc<Self>,
         key: Vec<u8>,
@@ -162,60 +212,87 @@ impl<T: Transport> NodeShared<T> {
             Metrics::add(&self.metrics.unavailable, 1);
             return not_reached(level, round.required(), 0);
         }
-        let (tx, mut rx) = mpsc::channel(targets.len());
-        let (key, cell) = (Arc::new(key), Arc::new(cell));
-        for target in targets {
+        // Remote replicas are asked without waiting; `answered[i]` turns
+        // false for each one asked, and true again once it answered.
+        let mut answered = vec![true; targets.len()];
+        let mut asks = FuturesUnordered::new();
+        for (index, target) in targets.iter().enumerate() {
             if target.node == self.node_id {
-                match self.engine.write(&key, Cell::clone(&cell)) {
+                match self.engine.write(&key, cell.clone()) {
                     Ok(()) => round.acked(),
                     Err(e) => {
                         tracing::error!(error = %e, "local replica write failed");
                         round.missed(false);
                     }
                 }
-            } else if !target.up {
-                round.missed(self.hint(&target.node, &key, &cell));
-            } else {
-                let (shared, tx, key, cell) = (self.clone(), tx.clone(), key.clone(), cell.clone());
-                tokio::spawn(async move {
-                    let acked = shared
-                        .replica_write(&target.node, target.addr, &key, &cell)
-                        .await
-                        .is_ok();
-                    // The hint is kept even if the client was answered already.
-                    let hinted = !acked && shared.hint(&target.node, &key, &cell);
-                    let _ = tx.send((acked, hinted)).await;
-                });
+                continue;
+            }
+            let request = Request::ReplicaWrite {
+                key: key.clone(),
+                cell: cell.clone(),
+            };
+            let ask = match target.up {
+                true => self.ask(target, index, request).await,
+                false => None,
+            };
+            match ask {
+                Some(ask) => {
+                    asks.push(ask);
+                    answered[index] = false;
+                }
+                None => round.missed(self.hint(&target.node, &key, &cell)),
             }
         }
-        drop(tx);
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
-        loop {
+        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        let answer = loop {
             match round.outcome() {
                 Outcome::Done(()) => {
-                    return Response::Written {
+                    break Response::Written {
                         timestamp: cell.timestamp,
                     };
                 }
                 Outcome::Failed { required, received } => {
                     Metrics::add(&self.metrics.unavailable, 1);
-                    return not_reached(level, required, received);
+                    break not_reached(level, required, received);
                 }
                 Outcome::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((true, _))) => round.acked(),
-                Ok(Some((false, hinted))) => round.missed(hinted),
+            match tokio::time::timeout_at(deadline, asks.next()).await {
+                Ok(Some((index, reply))) => {
+                    answered[index] = true;
+                    match self.write_acked(&targets[index], reply) {
+                        true => round.acked(),
+                        false => round.missed(self.hint(&targets[index].node, &key, &cell)),
+                    }
+                }
                 Ok(None) | Err(_) => {
                     Metrics::add(&self.metrics.timeouts, 1);
-                    let Outcome::Failed { required, received } = round.failed() else {
-                        unreachable!()
-                    };
-                    return not_reached(level, required, received);
+                    let (required, received) = round.counts();
+                    break not_reached(level, required, received);
                 }
             }
+        };
+        if asks.is_empty() {
+            return answer;
         }
+        if Instant::now() >= deadline {
+            self.write_unanswered(&targets, &answered, &key, &cell);
+            return answer;
+        }
+        // Replicas not heard from yet still get the write, or a hint.
+        let shared = self.clone();
+        tokio::spawn(async move {
+            while let Ok(Some((index, reply))) =
+                tokio::time::timeout_at(deadline, asks.next()).await
+            {
+                answered[index] = true;
+                if !shared.write_acked(&targets[index], reply) {
+                    shared.hint(&targets[index].node, &key, &cell);
+                }
+            }
+            shared.write_unanswered(&targets, &answered, &key, &cell);
+        });
+        answer
     }
 
     pub(crate) async fn coordinate_read(
@@ -242,35 +319,29 @@ impl<T: Transport> NodeShared<T> {
             Metrics::add(&self.metrics.unavailable, 1);
             return not_reached(level, round.required(), 0);
         }
-        let key = Arc::new(key);
-        let (tx, mut rx) = mpsc::channel(targets.len());
-        let mut addrs = Vec::new();
-        for target in targets {
-            addrs.push((target.node.clone(), target.addr));
+        let mut asks = FuturesUnordered::new();
+        for (index, target) in targets.iter().enumerate() {
             if target.node == self.node_id {
                 match self.engine.get_cell(&key) {
-                    Ok(cell) => round.reply(target.node, cell),
+                    Ok(cell) => round.reply(target.node.clone(), cell),
                     Err(e) => {
                         tracing::error!(error = %e, "local replica read failed");
                         round.missed();
                     }
                 }
-            } else if !target.up {
-                round.missed();
-            } else {
-                let (shared, tx, key) = (self.clone(), tx.clone(), key.clone());
-                tokio::spawn(async move {
-                    let reply = shared
-                        .replica_read(&target.node, target.addr, &key)
-                        .await
-                        .ok();
-                    let _ = tx.send((target.node, reply)).await;
-                });
+                continue;
+            }
+            let request = Request::ReplicaRead { key: key.clone() };
+            let ask = match target.up {
+                true => self.ask(target, index, request).await,
+                false => None,
+            };
+            match ask {
+                Some(ask) => asks.push(ask),
+                None => round.missed(),
             }
         }
-        drop(tx);
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let winner = loop {
             match round.outcome() {
                 Outcome::Done(winner) => break winner,
@@ -280,46 +351,35 @@ impl<T: Transport> NodeShared<T> {
                 }
                 Outcome::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((node, Some(cell)))) => round.reply(node, cell),
-                Ok(Some((_, None))) => round.missed(),
+            match tokio::time::timeout_at(deadline, asks.next()).await {
+                Ok(Some(vote)) => self.count_vote(&mut round, &targets, vote),
                 Ok(None) | Err(_) => {
                     Metrics::add(&self.metrics.timeouts, 1);
-                    let Outcome::Failed { required, received } = round.failed() else {
-                        unreachable!()
-                    };
-                    return not_reached(level, required, received);
+                    return not_reached(level, round.required(), round.votes());
                 }
             }
         };
         let mut repaired = Vec::new();
-        if level != ConsistencyLevel::One || round.outstanding() == 0 {
+        if level != ConsistencyLevel::One || asks.is_empty() {
             // Before answering: the stale replicas that voted get the winner.
-            self.repair(&key, &round, &addrs, &mut repaired).await;
+            self.repair(&key, &round, &targets, &mut repaired).await;
         }
-        if round.outstanding() > 0 {
+        if !asks.is_empty() {
             // After answering: late votes are compared too, and repaired.
             let shared = self.clone();
             tokio::spawn(async move {
-                while let Ok(Some((node, reply))) =
-                    tokio::time::timeout_at(deadline, rx.recv()).await
-                {
-                    match reply {
-                        Some(cell) => round.reply(node, cell),
-                        None => round.missed(),
-                    }
+                while let Ok(Some(vote)) = tokio::time::timeout_at(deadline, asks.next()).await {
+                    shared.count_vote(&mut round, &targets, vote);
                 }
-                shared.repair(&key, &round, &addrs, &mut repaired).await;
+                shared.repair(&key, &round, &targets, &mut repaired).await;
             });
         }
         let now_ms = (self.clock)();
-        match winner
-            .as_ref()
-            .and_then(|c| c.live_value(now_ms).map(|v| (v.to_vec(), c.timestamp)))
-        {
-            Some((value, timestamp)) => Response::Value {
+        let timestamp = winner.as_ref().map(|c| c.timestamp);
+        match winner.and_then(|c| c.into_live_value(now_ms)) {
+            Some(value) => Response::Value {
                 value: Some(value),
-                timestamp: Some(timestamp),
+                timestamp,
             },
             None => Response::Value {
                 value: None,
@@ -328,12 +388,28 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
+    /// Counts a remote replica's answer to a read as its vote, or as missed.
+    fn count_vote(
+        &self,
+        round: &mut ReadRound,
+        targets: &[Target],
+        (index, reply): (usize, Result<Response>),
+    ) {
+        match reply {
+            Ok(Response::ReplicaCell(cell)) => round.reply(targets[index].node.clone(), cell),
+            other => {
+                self.replica_failed(&targets[index], other);
+                round.missed();
+            }
+        }
+    }
+
     /// Writes the newest vote to every replica whose vote was older.
     async fn repair(
         &self,
         key: &[u8],
         round: &ReadRound,
-        addrs: &[(NodeId, SocketAddr)],
+        targets: &[Target],
         repaired: &mut Vec<NodeId>,
     ) {
         let Some(newest) = round.newest() else { return };
@@ -341,10 +417,10 @@ impl<T: Transport> NodeShared<T> {
             if repaired.contains(&node) {
                 continue;
             }
-            let Some((_, addr)) = addrs.iter().find(|(n, _)| *n == node) else {
+            let Some(target) = targets.iter().find(|t| t.node == node) else {
                 continue;
             };
-            match self.replica_write(&node, *addr, key, &newest).await {
+            match self.replica_write(&node, target.addr, key, &newest).await {
                 Ok(()) => {
                     Metrics::add(&self.metrics.read_repairs, 1);
                     repaired.push(node);

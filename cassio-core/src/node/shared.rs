@@ -81,14 +81,20 @@ impl<T: Transport> NodeShared<T> {
     /// A write timestamp (µs): the client's if given (the clock moves past
     /// it), else the hybrid logical clock's.
     pub(crate) fn write_timestamp(&self, client: Option<u64>) -> u64 {
-        let mut hlc = self.hlc.lock();
         match client {
             Some(ts) => {
-                hlc.observe(ts);
+                self.hlc.lock().observe(ts);
                 ts
             }
-            None => hlc.now((self.clock)().saturating_mul(1000)),
+            None => self.write_timestamps(1),
         }
+    }
+
+    /// The first of `count` consecutive write timestamps (µs) from the
+    /// hybrid logical clock.
+    pub(crate) fn write_timestamps(&self, count: u64) -> u64 {
+        let wall_us = (self.clock)().saturating_mul(1000);
+        self.hlc.lock().now_many(wall_us, count)
     }
 
     /// Milliseconds since this node started, on the runtime's clock (which a
@@ -106,6 +112,12 @@ impl<T: Transport> NodeShared<T> {
         if let Some(conn) = self.peers.lock().get(&addr).filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
+        // Boxed: the handshake's state would otherwise enlarge every
+        // request's future, though it is needed once per peer.
+        Box::pin(self.open_peer(addr)).await
+    }
+
+    async fn open_peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
         let hello = Hello::new(
             &self.config.cluster_name,
             Role::Peer,
@@ -224,7 +236,13 @@ fn unexpected(conn: &Connection, response: Response) -> Error {
 }
 
 impl<T: Transport> Handler for NodeShared<T> {
-    async fn handle(self: &Arc<Self>, caller: &Caller, request: Request) -> Response {
+    /// Everything but client reads and writes: those coordinate, and wait
+    /// on peers.
+    fn answer_now(
+        &self,
+        caller: &Caller,
+        request: Request,
+    ) -> std::result::Result<Response, Request> {
         let peer_only = matches!(
             request,
             Request::GossipSyn(_)
@@ -233,22 +251,11 @@ impl<T: Transport> Handler for NodeShared<T> {
                 | Request::ReplicaRead { .. }
         );
         if peer_only && caller.role != Role::Peer {
-            return Response::Error {
+            return Ok(Response::Error {
                 message: "gossip and replica messages are for peers".into(),
-            };
+            });
         }
-        let coordinates = matches!(
-            request,
-            Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }
-        );
-        if coordinates
-            && let Some(refusal) = self
-                .wait_until_joined(Duration::from_millis(self.config.write_timeout_ms))
-                .await
-        {
-            return refusal;
-        }
-        match request {
+        Ok(match request {
             Request::GossipSyn(syn) => {
                 Response::GossipAck(self.gossiper.lock().handle_syn(syn, self.now_ms()))
             }
@@ -278,6 +285,39 @@ impl<T: Transport> Handler for NodeShared<T> {
                         .collect(),
                 })
             }
+            Request::ReplicaWrite { key, cell } => {
+                self.hlc.lock().observe(cell.timestamp);
+                match self.engine.write(&key, cell) {
+                    Ok(()) => Response::Done,
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
+            Request::ReplicaRead { key } => match self.engine.get_cell(&key) {
+                Ok(cell) => Response::ReplicaCell(cell),
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            },
+            coordinated @ (Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }) => {
+                return Err(coordinated);
+            }
+        })
+    }
+
+    async fn handle(self: &Arc<Self>, caller: &Caller, request: Request) -> Response {
+        let request = match self.answer_now(caller, request) {
+            Ok(answer) => return answer,
+            Err(request) => request,
+        };
+        if let Some(refusal) = self
+            .wait_until_joined(Duration::from_millis(self.config.write_timeout_ms))
+            .await
+        {
+            return refusal;
+        }
+        match request {
             Request::Get { key, level } => {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
                     .await
@@ -325,20 +365,9 @@ impl<T: Transport> Handler for NodeShared<T> {
                 self.coordinate_write(key, cell, level.unwrap_or(self.config.write_consistency))
                     .await
             }
-            Request::ReplicaWrite { key, cell } => {
-                self.hlc.lock().observe(cell.timestamp);
-                match self.engine.write(&key, cell) {
-                    Ok(()) => Response::Done,
-                    Err(e) => Response::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }
-            Request::ReplicaRead { key } => match self.engine.get_cell(&key) {
-                Ok(cell) => Response::ReplicaCell(cell),
-                Err(e) => Response::Error {
-                    message: e.to_string(),
-                },
+            _ => Response::Error {
+                message: "internal: a request that is answered at once reached the coordinator"
+                    .into(),
             },
         }
     }

@@ -1,8 +1,12 @@
-//! The Redis commands cassio answers, each run through the node's
-//! coordinator at the connection's consistency level (`CASSIO.CONSISTENCY`).
+//! The Redis commands cassio answers. Session commands (PING, CLIENT,
+//! `CASSIO.CONSISTENCY`, ...) are answered at once; data commands (GET, SET,
+//! DEL, EXISTS, MGET, MSET) run through the node's coordinator at the
+//! connection's consistency level.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::join_all;
 
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
@@ -16,6 +20,108 @@ pub(crate) struct Session {
     pub(crate) level: ConsistencyLevel,
     pub(crate) name: Option<Vec<u8>>,
     pub(crate) quit: bool,
+}
+
+/// A command cassio knows, recognized by name in any letter case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Ping,
+    Echo,
+    Quit,
+    Select,
+    Hello,
+    Client,
+    /// `COMMAND`, which redis-cli asks on connect.
+    Introspect,
+    Info,
+    Consistency,
+    Dbsize,
+    Get,
+    Set,
+    Del,
+    Exists,
+    Mget,
+    Mset,
+}
+
+/// Every command with its name (for lookup, arity errors and `COMMAND COUNT`).
+const COMMANDS: &[(&str, Command)] = &[
+    ("ping", Command::Ping),
+    ("echo", Command::Echo),
+    ("quit", Command::Quit),
+    ("select", Command::Select),
+    ("hello", Command::Hello),
+    ("client", Command::Client),
+    ("command", Command::Introspect),
+    ("info", Command::Info),
+    ("cassio.consistency", Command::Consistency),
+    ("dbsize", Command::Dbsize),
+    ("get", Command::Get),
+    ("set", Command::Set),
+    ("del", Command::Del),
+    ("exists", Command::Exists),
+    ("mget", Command::Mget),
+    ("mset", Command::Mset),
+];
+
+/// Keys (or key-value pairs, for MSET) one command may name: bounds the
+/// memory a single reply can take.
+const MULTI_KEY_ARGS_MAX: usize = 10_000;
+
+impl Command {
+    fn lookup(name: &[u8]) -> Option<Command> {
+        COMMANDS
+            .iter()
+            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+            .map(|&(_, c)| c)
+    }
+
+    fn name(self) -> &'static str {
+        COMMANDS
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// A data command with `argc` arguments (its name included) in the
+    /// shape it needs; anything else is answered at once (with an arity
+    /// error, if that is what is wrong).
+    pub(crate) fn data(args: &[&[u8]]) -> Option<Command> {
+        let command = Command::lookup(args.first()?)?;
+        let argc = args.len();
+        let well_formed = match command {
+            Command::Get => argc == 2,
+            Command::Set => argc >= 3,
+            Command::Del | Command::Exists | Command::Mget => argc >= 2,
+            Command::Mset => argc >= 3 && argc % 2 == 1,
+            _ => false,
+        };
+        (well_formed && argc <= MULTI_KEY_ARGS_MAX + 1).then_some(command)
+    }
+
+    /// The keys a well-formed data command reads and those it writes (MSET
+    /// writes every other argument: `writes.step_by(step)`).
+    pub(crate) fn access<'a, 'k>(
+        self,
+        args: &'a [&'k [u8]],
+    ) -> (&'a [&'k [u8]], &'a [&'k [u8]], usize) {
+        let none = &args[..0];
+        match self {
+            Command::Get | Command::Exists | Command::Mget => (&args[1..], none, 1),
+            // NX and XX read the key before writing it.
+            Command::Set if args.len() > 3 => (&args[1..2], &args[1..2], 1),
+            Command::Set => (none, &args[1..2], 1),
+            Command::Mset => (none, &args[1..], 2),
+            Command::Del => (&args[1..], &args[1..], 1),
+            _ => (none, none, 1),
+        }
+    }
+
+    /// Write timestamps a well-formed data command needs.
+    pub(crate) fn writes(self, args: &[&[u8]]) -> u64 {
+        let (_, writes, step) = self.access(args);
+        writes.len().div_ceil(step) as u64
+    }
 }
 
 fn arity_error(command: &str) -> Reply {
@@ -50,7 +156,7 @@ impl<T: Transport> NodeShared<T> {
         key: &[u8],
         level: ConsistencyLevel,
     ) -> Result<Option<Vec<u8>>, Reply> {
-        match self.coordinate_read(key.to_vec(), level).await {
+        match self.coordinate_read(key.to_vec(), read_level(level)).await {
             Response::Value { value, .. } => Ok(value),
             other => Err(failure(other)),
         }
@@ -59,55 +165,55 @@ impl<T: Transport> NodeShared<T> {
     async fn write_cell(
         self: &Arc<Self>,
         key: &[u8],
-        value: Option<Vec<u8>>,
-        ttl: Option<Duration>,
+        cell: Cell,
         level: ConsistencyLevel,
     ) -> Result<(), Reply> {
-        let timestamp = self.write_timestamp(None);
-        let cell = Cell {
-            timestamp,
-            expires_at_ms: ttl.map(|t| (self.clock)().saturating_add(t.as_millis() as u64)),
-            value: value.map_or(CellValue::Tombstone, CellValue::Value),
-        };
         match self.coordinate_write(key.to_vec(), cell, level).await {
             Response::Written { .. } => Ok(()),
             other => Err(failure(other)),
         }
     }
 
-    /// Runs one command.
-    pub(crate) async fn resp_command(
-        self: &Arc<Self>,
-        session: &mut Session,
-        args: Vec<Vec<u8>>,
-    ) -> Reply {
-        let Some(name) = args.first() else {
+    /// Answers a session command, or a data command in the wrong shape
+    /// (an arity or unknown-command error).
+    pub(crate) fn session_command(&self, session: &mut Session, args: &[&[u8]]) -> Reply {
+        let Some(&name) = args.first() else {
             return Reply::err("ERR empty command");
         };
-        let command = text(name).to_ascii_lowercase();
-        let level = session.level;
         let argc = args.len();
+        let Some(command) = Command::lookup(name) else {
+            let rest: Vec<String> = args[1..]
+                .iter()
+                .take(3)
+                .map(|a| format!("'{}'", text(a)))
+                .collect();
+            return Reply::err(format!(
+                "ERR unknown command '{}', with args beginning with: {}",
+                text(name),
+                rest.join(" ")
+            ));
+        };
         if argc > MULTI_KEY_ARGS_MAX + 1 {
             return Reply::err(format!(
                 "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
             ));
         }
-        match command.as_str() {
-            "ping" => match argc {
+        match command {
+            Command::Ping => match argc {
                 1 => Reply::Simple("PONG"),
-                2 => Reply::bulk(args[1].clone()),
+                2 => Reply::bulk(args[1]),
                 _ => arity_error("ping"),
             },
-            "echo" if argc == 2 => Reply::bulk(args[1].clone()),
-            "quit" => {
+            Command::Echo if argc == 2 => Reply::bulk(args[1]),
+            Command::Quit => {
                 session.quit = true;
                 Reply::ok()
             }
-            "select" if argc == 2 => match text(&args[1]).as_str() {
-                "0" => Reply::ok(),
+            Command::Select if argc == 2 => match args[1] {
+                b"0" => Reply::ok(),
                 _ => Reply::err("ERR DB index is out of range (cassio has one keyspace, db 0)"),
             },
-            "hello" => match args.get(1).map(|v| text(v)) {
+            Command::Hello => match args.get(1).map(|v| text(v)) {
                 None => self.hello(),
                 Some(v) if v == "2" => self.hello(),
                 Some(v) if v == "3" => {
@@ -115,9 +221,9 @@ impl<T: Transport> NodeShared<T> {
                 }
                 Some(v) => Reply::err(format!("NOPROTO unsupported protocol version {v}")),
             },
-            "client" if argc >= 2 => match text(&args[1]).to_ascii_lowercase().as_str() {
+            Command::Client if argc >= 2 => match text(args[1]).to_ascii_lowercase().as_str() {
                 "setname" if argc == 3 => {
-                    session.name = Some(args[2].clone());
+                    session.name = Some(args[2].to_vec());
                     Reply::ok()
                 }
                 "getname" => Reply::Bulk(session.name.clone()),
@@ -125,12 +231,14 @@ impl<T: Transport> NodeShared<T> {
                 "id" => Reply::Integer(1),
                 other => Reply::err(format!("ERR unknown subcommand '{other}' for 'client'")),
             },
-            "command" => match args.get(1).map(|v| text(v).to_ascii_lowercase()).as_deref() {
-                Some("count") => Reply::Integer(COMMANDS.len() as i64),
+            Command::Introspect => match args.get(1) {
+                Some(sub) if sub.eq_ignore_ascii_case(b"count") => {
+                    Reply::Integer(COMMANDS.len() as i64)
+                }
                 _ => Reply::Array(Vec::new()),
             },
-            "info" => Reply::bulk(self.info()),
-            "cassio.consistency" => match args.get(1) {
+            Command::Info => Reply::bulk(self.info()),
+            Command::Consistency => match args.get(1) {
                 None => Reply::bulk(session.level.as_str()),
                 Some(v) => match text(v).parse::<ConsistencyLevel>() {
                     Ok(ConsistencyLevel::Any) | Err(_) if argc != 2 => {
@@ -143,118 +251,98 @@ impl<T: Transport> NodeShared<T> {
                     Err(e) => Reply::err(format!("ERR {e}")),
                 },
             },
-            "get" if argc == 2 => match self.read_value(&args[1], read_level(level)).await {
+            Command::Dbsize if argc == 1 => Reply::Integer(self.local_key_count() as i64),
+            other => arity_error(other.name()),
+        }
+    }
+
+    /// Runs a data command (one [`Command::data`] accepted) at `level`.
+    /// Its writes use the timestamps from `first_timestamp` on (as many as
+    /// [`Command::writes`]), drawn by the caller in pipeline order.
+    pub(crate) async fn data_command(
+        self: &Arc<Self>,
+        command: Command,
+        args: &[&[u8]],
+        level: ConsistencyLevel,
+        first_timestamp: u64,
+    ) -> Reply {
+        let cell = |value: Option<&[u8]>, ttl: Option<Duration>, timestamp: u64| Cell {
+            timestamp,
+            expires_at_ms: ttl.map(|t| (self.clock)().saturating_add(t.as_millis() as u64)),
+            value: value.map_or(CellValue::Tombstone, |v| CellValue::Value(v.to_vec())),
+        };
+        match command {
+            Command::Get => match self.read_value(args[1], level).await {
                 Ok(value) => Reply::Bulk(value),
                 Err(reply) => reply,
             },
-            "set" if argc >= 3 => self.set(&args, level).await,
-            "del" if argc >= 2 => {
+            Command::Set => {
+                let (ttl, condition) = match set_options(&args[3..]) {
+                    Ok(options) => options,
+                    Err(reply) => return reply,
+                };
+                if let Some(must_exist) = condition {
+                    match self.read_value(args[1], level).await {
+                        Ok(existing) if existing.is_some() != must_exist => {
+                            return Reply::Bulk(None);
+                        }
+                        Ok(_) => {}
+                        Err(reply) => return reply,
+                    }
+                }
+                let cell = cell(Some(args[2]), ttl, first_timestamp);
+                match self.write_cell(args[1], cell, level).await {
+                    Ok(()) => Reply::ok(),
+                    Err(reply) => reply,
+                }
+            }
+            Command::Del => {
+                // One key after another: `DEL k k` deletes (and counts) once.
                 let mut deleted = 0;
-                for key in &args[1..] {
-                    match self.read_value(key, read_level(level)).await {
+                for (key, timestamp) in args[1..].iter().zip(first_timestamp..) {
+                    match self.read_value(key, level).await {
                         Ok(Some(_)) => deleted += 1,
                         Ok(None) => {}
                         Err(reply) => return reply,
                     }
-                    if let Err(reply) = self.write_cell(key, None, None, level).await {
-                        return reply;
-                    }
-                }
-                Reply::Integer(deleted)
-            }
-            "exists" if argc >= 2 => {
-                let mut found = 0;
-                for key in &args[1..] {
-                    match self.read_value(key, read_level(level)).await {
-                        Ok(Some(_)) => found += 1,
-                        Ok(None) => {}
-                        Err(reply) => return reply,
-                    }
-                }
-                Reply::Integer(found)
-            }
-            "mget" if argc >= 2 => {
-                let mut values = Vec::with_capacity(argc - 1);
-                for key in &args[1..] {
-                    match self.read_value(key, read_level(level)).await {
-                        Ok(v) => values.push(Reply::Bulk(v)),
-                        Err(reply) => return reply,
-                    }
-                }
-                Reply::Array(values)
-            }
-            "mset" if argc >= 3 && argc % 2 == 1 => {
-                for pair in args[1..].chunks(2) {
                     if let Err(reply) = self
-                        .write_cell(&pair[0], Some(pair[1].clone()), None, level)
+                        .write_cell(key, cell(None, None, timestamp), level)
                         .await
                     {
                         return reply;
                     }
                 }
-                Reply::ok()
+                Reply::Integer(deleted)
             }
-            "dbsize" if argc == 1 => Reply::Integer(self.local_key_count() as i64),
-            _ if COMMANDS.contains(&command.as_str()) => arity_error(&command),
-            _ => {
-                let rest: Vec<String> = args[1..]
-                    .iter()
-                    .take(3)
-                    .map(|a| format!("'{}'", text(a)))
-                    .collect();
-                Reply::err(format!(
-                    "ERR unknown command '{}', with args beginning with: {}",
-                    text(name),
-                    rest.join(" ")
-                ))
-            }
-        }
-    }
-
-    /// SET key value [EX seconds | PX milliseconds] [NX | XX]. NX and XX
-    /// read first: they are not atomic across concurrent writers.
-    async fn set(self: &Arc<Self>, args: &[Vec<u8>], level: ConsistencyLevel) -> Reply {
-        let (mut ttl, mut nx, mut xx) = (None, false, false);
-        let mut i = 3;
-        while i < args.len() {
-            let option = text(&args[i]).to_ascii_uppercase();
-            match option.as_str() {
-                "EX" | "PX" => {
-                    let Some(amount) = args
-                        .get(i + 1)
-                        .and_then(|a| text(a).parse::<u64>().ok())
-                        .filter(|n| *n > 0)
-                    else {
-                        return Reply::err("ERR invalid expire time in 'set' command");
-                    };
-                    ttl = Some(if option == "EX" {
-                        Duration::from_secs(amount)
-                    } else {
-                        Duration::from_millis(amount)
-                    });
-                    i += 2;
+            Command::Exists | Command::Mget => {
+                let values =
+                    join_all(args[1..].iter().map(|key| self.read_value(key, level))).await;
+                let mut replies = Vec::with_capacity(values.len());
+                for value in values {
+                    match value {
+                        Ok(value) => replies.push(value),
+                        Err(reply) => return reply,
+                    }
                 }
-                "NX" => (nx, i) = (true, i + 1),
-                "XX" => (xx, i) = (true, i + 1),
-                _ => return Reply::err("ERR syntax error"),
+                if command == Command::Exists {
+                    Reply::Integer(replies.iter().filter(|v| v.is_some()).count() as i64)
+                } else {
+                    Reply::Array(replies.into_iter().map(Reply::Bulk).collect())
+                }
             }
-        }
-        if nx && xx {
-            return Reply::err("ERR syntax error");
-        }
-        if nx || xx {
-            match self.read_value(&args[1], read_level(level)).await {
-                Ok(existing) if existing.is_some() == nx => return Reply::Bulk(None),
-                Ok(_) => {}
-                Err(reply) => return reply,
+            Command::Mset => {
+                let writes = args[1..]
+                    .chunks(2)
+                    .zip(first_timestamp..)
+                    .map(|(pair, timestamp)| {
+                        self.write_cell(pair[0], cell(Some(pair[1]), None, timestamp), level)
+                    });
+                match join_all(writes).await.into_iter().find_map(Result::err) {
+                    Some(reply) => reply,
+                    None => Reply::ok(),
+                }
             }
-        }
-        match self
-            .write_cell(&args[1], Some(args[2].clone()), ttl, level)
-            .await
-        {
-            Ok(()) => Reply::ok(),
-            Err(reply) => reply,
+            other => Reply::err(format!("ERR '{}' is not a data command", other.name())),
         }
     }
 
@@ -311,6 +399,45 @@ impl<T: Transport> NodeShared<T> {
     }
 }
 
+/// SET's options after the value: `[EX seconds | PX milliseconds] [NX | XX]`
+/// as (time to live, `Some(true)` for XX: the key must exist, `Some(false)`
+/// for NX: it must not). NX and XX read first: they are not atomic across
+/// concurrent writers.
+fn set_options(options: &[&[u8]]) -> Result<(Option<Duration>, Option<bool>), Reply> {
+    let (mut ttl, mut condition) = (None, None);
+    let mut i = 0;
+    while i < options.len() {
+        let option = text(options[i]).to_ascii_uppercase();
+        match option.as_str() {
+            "EX" | "PX" => {
+                let Some(amount) = options
+                    .get(i + 1)
+                    .and_then(|a| text(a).parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                else {
+                    return Err(Reply::err("ERR invalid expire time in 'set' command"));
+                };
+                ttl = Some(if option == "EX" {
+                    Duration::from_secs(amount)
+                } else {
+                    Duration::from_millis(amount)
+                });
+                i += 2;
+            }
+            "NX" | "XX" => {
+                let must_exist = option == "XX";
+                if condition.is_some_and(|c| c != must_exist) {
+                    return Err(Reply::err("ERR syntax error"));
+                }
+                condition = Some(must_exist);
+                i += 1;
+            }
+            _ => return Err(Reply::err("ERR syntax error")),
+        }
+    }
+    Ok((ttl, condition))
+}
+
 /// Reads cannot run at ANY; a connection set to ANY reads at ONE.
 fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
     if level == ConsistencyLevel::Any {
@@ -319,27 +446,3 @@ fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
         level
     }
 }
-
-/// Keys (or key-value pairs, for MSET) one command may name: bounds the
-/// memory a single reply can take.
-const MULTI_KEY_ARGS_MAX: usize = 10_000;
-
-/// Commands cassio knows (for arity errors and `COMMAND COUNT`).
-const COMMANDS: &[&str] = &[
-    "ping",
-    "echo",
-    "quit",
-    "select",
-    "hello",
-    "client",
-    "command",
-    "info",
-    "cassio.consistency",
-    "get",
-    "set",
-    "del",
-    "exists",
-    "mget",
-    "mset",
-    "dbsize",
-];

@@ -1,5 +1,7 @@
 //! RESP2 replies and their encoding.
 
+use std::io::Write;
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Reply {
     Simple(&'static str),
@@ -36,14 +38,17 @@ impl Reply {
                         .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
                 );
             }
-            Reply::Integer(i) => out.extend_from_slice(format!(":{i}").as_bytes()),
+            // Writing to a Vec cannot fail.
+            Reply::Integer(i) => {
+                let _ = write!(out, ":{i}");
+            }
             Reply::Bulk(None) => out.extend_from_slice(b"$-1"),
             Reply::Bulk(Some(bytes)) => {
-                out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                let _ = write!(out, "${}\r\n", bytes.len());
                 out.extend_from_slice(bytes);
             }
             Reply::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                let _ = write!(out, "*{}\r\n", items.len());
                 for item in items {
                     item.encode(out);
                 }

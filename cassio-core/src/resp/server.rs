@@ -3,13 +3,16 @@
 //! that is not RESP gets `-ERR Protocol error: ...` and that connection is
 //! closed; the node keeps serving everyone else.
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::commands::Session;
+use super::commands::{Command, Session};
 use super::parse::parse_command;
+use super::pipeline::Run;
 use super::reply::Reply;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
@@ -32,6 +35,26 @@ pub(crate) async fn serve<T: Transport>(
     .await
 }
 
+/// The commands parsed from one read: argument ranges into the input
+/// buffer, and each command's arguments as a range of those. Kept from read
+/// to read so their memory is reused.
+#[derive(Default)]
+struct Parsed {
+    args: Vec<Range<usize>>,
+    commands: Vec<Range<usize>>,
+}
+
+/// A connection's pipeline state, reused from batch to batch.
+#[derive(Default)]
+struct Pipeline {
+    run: Run,
+    /// The current run's data commands: (index in the batch, command, first
+    /// write timestamp).
+    admitted: Vec<(usize, Command, u64)>,
+    /// The batch's replies in command order; `None` until its run finished.
+    replies: Vec<Option<Reply>>,
+}
+
 async fn serve_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -44,45 +67,57 @@ where
         quit: false,
     };
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut parsed = Parsed::default();
+    let mut pipeline = Pipeline::default();
     let mut out = Vec::new();
     loop {
-        let read = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        buffer.reserve(READ_CHUNK_BYTES);
+        let read = stream
+            .read_buf(&mut buffer)
+            .await
+            .map_err(|e| e.to_string())?;
         if read == 0 {
             return Ok(());
         }
-        buffer.extend_from_slice(&chunk[..read]);
+        parsed.args.clear();
+        parsed.commands.clear();
         let mut consumed = 0;
         let mut protocol_error = None;
         loop {
-            match parse_command(&buffer[consumed..], bulk_bytes_max) {
-                Ok(Some((args, used))) => {
+            let first_arg = parsed.args.len();
+            match parse_command(&buffer[consumed..], bulk_bytes_max, &mut parsed.args) {
+                Ok(Some(used)) => {
+                    for range in &mut parsed.args[first_arg..] {
+                        *range = range.start + consumed..range.end + consumed;
+                    }
+                    if parsed.args.len() > first_arg {
+                        parsed.commands.push(first_arg..parsed.args.len());
+                    }
                     consumed += used;
-                    if args.is_empty() {
-                        continue;
-                    }
-                    node.resp_command(&mut session, args).await.encode(&mut out);
-                    if out.len() >= REPLY_FLUSH_BYTES {
-                        // A long pipeline must not pile its replies up in memory.
-                        stream.write_all(&out).await.map_err(|e| e.to_string())?;
-                        out.clear();
-                    }
-                    if session.quit {
-                        break;
-                    }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out);
                     protocol_error = Some(e);
                     break;
                 }
             }
         }
+        run_batch(
+            &node,
+            &mut session,
+            &buffer,
+            &parsed,
+            &mut pipeline,
+            &mut stream,
+            &mut out,
+        )
+        .await?;
         buffer.drain(..consumed);
-        if buffer.len() > bulk_bytes_max + 1024 {
-            Reply::err("ERR Protocol error: request too large").encode(&mut out);
+        if protocol_error.is_none() && buffer.len() > bulk_bytes_max + 1024 {
             protocol_error = Some("request too large".into());
+        }
+        if let Some(e) = &protocol_error {
+            Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out);
         }
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         out.clear();
@@ -95,4 +130,84 @@ where
             return Ok(());
         }
     }
+}
+
+/// Runs one batch of parsed commands and encodes their replies, in order,
+/// into `out`. Session commands are answered as they come; data commands
+/// run together in runs (see [`super::pipeline`]), each drawing its write
+/// timestamps when admitted, that is in command order. Stops after QUIT.
+async fn run_batch<S, T>(
+    node: &Arc<NodeShared<T>>,
+    session: &mut Session,
+    buffer: &[u8],
+    parsed: &Parsed,
+    pipeline: &mut Pipeline,
+    stream: &mut S,
+    out: &mut Vec<u8>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+    T: Transport,
+{
+    let args: Vec<&[u8]> = parsed.args.iter().map(|r| &buffer[r.clone()]).collect();
+    let argv = |index: usize| &args[parsed.commands[index].clone()];
+    let mut next = 0;
+    while next < parsed.commands.len() && !session.quit {
+        pipeline.run.clear();
+        pipeline.admitted.clear();
+        pipeline.replies.clear();
+        while next < parsed.commands.len() && !session.quit {
+            let args = argv(next);
+            match Command::data(args) {
+                Some(command) => {
+                    if !pipeline.run.admit(command, args) {
+                        break;
+                    }
+                    let writes = command.writes(args);
+                    let first_timestamp = if writes > 0 {
+                        node.write_timestamps(writes)
+                    } else {
+                        0
+                    };
+                    pipeline.admitted.push((next, command, first_timestamp));
+                    pipeline.replies.push(None);
+                }
+                None => pipeline
+                    .replies
+                    .push(Some(node.session_command(session, args))),
+            }
+            next += 1;
+        }
+        let first_index = next - pipeline.replies.len();
+        let level = session.level;
+        let slot = |index: usize| index - first_index;
+        if let [(index, command, first_timestamp)] = pipeline.admitted[..] {
+            // One command (no pipelining): no join needed.
+            let reply = node
+                .data_command(command, argv(index), level, first_timestamp)
+                .await;
+            pipeline.replies[slot(index)] = Some(reply);
+        } else if pipeline.admitted.len() > 1 {
+            let runs = pipeline
+                .admitted
+                .iter()
+                .map(|&(index, command, first_timestamp)| {
+                    node.data_command(command, argv(index), level, first_timestamp)
+                });
+            for (reply, &(index, ..)) in join_all(runs).await.into_iter().zip(&pipeline.admitted) {
+                pipeline.replies[slot(index)] = Some(reply);
+            }
+        }
+        for reply in pipeline.replies.drain(..) {
+            reply
+                .unwrap_or_else(|| Reply::err("ERR internal: a command was not run"))
+                .encode(out);
+        }
+        if out.len() >= REPLY_FLUSH_BYTES {
+            // A long pipeline must not pile its replies up in memory.
+            stream.write_all(out).await.map_err(|e| e.to_string())?;
+            out.clear();
+        }
+    }
+    Ok(())
 }

@@ -60,6 +60,14 @@ impl Cell {
         }
     }
 
+    /// [`Cell::live_value`], taking the bytes out of the cell.
+    pub fn into_live_value(self, now_ms: u64) -> Option<Vec<u8>> {
+        match self.value {
+            CellValue::Value(v) if !self.is_expired(now_ms) => Some(v),
+            _ => None,
+        }
+    }
+
     /// True for a value whose expiry has passed (tombstones never "expire").
     pub fn is_expired(&self, now_ms: u64) -> bool {
         !self.is_tombstone() && self.expires_at_ms.is_some_and(|at| at <= now_ms)

@@ -1,0 +1,109 @@
+//! Which commands of a pipeline may run at the same time. Data commands run
+//! together (in a *run*) unless one reads a key an earlier command of the run
+//! writes, or writes a key an earlier one reads: such a command waits for the
+//! run to finish, so every command sees the effects of the commands before
+//! it, as if they had run one by one. Writes to the same key may share a run:
+//! their timestamps are drawn in command order, so the later one wins
+//! whatever order the replicas apply them in.
+
+use std::collections::HashSet;
+use std::hash::Hasher;
+
+use fnv::{FnvBuildHasher, FnvHasher};
+
+use super::commands::Command;
+
+/// Commands in one run at most: bounds the replies held back at once.
+pub(crate) const RUN_COMMANDS_MAX: usize = 128;
+
+/// The keys the commands admitted to the current run read and write, by
+/// 64-bit hash (a collision only makes a command wait needlessly). Reused
+/// from run to run, so a connection's steady state allocates nothing here.
+#[derive(Default)]
+pub(crate) struct Run {
+    reads: HashSet<u64, FnvBuildHasher>,
+    writes: HashSet<u64, FnvBuildHasher>,
+    commands: usize,
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    let mut h = FnvHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+impl Run {
+    /// Admits a well-formed data command to the run, unless it conflicts with
+    /// a command already in it or the run is full: then it must wait.
+    pub(crate) fn admit(&mut self, command: Command, args: &[&[u8]]) -> bool {
+        let (reads, writes, step) = command.access(args);
+        let reads = reads.iter().map(|k| key_hash(k));
+        let writes = writes.iter().step_by(step).map(|k| key_hash(k));
+        let conflicts = self.commands >= RUN_COMMANDS_MAX
+            || reads.clone().any(|k| self.writes.contains(&k))
+            || writes.clone().any(|k| self.reads.contains(&k));
+        if conflicts {
+            return false;
+        }
+        self.reads.extend(reads);
+        self.writes.extend(writes);
+        self.commands += 1;
+        true
+    }
+
+    /// Starts a new, empty run.
+    pub(crate) fn clear(&mut self) {
+        self.reads.clear();
+        self.writes.clear();
+        self.commands = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admit(run: &mut Run, args: &[&'static [u8]]) -> bool {
+        let command = Command::data(args).expect("a well-formed data command");
+        run.admit(command, args)
+    }
+
+    #[test]
+    fn reads_after_writes_of_the_same_key_wait() {
+        let mut run = Run::default();
+        assert!(admit(&mut run, &[b"SET", b"a", b"1"]));
+        assert!(admit(&mut run, &[b"GET", b"b"]), "another key");
+        assert!(admit(&mut run, &[b"SET", b"a", b"2"]), "write after write");
+        assert!(!admit(&mut run, &[b"GET", b"a"]), "read after write");
+        assert!(!admit(&mut run, &[b"MGET", b"c", b"a"]));
+        assert!(!admit(&mut run, &[b"DEL", b"b"]), "write after read");
+        assert!(
+            admit(&mut run, &[b"MSET", b"x", b"b"]),
+            "b is MSET's value here, not a key"
+        );
+        run.clear();
+        assert!(admit(&mut run, &[b"GET", b"a"]), "a new run");
+    }
+
+    #[test]
+    fn mset_writes_keys_not_values_and_set_nx_reads() {
+        let mut run = Run::default();
+        assert!(admit(&mut run, &[b"MSET", b"k1", b"v", b"k2", b"w"]));
+        assert!(admit(&mut run, &[b"GET", b"v"]), "v was a value");
+        assert!(!admit(&mut run, &[b"EXISTS", b"k2"]));
+        run.clear();
+        assert!(admit(&mut run, &[b"GET", b"k"]));
+        assert!(admit(&mut run, &[b"SET", b"j", b"v", b"NX"]));
+        assert!(!admit(&mut run, &[b"SET", b"k", b"v"]), "write after read");
+        assert!(!admit(&mut run, &[b"SET", b"j", b"v"]), "NX read j");
+    }
+
+    #[test]
+    fn a_run_is_bounded() {
+        let mut run = Run::default();
+        for _ in 0..RUN_COMMANDS_MAX {
+            assert!(admit(&mut run, &[b"GET", b"k"]));
+        }
+        assert!(!admit(&mut run, &[b"GET", b"k"]));
+    }
+}
