@@ -48,6 +48,10 @@ struct Args {
     /// Phi above which a peer is DOWN [default: 8].
     #[arg(long, env = "CASSIO_PHI_CONVICT_THRESHOLD")]
     phi_convict_threshold: Option<f64>,
+    /// Threads serving Redis-protocol connections (0: the node's own
+    /// thread) [default: one per core, at most 8].
+    #[arg(long, env = "CASSIO_CLIENT_THREADS")]
+    client_threads: Option<usize>,
     /// Log format.
     #[arg(long, env = "CASSIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -103,6 +107,9 @@ impl Args {
         }
         if let Some(v) = self.phi_convict_threshold {
             config.phi_convict_threshold = v;
+        }
+        if let Some(v) = self.client_threads {
+            config.client_threads = v;
         }
         config.validate()?;
         Ok(config)

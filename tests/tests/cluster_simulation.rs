@@ -136,6 +136,7 @@ fn run_seed(seed: u64) -> Result<Vec<Duration>, String> {
                     generation: next_generation(&data_dir, clock())?,
                     rng_seed: seed ^ ((i as u64) << 8),
                     clock,
+                    client_threads: false,
                 };
                 let (keep_running, shutdown) = tokio::sync::watch::channel(false);
                 run_node_on(config, Sim { host_ip }, env, shutdown).await?;

@@ -11,8 +11,10 @@ use std::time::Duration;
 use cassio_core::{Node, NodeConfig, NodeHandle};
 use cassio_tests::harness::start_cluster;
 
-fn start(dir: &std::path::Path) -> NodeHandle {
+/// One node; `client_threads` 0 serves RESP on the node's own thread.
+fn start_with(dir: &std::path::Path, client_threads: usize) -> NodeHandle {
     Node::start(NodeConfig {
+        client_threads,
         name: "solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         resp: Some("127.0.0.1:0".parse().unwrap()),
@@ -21,6 +23,10 @@ fn start(dir: &std::path::Path) -> NodeHandle {
         ..NodeConfig::default()
     })
     .unwrap()
+}
+
+fn start(dir: &std::path::Path) -> NodeHandle {
+    start_with(dir, NodeConfig::default().client_threads.max(2))
 }
 
 fn connection(node: &NodeHandle) -> redis::Connection {
@@ -375,7 +381,8 @@ fn exchange(stream: &mut TcpStream, send: &[u8], expect_len: usize) -> Vec<u8> {
 #[test]
 fn inline_commands_and_malformed_input_over_a_raw_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path());
+    // Served on the node's own thread (the other tests use client threads).
+    let node = start_with(dir.path(), 0);
     let addr = node.resp_addr().unwrap();
     let mut nc = TcpStream::connect(addr).unwrap();
     nc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

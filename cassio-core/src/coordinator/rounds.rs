@@ -126,21 +126,36 @@ impl ReadRound {
         self.outstanding
     }
 
-    /// The newest cell among the votes so far (last-write-wins).
-    pub fn newest(&self) -> Option<Cell> {
-        self.votes
-            .iter()
-            .filter_map(|(_, c)| c.as_ref())
-            .fold(None, |best: Option<&Cell>, c| match best {
-                Some(b) if !c.supersedes(b) => Some(b),
-                _ => Some(c),
-            })
-            .cloned()
+    /// Index in `votes` of the newest cell voted so far (last-write-wins).
+    fn newest_index(&self) -> Option<usize> {
+        let mut best: Option<(usize, &Cell)> = None;
+        for (i, (_, cell)) in self.votes.iter().enumerate() {
+            if let Some(c) = cell
+                && best.is_none_or(|(_, b)| c.supersedes(b))
+            {
+                best = Some((i, c));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
-    pub fn outcome(&self) -> Outcome<Option<Cell>> {
+    /// The newest cell among the votes so far (last-write-wins).
+    pub fn newest(&self) -> Option<&Cell> {
+        self.votes[self.newest_index()?].1.as_ref()
+    }
+
+    /// [`ReadRound::newest`], taken out of the round.
+    pub fn into_newest(mut self) -> Option<Cell> {
+        let index = self.newest_index()?;
+        self.votes.swap_remove(index).1
+    }
+
+    /// Done (with the newest vote: [`ReadRound::newest`]) once enough
+    /// replicas voted; failed once every replica asked answered without
+    /// enough votes.
+    pub fn outcome(&self) -> Outcome<()> {
         if self.votes.len() >= self.required {
-            Outcome::Done(self.newest())
+            Outcome::Done(())
         } else if self.outstanding == 0 {
             self.failed()
         } else {
@@ -148,7 +163,7 @@ impl ReadRound {
         }
     }
 
-    pub fn failed(&self) -> Outcome<Option<Cell>> {
+    pub fn failed(&self) -> Outcome<()> {
         Outcome::Failed {
             required: self.required,
             received: self.votes.len(),
@@ -157,15 +172,14 @@ impl ReadRound {
 
     /// Replicas whose vote is older than (or missing) the newest cell: the
     /// ones read repair must write.
-    pub fn stale(&self) -> Vec<NodeId> {
-        let Some(newest) = self.newest() else {
-            return Vec::new();
-        };
+    pub fn stale(&self) -> impl Iterator<Item = &NodeId> {
+        let newest = self.newest();
         self.votes
             .iter()
-            .filter(|(_, c)| c.as_ref().is_none_or(|c| newest.supersedes(c)))
-            .map(|(n, _)| n.clone())
-            .collect()
+            .filter(move |(_, c)| {
+                newest.is_some_and(|n| c.as_ref().is_none_or(|c| n.supersedes(c)))
+            })
+            .map(|(node, _)| node)
     }
 }
 
@@ -211,8 +225,11 @@ mod tests {
         r.reply("b".into(), Some(Cell::value("new", 2)));
         assert_eq!(r.outcome(), Outcome::Pending);
         r.reply("c".into(), None);
-        assert_eq!(r.outcome(), Outcome::Done(Some(Cell::value("new", 2))));
-        assert_eq!(r.stale(), vec![NodeId::from("a"), NodeId::from("c")]);
+        assert_eq!(r.outcome(), Outcome::Done(()));
+        assert_eq!(r.newest(), Some(&Cell::value("new", 2)));
+        let stale: Vec<_> = r.stale().cloned().collect();
+        assert_eq!(stale, vec![NodeId::from("a"), NodeId::from("c")]);
+        assert_eq!(r.into_newest(), Some(Cell::value("new", 2)));
     }
 
     #[test]
@@ -240,7 +257,9 @@ mod tests {
         let mut r = ReadRound::new(ConsistencyLevel::Quorum, 3);
         r.reply("a".into(), Some(Cell::value("v", 1)));
         r.reply("b".into(), Some(Cell::tombstone(2)));
-        assert_eq!(r.outcome(), Outcome::Done(Some(Cell::tombstone(2))));
-        assert_eq!(r.stale(), vec![NodeId::from("a")]);
+        assert_eq!(r.outcome(), Outcome::Done(()));
+        assert_eq!(r.newest(), Some(&Cell::tombstone(2)));
+        let stale: Vec<_> = r.stale().cloned().collect();
+        assert_eq!(stale, vec![NodeId::from("a")]);
     }
 }

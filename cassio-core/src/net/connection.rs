@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batching::{READ_BUFFER_BYTES, write_frames};
 use super::transport::Transport;
 use crate::error::{Error, Result};
-use crate::proto::{self, Frame, Hello, HelloReply, Request, Response};
+use crate::proto::{self, Frame, Hello, HelloReply, Request, RequestFrame, Response};
 use crate::types::NodeId;
 
 /// Requests queued for the writer beyond this wait for room (bounded).
@@ -138,7 +138,7 @@ impl Connection {
 
     /// Queues `body` for sending, waiting only for room in the write queue:
     /// its id and the receiver its response will arrive on.
-    async fn enqueue(&self, body: Request) -> Result<(u64, oneshot::Receiver<Response>)> {
+    async fn enqueue(&self, body: &Request) -> Result<(u64, oneshot::Receiver<Response>)> {
         let closed = || Error::ConnectionClosed {
             addr: self.addr.to_string(),
         };
@@ -146,7 +146,7 @@ impl Connection {
             return Err(closed());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = proto::encode_frame(&Frame::Request { id, body })?;
+        let frame = proto::encode_frame(&RequestFrame::Request { id, body })?;
         let (slot, answer) = oneshot::channel();
         self.pending.lock().insert(id, slot);
         if self.outgoing.send(frame).await.is_err() {
@@ -158,7 +158,7 @@ impl Connection {
 
     /// Sends `body` and returns the slot its response will arrive in; the
     /// slot keeps the connection open until then.
-    pub async fn send(self: &Arc<Self>, body: Request) -> Result<ResponseSlot> {
+    pub async fn send(self: &Arc<Self>, body: &Request) -> Result<ResponseSlot> {
         let (id, answer) = self.enqueue(body).await?;
         Ok(ResponseSlot {
             id,
@@ -170,7 +170,7 @@ impl Connection {
 
     /// Sends `body` and waits up to `timeout` for its response.
     pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response> {
-        let (id, answer) = self.enqueue(body).await?;
+        let (id, answer) = self.enqueue(&body).await?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(answer) => answer.map_err(|_| Error::ConnectionClosed {
                 addr: self.addr.to_string(),

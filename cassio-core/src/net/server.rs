@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
 }
 
+/// Responses answered at once are handed to the writer in batches of about
+/// this size at most.
+const ANSWERED_BATCH_BYTES: usize = 256 * 1024;
+
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -171,7 +175,19 @@ where
         let _ = write_half.shutdown().await;
     });
     let in_flight = Arc::new(Semaphore::new(config.in_flight_per_connection_max));
+    // Responses answered at once, encoded back to back: they go to the
+    // writer together once no whole request is left in the read buffer (or
+    // enough piled up).
+    let mut answered = Vec::new();
     let outcome = loop {
+        let flush =
+            answered.len() >= ANSWERED_BATCH_BYTES || !proto::holds_whole_frame(read_half.buffer());
+        if !answered.is_empty()
+            && flush
+            && responses.send(std::mem::take(&mut answered)).await.is_err()
+        {
+            break Ok(());
+        }
         let bytes = match proto::read_frame(&mut read_half, config.frame_bytes_max).await {
             Ok(Some(bytes)) => bytes,
             Ok(None) => break Ok(()),
@@ -188,9 +204,7 @@ where
         };
         let body = match handler.answer_now(&caller, body) {
             Ok(answer) => {
-                if send_response(&responses, id, answer).await.is_err() {
-                    break Ok(());
-                }
+                encode_response(&mut answered, id, answer);
                 continue;
             }
             Err(body) => body,
@@ -200,35 +214,28 @@ where
         };
         let (handler, caller, responses) = (handler.clone(), caller.clone(), responses.clone());
         tokio::spawn(async move {
-            let body = handler.handle(&caller, body).await;
-            let _ = send_response(&responses, id, body).await;
+            let mut frame = Vec::new();
+            encode_response(&mut frame, id, handler.handle(&caller, body).await);
+            let _ = responses.send(frame).await;
             drop(permit);
         });
     };
+    if !answered.is_empty() {
+        let _ = responses.send(answered).await;
+    }
     drop(responses);
     let _ = writer.await;
     outcome
 }
 
-/// Queues the response to request `id` for the connection's writer; an error
-/// if the connection is gone.
-async fn send_response(
-    responses: &mpsc::Sender<Vec<u8>>,
-    id: u64,
-    body: Response,
-) -> std::result::Result<(), ()> {
-    let frame = match proto::encode_frame(&Frame::Response { id, body }) {
-        Ok(frame) => frame,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode a response");
-            proto::encode_frame(&Frame::Response {
-                id,
-                body: Response::Error {
-                    message: format!("cannot encode the response: {e}"),
-                },
-            })
-            .map_err(|_| ())?
-        }
-    };
-    responses.send(frame).await.map_err(|_| ())
+/// Appends the response to request `id`, as a frame, to `out`. A response
+/// that cannot be encoded is answered with an error saying so.
+fn encode_response(out: &mut Vec<u8>, id: u64, body: Response) {
+    if let Err(e) = proto::encode_frame_into(out, &Frame::Response { id, body }) {
+        tracing::error!(error = %e, "cannot encode a response");
+        let body = Response::Error {
+            message: format!("cannot encode the response: {e}"),
+        };
+        let _ = proto::encode_frame_into(out, &Frame::Response { id, body });
+    }
 }

@@ -20,6 +20,13 @@ pub trait Transport: Clone + Send + Sync + 'static {
         listener: &Self::Listener,
     ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Detaches an accepted stream from this runtime so another runtime can
+    /// serve it: `Ok` for a real socket, `Err` (the stream back) where that
+    /// cannot be done (a simulated network).
+    fn detach(stream: Self::Stream) -> Result<io::Result<std::net::TcpStream>, Self::Stream> {
+        Err(stream)
+    }
 }
 
 /// Real TCP through tokio.
@@ -36,6 +43,10 @@ impl Transport for Tcp {
 
     fn local_addr(&self, listener: &Self::Listener) -> io::Result<SocketAddr> {
         listener.local_addr()
+    }
+
+    fn detach(stream: Self::Stream) -> Result<io::Result<std::net::TcpStream>, Self::Stream> {
+        Ok(stream.into_std())
     }
 
     async fn accept(&self, listener: &Self::Listener) -> io::Result<(Self::Stream, SocketAddr)> {

@@ -58,8 +58,15 @@ pub struct NodeConfig {
     pub hint_window_ms: u64,
     /// Hints kept at most (bytes on disk); beyond it new hints are dropped.
     pub hints_bytes_max: u64,
+    /// Threads serving Redis-protocol connections, each with its own
+    /// runtime (`--client-threads`); 0 serves them on the node's own thread.
+    /// Default: one per core, at most 8.
+    pub client_threads: usize,
     pub storage: StorageConfig,
 }
+
+/// Most client threads a node may run.
+const CLIENT_THREADS_MAX: usize = 256;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -83,6 +90,7 @@ impl Default for NodeConfig {
             hinted_handoff: true,
             hint_window_ms: 3 * 60 * 60 * 1000,
             hints_bytes_max: 256 * 1024 * 1024,
+            client_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             storage: StorageConfig::default(),
         }
     }
@@ -157,6 +165,12 @@ impl NodeConfig {
         }
         if self.read_consistency == ConsistencyLevel::Any {
             return fail("--read-consistency ANY is for writes only; use ONE or higher".into());
+        }
+        if self.client_threads > CLIENT_THREADS_MAX {
+            return fail(format!(
+                "--client-threads must be at most {CLIENT_THREADS_MAX}, got {}",
+                self.client_threads
+            ));
         }
         if self.resp.is_some_and(|r| r == self.listen && r.port() != 0) {
             return fail(format!(

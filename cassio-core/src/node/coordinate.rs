@@ -5,14 +5,15 @@
 //! stale replicas: before answering at TWO and above, after at ONE. Hints
 //! for replicas that come back are replayed from here too.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, WriteRound};
@@ -24,6 +25,34 @@ use crate::types::NodeId;
 
 /// Hints sent per replay batch.
 const HINT_BATCH: usize = 128;
+
+/// Responses awaited from remote replicas: a handful at most (one per
+/// replica), so scanning them all on each wake-up is the cheapest set.
+#[derive(Default)]
+struct Replies {
+    /// (index of the target, its response to come).
+    slots: Vec<(usize, ResponseSlot)>,
+}
+
+impl Replies {
+    /// The next response to arrive, with its target's index; `None` once
+    /// none is awaited any more or `timer` fired first.
+    async fn next(&mut self, mut timer: Pin<&mut Sleep>) -> Option<(usize, Result<Response>)> {
+        std::future::poll_fn(|cx| {
+            for i in 0..self.slots.len() {
+                if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(cx) {
+                    let (index, _) = self.slots.swap_remove(i);
+                    return Poll::Ready(Some((index, reply)));
+                }
+            }
+            if self.slots.is_empty() || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
 
 /// A replica of a key as this node sees it.
 struct Target {
@@ -52,9 +81,9 @@ impl<T: Transport> NodeShared<T> {
         let gossiper = self.gossiper.lock();
         let ring = gossiper.ring();
         let mut now = None;
-        ring.replica_set(key, self.config.replication_factor as usize)
-            .into_iter()
-            .filter_map(|node| {
+        ring.replica_set_indexes(key, self.config.replication_factor as usize)
+            .filter_map(|index| {
+                let node = &ring.nodes()[index];
                 if *node == self.node_id {
                     return Some(Target {
                         node: node.clone(),
@@ -136,24 +165,29 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Sends `request` to a remote replica; the response (numbered `index`)
-    /// arrives on the returned future. `None` if it could not be sent.
+    /// Sends `request` to the remote replica `targets[index]` and adds the
+    /// response it awaits to `replies`; false if it could not be sent.
     async fn ask(
         &self,
-        target: &Target,
+        targets: &[Target],
         index: usize,
-        request: Request,
-    ) -> Option<impl Future<Output = (usize, Result<Response>)> + Unpin + use<T>> {
+        request: &Request,
+        replies: &mut Replies,
+    ) -> bool {
+        let target = &targets[index];
         let sent = match self.peer(target.addr).await {
             Ok(conn) => conn.send(request).await,
             Err(e) => Err(e),
         };
         match sent {
-            Ok(slot) => Some(ResponseSlot::map(slot, move |reply| (index, reply))),
+            Ok(slot) => {
+                replies.slots.push((index, slot));
+                true
+            }
             Err(e) => {
                 tracing::debug!(replica = %target.node, error = %e, "cannot reach replica");
                 self.forget_peer(target.addr);
-                None
+                false
             }
         }
     }
@@ -185,8 +219,9 @@ impl<T: Transport> NodeShared<T> {
 
     /// Replicas asked for a write that did not answer by the deadline get a
     /// hint; their connection is dropped from the pool, as it may be stuck.
-    fn write_unanswered(&self, targets: &[Target], answered: &[bool], key: &[u8], cell: &Cell) {
-        for (target, _) in targets.iter().zip(answered).filter(|(_, a)| !**a) {
+    fn write_unanswered(&self, targets: &[Target], replies: &Replies, key: &[u8], cell: &Cell) {
+        for (index, _) in &replies.slots {
+            let target = &targets[*index];
             tracing::debug!(replica = %target.node, "replica did not answer the write in time");
             self.forget_peer(target.addr);
             self.hint(&target.node, key, cell);
@@ -212,85 +247,73 @@ impl<T: Transport> NodeShared<T> {
             Metrics::add(&self.metrics.unavailable, 1);
             return not_reached(level, round.required(), 0);
         }
-        // Remote replicas are asked without waiting; `answered[i]` turns
-        // false for each one asked, and true again once it answered.
-        let mut answered = vec![true; targets.len()];
-        let mut asks = FuturesUnordered::new();
+        let timestamp = cell.timestamp;
+        let mut replies = Replies::default();
+        if targets.iter().any(|t| t.node == self.node_id) {
+            match self.engine.write(&key, cell.clone()) {
+                Ok(()) => round.acked(),
+                Err(e) => {
+                    tracing::error!(error = %e, "local replica write failed");
+                    round.missed(false);
+                }
+            }
+        }
+        // Built once, sent to every remote replica.
+        let request = Request::ReplicaWrite { key, cell };
+        let Request::ReplicaWrite { key, cell } = &request else {
+            unreachable!("just built")
+        };
         for (index, target) in targets.iter().enumerate() {
             if target.node == self.node_id {
-                match self.engine.write(&key, cell.clone()) {
-                    Ok(()) => round.acked(),
-                    Err(e) => {
-                        tracing::error!(error = %e, "local replica write failed");
-                        round.missed(false);
-                    }
-                }
                 continue;
             }
-            let request = Request::ReplicaWrite {
-                key: key.clone(),
-                cell: cell.clone(),
-            };
-            let ask = match target.up {
-                true => self.ask(target, index, request).await,
-                false => None,
-            };
-            match ask {
-                Some(ask) => {
-                    asks.push(ask);
-                    answered[index] = false;
-                }
-                None => round.missed(self.hint(&target.node, &key, &cell)),
+            if !(target.up && self.ask(&targets, index, &request, &mut replies).await) {
+                round.missed(self.hint(&target.node, key, cell));
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        let mut timer = pin!(tokio::time::sleep_until(deadline));
         let answer = loop {
             match round.outcome() {
-                Outcome::Done(()) => {
-                    break Response::Written {
-                        timestamp: cell.timestamp,
-                    };
-                }
+                Outcome::Done(()) => break Response::Written { timestamp },
                 Outcome::Failed { required, received } => {
                     Metrics::add(&self.metrics.unavailable, 1);
                     break not_reached(level, required, received);
                 }
                 Outcome::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, asks.next()).await {
-                Ok(Some((index, reply))) => {
-                    answered[index] = true;
-                    match self.write_acked(&targets[index], reply) {
-                        true => round.acked(),
-                        false => round.missed(self.hint(&targets[index].node, &key, &cell)),
-                    }
-                }
-                Ok(None) | Err(_) => {
+            match replies.next(timer.as_mut()).await {
+                Some((index, reply)) => match self.write_acked(&targets[index], reply) {
+                    true => round.acked(),
+                    false => round.missed(self.hint(&targets[index].node, key, cell)),
+                },
+                None => {
                     Metrics::add(&self.metrics.timeouts, 1);
                     let (required, received) = round.counts();
                     break not_reached(level, required, received);
                 }
             }
         };
-        if asks.is_empty() {
+        if replies.slots.is_empty() {
             return answer;
         }
-        if Instant::now() >= deadline {
-            self.write_unanswered(&targets, &answered, &key, &cell);
+        if timer.is_elapsed() {
+            self.write_unanswered(&targets, &replies, key, cell);
             return answer;
         }
         // Replicas not heard from yet still get the write, or a hint.
         let shared = self.clone();
         tokio::spawn(async move {
-            while let Ok(Some((index, reply))) =
-                tokio::time::timeout_at(deadline, asks.next()).await
-            {
-                answered[index] = true;
+            let Request::ReplicaWrite { key, cell } = &request else {
+                unreachable!("built above")
+            };
+            let mut timer = pin!(tokio::time::sleep_until(deadline));
+            while let Some((index, reply)) = replies.next(timer.as_mut()).await {
                 if !shared.write_acked(&targets[index], reply) {
-                    shared.hint(&targets[index].node, &key, &cell);
+                    shared.hint(&targets[index].node, key, cell);
                 }
             }
-            shared.write_unanswered(&targets, &answered, &key, &cell);
+            shared.write_unanswered(&targets, &replies, key, cell);
         });
         answer
     }
@@ -319,61 +342,67 @@ impl<T: Transport> NodeShared<T> {
             Metrics::add(&self.metrics.unavailable, 1);
             return not_reached(level, round.required(), 0);
         }
-        let mut asks = FuturesUnordered::new();
+        let mut replies = Replies::default();
+        let request = Request::ReplicaRead { key };
+        let Request::ReplicaRead { key } = &request else {
+            unreachable!("just built")
+        };
         for (index, target) in targets.iter().enumerate() {
             if target.node == self.node_id {
-                match self.engine.get_cell(&key) {
+                match self.engine.get_cell(key) {
                     Ok(cell) => round.reply(target.node.clone(), cell),
                     Err(e) => {
                         tracing::error!(error = %e, "local replica read failed");
                         round.missed();
                     }
                 }
-                continue;
-            }
-            let request = Request::ReplicaRead { key: key.clone() };
-            let ask = match target.up {
-                true => self.ask(target, index, request).await,
-                false => None,
-            };
-            match ask {
-                Some(ask) => asks.push(ask),
-                None => round.missed(),
+            } else if !(target.up && self.ask(&targets, index, &request, &mut replies).await) {
+                round.missed();
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
-        let winner = loop {
+        let mut timer = pin!(tokio::time::sleep_until(deadline));
+        loop {
             match round.outcome() {
-                Outcome::Done(winner) => break winner,
+                Outcome::Done(()) => break,
                 Outcome::Failed { required, received } => {
                     Metrics::add(&self.metrics.unavailable, 1);
                     return not_reached(level, required, received);
                 }
                 Outcome::Pending => {}
             }
-            match tokio::time::timeout_at(deadline, asks.next()).await {
-                Ok(Some(vote)) => self.count_vote(&mut round, &targets, vote),
-                Ok(None) | Err(_) => {
+            match replies.next(timer.as_mut()).await {
+                Some(vote) => self.count_vote(&mut round, &targets, vote),
+                None => {
                     Metrics::add(&self.metrics.timeouts, 1);
                     return not_reached(level, round.required(), round.votes());
                 }
             }
-        };
-        let mut repaired = Vec::new();
-        if level != ConsistencyLevel::One || asks.is_empty() {
-            // Before answering: the stale replicas that voted get the winner.
-            self.repair(&key, &round, &targets, &mut repaired).await;
         }
-        if !asks.is_empty() {
+        if (level != ConsistencyLevel::One || replies.slots.is_empty())
+            && round.stale().next().is_some()
+        {
+            // Before answering: the stale replicas that voted get the winner.
+            Box::pin(self.repair(key, &round, &targets, &mut Vec::new())).await;
+        }
+        let winner = if replies.slots.is_empty() {
+            round.into_newest()
+        } else {
             // After answering: late votes are compared too, and repaired.
+            let winner = round.newest().cloned();
             let shared = self.clone();
             tokio::spawn(async move {
-                while let Ok(Some(vote)) = tokio::time::timeout_at(deadline, asks.next()).await {
+                let mut timer = pin!(tokio::time::sleep_until(deadline));
+                while let Some(vote) = replies.next(timer.as_mut()).await {
                     shared.count_vote(&mut round, &targets, vote);
                 }
-                shared.repair(&key, &round, &targets, &mut repaired).await;
+                let Request::ReplicaRead { key } = &request else {
+                    unreachable!("built above")
+                };
+                shared.repair(key, &round, &targets, &mut Vec::new()).await;
             });
-        }
+            winner
+        };
         let now_ms = (self.clock)();
         let timestamp = winner.as_ref().map(|c| c.timestamp);
         match winner.and_then(|c| c.into_live_value(now_ms)) {
@@ -414,16 +443,16 @@ impl<T: Transport> NodeShared<T> {
     ) {
         let Some(newest) = round.newest() else { return };
         for node in round.stale() {
-            if repaired.contains(&node) {
+            if repaired.contains(node) {
                 continue;
             }
-            let Some(target) = targets.iter().find(|t| t.node == node) else {
+            let Some(target) = targets.iter().find(|t| t.node == *node) else {
                 continue;
             };
-            match self.replica_write(&node, target.addr, key, &newest).await {
+            match self.replica_write(node, target.addr, key, newest).await {
                 Ok(()) => {
                     Metrics::add(&self.metrics.read_repairs, 1);
-                    repaired.push(node);
+                    repaired.push(node.clone());
                 }
                 Err(e) => tracing::debug!(replica = %node, error = %e, "read repair failed"),
             }

@@ -9,6 +9,7 @@ mod hints;
 mod peers_file;
 mod runtime;
 pub(crate) mod shared;
+pub(crate) mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ impl Node {
                     generation,
                     rng_seed: rand::random(),
                     clock,
+                    client_threads: true,
                 };
                 let outcome = runtime.block_on(runtime::run_node(
                     config,

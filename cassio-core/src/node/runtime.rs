@@ -14,6 +14,7 @@ use super::config::NodeConfig;
 use super::hints::HintStore;
 use super::peers_file;
 use super::shared::NodeShared;
+use super::workers::ClientThreads;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
 use crate::error::{Error, Result};
 use crate::net::{ServerConfig, Transport};
@@ -50,6 +51,9 @@ pub struct NodeEnv {
     pub rng_seed: u64,
     /// Wall clock in ms since the Unix epoch (write timestamps, TTLs, hints).
     pub clock: Clock,
+    /// Serve RESP connections on `config.client_threads` threads of their
+    /// own; off in simulations, which must stay on one thread.
+    pub client_threads: bool,
 }
 
 /// Runs one node until `shutdown` turns true. `on_ready` receives the shared
@@ -67,6 +71,7 @@ pub(crate) async fn run_node<T: Transport>(
         generation,
         rng_seed,
         clock,
+        client_threads,
     } = env;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
     let data_dir = config.data_dir();
@@ -163,6 +168,12 @@ pub(crate) async fn run_node<T: Transport>(
     if alone {
         shared.joined.send_replace(true);
     }
+    let client_threads = match (client_threads, config.client_threads, &resp_listener) {
+        (true, count, Some(_)) if count > 0 => {
+            Some(Arc::new(ClientThreads::start(count, &config.name)?))
+        }
+        _ => None,
+    };
     let resp_server = resp_listener.map(|(listener, bound)| {
         tracing::info!(node = %node_id, resp_addr = %bound, "serving the Redis protocol");
         *shared.resp_addr.lock() = Some(bound);
@@ -171,6 +182,7 @@ pub(crate) async fn run_node<T: Transport>(
             listener,
             shared.clone(),
             shutdown.clone(),
+            client_threads.clone(),
         ))
     });
     on_ready(shared.clone());
@@ -220,6 +232,9 @@ pub(crate) async fn run_node<T: Transport>(
     server.abort();
     if let Some(resp) = resp_server {
         resp.abort();
+    }
+    if let Some(threads) = client_threads {
+        threads.stop().await;
     }
     tracing::info!(node = %node_id, "node stopping; flushing storage");
     if let Some(hints) = &shared.hints {

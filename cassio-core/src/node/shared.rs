@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::config::NodeConfig;
 use super::hints::HintStore;
+use super::workers::current_thread_index;
 use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
@@ -46,7 +47,9 @@ pub(crate) struct NodeShared<T: Transport> {
     /// Where the RESP endpoint listens, once bound.
     pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
     started: tokio::time::Instant,
-    peers: Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+    /// Pooled peer connections, per thread of this node (see
+    /// [`super::workers`]): a request's messages stay on its thread.
+    peers: Mutex<HashMap<(usize, SocketAddr), Arc<Connection>>>,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -109,7 +112,8 @@ impl<T: Transport> NodeShared<T> {
 
     /// A pooled connection to the peer at `addr`, opened if needed.
     pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        if let Some(conn) = self.peers.lock().get(&addr).filter(|c| !c.is_closed()) {
+        let key = (current_thread_index(), addr);
+        if let Some(conn) = self.peers.lock().get(&key).filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
         // Boxed: the handshake's state would otherwise enlarge every
@@ -133,12 +137,15 @@ impl<T: Transport> NodeShared<T> {
             )
             .await?,
         );
-        self.peers.lock().insert(addr, conn.clone());
+        self.peers
+            .lock()
+            .insert((current_thread_index(), addr), conn.clone());
         Ok(conn)
     }
 
+    /// Drops this thread's pooled connection to `addr`.
     pub(crate) fn forget_peer(&self, addr: SocketAddr) {
-        self.peers.lock().remove(&addr);
+        self.peers.lock().remove(&(current_thread_index(), addr));
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {

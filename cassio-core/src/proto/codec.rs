@@ -65,11 +65,30 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Encodes one message as a whole frame: length prefix and payload.
 pub fn encode_frame<T: Serialize>(message: &T) -> Result<Vec<u8>> {
-    let payload = encode(message)?;
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    let mut frame = Vec::with_capacity(128);
+    encode_frame_into(&mut frame, message)?;
     Ok(frame)
+}
+
+/// Appends one message as a whole frame to `out`; on error `out` is as it was.
+pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, message: &T) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    if let Err(e) = bincode::serde::encode_into_std_write(message, out, CONFIG) {
+        out.truncate(start);
+        return Err(Error::MalformedMessage(format!("cannot encode: {e}")));
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// True if `buf` starts with a whole frame (length prefix and payload).
+pub fn holds_whole_frame(buf: &[u8]) -> bool {
+    match buf.first_chunk::<4>() {
+        Some(len) => buf.len() - 4 >= u32::from_le_bytes(*len) as usize,
+        None => false,
+    }
 }
 
 /// Writes one message as a frame.
@@ -87,7 +106,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Frame, Hello, Request, Role};
+    use crate::proto::{Frame, Hello, Request, RequestFrame, Role};
     use proptest::prelude::*;
 
     #[test]
@@ -99,6 +118,29 @@ mod tests {
         assert_eq!(decode::<Frame>(&encode(&frame).unwrap()).unwrap(), frame);
         let hello = Hello::new("prod", Role::Client, None);
         assert_eq!(decode::<Hello>(&encode(&hello).unwrap()).unwrap(), hello);
+    }
+
+    #[test]
+    fn frames_append_and_are_recognized_whole() {
+        let message = Frame::Request {
+            id: 9,
+            body: Request::ReplicaRead {
+                key: b"key".to_vec(),
+            },
+        };
+        let mut out = b"xy".to_vec();
+        encode_frame_into(&mut out, &message).unwrap();
+        assert_eq!(&out[2..], &encode_frame(&message).unwrap()[..]);
+        let frame = &out[2..];
+        assert!(holds_whole_frame(frame));
+        assert!(!holds_whole_frame(&frame[..frame.len() - 1]));
+        assert!(!holds_whole_frame(&frame[..3]));
+        assert_eq!(decode::<Frame>(&frame[4..]).unwrap(), message);
+        let Frame::Request { id, body } = &message else {
+            unreachable!()
+        };
+        let borrowed = encode_frame(&RequestFrame::Request { id: *id, body }).unwrap();
+        assert_eq!(borrowed, frame, "a borrowed request encodes the same");
     }
 
     #[test]

@@ -85,6 +85,13 @@ pub enum Frame {
     Response { id: u64, body: Response },
 }
 
+/// Encodes exactly as [`Frame::Request`], from a borrowed request: one
+/// request sent to several replicas is built once and never copied.
+#[derive(Serialize)]
+pub enum RequestFrame<'a> {
+    Request { id: u64, body: &'a Request },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Peers only: gossip round step 1.
@@ -98,12 +105,15 @@ pub enum Request {
     Topology,
     /// Read a key through this node as coordinator.
     Get {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         level: Option<ConsistencyLevel>,
     },
     /// Write a key; `timestamp` (µs) overrides the coordinator's clock.
     Put {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         level: Option<ConsistencyLevel>,
         timestamp: Option<u64>,
@@ -111,14 +121,22 @@ pub enum Request {
     },
     /// Delete a key (write a tombstone).
     Delete {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         level: Option<ConsistencyLevel>,
         timestamp: Option<u64>,
     },
     /// Peers only: apply a cell on this replica.
-    ReplicaWrite { key: Vec<u8>, cell: Cell },
+    ReplicaWrite {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        cell: Cell,
+    },
     /// Peers only: this replica's cell for a key.
-    ReplicaRead { key: Vec<u8> },
+    ReplicaRead {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,6 +147,7 @@ pub enum Response {
     Topology(Topology),
     /// Answer to `Get`: the live value and its write timestamp, or nothing.
     Value {
+        #[serde(with = "serde_bytes")]
         value: Option<Vec<u8>>,
         timestamp: Option<u64>,
     },

@@ -5,8 +5,11 @@
 mod codec;
 mod message;
 
-pub use codec::{FRAME_BYTES_LIMIT, decode, encode, encode_frame, read_frame, write_frame};
+pub use codec::{
+    FRAME_BYTES_LIMIT, decode, encode, encode_frame, encode_frame_into, holds_whole_frame,
+    read_frame, write_frame,
+};
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, MAGIC, MemberStatus, PROTOCOL_VERSION, Request,
-    Response, Role, Topology, TopologyMember,
+    RequestFrame, Response, Role, Topology, TopologyMember,
 };

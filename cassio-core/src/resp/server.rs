@@ -3,7 +3,9 @@
 //! that is not RESP gets `-ERR Protocol error: ...` and that connection is
 //! closed; the node keeps serving everyone else.
 
+use std::future::Future;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -16,6 +18,7 @@ use super::pipeline::Run;
 use super::reply::Reply;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
+use crate::node::workers::ClientThreads;
 
 /// Replies are written out once this much is waiting.
 const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
@@ -23,15 +26,47 @@ const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
 /// Bytes read per syscall.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+type Served = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Serves RESP connections until `shutdown`: on the node's own runtime, or
+/// each handed to one of `threads` (real sockets only).
 pub(crate) async fn serve<T: Transport>(
     transport: T,
     listener: T::Listener,
     node: Arc<NodeShared<T>>,
     shutdown: watch::Receiver<bool>,
+    threads: Option<Arc<ClientThreads>>,
 ) {
-    crate::net::accept_loop(transport, listener, shutdown, "RESP", move |stream, _| {
-        serve_connection(stream, node.clone())
-    })
+    crate::net::accept_loop(
+        transport,
+        listener,
+        shutdown,
+        "RESP",
+        move |stream, addr| {
+            let node = node.clone();
+            let Some(threads) = &threads else {
+                return Box::pin(serve_connection(stream, node)) as Served;
+            };
+            match T::detach(stream) {
+                Err(stream) => Box::pin(serve_connection(stream, node)),
+                Ok(Err(e)) => Box::pin(std::future::ready(Err(format!(
+                    "cannot hand the connection to a client thread: {e}"
+                )))),
+                Ok(Ok(stream)) => {
+                    threads.next().spawn(async move {
+                        let served = match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => serve_connection(stream, node).await,
+                            Err(e) => Err(e.to_string()),
+                        };
+                        if let Err(reason) = served {
+                            tracing::warn!(peer = %addr, %reason, "closed RESP connection");
+                        }
+                    });
+                    Box::pin(std::future::ready(Ok(())))
+                }
+            }
+        },
+    )
     .await
 }
 

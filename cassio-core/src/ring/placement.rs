@@ -89,10 +89,27 @@ impl Ring {
     /// as [`Ring::replicas`]. The coordinator asks them all at once, so order
     /// does not matter to it.
     pub fn replica_set(&self, key: &[u8], replication_factor: usize) -> Vec<&NodeId> {
-        if replication_factor >= self.nodes.len() {
-            return self.nodes.iter().collect();
-        }
-        self.replicas(key, replication_factor)
+        self.replica_set_indexes(key, replication_factor)
+            .map(|i| &self.nodes[i])
+            .collect()
+    }
+
+    /// Ring-order indexes of [`Ring::replica_set`].
+    pub fn replica_set_indexes(
+        &self,
+        key: &[u8],
+        replication_factor: usize,
+    ) -> impl Iterator<Item = usize> + use<> {
+        let n = self.nodes.len();
+        let (start, count) = if replication_factor >= n {
+            (0, n)
+        } else {
+            match self.owner_index(&key_vector(key)) {
+                Some(owner) => (owner, replication_factor),
+                None => (0, 0),
+            }
+        };
+        (0..count).map(move |step| (start + step) % n)
     }
 
     /// The node owning `key`.

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// What a cell holds.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CellValue {
-    /// Live bytes.
-    Value(Vec<u8>),
+    /// Live bytes (as one byte string on the wire, not a sequence of
+    /// numbers).
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A deletion marker. It shadows every older cell for its key.
     Tombstone,
 }

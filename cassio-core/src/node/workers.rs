@@ -1,0 +1,93 @@
+//! Client threads: a node serves its Redis-protocol connections on several
+//! threads, each with a runtime of its own (thread per core, as ScyllaDB
+//! does), so one node is not held to one core. The node's own runtime keeps
+//! gossip, the native protocol and accepting; an accepted client connection
+//! moves to one of these threads (round-robin) and stays there, with its own
+//! pooled connections to peers so that a request's messages never cross
+//! threads.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// 0 on a node's own thread, `i + 1` on its client thread `i`.
+    static CLIENT_THREAD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Which thread of its node the caller runs on (0: the node's own); peer
+/// connections are pooled per thread.
+pub(crate) fn current_thread_index() -> usize {
+    CLIENT_THREAD.with(Cell::get)
+}
+
+pub(crate) struct ClientThreads {
+    handles: Vec<Handle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop: watch::Sender<bool>,
+    next: AtomicUsize,
+}
+
+impl ClientThreads {
+    /// Starts `count` threads, each running a current-thread runtime until
+    /// [`ClientThreads::stop`].
+    pub(crate) fn start(count: usize, node_name: &str) -> Result<ClientThreads> {
+        let (stop, stopped) = watch::channel(false);
+        let mut handles = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("client thread runtime", e))?;
+            handles.push(runtime.handle().clone());
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("cassio-{node_name}-client-{i}"))
+                .spawn(move || {
+                    CLIENT_THREAD.with(|c| c.set(i + 1));
+                    runtime.block_on(async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    });
+                    // Dropping the runtime here (not in async code) cancels
+                    // the connections it still serves.
+                    drop(runtime);
+                })
+                .map_err(|e| Error::io("client thread", e))?;
+            threads.push(thread);
+        }
+        Ok(ClientThreads {
+            handles,
+            threads: Mutex::new(threads),
+            stop,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The runtime of the next thread in turn.
+    pub(crate) fn next(&self) -> &Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        &self.handles[i]
+    }
+
+    /// Stops every thread and waits until they ended, so no client command
+    /// runs any more (the node flushes storage after this).
+    pub(crate) async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let threads = std::mem::take(&mut *self.threads.lock());
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        if joined.await.is_err() {
+            tracing::error!("a client thread panicked");
+        }
+    }
+}
