@@ -167,12 +167,12 @@ impl TestClient {
                 .expect("connect");
             match conn
                 .request(
-                    Request::ReplicaRead { key: key.to_vec() },
+                    Request::ReplicaReads(vec![key.to_vec().into()]),
                     Duration::from_secs(5),
                 )
                 .await
             {
-                Ok(Response::ReplicaCell(cell)) => cell,
+                Ok(Response::ReplicaCells(mut cells)) if cells.len() == 1 => cells.pop().flatten(),
                 other => panic!("replica read: {other:?}"),
             }
         })

@@ -1,15 +1,15 @@
-//! The coordinator's IO: any node runs a client's read or write here. Writes
-//! go to every replica (the local one applied directly, down ones hinted at
-//! once); the answer comes when the level is met or cannot be. Reads ask every
-//! live replica, answer with the newest vote once enough are in, and repair
-//! stale replicas: before answering at TWO and above, after at ONE. Hints
-//! for replicas that come back are replayed from here too.
+//! The coordinator's IO: any node runs clients' reads and writes here, a
+//! batch at a time (one key, or every GET or SET of a pipeline). Writes go
+//! to every replica (the local one applied directly, down ones hinted at
+//! once); each key's answer comes when its level is met or cannot be. Reads
+//! ask every live replica, answer with the newest vote once enough are in,
+//! and repair stale replicas: before answering at TWO and above, after at
+//! ONE. A batch costs one message per remote replica, whatever its size.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -19,12 +19,9 @@ use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, WriteRound};
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
-use crate::proto::{Request, Response};
+use crate::proto::{KeyedCell, Request, Response};
 use crate::storage::{Cell, validate_key, validate_write};
 use crate::types::NodeId;
-
-/// Hints sent per replay batch.
-const HINT_BATCH: usize = 128;
 
 /// Responses awaited from remote replicas: a handful at most (one per
 /// replica), so scanning them all on each wake-up is the cheapest set.
@@ -55,6 +52,7 @@ impl Replies {
 }
 
 /// A replica of a key as this node sees it.
+#[derive(Clone)]
 struct Target {
     node: NodeId,
     addr: SocketAddr,
@@ -66,6 +64,28 @@ fn unexpected_reply(node: &NodeId, response: Response) -> Error {
         node: node.to_string(),
         message: format!("{response:?}"),
     }
+}
+
+/// The jobs (indexes into a batch) one remote replica is asked about.
+struct Group {
+    target: Target,
+    jobs: Vec<usize>,
+}
+
+/// A batch of writes being coordinated: each write's round, and the
+/// replicas asked.
+struct WriteBatch {
+    writes: Vec<(Vec<u8>, Cell)>,
+    rounds: Vec<WriteRound>,
+    groups: Vec<Group>,
+}
+
+/// A batch of reads being coordinated: each key's round and replicas, and
+/// the replicas asked.
+struct ReadBatch {
+    rounds: Vec<ReadRound>,
+    groups: Vec<Group>,
+    targets: Vec<Vec<Target>>,
 }
 
 fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Response {
@@ -102,46 +122,30 @@ impl<T: Transport> NodeShared<T> {
             .collect()
     }
 
-    /// Applies `cell` on the replica at `addr` (or locally).
-    async fn replica_write(
+    /// Applies `writes` on the replica `node` at `addr` (or locally) and
+    /// waits for its acknowledgement.
+    pub(super) async fn replica_writes(
         &self,
         node: &NodeId,
         addr: SocketAddr,
-        key: &[u8],
-        cell: &Cell,
+        writes: Vec<KeyedCell>,
     ) -> Result<()> {
         if *node == self.node_id {
-            return self.engine.write(key, cell.clone());
+            return writes
+                .into_iter()
+                .try_for_each(|w| self.engine.write(&w.key, w.cell));
         }
-        let request = Request::ReplicaWrite {
-            key: key.to_vec(),
-            cell: cell.clone(),
-        };
-        match self
-            .peer_call(addr, request, self.config.write_timeout_ms)
-            .await?
-        {
-            Response::Done => Ok(()),
-            other => Err(unexpected_reply(node, other)),
-        }
-    }
-
-    /// One request to the peer at `addr` on its pooled connection; a failed
-    /// connection is dropped from the pool so the next call reconnects.
-    async fn peer_call(
-        &self,
-        addr: SocketAddr,
-        request: Request,
-        timeout_ms: u64,
-    ) -> Result<Response> {
         let conn = self.peer(addr).await?;
-        let response = conn
-            .request(request, Duration::from_millis(timeout_ms))
-            .await;
-        if response.is_err() {
-            self.forget_peer(addr);
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let response = conn.request(Request::ReplicaWrites(writes), timeout).await;
+        match response {
+            Ok(Response::Done) => Ok(()),
+            Ok(other) => Err(unexpected_reply(node, other)),
+            Err(e) => {
+                self.forget_peer(addr);
+                Err(e)
+            }
         }
-        response
     }
 
     /// Keeps a hint for `node`, if hinted handoff is on; true if stored.
@@ -165,16 +169,15 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Sends `request` to the remote replica `targets[index]` and adds the
-    /// response it awaits to `replies`; false if it could not be sent.
+    /// Sends `request` to a remote replica and adds the response it awaits
+    /// (numbered `index`) to `replies`; false if it could not be sent.
     async fn ask(
         &self,
-        targets: &[Target],
+        target: &Target,
         index: usize,
         request: &Request,
         replies: &mut Replies,
     ) -> bool {
-        let target = &targets[index];
         let sent = match self.peer(target.addr).await {
             Ok(conn) => conn.send(request).await,
             Err(e) => Err(e),
@@ -206,25 +209,37 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// True if a replica acknowledged a write.
-    fn write_acked(&self, target: &Target, reply: Result<Response>) -> bool {
-        match reply {
+    /// Counts a replica's answer to a batch of writes; the writes it did not
+    /// acknowledge are hinted.
+    fn writes_answered(&self, batch: &mut WriteBatch, group: usize, reply: Result<Response>) {
+        let acked = match reply {
             Ok(Response::Done) => true,
             other => {
-                self.replica_failed(target, other);
+                self.replica_failed(&batch.groups[group].target, other);
                 false
+            }
+        };
+        let Group { target, jobs } = &batch.groups[group];
+        for &job in jobs {
+            let (key, cell) = &batch.writes[job];
+            match acked {
+                true => batch.rounds[job].acked(),
+                false => batch.rounds[job].missed(self.hint(&target.node, key, cell)),
             }
         }
     }
 
-    /// Replicas asked for a write that did not answer by the deadline get a
-    /// hint; their connection is dropped from the pool, as it may be stuck.
-    fn write_unanswered(&self, targets: &[Target], replies: &Replies, key: &[u8], cell: &Cell) {
-        for (index, _) in &replies.slots {
-            let target = &targets[*index];
-            tracing::debug!(replica = %target.node, "replica did not answer the write in time");
+    /// Replicas that did not answer a batch of writes by the deadline get
+    /// hints; their connection is dropped from the pool, as it may be stuck.
+    fn writes_unanswered(&self, batch: &WriteBatch, replies: &Replies) {
+        for (group, _) in &replies.slots {
+            let Group { target, jobs } = &batch.groups[*group];
+            tracing::debug!(replica = %target.node, "replica did not answer writes in time");
             self.forget_peer(target.addr);
-            self.hint(&target.node, key, cell);
+            for &job in jobs {
+                let (key, cell) = &batch.writes[job];
+                self.hint(&target.node, key, cell);
+            }
         }
     }
 
@@ -234,88 +249,144 @@ impl<T: Transport> NodeShared<T> {
         cell: Cell,
         level: ConsistencyLevel,
     ) -> Response {
-        Metrics::add(&self.metrics.writes, 1);
-        if let Err(e) = validate_write(&key, &cell, self.config.storage.value_bytes_max) {
-            Metrics::add(&self.metrics.invalid_requests, 1);
-            return Response::Invalid {
-                message: e.to_string(),
-            };
-        }
-        let targets = self.targets(&key);
-        let mut round = WriteRound::new(level, targets.len());
-        if targets.is_empty() || round.required() > targets.len() {
-            Metrics::add(&self.metrics.unavailable, 1);
-            return not_reached(level, round.required(), 0);
-        }
-        let timestamp = cell.timestamp;
-        let mut replies = Replies::default();
-        if targets.iter().any(|t| t.node == self.node_id) {
-            match self.engine.write(&key, cell.clone()) {
-                Ok(()) => round.acked(),
+        let mut answers = self.coordinate_writes(vec![(key, cell)], level).await;
+        answers.pop().unwrap_or_else(|| Response::Error {
+            message: "internal: a write got no answer".into(),
+        })
+    }
+
+    /// Writes every (key, cell) at `level`; one answer per write, in order.
+    pub(crate) async fn coordinate_writes(
+        self: &Arc<Self>,
+        writes: Vec<(Vec<u8>, Cell)>,
+        level: ConsistencyLevel,
+    ) -> Vec<Response> {
+        let mut answers: Vec<Option<Response>> = vec![None; writes.len()];
+        let mut rounds = Vec::with_capacity(writes.len());
+        let mut groups: Vec<Group> = Vec::new();
+        for (job, (key, cell)) in writes.iter().enumerate() {
+            Metrics::add(&self.metrics.writes, 1);
+            let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
+                Ok(()) => self.targets(key),
                 Err(e) => {
-                    tracing::error!(error = %e, "local replica write failed");
-                    round.missed(false);
+                    Metrics::add(&self.metrics.invalid_requests, 1);
+                    answers[job] = Some(Response::Invalid {
+                        message: e.to_string(),
+                    });
+                    Vec::new()
                 }
+            };
+            let mut round = WriteRound::new(level, targets.len());
+            if answers[job].is_none() && (targets.is_empty() || round.required() > targets.len()) {
+                Metrics::add(&self.metrics.unavailable, 1);
+                answers[job] = Some(not_reached(level, round.required(), 0));
             }
-        }
-        // Built once, sent to every remote replica.
-        let request = Request::ReplicaWrite { key, cell };
-        let Request::ReplicaWrite { key, cell } = &request else {
-            unreachable!("just built")
-        };
-        for (index, target) in targets.iter().enumerate() {
-            if target.node == self.node_id {
+            if answers[job].is_some() {
+                rounds.push(round);
                 continue;
             }
-            if !(target.up && self.ask(&targets, index, &request, &mut replies).await) {
-                round.missed(self.hint(&target.node, key, cell));
+            for target in targets {
+                if target.node == self.node_id {
+                    match self.engine.write(key, cell.clone()) {
+                        Ok(()) => round.acked(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "local replica write failed");
+                            round.missed(false);
+                        }
+                    }
+                } else if !target.up {
+                    round.missed(self.hint(&target.node, key, cell));
+                } else {
+                    match groups.iter_mut().find(|g| g.target.node == target.node) {
+                        Some(group) => group.jobs.push(job),
+                        None => groups.push(Group {
+                            target,
+                            jobs: vec![job],
+                        }),
+                    }
+                }
+            }
+            rounds.push(round);
+        }
+        let mut batch = WriteBatch {
+            writes,
+            rounds,
+            groups,
+        };
+        let mut replies = Replies::default();
+        for (index, group) in batch.groups.iter().enumerate() {
+            let request = Request::ReplicaWrites(
+                group
+                    .jobs
+                    .iter()
+                    .map(|&job| KeyedCell {
+                        key: batch.writes[job].0.clone(),
+                        cell: batch.writes[job].1.clone(),
+                    })
+                    .collect(),
+            );
+            if !self.ask(&group.target, index, &request, &mut replies).await {
+                for &job in &group.jobs {
+                    let (key, cell) = &batch.writes[job];
+                    let hinted = self.hint(&group.target.node, key, cell);
+                    batch.rounds[job].missed(hinted);
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
-        let answer = loop {
-            match round.outcome() {
-                Outcome::Done(()) => break Response::Written { timestamp },
-                Outcome::Failed { required, received } => {
-                    Metrics::add(&self.metrics.unavailable, 1);
-                    break not_reached(level, required, received);
+        loop {
+            let mut pending = false;
+            for (job, answer) in answers.iter_mut().enumerate() {
+                if answer.is_some() {
+                    continue;
                 }
-                Outcome::Pending => {}
+                match batch.rounds[job].outcome() {
+                    Outcome::Done(()) => {
+                        *answer = Some(Response::Written {
+                            timestamp: batch.writes[job].1.timestamp,
+                        });
+                    }
+                    Outcome::Failed { required, received } => {
+                        Metrics::add(&self.metrics.unavailable, 1);
+                        *answer = Some(not_reached(level, required, received));
+                    }
+                    Outcome::Pending => pending = true,
+                }
+            }
+            if !pending {
+                break;
             }
             match replies.next(timer.as_mut()).await {
-                Some((index, reply)) => match self.write_acked(&targets[index], reply) {
-                    true => round.acked(),
-                    false => round.missed(self.hint(&targets[index].node, key, cell)),
-                },
+                Some((group, reply)) => self.writes_answered(&mut batch, group, reply),
                 None => {
-                    Metrics::add(&self.metrics.timeouts, 1);
-                    let (required, received) = round.counts();
-                    break not_reached(level, required, received);
+                    for (job, answer) in answers.iter_mut().enumerate() {
+                        if answer.is_none() {
+                            Metrics::add(&self.metrics.timeouts, 1);
+                            let (required, received) = batch.rounds[job].counts();
+                            *answer = Some(not_reached(level, required, received));
+                        }
+                    }
+                    break;
                 }
             }
-        };
-        if replies.slots.is_empty() {
-            return answer;
         }
-        if timer.is_elapsed() {
-            self.write_unanswered(&targets, &replies, key, cell);
-            return answer;
-        }
-        // Replicas not heard from yet still get the write, or a hint.
-        let shared = self.clone();
-        tokio::spawn(async move {
-            let Request::ReplicaWrite { key, cell } = &request else {
-                unreachable!("built above")
-            };
-            let mut timer = pin!(tokio::time::sleep_until(deadline));
-            while let Some((index, reply)) = replies.next(timer.as_mut()).await {
-                if !shared.write_acked(&targets[index], reply) {
-                    shared.hint(&targets[index].node, key, cell);
-                }
+        if !replies.slots.is_empty() {
+            if timer.is_elapsed() {
+                self.writes_unanswered(&batch, &replies);
+            } else {
+                // Replicas not heard from yet still get the writes, or hints.
+                let shared = self.clone();
+                tokio::spawn(async move {
+                    let mut timer = pin!(tokio::time::sleep_until(deadline));
+                    while let Some((group, reply)) = replies.next(timer.as_mut()).await {
+                        shared.writes_answered(&mut batch, group, reply);
+                    }
+                    shared.writes_unanswered(&batch, &replies);
+                });
             }
-            shared.write_unanswered(&targets, &replies, key, cell);
-        });
-        answer
+        }
+        answers.into_iter().flatten().collect()
     }
 
     pub(crate) async fn coordinate_read(
@@ -323,112 +394,196 @@ impl<T: Transport> NodeShared<T> {
         key: Vec<u8>,
         level: ConsistencyLevel,
     ) -> Response {
-        Metrics::add(&self.metrics.reads, 1);
-        if level == ConsistencyLevel::Any {
-            Metrics::add(&self.metrics.invalid_requests, 1);
-            return Response::Invalid {
-                message: "consistency level ANY is for writes only".into(),
-            };
-        }
-        if let Err(e) = validate_key(&key) {
-            Metrics::add(&self.metrics.invalid_requests, 1);
-            return Response::Invalid {
-                message: e.to_string(),
-            };
-        }
-        let targets = self.targets(&key);
-        let mut round = ReadRound::new(level, targets.len());
-        if targets.is_empty() || round.required() > targets.len() {
-            Metrics::add(&self.metrics.unavailable, 1);
-            return not_reached(level, round.required(), 0);
-        }
-        let mut replies = Replies::default();
-        let request = Request::ReplicaRead { key };
-        let Request::ReplicaRead { key } = &request else {
-            unreachable!("just built")
+        let mut answers = self.coordinate_reads(vec![key], level).await;
+        answers.pop().unwrap_or_else(|| Response::Error {
+            message: "internal: a read got no answer".into(),
+        })
+    }
+
+    /// Reads every key at `level`; one answer per key, in order.
+    pub(crate) async fn coordinate_reads(
+        self: &Arc<Self>,
+        keys: Vec<Vec<u8>>,
+        level: ConsistencyLevel,
+    ) -> Vec<Response> {
+        let mut answers: Vec<Option<Response>> = vec![None; keys.len()];
+        let mut batch = ReadBatch {
+            rounds: Vec::with_capacity(keys.len()),
+            groups: Vec::new(),
+            targets: Vec::with_capacity(keys.len()),
         };
-        for (index, target) in targets.iter().enumerate() {
-            if target.node == self.node_id {
-                match self.engine.get_cell(key) {
-                    Ok(cell) => round.reply(target.node.clone(), cell),
-                    Err(e) => {
-                        tracing::error!(error = %e, "local replica read failed");
+        for (job, key) in keys.iter().enumerate() {
+            Metrics::add(&self.metrics.reads, 1);
+            let invalid = if level == ConsistencyLevel::Any {
+                Some("consistency level ANY is for writes only".to_string())
+            } else {
+                validate_key(key).err().map(|e| e.to_string())
+            };
+            let targets = match invalid {
+                Some(message) => {
+                    Metrics::add(&self.metrics.invalid_requests, 1);
+                    answers[job] = Some(Response::Invalid { message });
+                    Vec::new()
+                }
+                None => self.targets(key),
+            };
+            let mut round = ReadRound::new(level, targets.len());
+            if answers[job].is_none() && (targets.is_empty() || round.required() > targets.len()) {
+                Metrics::add(&self.metrics.unavailable, 1);
+                answers[job] = Some(not_reached(level, round.required(), 0));
+            }
+            if answers[job].is_none() {
+                for target in &targets {
+                    if target.node == self.node_id {
+                        match self.engine.get_cell(key) {
+                            Ok(cell) => round.reply(target.node.clone(), cell),
+                            Err(e) => {
+                                tracing::error!(error = %e, "local replica read failed");
+                                round.missed();
+                            }
+                        }
+                    } else if !target.up {
                         round.missed();
+                    } else {
+                        match batch
+                            .groups
+                            .iter_mut()
+                            .find(|g| g.target.node == target.node)
+                        {
+                            Some(group) => group.jobs.push(job),
+                            None => batch.groups.push(Group {
+                                target: target.clone(),
+                                jobs: vec![job],
+                            }),
+                        }
                     }
                 }
-            } else if !(target.up && self.ask(&targets, index, &request, &mut replies).await) {
-                round.missed();
+            }
+            batch.rounds.push(round);
+            batch.targets.push(targets);
+        }
+        let mut replies = Replies::default();
+        for (index, group) in batch.groups.iter().enumerate() {
+            let request = Request::ReplicaReads(
+                group
+                    .jobs
+                    .iter()
+                    .map(|&job| keys[job].clone().into())
+                    .collect(),
+            );
+            if !self.ask(&group.target, index, &request, &mut replies).await {
+                for &job in &group.jobs {
+                    batch.rounds[job].missed();
+                }
             }
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
+        // `decided[job]`: enough votes are in; the answer is made below.
+        let mut decided = vec![false; keys.len()];
         loop {
-            match round.outcome() {
-                Outcome::Done(()) => break,
-                Outcome::Failed { required, received } => {
-                    Metrics::add(&self.metrics.unavailable, 1);
-                    return not_reached(level, required, received);
+            let mut pending = false;
+            for (job, answer) in answers.iter_mut().enumerate() {
+                if answer.is_some() || decided[job] {
+                    continue;
                 }
-                Outcome::Pending => {}
+                match batch.rounds[job].outcome() {
+                    Outcome::Done(()) => decided[job] = true,
+                    Outcome::Failed { required, received } => {
+                        Metrics::add(&self.metrics.unavailable, 1);
+                        *answer = Some(not_reached(level, required, received));
+                    }
+                    Outcome::Pending => pending = true,
+                }
+            }
+            if !pending {
+                break;
             }
             match replies.next(timer.as_mut()).await {
-                Some(vote) => self.count_vote(&mut round, &targets, vote),
+                Some((group, reply)) => self.votes_answered(&mut batch, group, reply),
                 None => {
-                    Metrics::add(&self.metrics.timeouts, 1);
-                    return not_reached(level, round.required(), round.votes());
+                    for (job, answer) in answers.iter_mut().enumerate() {
+                        if answer.is_none() && !decided[job] {
+                            Metrics::add(&self.metrics.timeouts, 1);
+                            let round = &batch.rounds[job];
+                            *answer = Some(not_reached(level, round.required(), round.votes()));
+                        }
+                    }
+                    break;
                 }
             }
         }
-        if (level != ConsistencyLevel::One || replies.slots.is_empty())
-            && round.stale().next().is_some()
-        {
+        let late_votes = !replies.slots.is_empty();
+        if level != ConsistencyLevel::One || !late_votes {
             // Before answering: the stale replicas that voted get the winner.
-            Box::pin(self.repair(key, &round, &targets, &mut Vec::new())).await;
+            for (job, key) in keys.iter().enumerate() {
+                let round = &batch.rounds[job];
+                if decided[job] && round.stale().next().is_some() {
+                    let targets = &batch.targets[job];
+                    Box::pin(self.repair(key, round, targets, &mut Vec::new())).await;
+                }
+            }
         }
-        let winner = if replies.slots.is_empty() {
-            round.into_newest()
+        let now_ms = (self.clock)();
+        let winners: Vec<Option<Cell>> = if late_votes {
+            batch.rounds.iter().map(|r| r.newest().cloned()).collect()
         } else {
+            std::mem::take(&mut batch.rounds)
+                .into_iter()
+                .map(ReadRound::into_newest)
+                .collect()
+        };
+        for ((answer, winner), decided) in answers.iter_mut().zip(winners).zip(&decided) {
+            if !decided {
+                continue;
+            }
+            let timestamp = winner.as_ref().map(|c| c.timestamp);
+            *answer = Some(match winner.and_then(|c| c.into_live_value(now_ms)) {
+                Some(value) => Response::Value {
+                    value: Some(value),
+                    timestamp,
+                },
+                None => Response::Value {
+                    value: None,
+                    timestamp: None,
+                },
+            });
+        }
+        if late_votes {
             // After answering: late votes are compared too, and repaired.
-            let winner = round.newest().cloned();
             let shared = self.clone();
             tokio::spawn(async move {
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
-                while let Some(vote) = replies.next(timer.as_mut()).await {
-                    shared.count_vote(&mut round, &targets, vote);
+                while let Some((group, reply)) = replies.next(timer.as_mut()).await {
+                    shared.votes_answered(&mut batch, group, reply);
                 }
-                let Request::ReplicaRead { key } = &request else {
-                    unreachable!("built above")
-                };
-                shared.repair(key, &round, &targets, &mut Vec::new()).await;
+                for (job, key) in keys.iter().enumerate() {
+                    let round = &batch.rounds[job];
+                    if decided[job] && round.stale().next().is_some() {
+                        let targets = &batch.targets[job];
+                        shared.repair(key, round, targets, &mut Vec::new()).await;
+                    }
+                }
             });
-            winner
-        };
-        let now_ms = (self.clock)();
-        let timestamp = winner.as_ref().map(|c| c.timestamp);
-        match winner.and_then(|c| c.into_live_value(now_ms)) {
-            Some(value) => Response::Value {
-                value: Some(value),
-                timestamp,
-            },
-            None => Response::Value {
-                value: None,
-                timestamp: None,
-            },
         }
+        answers.into_iter().flatten().collect()
     }
 
-    /// Counts a remote replica's answer to a read as its vote, or as missed.
-    fn count_vote(
-        &self,
-        round: &mut ReadRound,
-        targets: &[Target],
-        (index, reply): (usize, Result<Response>),
-    ) {
+    /// Counts a replica's answer to a batch of reads: one vote per key, or
+    /// all missed.
+    fn votes_answered(&self, batch: &mut ReadBatch, group: usize, reply: Result<Response>) {
+        let Group { target, jobs } = &batch.groups[group];
         match reply {
-            Ok(Response::ReplicaCell(cell)) => round.reply(targets[index].node.clone(), cell),
+            Ok(Response::ReplicaCells(cells)) if cells.len() == jobs.len() => {
+                for (&job, cell) in jobs.iter().zip(cells) {
+                    batch.rounds[job].reply(target.node.clone(), cell);
+                }
+            }
             other => {
-                self.replica_failed(&targets[index], other);
-                round.missed();
+                self.replica_failed(target, other);
+                for &job in jobs {
+                    batch.rounds[job].missed();
+                }
             }
         }
     }
@@ -449,60 +604,16 @@ impl<T: Transport> NodeShared<T> {
             let Some(target) = targets.iter().find(|t| t.node == *node) else {
                 continue;
             };
-            match self.replica_write(node, target.addr, key, newest).await {
+            let write = KeyedCell {
+                key: key.to_vec(),
+                cell: newest.clone(),
+            };
+            match self.replica_writes(node, target.addr, vec![write]).await {
                 Ok(()) => {
                     Metrics::add(&self.metrics.read_repairs, 1);
                     repaired.push(node.clone());
                 }
                 Err(e) => tracing::debug!(replica = %node, error = %e, "read repair failed"),
-            }
-        }
-    }
-
-    /// Replays hints to every target gossip sees UP (one replay per target
-    /// at a time). Called every gossip tick.
-    pub(crate) fn replay_hints(self: &Arc<Self>) {
-        let Some(hints) = &self.hints else { return };
-        let now = self.now_ms();
-        for target in hints.targets() {
-            let addr = {
-                let gossiper = self.gossiper.lock();
-                if !gossiper.is_up(&target, now) {
-                    continue;
-                }
-                gossiper
-                    .members(now)
-                    .into_iter()
-                    .find(|m| m.node == target)
-                    .map(|m| m.native_addr)
-            };
-            let Some(addr) = addr else { continue };
-            if !self.replaying.lock().insert(target.clone()) {
-                continue;
-            }
-            let shared = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = shared.replay_to(&target, addr).await {
-                    tracing::debug!(target_node = %target, error = %e, "hint replay paused");
-                }
-                shared.replaying.lock().remove(&target);
-            });
-        }
-    }
-
-    async fn replay_to(&self, target: &NodeId, addr: SocketAddr) -> Result<()> {
-        let hints = self.hints.as_ref().expect("replay only runs with hints");
-        loop {
-            let (batch, expired) = hints.next_batch(target, HINT_BATCH)?;
-            Metrics::add(&self.metrics.hints_expired, expired);
-            if batch.is_empty() {
-                return Ok(());
-            }
-            for hint in &batch {
-                self.replica_write(target, addr, &hint.key, &hint.cell)
-                    .await?;
-                hints.delivered(hint)?;
-                self.metrics.hints_replayed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -7,6 +7,7 @@ mod config;
 mod coordinate;
 mod hints;
 mod peers_file;
+mod replay;
 mod runtime;
 pub(crate) mod shared;
 pub(crate) mod workers;

@@ -15,7 +15,7 @@ use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Handler, Transport};
-use crate::proto::{ClusterStatus, Hello, MemberStatus, Request, Response, Role};
+use crate::proto::{ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role};
 use crate::storage::{Cell, CellValue, Clock, Engine};
 use crate::types::NodeId;
 
@@ -37,7 +37,7 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(crate) transport: T,
     /// Wall clock (ms since the Unix epoch), injected so simulations control it.
     pub(crate) clock: Clock,
-    hlc: Mutex<HybridClock>,
+    hlc: HybridClock,
     /// Targets whose hints are being replayed now.
     pub(crate) replaying: Mutex<HashSet<NodeId>>,
     /// Set once this node completed a gossip round with a peer (or has no
@@ -72,7 +72,7 @@ impl<T: Transport> NodeShared<T> {
             metrics: Metrics::default(),
             transport,
             clock,
-            hlc: Mutex::new(HybridClock::default()),
+            hlc: HybridClock::default(),
             replaying: Mutex::new(HashSet::new()),
             joined: tokio::sync::watch::Sender::new(false),
             resp_addr: Mutex::new(None),
@@ -86,7 +86,7 @@ impl<T: Transport> NodeShared<T> {
     pub(crate) fn write_timestamp(&self, client: Option<u64>) -> u64 {
         match client {
             Some(ts) => {
-                self.hlc.lock().observe(ts);
+                self.hlc.observe(ts);
                 ts
             }
             None => self.write_timestamps(1),
@@ -97,7 +97,7 @@ impl<T: Transport> NodeShared<T> {
     /// hybrid logical clock.
     pub(crate) fn write_timestamps(&self, count: u64) -> u64 {
         let wall_us = (self.clock)().saturating_mul(1000);
-        self.hlc.lock().now_many(wall_us, count)
+        self.hlc.now_many(wall_us, count)
     }
 
     /// Milliseconds since this node started, on the runtime's clock (which a
@@ -254,8 +254,8 @@ impl<T: Transport> Handler for NodeShared<T> {
             request,
             Request::GossipSyn(_)
                 | Request::GossipAck2(_)
-                | Request::ReplicaWrite { .. }
-                | Request::ReplicaRead { .. }
+                | Request::ReplicaWrites(_)
+                | Request::ReplicaReads(_)
         );
         if peer_only && caller.role != Role::Peer {
             return Ok(Response::Error {
@@ -292,21 +292,26 @@ impl<T: Transport> Handler for NodeShared<T> {
                         .collect(),
                 })
             }
-            Request::ReplicaWrite { key, cell } => {
-                self.hlc.lock().observe(cell.timestamp);
-                match self.engine.write(&key, cell) {
-                    Ok(()) => Response::Done,
+            Request::ReplicaWrites(writes) => {
+                for KeyedCell { key, cell } in writes {
+                    self.hlc.observe(cell.timestamp);
+                    if let Err(e) = self.engine.write(&key, cell) {
+                        return Ok(Response::Error {
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                Response::Done
+            }
+            Request::ReplicaReads(keys) => {
+                let cells: Result<Vec<_>> = keys.iter().map(|k| self.engine.get_cell(k)).collect();
+                match cells {
+                    Ok(cells) => Response::ReplicaCells(cells),
                     Err(e) => Response::Error {
                         message: e.to_string(),
                     },
                 }
             }
-            Request::ReplicaRead { key } => match self.engine.get_cell(&key) {
-                Ok(cell) => Response::ReplicaCell(cell),
-                Err(e) => Response::Error {
-                    message: e.to_string(),
-                },
-            },
             coordinated @ (Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }) => {
                 return Err(coordinated);
             }

@@ -124,9 +124,7 @@ mod tests {
     fn frames_append_and_are_recognized_whole() {
         let message = Frame::Request {
             id: 9,
-            body: Request::ReplicaRead {
-                key: b"key".to_vec(),
-            },
+            body: Request::ReplicaReads(vec![b"key".to_vec().into()]),
         };
         let mut out = b"xy".to_vec();
         encode_frame_into(&mut out, &message).unwrap();

@@ -16,7 +16,7 @@ use crate::types::NodeId;
 /// First four bytes of every handshake: "not a cassio peer" is caught at once.
 pub const MAGIC: u32 = 0xCA55_10F0;
 /// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -126,17 +126,19 @@ pub enum Request {
         level: Option<ConsistencyLevel>,
         timestamp: Option<u64>,
     },
-    /// Peers only: apply a cell on this replica.
-    ReplicaWrite {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-        cell: Cell,
-    },
-    /// Peers only: this replica's cell for a key.
-    ReplicaRead {
-        #[serde(with = "serde_bytes")]
-        key: Vec<u8>,
-    },
+    /// Peers only: apply cells on this replica (every write of a pipeline
+    /// that this replica holds, in one message).
+    ReplicaWrites(Vec<KeyedCell>),
+    /// Peers only: this replica's cell for each key, in order.
+    ReplicaReads(Vec<serde_bytes::ByteBuf>),
+}
+
+/// A key and the cell to apply to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyedCell {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub cell: Cell,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,7 +157,8 @@ pub enum Response {
     Written {
         timestamp: u64,
     },
-    ReplicaCell(Option<Cell>),
+    /// Answer to `ReplicaReads`: one cell (or none) per key, in order.
+    ReplicaCells(Vec<Option<Cell>>),
     /// The consistency level was not met (in time).
     QuorumNotReached {
         level: ConsistencyLevel,

@@ -10,6 +10,6 @@ pub use codec::{
     read_frame, write_frame,
 };
 pub use message::{
-    ClusterStatus, Frame, Hello, HelloReply, MAGIC, MemberStatus, PROTOCOL_VERSION, Request,
-    RequestFrame, Response, Role, Topology, TopologyMember,
+    ClusterStatus, Frame, Hello, HelloReply, KeyedCell, MAGIC, MemberStatus, PROTOCOL_VERSION,
+    Request, RequestFrame, Response, Role, Topology, TopologyMember,
 };

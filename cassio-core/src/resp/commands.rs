@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
-
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
@@ -134,6 +132,33 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A SET with no options: written with the other writes of its run, in one
+/// batch.
+pub(crate) fn is_plain_set(command: Command, args: &[&[u8]]) -> bool {
+    command == Command::Set && args.len() == 3
+}
+
+/// The cell a plain SET of `value` writes.
+pub(crate) fn plain_cell(value: &[u8], timestamp: u64) -> Cell {
+    Cell::value(value, timestamp)
+}
+
+/// The reply to GET from the coordinator's answer.
+pub(crate) fn read_reply(response: Response) -> Reply {
+    match response {
+        Response::Value { value, .. } => Reply::Bulk(value),
+        other => failure(other),
+    }
+}
+
+/// The reply to a write from the coordinator's answer: OK or an error.
+pub(crate) fn write_reply(response: Response) -> Reply {
+    match response {
+        Response::Written { .. } => Reply::ok(),
+        other => failure(other),
+    }
+}
+
 /// A coordinator answer that is not the expected one, as a Redis error.
 fn failure(response: Response) -> Reply {
     match response {
@@ -168,9 +193,9 @@ impl<T: Transport> NodeShared<T> {
         cell: Cell,
         level: ConsistencyLevel,
     ) -> Result<(), Reply> {
-        match self.coordinate_write(key.to_vec(), cell, level).await {
-            Response::Written { .. } => Ok(()),
-            other => Err(failure(other)),
+        match write_reply(self.coordinate_write(key.to_vec(), cell, level).await) {
+            Reply::Simple("OK") => Ok(()),
+            failed => Err(failed),
         }
     }
 
@@ -315,19 +340,19 @@ impl<T: Transport> NodeShared<T> {
                 Reply::Integer(deleted)
             }
             Command::Exists | Command::Mget => {
-                let values =
-                    join_all(args[1..].iter().map(|key| self.read_value(key, level))).await;
-                let mut replies = Vec::with_capacity(values.len());
-                for value in values {
-                    match value {
-                        Ok(value) => replies.push(value),
-                        Err(reply) => return reply,
+                let keys = args[1..].iter().map(|k| k.to_vec()).collect();
+                let answers = self.coordinate_reads(keys, read_level(level)).await;
+                let mut values = Vec::with_capacity(answers.len());
+                for answer in answers {
+                    match answer {
+                        Response::Value { value, .. } => values.push(value),
+                        other => return failure(other),
                     }
                 }
                 if command == Command::Exists {
-                    Reply::Integer(replies.iter().filter(|v| v.is_some()).count() as i64)
+                    Reply::Integer(values.iter().filter(|v| v.is_some()).count() as i64)
                 } else {
-                    Reply::Array(replies.into_iter().map(Reply::Bulk).collect())
+                    Reply::Array(values.into_iter().map(Reply::Bulk).collect())
                 }
             }
             Command::Mset => {
@@ -335,12 +360,15 @@ impl<T: Transport> NodeShared<T> {
                     .chunks(2)
                     .zip(first_timestamp..)
                     .map(|(pair, timestamp)| {
-                        self.write_cell(pair[0], cell(Some(pair[1]), None, timestamp), level)
-                    });
-                match join_all(writes).await.into_iter().find_map(Result::err) {
-                    Some(reply) => reply,
-                    None => Reply::ok(),
-                }
+                        (pair[0].to_vec(), cell(Some(pair[1]), None, timestamp))
+                    })
+                    .collect();
+                let answers = self.coordinate_writes(writes, level).await;
+                answers
+                    .into_iter()
+                    .map(write_reply)
+                    .find(|reply| *reply != Reply::ok())
+                    .unwrap_or_else(Reply::ok)
             }
             other => Reply::err(format!("ERR '{}' is not a data command", other.name())),
         }
@@ -439,7 +467,7 @@ fn set_options(options: &[&[u8]]) -> Result<(Option<Duration>, Option<bool>), Re
 }
 
 /// Reads cannot run at ANY; a connection set to ANY reads at ONE.
-fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
+pub(crate) fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
     if level == ConsistencyLevel::Any {
         ConsistencyLevel::One
     } else {

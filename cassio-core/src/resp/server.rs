@@ -8,11 +8,13 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, join3};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::commands::{Command, Session};
+use super::commands::{
+    Command, Session, is_plain_set, plain_cell, read_level, read_reply, write_reply,
+};
 use super::parse::parse_command;
 use super::pipeline::Run;
 use super::reply::Reply;
@@ -215,23 +217,55 @@ where
         }
         let first_index = next - pipeline.replies.len();
         let level = session.level;
-        let slot = |index: usize| index - first_index;
-        if let [(index, command, first_timestamp)] = pipeline.admitted[..] {
-            // One command (no pipelining): no join needed.
-            let reply = node
-                .data_command(command, argv(index), level, first_timestamp)
-                .await;
-            pipeline.replies[slot(index)] = Some(reply);
-        } else if pipeline.admitted.len() > 1 {
-            let runs = pipeline
-                .admitted
-                .iter()
-                .map(|&(index, command, first_timestamp)| {
-                    node.data_command(command, argv(index), level, first_timestamp)
-                });
-            for (reply, &(index, ..)) in join_all(runs).await.into_iter().zip(&pipeline.admitted) {
-                pipeline.replies[slot(index)] = Some(reply);
+        // GETs and plain SETs go to the coordinator as one batch each; the
+        // other data commands run alongside, each on its own.
+        let (mut gets, mut sets, mut others) = (Vec::new(), Vec::new(), Vec::new());
+        for &(index, command, first_timestamp) in &pipeline.admitted {
+            let args = argv(index);
+            if command == Command::Get {
+                gets.push((index, args[1].to_vec()));
+            } else if is_plain_set(command, args) {
+                sets.push((
+                    index,
+                    (args[1].to_vec(), plain_cell(args[2], first_timestamp)),
+                ));
+            } else {
+                others.push((
+                    index,
+                    node.data_command(command, args, level, first_timestamp),
+                ));
             }
+        }
+        let (get_slots, keys): (Vec<usize>, Vec<_>) = gets.into_iter().unzip();
+        let (set_slots, writes): (Vec<usize>, Vec<_>) = sets.into_iter().unzip();
+        let (other_slots, others): (Vec<usize>, Vec<_>) = others.into_iter().unzip();
+        let (read_answers, write_answers, other_replies) = join3(
+            async {
+                match keys.is_empty() {
+                    true => Vec::new(),
+                    false => node.coordinate_reads(keys, read_level(level)).await,
+                }
+            },
+            async {
+                match writes.is_empty() {
+                    true => Vec::new(),
+                    false => node.coordinate_writes(writes, level).await,
+                }
+            },
+            join_all(others),
+        )
+        .await;
+        let answered = (get_slots
+            .into_iter()
+            .zip(read_answers.into_iter().map(read_reply)))
+        .chain(
+            set_slots
+                .into_iter()
+                .zip(write_answers.into_iter().map(write_reply)),
+        )
+        .chain(other_slots.into_iter().zip(other_replies));
+        for (index, reply) in answered {
+            pipeline.replies[index - first_index] = Some(reply);
         }
         for reply in pipeline.replies.drain(..) {
             reply

@@ -38,6 +38,21 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("commitlog-{id:020}.log"))
 }
 
+/// Replaces `record` with one commit-log record: header (length, its CRC,
+/// the payload's CRC) and the encoded entry.
+pub(crate) fn encode_record(record: &mut Vec<u8>, key: &[u8], cell: &Cell) {
+    record.clear();
+    record.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    encode_entry(record, key, cell);
+    let payload = &record[RECORD_HEADER_BYTES..];
+    let len = (payload.len() as u32).to_le_bytes();
+    let payload_crc = crc32fast::hash(payload);
+    let header = &mut record[..RECORD_HEADER_BYTES];
+    header[0..4].copy_from_slice(&len);
+    header[4..8].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
+    header[8..12].copy_from_slice(&payload_crc.to_le_bytes());
+}
+
 /// The segment id in a file name written by [`segment_path`].
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     name.strip_prefix("commitlog-")?
@@ -117,18 +132,18 @@ impl CommitLog {
 
     /// Appends one record and returns its sequence number. It is durable once
     /// `sync_to` with that number returns.
+    #[cfg(test)]
     pub(crate) fn append(&self, key: &[u8], cell: &Cell) -> Result<u64> {
+        let mut record = Vec::new();
+        encode_record(&mut record, key, cell);
+        self.append_record(&record)
+    }
+
+    /// [`CommitLog::append`] for a record made by [`encode_record`] (which
+    /// a writer can do before taking any lock).
+    pub(crate) fn append_record(&self, record: &[u8]) -> Result<u64> {
         let mut w = self.writer.lock();
-        let start = w.buffer.len();
-        w.buffer.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
-        encode_entry(&mut w.buffer, key, cell);
-        let payload = &w.buffer[start + RECORD_HEADER_BYTES..];
-        let len = (payload.len() as u32).to_le_bytes();
-        let payload_crc = crc32fast::hash(payload);
-        let header = &mut w.buffer[start..start + RECORD_HEADER_BYTES];
-        header[0..4].copy_from_slice(&len);
-        header[4..8].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
-        header[8..12].copy_from_slice(&payload_crc.to_le_bytes());
+        w.buffer.extend_from_slice(record);
         w.appended_lsn += 1;
         let lsn = w.appended_lsn;
         if w.buffer.len() >= BUFFER_BYTES_MAX {

@@ -17,13 +17,21 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::cell::{Cell, newest};
-use super::commitlog::CommitLog;
+use super::commitlog::{CommitLog, encode_record};
 use super::config::{KEY_BYTES_MAX, StorageConfig, SyncMode};
 use super::manifest::Manifest;
 use super::memtable::{Memtable, MemtableIter};
 use super::merge::{MergeIter, Source};
 use super::table::{Table, TableIter};
 use crate::error::{Error, Result};
+
+thread_local! {
+    /// Each writing thread's scratch buffer for commit-log records.
+    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record scratch buffer larger than this is freed after use.
+const RECORD_SCRATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// Wall-clock milliseconds since the Unix epoch. Passed in so tests and
 /// simulations control expiry and `gc_grace`.
@@ -151,18 +159,23 @@ impl Engine {
         validate_write(key, &cell, s.config.value_bytes_max)?;
         s.check_writable()?;
         s.wait_for_flush_room()?;
-        let (lsn, rotated) = {
+        // Encoded before the lock: only the copy into the log is ordered.
+        let (lsn, rotated) = RECORD.with_borrow_mut(|record| -> Result<(u64, bool)> {
+            encode_record(record, key, &cell);
             let mut active = s.active.lock();
-            let lsn = s.log.append(key, &cell)?;
+            let lsn = s.log.append_record(record)?;
             active.insert(key, cell);
-            let rotated = if active.bytes() >= s.config.memtable_bytes_max {
+            let rotated = active.bytes() >= s.config.memtable_bytes_max;
+            if rotated {
                 s.rotate(&mut active)?;
-                true
-            } else {
-                false
-            };
-            (lsn, rotated)
-        };
+            }
+            drop(active);
+            if record.capacity() > RECORD_SCRATCH_BYTES_MAX {
+                // A huge value must not keep its buffer for the thread's life.
+                *record = Vec::new();
+            }
+            Ok((lsn, rotated))
+        })?;
         if rotated {
             s.after_rotation()?;
         }

@@ -1,0 +1,72 @@
+//! Hinted handoff's delivery: every gossip tick, hints kept for replicas
+//! that gossip sees UP again are sent to them, a batch per message, and
+//! dropped once acknowledged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::shared::NodeShared;
+use crate::coordinator::Metrics;
+use crate::error::Result;
+use crate::net::Transport;
+use crate::proto::KeyedCell;
+use crate::types::NodeId;
+
+/// Hints sent per message.
+const HINT_BATCH: usize = 128;
+
+impl<T: Transport> NodeShared<T> {
+    /// Replays hints to every target gossip sees UP (one replay per target
+    /// at a time). Called every gossip tick.
+    pub(crate) fn replay_hints(self: &Arc<Self>) {
+        let Some(hints) = &self.hints else { return };
+        let now = self.now_ms();
+        for target in hints.targets() {
+            let addr = {
+                let gossiper = self.gossiper.lock();
+                if !gossiper.is_up(&target, now) {
+                    continue;
+                }
+                gossiper
+                    .members(now)
+                    .into_iter()
+                    .find(|m| m.node == target)
+                    .map(|m| m.native_addr)
+            };
+            let Some(addr) = addr else { continue };
+            if !self.replaying.lock().insert(target.clone()) {
+                continue;
+            }
+            let shared = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = shared.replay_to(&target, addr).await {
+                    tracing::debug!(target_node = %target, error = %e, "hint replay paused");
+                }
+                shared.replaying.lock().remove(&target);
+            });
+        }
+    }
+
+    async fn replay_to(&self, target: &NodeId, addr: SocketAddr) -> Result<()> {
+        let hints = self.hints.as_ref().expect("replay only runs with hints");
+        loop {
+            let (batch, expired) = hints.next_batch(target, HINT_BATCH)?;
+            Metrics::add(&self.metrics.hints_expired, expired);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let writes = batch
+                .iter()
+                .map(|hint| KeyedCell {
+                    key: hint.key.clone(),
+                    cell: hint.cell.clone(),
+                })
+                .collect();
+            self.replica_writes(target, addr, writes).await?;
+            for hint in &batch {
+                hints.delivered(hint)?;
+            }
+            Metrics::add(&self.metrics.hints_replayed, batch.len() as u64);
+        }
+    }
+}
