@@ -85,7 +85,7 @@ struct WriteBatch {
 struct ReadBatch {
     rounds: Vec<ReadRound>,
     groups: Vec<Group>,
-    targets: Vec<Vec<Target>>,
+    targets: Vec<Arc<[Target]>>,
 }
 
 fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Response {
@@ -97,29 +97,40 @@ fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Res
 }
 
 impl<T: Transport> NodeShared<T> {
-    fn targets(&self, key: &[u8]) -> Vec<Target> {
+    /// The replicas of each key, from one look at membership. When the
+    /// replication factor covers the ring every key has the same replicas,
+    /// and the keys share one list.
+    fn targets<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<Arc<[Target]>> {
         let gossiper = self.gossiper.lock();
         let ring = gossiper.ring();
-        let mut now = None;
-        ring.replica_set_indexes(key, self.config.replication_factor as usize)
-            .filter_map(|index| {
-                let node = &ring.nodes()[index];
-                if *node == self.node_id {
-                    return Some(Target {
+        let now = self.now_ms();
+        let replication_factor = self.config.replication_factor as usize;
+        let replicas_of = |key: &[u8]| -> Arc<[Target]> {
+            ring.replica_set_indexes(key, replication_factor)
+                .filter_map(|index| {
+                    let node = &ring.nodes()[index];
+                    if *node == self.node_id {
+                        return Some(Target {
+                            node: node.clone(),
+                            addr: self.native_addr,
+                            up: true,
+                        });
+                    }
+                    let (addr, up) = gossiper.reach(node, now)?;
+                    Some(Target {
                         node: node.clone(),
-                        addr: self.native_addr,
-                        up: true,
-                    });
-                }
-                let now = *now.get_or_insert_with(|| self.now_ms());
-                let (addr, up) = gossiper.reach(node, now)?;
-                Some(Target {
-                    node: node.clone(),
-                    addr,
-                    up,
+                        addr,
+                        up,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        };
+        if replication_factor >= ring.nodes().len() {
+            let everyone = replicas_of(&[]);
+            keys.map(|_| everyone.clone()).collect()
+        } else {
+            keys.map(replicas_of).collect()
+        }
     }
 
     /// Applies `writes` on the replica `node` at `addr` (or locally) and
@@ -264,16 +275,18 @@ impl<T: Transport> NodeShared<T> {
         let mut answers: Vec<Option<Response>> = vec![None; writes.len()];
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
-        for (job, (key, cell)) in writes.iter().enumerate() {
-            Metrics::add(&self.metrics.writes, 1);
+        Metrics::add(&self.metrics.writes, writes.len() as u64);
+        let mut local_writes = Vec::new();
+        let all_targets = self.targets(writes.iter().map(|(key, _)| &key[..]));
+        for (job, ((key, cell), targets)) in writes.iter().zip(all_targets).enumerate() {
             let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
-                Ok(()) => self.targets(key),
+                Ok(()) => targets,
                 Err(e) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
                     answers[job] = Some(Response::Invalid {
                         message: e.to_string(),
                     });
-                    Vec::new()
+                    Arc::from([])
                 }
             };
             let mut round = WriteRound::new(level, targets.len());
@@ -285,28 +298,37 @@ impl<T: Transport> NodeShared<T> {
                 rounds.push(round);
                 continue;
             }
-            for target in targets {
+            for target in targets.iter() {
                 if target.node == self.node_id {
-                    match self.engine.write(key, cell.clone()) {
-                        Ok(()) => round.acked(),
-                        Err(e) => {
-                            tracing::error!(error = %e, "local replica write failed");
-                            round.missed(false);
-                        }
-                    }
+                    local_writes.push(job);
                 } else if !target.up {
                     round.missed(self.hint(&target.node, key, cell));
                 } else {
                     match groups.iter_mut().find(|g| g.target.node == target.node) {
                         Some(group) => group.jobs.push(job),
                         None => groups.push(Group {
-                            target,
+                            target: target.clone(),
                             jobs: vec![job],
                         }),
                     }
                 }
             }
             rounds.push(round);
+        }
+        // This node's own replicas, under one acquisition of the write lock.
+        let local = local_writes.iter().map(|&job| {
+            let (key, cell) = &writes[job];
+            (&key[..], cell.clone())
+        });
+        let written = self.engine.write_batch(local.collect());
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "local replica write failed");
+        }
+        for job in local_writes {
+            match written {
+                Ok(()) => rounds[job].acked(),
+                Err(_) => rounds[job].missed(false),
+            }
         }
         let mut batch = WriteBatch {
             writes,
@@ -412,8 +434,10 @@ impl<T: Transport> NodeShared<T> {
             groups: Vec::new(),
             targets: Vec::with_capacity(keys.len()),
         };
-        for (job, key) in keys.iter().enumerate() {
-            Metrics::add(&self.metrics.reads, 1);
+        Metrics::add(&self.metrics.reads, keys.len() as u64);
+        let all_targets = self.targets(keys.iter().map(|key| &key[..]));
+        let mut local_reads = Vec::new();
+        for (job, (key, targets)) in keys.iter().zip(all_targets).enumerate() {
             let invalid = if level == ConsistencyLevel::Any {
                 Some("consistency level ANY is for writes only".to_string())
             } else {
@@ -423,9 +447,9 @@ impl<T: Transport> NodeShared<T> {
                 Some(message) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
                     answers[job] = Some(Response::Invalid { message });
-                    Vec::new()
+                    Arc::from([])
                 }
-                None => self.targets(key),
+                None => targets,
             };
             let mut round = ReadRound::new(level, targets.len());
             if answers[job].is_none() && (targets.is_empty() || round.required() > targets.len()) {
@@ -433,15 +457,9 @@ impl<T: Transport> NodeShared<T> {
                 answers[job] = Some(not_reached(level, round.required(), 0));
             }
             if answers[job].is_none() {
-                for target in &targets {
+                for target in targets.iter() {
                     if target.node == self.node_id {
-                        match self.engine.get_cell(key) {
-                            Ok(cell) => round.reply(target.node.clone(), cell),
-                            Err(e) => {
-                                tracing::error!(error = %e, "local replica read failed");
-                                round.missed();
-                            }
-                        }
+                        local_reads.push(job);
                     } else if !target.up {
                         round.missed();
                     } else {
@@ -461,6 +479,21 @@ impl<T: Transport> NodeShared<T> {
             }
             batch.rounds.push(round);
             batch.targets.push(targets);
+        }
+        // This node's own votes, from one storage snapshot.
+        let local_keys = local_reads.iter().map(|&job| &keys[job][..]);
+        match self.engine.get_cells(local_keys) {
+            Ok(cells) => {
+                for (job, cell) in local_reads.into_iter().zip(cells) {
+                    batch.rounds[job].reply(self.node_id.clone(), cell);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "local replica read failed");
+                for job in local_reads {
+                    batch.rounds[job].missed();
+                }
+            }
         }
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {

@@ -293,19 +293,22 @@ impl<T: Transport> Handler for NodeShared<T> {
                 })
             }
             Request::ReplicaWrites(writes) => {
-                for KeyedCell { key, cell } in writes {
-                    self.hlc.observe(cell.timestamp);
-                    if let Err(e) = self.engine.write(&key, cell) {
-                        return Ok(Response::Error {
-                            message: e.to_string(),
-                        });
-                    }
+                let writes: Vec<_> = writes
+                    .into_iter()
+                    .map(|KeyedCell { key, cell }| {
+                        self.hlc.observe(cell.timestamp);
+                        (key, cell)
+                    })
+                    .collect();
+                match self.engine.write_batch(writes) {
+                    Ok(()) => Response::Done,
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
                 }
-                Response::Done
             }
             Request::ReplicaReads(keys) => {
-                let cells: Result<Vec<_>> = keys.iter().map(|k| self.engine.get_cell(k)).collect();
-                match cells {
+                match self.engine.get_cells(keys.iter().map(|k| &k[..])) {
                     Ok(cells) => Response::ReplicaCells(cells),
                     Err(e) => Response::Error {
                         message: e.to_string(),

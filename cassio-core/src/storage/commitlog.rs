@@ -38,16 +38,16 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("commitlog-{id:020}.log"))
 }
 
-/// Replaces `record` with one commit-log record: header (length, its CRC,
-/// the payload's CRC) and the encoded entry.
-pub(crate) fn encode_record(record: &mut Vec<u8>, key: &[u8], cell: &Cell) {
-    record.clear();
-    record.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
-    encode_entry(record, key, cell);
-    let payload = &record[RECORD_HEADER_BYTES..];
+/// Appends one commit-log record to `records`: header (length, its CRC, the
+/// payload's CRC) and the encoded entry.
+pub(crate) fn encode_record(records: &mut Vec<u8>, key: &[u8], cell: &Cell) {
+    let start = records.len();
+    records.extend_from_slice(&[0; RECORD_HEADER_BYTES]);
+    encode_entry(records, key, cell);
+    let payload = &records[start + RECORD_HEADER_BYTES..];
     let len = (payload.len() as u32).to_le_bytes();
     let payload_crc = crc32fast::hash(payload);
-    let header = &mut record[..RECORD_HEADER_BYTES];
+    let header = &mut records[start..start + RECORD_HEADER_BYTES];
     header[0..4].copy_from_slice(&len);
     header[4..8].copy_from_slice(&crc32fast::hash(&len).to_le_bytes());
     header[8..12].copy_from_slice(&payload_crc.to_le_bytes());
@@ -139,8 +139,8 @@ impl CommitLog {
         self.append_record(&record)
     }
 
-    /// [`CommitLog::append`] for a record made by [`encode_record`] (which
-    /// a writer can do before taking any lock).
+    /// Appends one record made by [`encode_record`] (which a writer can do
+    /// before taking any lock) and returns its sequence number.
     pub(crate) fn append_record(&self, record: &[u8]) -> Result<u64> {
         let mut w = self.writer.lock();
         w.buffer.extend_from_slice(record);
