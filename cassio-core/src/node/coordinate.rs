@@ -416,7 +416,7 @@ impl<T: Transport> NodeShared<T> {
         key: Vec<u8>,
         level: ConsistencyLevel,
     ) -> Response {
-        let mut answers = self.coordinate_reads(vec![key], level).await;
+        let mut answers = self.coordinate_reads(&[&key[..]], level).await;
         answers.pop().unwrap_or_else(|| Response::Error {
             message: "internal: a read got no answer".into(),
         })
@@ -425,7 +425,7 @@ impl<T: Transport> NodeShared<T> {
     /// Reads every key at `level`; one answer per key, in order.
     pub(crate) async fn coordinate_reads(
         self: &Arc<Self>,
-        keys: Vec<Vec<u8>>,
+        keys: &[&[u8]],
         level: ConsistencyLevel,
     ) -> Vec<Response> {
         let mut answers: Vec<Option<Response>> = vec![None; keys.len()];
@@ -435,7 +435,7 @@ impl<T: Transport> NodeShared<T> {
             targets: Vec::with_capacity(keys.len()),
         };
         Metrics::add(&self.metrics.reads, keys.len() as u64);
-        let all_targets = self.targets(keys.iter().map(|key| &key[..]));
+        let all_targets = self.targets(keys.iter().copied());
         let mut local_reads = Vec::new();
         for (job, (key, targets)) in keys.iter().zip(all_targets).enumerate() {
             let invalid = if level == ConsistencyLevel::Any {
@@ -481,7 +481,7 @@ impl<T: Transport> NodeShared<T> {
             batch.targets.push(targets);
         }
         // This node's own votes, from one storage snapshot.
-        let local_keys = local_reads.iter().map(|&job| &keys[job][..]);
+        let local_keys = local_reads.iter().map(|&job| keys[job]);
         match self.engine.get_cells(local_keys) {
             Ok(cells) => {
                 for (job, cell) in local_reads.into_iter().zip(cells) {
@@ -501,7 +501,7 @@ impl<T: Transport> NodeShared<T> {
                 group
                     .jobs
                     .iter()
-                    .map(|&job| keys[job].clone().into())
+                    .map(|&job| keys[job].to_vec().into())
                     .collect(),
             );
             if !self.ask(&group.target, index, &request, &mut replies).await {
@@ -585,6 +585,7 @@ impl<T: Transport> NodeShared<T> {
         if late_votes {
             // After answering: late votes are compared too, and repaired.
             let shared = self.clone();
+            let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
             tokio::spawn(async move {
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {

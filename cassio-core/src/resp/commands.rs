@@ -44,6 +44,9 @@ pub(crate) enum Command {
 
 /// Every command with its name (for lookup, arity errors and `COMMAND COUNT`).
 const COMMANDS: &[(&str, Command)] = &[
+    // The most used first: lookup scans in order.
+    ("get", Command::Get),
+    ("set", Command::Set),
     ("ping", Command::Ping),
     ("echo", Command::Echo),
     ("quit", Command::Quit),
@@ -54,8 +57,6 @@ const COMMANDS: &[(&str, Command)] = &[
     ("info", Command::Info),
     ("cassio.consistency", Command::Consistency),
     ("dbsize", Command::Dbsize),
-    ("get", Command::Get),
-    ("set", Command::Set),
     ("del", Command::Del),
     ("exists", Command::Exists),
     ("mget", Command::Mget),
@@ -340,8 +341,7 @@ impl<T: Transport> NodeShared<T> {
                 Reply::Integer(deleted)
             }
             Command::Exists | Command::Mget => {
-                let keys = args[1..].iter().map(|k| k.to_vec()).collect();
-                let answers = self.coordinate_reads(keys, read_level(level)).await;
+                let answers = self.coordinate_reads(&args[1..], read_level(level)).await;
                 let mut values = Vec::with_capacity(answers.len());
                 for answer in answers {
                     match answer {

@@ -223,7 +223,7 @@ where
         for &(index, command, first_timestamp) in &pipeline.admitted {
             let args = argv(index);
             if command == Command::Get {
-                gets.push((index, args[1].to_vec()));
+                gets.push((index, args[1]));
             } else if is_plain_set(command, args) {
                 sets.push((
                     index,
@@ -243,7 +243,7 @@ where
             async {
                 match keys.is_empty() {
                     true => Vec::new(),
-                    false => node.coordinate_reads(keys, read_level(level)).await,
+                    false => node.coordinate_reads(&keys, read_level(level)).await,
                 }
             },
             async {
