@@ -8,8 +8,22 @@ use serde::{Deserialize, Serialize};
 /// A node's name, unique in its cluster (`--name`). The ring orders nodes by
 /// it. Shared, so cloning one (every request names its replicas) does not
 /// allocate.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeId(Arc<str>);
+
+impl std::hash::Hash for NodeId {
+    /// The name's bytes, as equality compares them.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        // Clones of one id (the common case) compare without reading bytes.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl NodeId {
     pub fn new(name: impl Into<String>) -> Self {
