@@ -92,6 +92,9 @@ pub struct ReadRound {
     required: usize,
     outstanding: usize,
     votes: Vec<(NodeId, Option<Cell>)>,
+    /// Index in `votes` of the newest cell so far (last-write-wins; the
+    /// first of equals), kept as votes arrive.
+    newest: Option<usize>,
 }
 
 impl ReadRound {
@@ -99,7 +102,8 @@ impl ReadRound {
         ReadRound {
             required: level.required(replicas),
             outstanding: replicas,
-            votes: Vec::new(),
+            votes: Vec::with_capacity(replicas),
+            newest: None,
         }
     }
 
@@ -109,6 +113,12 @@ impl ReadRound {
 
     pub fn reply(&mut self, node: NodeId, cell: Option<Cell>) {
         self.outstanding = self.outstanding.saturating_sub(1);
+        if let Some(c) = &cell {
+            let best = self.newest.and_then(|i| self.votes[i].1.as_ref());
+            if best.is_none_or(|b| c.supersedes(b)) {
+                self.newest = Some(self.votes.len());
+            }
+        }
         self.votes.push((node, cell));
     }
 
@@ -126,27 +136,14 @@ impl ReadRound {
         self.outstanding
     }
 
-    /// Index in `votes` of the newest cell voted so far (last-write-wins).
-    fn newest_index(&self) -> Option<usize> {
-        let mut best: Option<(usize, &Cell)> = None;
-        for (i, (_, cell)) in self.votes.iter().enumerate() {
-            if let Some(c) = cell
-                && best.is_none_or(|(_, b)| c.supersedes(b))
-            {
-                best = Some((i, c));
-            }
-        }
-        best.map(|(i, _)| i)
-    }
-
     /// The newest cell among the votes so far (last-write-wins).
     pub fn newest(&self) -> Option<&Cell> {
-        self.votes[self.newest_index()?].1.as_ref()
+        self.votes[self.newest?].1.as_ref()
     }
 
     /// [`ReadRound::newest`], taken out of the round.
     pub fn into_newest(mut self) -> Option<Cell> {
-        let index = self.newest_index()?;
+        let index = self.newest?;
         self.votes.swap_remove(index).1
     }
 

@@ -32,6 +32,19 @@ struct Replies {
 }
 
 impl Replies {
+    /// A response that has already arrived, without waiting.
+    fn next_ready(&mut self) -> Option<(usize, Result<Response>)> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        for i in 0..self.slots.len() {
+            if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(&mut cx) {
+                let (index, _) = self.slots.swap_remove(i);
+                return Some((index, reply));
+            }
+        }
+        None
+    }
+
     /// The next response to arrive, with its target's index; `None` once
     /// none is awaited any more or `timer` fired first.
     async fn next(&mut self, mut timer: Pin<&mut Sleep>) -> Option<(usize, Result<Response>)> {
@@ -393,6 +406,11 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
         }
+        // Acknowledgements that already arrived are counted now: often the
+        // last replica answered too, and no background task is needed.
+        while let Some((group, reply)) = replies.next_ready() {
+            self.writes_answered(&mut batch, group, reply);
+        }
         if !replies.slots.is_empty() {
             if timer.is_elapsed() {
                 self.writes_unanswered(&batch, &replies);
@@ -545,6 +563,11 @@ impl<T: Transport> NodeShared<T> {
                     break;
                 }
             }
+        }
+        // Votes that already arrived are counted now: often the last
+        // replica answered too, and no background task is needed.
+        while let Some((group, reply)) = replies.next_ready() {
+            self.votes_answered(&mut batch, group, reply);
         }
         let late_votes = !replies.slots.is_empty();
         if level != ConsistencyLevel::One || !late_votes {
