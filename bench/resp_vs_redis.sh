@@ -5,12 +5,15 @@
 # node (periodic commit-log sync) and a 3-node RF 3 cassio cluster at QUORUM.
 # Prints ops/s per row and the ratio cassio / redis. Stops what it started.
 #
-#   bench/resp_vs_redis.sh            # N=200000 C=50
-#   N=50000 bench/resp_vs_redis.sh    # quicker
+#   bench/resp_vs_redis.sh                    # N=200000 C=50
+#   N=50000 bench/resp_vs_redis.sh            # quicker
+#   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
+threads=()
+if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
     echo "installing redis-server and redis-tools (Debian packages)" >&2
@@ -44,7 +47,7 @@ pids+=($!)
 
 node() { # name native resp seed
     target/release/cassio-node --name "$1" --listen "127.0.0.1:$2" --resp "127.0.0.1:$3" \
-        --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error >"$work/$1.log" 2>&1 &
+        --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error "${threads[@]}" >"$work/$1.log" 2>&1 &
     pids+=($!)
 }
 solo_native=$(free_port); solo_resp=$(free_port)
