@@ -10,4 +10,4 @@ mod rounds;
 pub use consistency::ConsistencyLevel;
 pub use hlc::HybridClock;
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use rounds::{Outcome, ReadRound, WriteRound};
+pub use rounds::{Outcome, ReadRound, Round, WriteRound};

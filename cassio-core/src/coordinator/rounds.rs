@@ -17,6 +17,14 @@ pub enum Outcome<T> {
     },
 }
 
+/// What a coordinator asks of any round while it waits.
+pub trait Round {
+    /// Met, lost (every replica asked answered without enough), or pending.
+    fn outcome(&self) -> Outcome<()>;
+    /// (Replies required, replies that count so far).
+    fn counts(&self) -> (usize, usize);
+}
+
 /// A write sent to every replica.
 #[derive(Debug)]
 pub struct WriteRound {
@@ -61,10 +69,18 @@ impl WriteRound {
         }
     }
 
+    /// The outcome once the deadline passed.
+    pub fn failed(&self) -> Outcome<()> {
+        let (required, received) = self.counts();
+        Outcome::Failed { required, received }
+    }
+}
+
+impl Round for WriteRound {
     /// Done once enough acknowledged; failed once every replica answered
     /// (or was skipped) without enough. Replicas already asked are awaited
     /// even when the level is out of reach, so `received` is a fact.
-    pub fn outcome(&self) -> Outcome<()> {
+    fn outcome(&self) -> Outcome<()> {
         if self.counted() >= self.required {
             Outcome::Done(())
         } else if self.outstanding == 0 {
@@ -74,14 +90,7 @@ impl WriteRound {
         }
     }
 
-    /// The outcome once the deadline passed.
-    pub fn failed(&self) -> Outcome<()> {
-        let (required, received) = self.counts();
-        Outcome::Failed { required, received }
-    }
-
-    /// (Acknowledgements required, counted so far).
-    pub fn counts(&self) -> (usize, usize) {
+    fn counts(&self) -> (usize, usize) {
         (self.required, self.counted())
     }
 }
@@ -147,19 +156,6 @@ impl ReadRound {
         self.votes.swap_remove(index).1
     }
 
-    /// Done (with the newest vote: [`ReadRound::newest`]) once enough
-    /// replicas voted; failed once every replica asked answered without
-    /// enough votes.
-    pub fn outcome(&self) -> Outcome<()> {
-        if self.votes.len() >= self.required {
-            Outcome::Done(())
-        } else if self.outstanding == 0 {
-            self.failed()
-        } else {
-            Outcome::Pending
-        }
-    }
-
     pub fn failed(&self) -> Outcome<()> {
         Outcome::Failed {
             required: self.required,
@@ -177,6 +173,25 @@ impl ReadRound {
                 newest.is_some_and(|n| c.as_ref().is_none_or(|c| n.supersedes(c)))
             })
             .map(|(node, _)| node)
+    }
+}
+
+impl Round for ReadRound {
+    /// Done (with the newest vote: [`ReadRound::newest`]) once enough
+    /// replicas voted; failed once every replica asked answered without
+    /// enough votes.
+    fn outcome(&self) -> Outcome<()> {
+        if self.votes.len() >= self.required {
+            Outcome::Done(())
+        } else if self.outstanding == 0 {
+            self.failed()
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    fn counts(&self) -> (usize, usize) {
+        (self.required, self.votes.len())
     }
 }
 

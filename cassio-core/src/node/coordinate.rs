@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use super::shared::NodeShared;
-use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, WriteRound};
+use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, Round, WriteRound};
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
 use crate::proto::{KeyedCell, Request, Response};
@@ -79,6 +79,16 @@ fn unexpected_reply(node: &NodeId, response: Response) -> Error {
     }
 }
 
+/// Where one key of a batch stands.
+enum Phase {
+    /// Waiting for replies.
+    Pending,
+    /// Its level is met; the answer is made once the batch is settled.
+    Met,
+    /// Answered already: invalid, unavailable, or out of time.
+    Answered(Response),
+}
+
 /// The jobs (indexes into a batch) one remote replica is asked about.
 struct Group {
     target: Target,
@@ -99,6 +109,14 @@ struct ReadBatch {
     rounds: Vec<ReadRound>,
     groups: Vec<Group>,
     targets: Vec<Arc<[Target]>>,
+}
+
+/// The answer for a key a settled batch left pending, which `settle` and
+/// `time_out` rule out.
+fn left_pending() -> Response {
+    Response::Error {
+        message: "internal: the coordinator left a key unanswered".into(),
+    }
 }
 
 fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Response {
@@ -285,7 +303,7 @@ impl<T: Transport> NodeShared<T> {
         writes: Vec<(Vec<u8>, Cell)>,
         level: ConsistencyLevel,
     ) -> Vec<Response> {
-        let mut answers: Vec<Option<Response>> = vec![None; writes.len()];
+        let mut phases: Vec<Phase> = writes.iter().map(|_| Phase::Pending).collect();
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
         Metrics::add(&self.metrics.writes, writes.len() as u64);
@@ -296,18 +314,15 @@ impl<T: Transport> NodeShared<T> {
                 Ok(()) => targets,
                 Err(e) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
-                    answers[job] = Some(Response::Invalid {
+                    phases[job] = Phase::Answered(Response::Invalid {
                         message: e.to_string(),
                     });
                     Arc::from([])
                 }
             };
             let mut round = WriteRound::new(level, targets.len());
-            if answers[job].is_none() && (targets.is_empty() || round.required() > targets.len()) {
-                Metrics::add(&self.metrics.unavailable, 1);
-                answers[job] = Some(not_reached(level, round.required(), 0));
-            }
-            if answers[job].is_some() {
+            self.check_reachable(&mut phases[job], &targets, round.required(), level);
+            if !matches!(phases[job], Phase::Pending) {
                 rounds.push(round);
                 continue;
             }
@@ -370,42 +385,23 @@ impl<T: Transport> NodeShared<T> {
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
-        loop {
-            let mut pending = false;
-            for (job, answer) in answers.iter_mut().enumerate() {
-                if answer.is_some() {
-                    continue;
-                }
-                match batch.rounds[job].outcome() {
-                    Outcome::Done(()) => {
-                        *answer = Some(Response::Written {
-                            timestamp: batch.writes[job].1.timestamp,
-                        });
-                    }
-                    Outcome::Failed { required, received } => {
-                        Metrics::add(&self.metrics.unavailable, 1);
-                        *answer = Some(not_reached(level, required, received));
-                    }
-                    Outcome::Pending => pending = true,
-                }
-            }
-            if !pending {
-                break;
-            }
+        while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
                 Some((group, reply)) => self.writes_answered(&mut batch, group, reply),
-                None => {
-                    for (job, answer) in answers.iter_mut().enumerate() {
-                        if answer.is_none() {
-                            Metrics::add(&self.metrics.timeouts, 1);
-                            let (required, received) = batch.rounds[job].counts();
-                            *answer = Some(not_reached(level, required, received));
-                        }
-                    }
-                    break;
-                }
+                None => self.time_out(&mut phases, &batch.rounds, level),
             }
         }
+        let answers: Vec<Response> = phases
+            .into_iter()
+            .zip(&batch.writes)
+            .map(|(phase, (_, cell))| match phase {
+                Phase::Answered(answer) => answer,
+                Phase::Met => Response::Written {
+                    timestamp: cell.timestamp,
+                },
+                Phase::Pending => left_pending(),
+            })
+            .collect();
         // Acknowledgements that already arrived are counted now: often the
         // last replica answered too, and no background task is needed.
         while let Some((group, reply)) = replies.next_ready() {
@@ -426,7 +422,7 @@ impl<T: Transport> NodeShared<T> {
                 });
             }
         }
-        answers.into_iter().flatten().collect()
+        answers
     }
 
     pub(crate) async fn coordinate_read(
@@ -446,7 +442,7 @@ impl<T: Transport> NodeShared<T> {
         keys: &[&[u8]],
         level: ConsistencyLevel,
     ) -> Vec<Response> {
-        let mut answers: Vec<Option<Response>> = vec![None; keys.len()];
+        let mut phases: Vec<Phase> = keys.iter().map(|_| Phase::Pending).collect();
         let mut batch = ReadBatch {
             rounds: Vec::with_capacity(keys.len()),
             groups: Vec::new(),
@@ -464,17 +460,14 @@ impl<T: Transport> NodeShared<T> {
             let targets = match invalid {
                 Some(message) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
-                    answers[job] = Some(Response::Invalid { message });
+                    phases[job] = Phase::Answered(Response::Invalid { message });
                     Arc::from([])
                 }
                 None => targets,
             };
             let mut round = ReadRound::new(level, targets.len());
-            if answers[job].is_none() && (targets.is_empty() || round.required() > targets.len()) {
-                Metrics::add(&self.metrics.unavailable, 1);
-                answers[job] = Some(not_reached(level, round.required(), 0));
-            }
-            if answers[job].is_none() {
+            self.check_reachable(&mut phases[job], &targets, round.required(), level);
+            if matches!(phases[job], Phase::Pending) {
                 for target in targets.iter() {
                     if target.node == self.node_id {
                         local_reads.push(job);
@@ -530,40 +523,13 @@ impl<T: Transport> NodeShared<T> {
         }
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
-        // `decided[job]`: enough votes are in; the answer is made below.
-        let mut decided = vec![false; keys.len()];
-        loop {
-            let mut pending = false;
-            for (job, answer) in answers.iter_mut().enumerate() {
-                if answer.is_some() || decided[job] {
-                    continue;
-                }
-                match batch.rounds[job].outcome() {
-                    Outcome::Done(()) => decided[job] = true,
-                    Outcome::Failed { required, received } => {
-                        Metrics::add(&self.metrics.unavailable, 1);
-                        *answer = Some(not_reached(level, required, received));
-                    }
-                    Outcome::Pending => pending = true,
-                }
-            }
-            if !pending {
-                break;
-            }
+        while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
                 Some((group, reply)) => self.votes_answered(&mut batch, group, reply),
-                None => {
-                    for (job, answer) in answers.iter_mut().enumerate() {
-                        if answer.is_none() && !decided[job] {
-                            Metrics::add(&self.metrics.timeouts, 1);
-                            let round = &batch.rounds[job];
-                            *answer = Some(not_reached(level, round.required(), round.votes()));
-                        }
-                    }
-                    break;
-                }
+                None => self.time_out(&mut phases, &batch.rounds, level),
             }
         }
+        let met: Vec<bool> = phases.iter().map(|p| matches!(p, Phase::Met)).collect();
         // Votes that already arrived are counted now: often the last
         // replica answered too, and no background task is needed.
         while let Some((group, reply)) = replies.next_ready() {
@@ -574,7 +540,7 @@ impl<T: Transport> NodeShared<T> {
             // Before answering: the stale replicas that voted get the winner.
             for (job, key) in keys.iter().enumerate() {
                 let round = &batch.rounds[job];
-                if decided[job] && round.stale().next().is_some() {
+                if met[job] && round.stale().next().is_some() {
                     let targets = &batch.targets[job];
                     Box::pin(self.repair(key, round, targets, &mut Vec::new())).await;
                 }
@@ -589,22 +555,28 @@ impl<T: Transport> NodeShared<T> {
                 .map(ReadRound::into_newest)
                 .collect()
         };
-        for ((answer, winner), decided) in answers.iter_mut().zip(winners).zip(&decided) {
-            if !decided {
-                continue;
-            }
-            let timestamp = winner.as_ref().map(|c| c.timestamp);
-            *answer = Some(match winner.and_then(|c| c.into_live_value(now_ms)) {
-                Some(value) => Response::Value {
-                    value: Some(value),
-                    timestamp,
-                },
-                None => Response::Value {
-                    value: None,
-                    timestamp: None,
-                },
-            });
-        }
+        let answers: Vec<Response> = phases
+            .into_iter()
+            .zip(winners)
+            .map(|(phase, winner)| {
+                match phase {
+                    Phase::Answered(answer) => return answer,
+                    Phase::Pending => return left_pending(),
+                    Phase::Met => {}
+                }
+                let timestamp = winner.as_ref().map(|c| c.timestamp);
+                match winner.and_then(|c| c.into_live_value(now_ms)) {
+                    Some(value) => Response::Value {
+                        value: Some(value),
+                        timestamp,
+                    },
+                    None => Response::Value {
+                        value: None,
+                        timestamp: None,
+                    },
+                }
+            })
+            .collect();
         if late_votes {
             // After answering: late votes are compared too, and repaired.
             let shared = self.clone();
@@ -616,14 +588,60 @@ impl<T: Transport> NodeShared<T> {
                 }
                 for (job, key) in keys.iter().enumerate() {
                     let round = &batch.rounds[job];
-                    if decided[job] && round.stale().next().is_some() {
+                    if met[job] && round.stale().next().is_some() {
                         let targets = &batch.targets[job];
                         shared.repair(key, round, targets, &mut Vec::new()).await;
                     }
                 }
             });
         }
-        answers.into_iter().flatten().collect()
+        answers
+    }
+
+    /// A key with no replicas, or fewer than its level needs, is answered
+    /// `QuorumNotReached` at once.
+    fn check_reachable(
+        &self,
+        phase: &mut Phase,
+        targets: &[Target],
+        required: usize,
+        level: ConsistencyLevel,
+    ) {
+        if matches!(phase, Phase::Pending) && (targets.is_empty() || required > targets.len()) {
+            Metrics::add(&self.metrics.unavailable, 1);
+            *phase = Phase::Answered(not_reached(level, required, 0));
+        }
+    }
+
+    /// Moves every pending key whose round is over to `Met`, or answers it
+    /// `QuorumNotReached`; true while some key still waits for replies.
+    fn settle(&self, phases: &mut [Phase], rounds: &[impl Round], level: ConsistencyLevel) -> bool {
+        let mut waiting = false;
+        for (phase, round) in phases.iter_mut().zip(rounds) {
+            if !matches!(phase, Phase::Pending) {
+                continue;
+            }
+            match round.outcome() {
+                Outcome::Done(()) => *phase = Phase::Met,
+                Outcome::Failed { required, received } => {
+                    Metrics::add(&self.metrics.unavailable, 1);
+                    *phase = Phase::Answered(not_reached(level, required, received));
+                }
+                Outcome::Pending => waiting = true,
+            }
+        }
+        waiting
+    }
+
+    /// At the deadline: every key still pending is answered with what it got.
+    fn time_out(&self, phases: &mut [Phase], rounds: &[impl Round], level: ConsistencyLevel) {
+        for (phase, round) in phases.iter_mut().zip(rounds) {
+            if matches!(phase, Phase::Pending) {
+                Metrics::add(&self.metrics.timeouts, 1);
+                let (required, received) = round.counts();
+                *phase = Phase::Answered(not_reached(level, required, received));
+            }
+        }
     }
 
     /// Counts a replica's answer to a batch of reads: one vote per key, or
