@@ -433,6 +433,80 @@ fn pipelined_batches_survive_a_stopped_replica_and_hints_catch_it_up() {
     }
 }
 
+/// Batches larger than a frame are split: an MGET of values that together
+/// exceed `frame_bytes_max` several times over succeeds at ALL (replicas
+/// answer what fits and are asked again for the rest), and hints that add up
+/// to more than a frame are replayed in several messages.
+#[test]
+fn batches_larger_than_a_frame_are_split() {
+    const VALUES: usize = 12;
+    const VALUE_BYTES: usize = 60 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let small_frames = |config: &mut NodeConfig| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+        config.storage.value_bytes_max = 64 * 1024;
+        config.frame_bytes_max = 160 * 1024;
+    };
+    let mut nodes = start_cluster(3, dir.path(), small_frames);
+    let mut con = connection(&nodes[0]);
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .unwrap();
+    let value = |round: u8, i: usize| vec![round.wrapping_add(i as u8); VALUE_BYTES];
+    let write_all = |con: &mut redis::Connection, round: u8| {
+        let mut pipe = redis::pipe();
+        for i in 0..VALUES {
+            pipe.cmd("SET")
+                .arg(format!("big{i}"))
+                .arg(value(round, i))
+                .ignore();
+        }
+        pipe.query::<()>(con)
+            .expect("pipelined SETs of 720 KiB in all");
+    };
+    let keys: Vec<String> = (0..VALUES).map(|i| format!("big{i}")).collect();
+    write_all(&mut con, 1);
+    let got: Vec<Vec<u8>> = redis::cmd("MGET").arg(&keys).query(&mut con).unwrap();
+    assert_eq!(got, (0..VALUES).map(|i| value(1, i)).collect::<Vec<_>>());
+    nodes.remove(2).shutdown().unwrap();
+    // A level set in a pipeline applies to the commands after it only.
+    let mut pipe = redis::pipe();
+    pipe.cmd("CASSIO.CONSISTENCY").arg("ALL").ignore();
+    pipe.cmd("SET").arg("levels").arg("x");
+    pipe.cmd("CASSIO.CONSISTENCY").arg("ONE").ignore();
+    let err = pipe.query::<Vec<String>>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("level ALL not reached"), "{err}");
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("QUORUM")
+        .query(&mut con)
+        .unwrap();
+    write_all(&mut con, 2);
+    let mut config = node_config("n2", dir.path(), vec![nodes[0].native_addr()]);
+    small_frames(&mut config);
+    let restarted = Node::start(config).unwrap();
+    wait_until_all_see(
+        &[&nodes[0], &nodes[1], &restarted],
+        &restarted,
+        Duration::from_secs(10),
+    );
+    wait_for(Duration::from_secs(20), "n0 to replay every hint", || {
+        let metrics = nodes[0].cluster_status().metrics;
+        metrics.hints_stored > 0 && metrics.hints_replayed >= metrics.hints_stored
+    });
+    let mut one = connection(&restarted);
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("ONE")
+        .query(&mut one)
+        .unwrap();
+    let got: Vec<Vec<u8>> = redis::cmd("MGET").arg(&keys).query(&mut one).unwrap();
+    assert_eq!(got, (0..VALUES).map(|i| value(2, i)).collect::<Vec<_>>());
+    restarted.shutdown().unwrap();
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
 fn exchange(stream: &mut TcpStream, send: &[u8], expect_len: usize) -> Vec<u8> {
     stream.write_all(send).unwrap();
     let mut got = vec![0u8; expect_len];

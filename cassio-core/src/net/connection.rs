@@ -168,19 +168,24 @@ impl Connection {
         })
     }
 
-    /// Sends `body` and waits up to `timeout` for its response.
+    /// Sends `body` and waits up to `timeout` for its response (the wait for
+    /// room in the write queue included).
     pub async fn request(&self, body: Request, timeout: Duration) -> Result<Response> {
-        let (id, answer) = self.enqueue(&body).await?;
-        match tokio::time::timeout(timeout, answer).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || Error::Timeout {
+            what: format!("request to {}", self.addr),
+            after_ms: timeout.as_millis() as u64,
+        };
+        let (id, answer) = tokio::time::timeout_at(deadline, self.enqueue(&body))
+            .await
+            .map_err(|_| timed_out())??;
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(answer) => answer.map_err(|_| Error::ConnectionClosed {
                 addr: self.addr.to_string(),
             }),
             Err(_) => {
                 self.pending.lock().remove(&id);
-                Err(Error::Timeout {
-                    what: format!("request to {}", self.addr),
-                    after_ms: timeout.as_millis() as u64,
-                })
+                Err(timed_out())
             }
         }
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::time::{Instant, Sleep};
 
 use super::shared::NodeShared;
@@ -20,7 +21,7 @@ use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, Round, W
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
 use crate::proto::{KeyedCell, Request, Response};
-use crate::storage::{Cell, validate_key, validate_write};
+use crate::storage::{Cell, CellValue, validate_key, validate_write};
 use crate::types::NodeId;
 
 /// Responses awaited from remote replicas: a handful at most (one per
@@ -93,6 +94,21 @@ enum Phase {
 struct Group {
     target: Target,
     jobs: Vec<usize>,
+    /// Estimated size of the message (writes only): a group is split before
+    /// it outgrows a frame.
+    bytes: usize,
+}
+
+/// Room kept in a frame for the headers around a batch.
+const FRAME_MARGIN_BYTES: usize = 4096;
+
+/// A generous estimate of one (key, cell)'s encoded size in a message.
+pub(super) fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
+    let value = match &cell.value {
+        CellValue::Value(v) => v.len(),
+        CellValue::Tombstone => 0,
+    };
+    key.len() + value + 64
 }
 
 /// A batch of writes being coordinated: each write's round, and the
@@ -212,17 +228,28 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Sends `request` to a remote replica and adds the response it awaits
-    /// (numbered `index`) to `replies`; false if it could not be sent.
+    /// (numbered `index`) to `replies`; false if it could not be sent by
+    /// `deadline` (a stalled peer's write queue stays full).
     async fn ask(
         &self,
         target: &Target,
         index: usize,
         request: &Request,
         replies: &mut Replies,
+        deadline: Instant,
     ) -> bool {
-        let sent = match self.peer(target.addr).await {
-            Ok(conn) => conn.send(request).await,
-            Err(e) => Err(e),
+        let send = async {
+            match self.peer(target.addr).await {
+                Ok(conn) => conn.send(request).await,
+                Err(e) => Err(e),
+            }
+        };
+        let sent = match tokio::time::timeout_at(deadline, send).await {
+            Ok(sent) => sent,
+            Err(_) => Err(Error::Timeout {
+                what: format!("sending to replica {}", target.node),
+                after_ms: 0,
+            }),
         };
         match sent {
             Ok(slot) => {
@@ -261,7 +288,7 @@ impl<T: Transport> NodeShared<T> {
                 false
             }
         };
-        let Group { target, jobs } = &batch.groups[group];
+        let Group { target, jobs, .. } = &batch.groups[group];
         for &job in jobs {
             let (key, cell) = &batch.writes[job];
             match acked {
@@ -275,7 +302,7 @@ impl<T: Transport> NodeShared<T> {
     /// hints; their connection is dropped from the pool, as it may be stuck.
     fn writes_unanswered(&self, batch: &WriteBatch, replies: &Replies) {
         for (group, _) in &replies.slots {
-            let Group { target, jobs } = &batch.groups[*group];
+            let Group { target, jobs, .. } = &batch.groups[*group];
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
             self.forget_peer(target.addr);
             for &job in jobs {
@@ -332,11 +359,20 @@ impl<T: Transport> NodeShared<T> {
                 } else if !target.up {
                     round.missed(self.hint(&target.node, key, cell));
                 } else {
-                    match groups.iter_mut().find(|g| g.target.node == target.node) {
-                        Some(group) => group.jobs.push(job),
+                    let bytes = keyed_cell_bytes(key, cell);
+                    let budget = self.message_budget_bytes();
+                    let room = groups
+                        .iter_mut()
+                        .find(|g| g.target.node == target.node && g.bytes + bytes <= budget);
+                    match room {
+                        Some(group) => {
+                            group.jobs.push(job);
+                            group.bytes += bytes;
+                        }
                         None => groups.push(Group {
                             target: target.clone(),
                             jobs: vec![job],
+                            bytes,
                         }),
                     }
                 }
@@ -363,6 +399,7 @@ impl<T: Transport> NodeShared<T> {
             rounds,
             groups,
         };
+        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {
             let request = Request::ReplicaWrites(
@@ -375,7 +412,10 @@ impl<T: Transport> NodeShared<T> {
                     })
                     .collect(),
             );
-            if !self.ask(&group.target, index, &request, &mut replies).await {
+            if !self
+                .ask(&group.target, index, &request, &mut replies, deadline)
+                .await
+            {
                 for &job in &group.jobs {
                     let (key, cell) = &batch.writes[job];
                     let hinted = self.hint(&group.target.node, key, cell);
@@ -383,7 +423,6 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
         while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
@@ -413,7 +452,9 @@ impl<T: Transport> NodeShared<T> {
             } else {
                 // Replicas not heard from yet still get the writes, or hints.
                 let shared = self.clone();
+                let running = self.background.enter();
                 tokio::spawn(async move {
+                    let _running = running;
                     let mut timer = pin!(tokio::time::sleep_until(deadline));
                     while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                         shared.writes_answered(&mut batch, group, reply);
@@ -483,6 +524,7 @@ impl<T: Transport> NodeShared<T> {
                             None => batch.groups.push(Group {
                                 target: target.clone(),
                                 jobs: vec![job],
+                                bytes: 0,
                             }),
                         }
                     }
@@ -506,6 +548,7 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
         }
+        let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {
             let request = Request::ReplicaReads(
@@ -515,17 +558,24 @@ impl<T: Transport> NodeShared<T> {
                     .map(|&job| keys[job].to_vec().into())
                     .collect(),
             );
-            if !self.ask(&group.target, index, &request, &mut replies).await {
+            if !self
+                .ask(&group.target, index, &request, &mut replies, deadline)
+                .await
+            {
                 for &job in &group.jobs {
                     batch.rounds[job].missed();
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut timer = pin!(tokio::time::sleep_until(deadline));
         while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
-                Some((group, reply)) => self.votes_answered(&mut batch, group, reply),
+                Some((group, reply)) => {
+                    if let Some(rest) = self.votes_answered(&mut batch, group, reply) {
+                        self.ask_again(&mut batch, rest, keys, &mut replies, deadline)
+                            .await;
+                    }
+                }
                 None => self.time_out(&mut phases, &batch.rounds, level),
             }
         }
@@ -533,18 +583,15 @@ impl<T: Transport> NodeShared<T> {
         // Votes that already arrived are counted now: often the last
         // replica answered too, and no background task is needed.
         while let Some((group, reply)) = replies.next_ready() {
-            self.votes_answered(&mut batch, group, reply);
+            if let Some(rest) = self.votes_answered(&mut batch, group, reply) {
+                // Late anyway: not asked again.
+                rest.jobs.iter().for_each(|&job| batch.rounds[job].missed());
+            }
         }
         let late_votes = !replies.slots.is_empty();
         if level != ConsistencyLevel::One || !late_votes {
             // Before answering: the stale replicas that voted get the winner.
-            for (job, key) in keys.iter().enumerate() {
-                let round = &batch.rounds[job];
-                if met[job] && round.stale().next().is_some() {
-                    let targets = &batch.targets[job];
-                    Box::pin(self.repair(key, round, targets, &mut Vec::new())).await;
-                }
-            }
+            Box::pin(self.repair_all(keys, &batch, &met)).await;
         }
         let now_ms = (self.clock)();
         let winners: Vec<Option<Cell>> = if late_votes {
@@ -581,18 +628,17 @@ impl<T: Transport> NodeShared<T> {
             // After answering: late votes are compared too, and repaired.
             let shared = self.clone();
             let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+            let running = self.background.enter();
             tokio::spawn(async move {
+                let _running = running;
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {
-                    shared.votes_answered(&mut batch, group, reply);
-                }
-                for (job, key) in keys.iter().enumerate() {
-                    let round = &batch.rounds[job];
-                    if met[job] && round.stale().next().is_some() {
-                        let targets = &batch.targets[job];
-                        shared.repair(key, round, targets, &mut Vec::new()).await;
+                    if let Some(rest) = shared.votes_answered(&mut batch, group, reply) {
+                        rest.jobs.iter().for_each(|&job| batch.rounds[job].missed());
                     }
                 }
+                let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                shared.repair_all(&keys, &batch, &met).await;
             });
         }
         answers
@@ -645,22 +691,82 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Counts a replica's answer to a batch of reads: one vote per key, or
-    /// all missed.
-    fn votes_answered(&self, batch: &mut ReadBatch, group: usize, reply: Result<Response>) {
-        let Group { target, jobs } = &batch.groups[group];
+    /// all missed. A replica answers as many keys as fit in a frame; the
+    /// keys it left out come back as a group to ask again.
+    fn votes_answered(
+        &self,
+        batch: &mut ReadBatch,
+        group: usize,
+        reply: Result<Response>,
+    ) -> Option<Group> {
+        let Group { target, jobs, .. } = &batch.groups[group];
         match reply {
-            Ok(Response::ReplicaCells(cells)) if cells.len() == jobs.len() => {
+            Ok(Response::ReplicaCells(cells)) if !cells.is_empty() && cells.len() <= jobs.len() => {
+                let answered = cells.len();
                 for (&job, cell) in jobs.iter().zip(cells) {
                     batch.rounds[job].reply(target.node.clone(), cell);
                 }
+                (answered < jobs.len()).then(|| Group {
+                    target: target.clone(),
+                    jobs: jobs[answered..].to_vec(),
+                    bytes: 0,
+                })
             }
             other => {
                 self.replica_failed(target, other);
                 for &job in jobs {
                     batch.rounds[job].missed();
                 }
+                None
             }
         }
+    }
+
+    /// Asks a replica again for the keys it left out of an answer; if that
+    /// cannot be sent, they count as missed.
+    async fn ask_again(
+        &self,
+        batch: &mut ReadBatch,
+        rest: Group,
+        keys: &[&[u8]],
+        replies: &mut Replies,
+        deadline: Instant,
+    ) {
+        let request =
+            Request::ReplicaReads(rest.jobs.iter().map(|&j| keys[j].to_vec().into()).collect());
+        let index = batch.groups.len();
+        let asked = self
+            .ask(&rest.target, index, &request, replies, deadline)
+            .await;
+        if !asked {
+            for &job in &rest.jobs {
+                batch.rounds[job].missed();
+            }
+        }
+        batch.groups.push(rest);
+    }
+
+    /// The most a batch message may carry, estimated: a frame less room for
+    /// headers.
+    pub(super) fn message_budget_bytes(&self) -> usize {
+        self.config
+            .frame_bytes_max
+            .saturating_sub(FRAME_MARGIN_BYTES)
+    }
+
+    /// Read repair of every key whose level was met and whose votes
+    /// disagree, all at once (a slow replica delays the batch by one write
+    /// timeout at most, not one per key).
+    async fn repair_all(&self, keys: &[&[u8]], batch: &ReadBatch, met: &[bool]) {
+        let stale = keys
+            .iter()
+            .enumerate()
+            .filter(|(job, _)| met[*job] && batch.rounds[*job].stale().next().is_some());
+        let repairs = stale.map(|(job, key)| async move {
+            let (round, targets) = (&batch.rounds[job], &batch.targets[job]);
+            self.repair(key, round, targets, &mut Vec::new()).await
+        });
+        join_all(repairs).await;
     }
 
     /// Writes the newest vote to every replica whose vote was older.

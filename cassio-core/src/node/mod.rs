@@ -3,6 +3,7 @@
 //! and runtime and returns a [`NodeHandle`]; a process may run many (tests
 //! and `cassio up` do).
 
+mod background;
 mod config;
 mod coordinate;
 mod hints;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::coordinate::keyed_cell_bytes;
 use super::shared::NodeShared;
 use crate::coordinator::Metrics;
 use crate::error::Result;
@@ -55,14 +56,24 @@ impl<T: Transport> NodeShared<T> {
             if batch.is_empty() {
                 return Ok(());
             }
-            let writes = batch
-                .iter()
-                .map(|hint| KeyedCell {
+            // Sent in messages that fit a frame, whatever the values' sizes.
+            let budget = self.message_budget_bytes();
+            let mut message = Vec::new();
+            let mut bytes = 0;
+            for hint in &batch {
+                let size = keyed_cell_bytes(&hint.key, &hint.cell);
+                if !message.is_empty() && bytes + size > budget {
+                    self.replica_writes(target, addr, std::mem::take(&mut message))
+                        .await?;
+                    bytes = 0;
+                }
+                bytes += size;
+                message.push(KeyedCell {
                     key: hint.key.clone(),
                     cell: hint.cell.clone(),
-                })
-                .collect();
-            self.replica_writes(target, addr, writes).await?;
+                });
+            }
+            self.replica_writes(target, addr, message).await?;
             for hint in &batch {
                 hints.delivered(hint)?;
             }

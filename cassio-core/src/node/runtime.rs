@@ -233,6 +233,12 @@ pub(crate) async fn run_node<T: Transport>(
     if let Some(resp) = resp_server {
         resp.abort();
     }
+    // Late replies, hints and repairs of answered requests finish first:
+    // they are bounded by the request timeouts.
+    let limit = Duration::from_millis(2 * config.write_timeout_ms.max(config.read_timeout_ms));
+    if !shared.background.wait_idle(limit).await {
+        tracing::warn!("stopping with coordinator work still running");
+    }
     if let Some(threads) = client_threads {
         threads.stop().await;
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::background::Background;
 use super::config::NodeConfig;
+use super::coordinate::keyed_cell_bytes;
 use super::hints::HintStore;
 use super::workers::current_thread_index;
 use crate::cluster::{Gossiper, Member};
@@ -44,6 +46,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// seeds but itself): only then does it know the ring well enough to
     /// coordinate.
     pub(crate) joined: tokio::sync::watch::Sender<bool>,
+    /// Work left running after answers; shutdown waits for it.
+    pub(crate) background: Arc<Background>,
     /// Where the RESP endpoint listens, once bound.
     pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
     started: tokio::time::Instant,
@@ -75,6 +79,7 @@ impl<T: Transport> NodeShared<T> {
             hlc: HybridClock::default(),
             replaying: Mutex::new(HashSet::new()),
             joined: tokio::sync::watch::Sender::new(false),
+            background: Arc::default(),
             resp_addr: Mutex::new(None),
             started: tokio::time::Instant::now(),
             peers: Mutex::new(HashMap::new()),
@@ -309,7 +314,23 @@ impl<T: Transport> Handler for NodeShared<T> {
             }
             Request::ReplicaReads(keys) => {
                 match self.engine.get_cells(keys.iter().map(|k| &k[..])) {
-                    Ok(cells) => Response::ReplicaCells(cells),
+                    Ok(mut cells) => {
+                        // As many cells as fit in a frame (at least one): the
+                        // coordinator asks again for the rest.
+                        let budget = self.message_budget_bytes();
+                        let mut bytes = 0;
+                        let fit = keys
+                            .iter()
+                            .zip(&cells)
+                            .position(|(key, cell)| {
+                                bytes += cell.as_ref().map_or(16, |c| keyed_cell_bytes(key, c));
+                                bytes > budget
+                            })
+                            .unwrap_or(cells.len())
+                            .max(1);
+                        cells.truncate(fit);
+                        Response::ReplicaCells(cells)
+                    }
                     Err(e) => Response::Error {
                         message: e.to_string(),
                     },

@@ -150,6 +150,11 @@ where
         )
         .await?;
         buffer.drain(..consumed);
+        if buffer.is_empty() && buffer.capacity() > 4 * READ_CHUNK_BYTES {
+            // After a large command: reads go back to chunks of the usual
+            // size, and the memory is returned.
+            buffer = Vec::with_capacity(READ_CHUNK_BYTES);
+        }
         if protocol_error.is_none() && buffer.len() > bulk_bytes_max + 1024 {
             protocol_error = Some("request too large".into());
         }
@@ -158,6 +163,9 @@ where
         }
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         out.clear();
+        if out.capacity() > REPLY_FLUSH_BYTES {
+            out = Vec::new();
+        }
         if let Some(e) = protocol_error {
             let _ = stream.shutdown().await;
             return Err(e);
@@ -170,9 +178,10 @@ where
 }
 
 /// Runs one batch of parsed commands and encodes their replies, in order,
-/// into `out`. Session commands are answered as they come; data commands
-/// run together in runs (see [`super::pipeline`]), each drawing its write
-/// timestamps when admitted, that is in command order. Stops after QUIT.
+/// into `out`. Data commands run together in runs (see [`super::pipeline`]),
+/// each drawing its write timestamps when admitted, that is in command
+/// order; a session command ends a run and is answered after it. Stops
+/// after QUIT.
 async fn run_batch<S, T>(
     node: &Arc<NodeShared<T>>,
     session: &mut Session,
@@ -209,9 +218,15 @@ where
                     pipeline.admitted.push((next, command, first_timestamp));
                     pipeline.replies.push(None);
                 }
-                None => pipeline
-                    .replies
-                    .push(Some(node.session_command(session, args))),
+                None => {
+                    // A session command (it may change the level, or ask for
+                    // DBSIZE) runs after the data commands before it.
+                    if !pipeline.admitted.is_empty() {
+                        break;
+                    }
+                    let reply = node.session_command(session, args);
+                    pipeline.replies.push(Some(reply));
+                }
             }
             next += 1;
         }
