@@ -371,6 +371,33 @@ fn concurrent_pipelines_on_three_nodes_answer_as_if_run_in_order() {
     }
 }
 
+/// Restarts the stopped node `name` (seeded by `nodes[0]`), waits until every
+/// node sees it and `nodes[0]` replayed every hint it stored, and returns it
+/// with a RESP connection to it at ONE.
+fn restart_after_hints(
+    nodes: &[NodeHandle],
+    name: &str,
+    dir: &std::path::Path,
+    tweak: impl Fn(&mut NodeConfig),
+) -> (NodeHandle, redis::Connection) {
+    let mut config = node_config(name, dir, vec![nodes[0].native_addr()]);
+    tweak(&mut config);
+    let restarted = Node::start(config).unwrap();
+    let mut everyone: Vec<&NodeHandle> = nodes.iter().collect();
+    everyone.push(&restarted);
+    wait_until_all_see(&everyone, &restarted, Duration::from_secs(10));
+    wait_for(Duration::from_secs(20), "n0 to replay every hint", || {
+        let metrics = nodes[0].cluster_status().metrics;
+        metrics.hints_stored > 0 && metrics.hints_replayed >= metrics.hints_stored
+    });
+    let mut one = connection(&restarted);
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("ONE")
+        .query(&mut one)
+        .unwrap();
+    (restarted, one)
+}
+
 /// Pipelined GETs and SETs reach the replicas in one batch per replica. On
 /// 4 nodes with RF 3 each replica holds a different subset of a pipeline's
 /// keys; with one node stopped, QUORUM batches still succeed and the stopped
@@ -401,25 +428,9 @@ fn pipelined_batches_survive_a_stopped_replica_and_hints_catch_it_up() {
     nodes.remove(3).shutdown().unwrap();
     pipeline_round(&mut con, "new");
 
-    let mut config = node_config("n3", dir.path(), vec![nodes[0].native_addr()]);
-    with_resp(&mut config);
-    let restarted = Node::start(config).unwrap();
-    wait_until_all_see(
-        &[&nodes[0], &nodes[1], &nodes[2], &restarted],
-        &restarted,
-        Duration::from_secs(10),
-    );
-    wait_for(Duration::from_secs(20), "n0 to replay every hint", || {
-        let metrics = nodes[0].cluster_status().metrics;
-        metrics.hints_stored > 0 && metrics.hints_replayed >= metrics.hints_stored
-    });
     // At ONE, n3 answers the keys it holds from its own storage: the first
     // read already sees what the hints brought.
-    let mut one = connection(&restarted);
-    let _: () = redis::cmd("CASSIO.CONSISTENCY")
-        .arg("ONE")
-        .query(&mut one)
-        .unwrap();
+    let (restarted, mut one) = restart_after_hints(&nodes, "n3", dir.path(), with_resp);
     let mut pipe = redis::pipe();
     for k in 0..KEYS {
         pipe.cmd("GET").arg(format!("key{k}"));
@@ -482,23 +493,7 @@ fn batches_larger_than_a_frame_are_split() {
         .query(&mut con)
         .unwrap();
     write_all(&mut con, 2);
-    let mut config = node_config("n2", dir.path(), vec![nodes[0].native_addr()]);
-    small_frames(&mut config);
-    let restarted = Node::start(config).unwrap();
-    wait_until_all_see(
-        &[&nodes[0], &nodes[1], &restarted],
-        &restarted,
-        Duration::from_secs(10),
-    );
-    wait_for(Duration::from_secs(20), "n0 to replay every hint", || {
-        let metrics = nodes[0].cluster_status().metrics;
-        metrics.hints_stored > 0 && metrics.hints_replayed >= metrics.hints_stored
-    });
-    let mut one = connection(&restarted);
-    let _: () = redis::cmd("CASSIO.CONSISTENCY")
-        .arg("ONE")
-        .query(&mut one)
-        .unwrap();
+    let (restarted, mut one) = restart_after_hints(&nodes, "n2", dir.path(), small_frames);
     let got: Vec<Vec<u8>> = redis::cmd("MGET").arg(&keys).query(&mut one).unwrap();
     assert_eq!(got, (0..VALUES).map(|i| value(2, i)).collect::<Vec<_>>());
     restarted.shutdown().unwrap();

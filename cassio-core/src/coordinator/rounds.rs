@@ -19,10 +19,31 @@ pub enum Outcome<T> {
 
 /// What a coordinator asks of any round while it waits.
 pub trait Round {
-    /// Met, lost (every replica asked answered without enough), or pending.
-    fn outcome(&self) -> Outcome<()>;
     /// (Replies required, replies that count so far).
     fn counts(&self) -> (usize, usize);
+
+    /// Replicas asked that have not answered yet.
+    fn outstanding(&self) -> usize;
+
+    /// Done once enough replies count; failed once every replica asked
+    /// answered (or was skipped) without enough. Replicas already asked are
+    /// awaited even when the level is out of reach, so `received` is a fact.
+    fn outcome(&self) -> Outcome<()> {
+        let (required, received) = self.counts();
+        if received >= required {
+            Outcome::Done(())
+        } else if self.outstanding() == 0 {
+            Outcome::Failed { required, received }
+        } else {
+            Outcome::Pending
+        }
+    }
+
+    /// The outcome once the deadline passed.
+    fn failed(&self) -> Outcome<()> {
+        let (required, received) = self.counts();
+        Outcome::Failed { required, received }
+    }
 }
 
 /// A write sent to every replica.
@@ -68,30 +89,16 @@ impl WriteRound {
             _ => self.acks,
         }
     }
-
-    /// The outcome once the deadline passed.
-    pub fn failed(&self) -> Outcome<()> {
-        let (required, received) = self.counts();
-        Outcome::Failed { required, received }
-    }
 }
 
 impl Round for WriteRound {
-    /// Done once enough acknowledged; failed once every replica answered
-    /// (or was skipped) without enough. Replicas already asked are awaited
-    /// even when the level is out of reach, so `received` is a fact.
-    fn outcome(&self) -> Outcome<()> {
-        if self.counted() >= self.required {
-            Outcome::Done(())
-        } else if self.outstanding == 0 {
-            self.failed()
-        } else {
-            Outcome::Pending
-        }
-    }
-
+    /// Acknowledgements count (hints too, at ANY).
     fn counts(&self) -> (usize, usize) {
         (self.required, self.counted())
+    }
+
+    fn outstanding(&self) -> usize {
+        self.outstanding
     }
 }
 
@@ -135,16 +142,6 @@ impl ReadRound {
         self.outstanding = self.outstanding.saturating_sub(1);
     }
 
-    /// Replies (votes) received so far.
-    pub fn votes(&self) -> usize {
-        self.votes.len()
-    }
-
-    /// Replicas asked that have not answered yet.
-    pub fn outstanding(&self) -> usize {
-        self.outstanding
-    }
-
     /// The newest cell among the votes so far (last-write-wins).
     pub fn newest(&self) -> Option<&Cell> {
         self.votes[self.newest?].1.as_ref()
@@ -154,13 +151,6 @@ impl ReadRound {
     pub fn into_newest(mut self) -> Option<Cell> {
         let index = self.newest?;
         self.votes.swap_remove(index).1
-    }
-
-    pub fn failed(&self) -> Outcome<()> {
-        Outcome::Failed {
-            required: self.required,
-            received: self.votes.len(),
-        }
     }
 
     /// Replicas whose vote is older than (or missing) the newest cell: the
@@ -177,21 +167,14 @@ impl ReadRound {
 }
 
 impl Round for ReadRound {
-    /// Done (with the newest vote: [`ReadRound::newest`]) once enough
-    /// replicas voted; failed once every replica asked answered without
-    /// enough votes.
-    fn outcome(&self) -> Outcome<()> {
-        if self.votes.len() >= self.required {
-            Outcome::Done(())
-        } else if self.outstanding == 0 {
-            self.failed()
-        } else {
-            Outcome::Pending
-        }
-    }
-
+    /// Votes count; once enough are in, the answer is
+    /// [`ReadRound::newest`].
     fn counts(&self) -> (usize, usize) {
         (self.required, self.votes.len())
+    }
+
+    fn outstanding(&self) -> usize {
+        self.outstanding
     }
 }
 

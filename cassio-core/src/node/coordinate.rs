@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -33,12 +33,10 @@ struct Replies {
 }
 
 impl Replies {
-    /// A response that has already arrived, without waiting.
-    fn next_ready(&mut self) -> Option<(usize, Result<Response>)> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
+    /// Takes the first response that has arrived, with its target's index.
+    fn poll_arrived(&mut self, cx: &mut Context<'_>) -> Option<(usize, Result<Response>)> {
         for i in 0..self.slots.len() {
-            if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(&mut cx) {
+            if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(cx) {
                 let (index, _) = self.slots.swap_remove(i);
                 return Some((index, reply));
             }
@@ -46,15 +44,17 @@ impl Replies {
         None
     }
 
+    /// A response that has already arrived, without waiting.
+    fn next_ready(&mut self) -> Option<(usize, Result<Response>)> {
+        self.poll_arrived(&mut Context::from_waker(Waker::noop()))
+    }
+
     /// The next response to arrive, with its target's index; `None` once
     /// none is awaited any more or `timer` fired first.
     async fn next(&mut self, mut timer: Pin<&mut Sleep>) -> Option<(usize, Result<Response>)> {
         std::future::poll_fn(|cx| {
-            for i in 0..self.slots.len() {
-                if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(cx) {
-                    let (index, _) = self.slots.swap_remove(i);
-                    return Poll::Ready(Some((index, reply)));
-                }
+            if let Some(arrived) = self.poll_arrived(cx) {
+                return Poll::Ready(Some(arrived));
             }
             if self.slots.is_empty() || timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(None);
