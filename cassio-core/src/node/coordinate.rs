@@ -143,6 +143,12 @@ fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Res
     }
 }
 
+/// The keys of a read batch whose level was met and whose votes disagree:
+/// the ones read repair writes.
+fn stale_jobs<'b>(batch: &'b ReadBatch, met: &'b [bool]) -> impl Iterator<Item = usize> + 'b {
+    (0..batch.rounds.len()).filter(|&job| met[job] && batch.rounds[job].stale().next().is_some())
+}
+
 impl<T: Transport> NodeShared<T> {
     /// The replicas of each key, from one look at membership. When the
     /// replication factor covers the ring every key has the same replicas,
@@ -491,7 +497,8 @@ impl<T: Transport> NodeShared<T> {
         };
         Metrics::add(&self.metrics.reads, keys.len() as u64);
         let all_targets = self.targets(keys.iter().copied());
-        let mut local_reads = Vec::new();
+        // This node's own votes come from one storage snapshot.
+        let snapshot = self.engine.snapshot();
         for (job, (key, targets)) in keys.iter().zip(all_targets).enumerate() {
             let invalid = if level == ConsistencyLevel::Any {
                 Some("consistency level ANY is for writes only".to_string())
@@ -511,7 +518,13 @@ impl<T: Transport> NodeShared<T> {
             if matches!(phases[job], Phase::Pending) {
                 for target in targets.iter() {
                     if target.node == self.node_id {
-                        local_reads.push(job);
+                        match snapshot.cell(key) {
+                            Ok(cell) => round.reply(self.node_id.clone(), cell),
+                            Err(e) => {
+                                tracing::error!(error = %e, "local replica read failed");
+                                round.missed();
+                            }
+                        }
                     } else if !target.up {
                         round.missed();
                     } else {
@@ -533,21 +546,7 @@ impl<T: Transport> NodeShared<T> {
             batch.rounds.push(round);
             batch.targets.push(targets);
         }
-        // This node's own votes, from one storage snapshot.
-        let local_keys = local_reads.iter().map(|&job| keys[job]);
-        match self.engine.get_cells(local_keys) {
-            Ok(cells) => {
-                for (job, cell) in local_reads.into_iter().zip(cells) {
-                    batch.rounds[job].reply(self.node_id.clone(), cell);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "local replica read failed");
-                for job in local_reads {
-                    batch.rounds[job].missed();
-                }
-            }
-        }
+        drop(snapshot);
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {
@@ -589,7 +588,9 @@ impl<T: Transport> NodeShared<T> {
             }
         }
         let late_votes = !replies.slots.is_empty();
-        if level != ConsistencyLevel::One || !late_votes {
+        if (level != ConsistencyLevel::One || !late_votes)
+            && stale_jobs(&batch, &met).next().is_some()
+        {
             // Before answering: the stale replicas that voted get the winner.
             Box::pin(self.repair_all(keys, &batch, &met)).await;
         }
@@ -758,13 +759,10 @@ impl<T: Transport> NodeShared<T> {
     /// disagree, all at once (a slow replica delays the batch by one write
     /// timeout at most, not one per key).
     async fn repair_all(&self, keys: &[&[u8]], batch: &ReadBatch, met: &[bool]) {
-        let stale = keys
-            .iter()
-            .enumerate()
-            .filter(|(job, _)| met[*job] && batch.rounds[*job].stale().next().is_some());
-        let repairs = stale.map(|(job, key)| async move {
+        let repairs = stale_jobs(batch, met).map(|job| async move {
             let (round, targets) = (&batch.rounds[job], &batch.targets[job]);
-            self.repair(key, round, targets, &mut Vec::new()).await
+            self.repair(keys[job], round, targets, &mut Vec::new())
+                .await
         });
         join_all(repairs).await;
     }

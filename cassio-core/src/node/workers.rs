@@ -44,6 +44,7 @@ impl ClientThreads {
         for i in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(std::thread::yield_now)
                 .build()
                 .map_err(|e| Error::io("client thread runtime", e))?;
             handles.push(runtime.handle().clone());

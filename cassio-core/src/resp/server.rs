@@ -21,6 +21,7 @@ use super::reply::Reply;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
+use crate::storage::Cell;
 
 /// Replies are written out once this much is waiting.
 const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
@@ -79,6 +80,17 @@ pub(crate) async fn serve<T: Transport>(
 struct Parsed {
     args: Vec<Range<usize>>,
     commands: Vec<Range<usize>>,
+}
+
+/// How a run's data command goes to the coordinator.
+#[derive(Clone, Copy, PartialEq)]
+enum Batched {
+    /// With the run's other GETs.
+    Get,
+    /// With the run's other plain SETs.
+    Set,
+    /// On its own.
+    Alone,
 }
 
 /// A connection's pipeline state, reused from batch to batch.
@@ -234,53 +246,60 @@ where
         let level = session.level;
         // GETs and plain SETs go to the coordinator as one batch each; the
         // other data commands run alongside, each on its own.
-        let (mut gets, mut sets, mut others) = (Vec::new(), Vec::new(), Vec::new());
-        for &(index, command, first_timestamp) in &pipeline.admitted {
-            let args = argv(index);
-            if command == Command::Get {
-                gets.push((index, args[1]));
-            } else if is_plain_set(command, args) {
-                sets.push((
-                    index,
-                    (args[1].to_vec(), plain_cell(args[2], first_timestamp)),
-                ));
-            } else {
-                others.push((
-                    index,
-                    node.data_command(command, args, level, first_timestamp),
-                ));
+        let kind = |&(index, command, _): &(usize, Command, u64)| match command {
+            Command::Get => Batched::Get,
+            _ if is_plain_set(command, argv(index)) => Batched::Set,
+            _ => Batched::Alone,
+        };
+        let admitted = |of: Batched| pipeline.admitted.iter().filter(move |c| kind(c) == of);
+        let keys: Vec<&[u8]> = admitted(Batched::Get)
+            .map(|&(index, _, _)| argv(index)[1])
+            .collect();
+        let writes: Vec<(Vec<u8>, Cell)> = admitted(Batched::Set)
+            .map(|&(index, _, timestamp)| {
+                let args = argv(index);
+                (args[1].to_vec(), plain_cell(args[2], timestamp))
+            })
+            .collect();
+        let others: Vec<_> = admitted(Batched::Alone)
+            .map(|&(index, command, timestamp)| {
+                node.data_command(command, argv(index), level, timestamp)
+            })
+            .collect();
+        let (only_reads, only_writes) = (
+            writes.is_empty() && others.is_empty(),
+            keys.is_empty() && others.is_empty(),
+        );
+        let reads = async {
+            match keys.is_empty() {
+                true => Vec::new(),
+                false => node.coordinate_reads(&keys, read_level(level)).await,
             }
-        }
-        let (get_slots, keys): (Vec<usize>, Vec<_>) = gets.into_iter().unzip();
-        let (set_slots, writes): (Vec<usize>, Vec<_>) = sets.into_iter().unzip();
-        let (other_slots, others): (Vec<usize>, Vec<_>) = others.into_iter().unzip();
-        let (read_answers, write_answers, other_replies) = join3(
-            async {
-                match keys.is_empty() {
-                    true => Vec::new(),
-                    false => node.coordinate_reads(&keys, read_level(level)).await,
-                }
-            },
-            async {
-                match writes.is_empty() {
-                    true => Vec::new(),
-                    false => node.coordinate_writes(writes, level).await,
-                }
-            },
-            join_all(others),
-        )
-        .await;
-        let answered = (get_slots
-            .into_iter()
-            .zip(read_answers.into_iter().map(read_reply)))
-        .chain(
-            set_slots
-                .into_iter()
-                .zip(write_answers.into_iter().map(write_reply)),
-        )
-        .chain(other_slots.into_iter().zip(other_replies));
-        for (index, reply) in answered {
-            pipeline.replies[index - first_index] = Some(reply);
+        };
+        let writes = async {
+            match writes.is_empty() {
+                true => Vec::new(),
+                false => node.coordinate_writes(writes, level).await,
+            }
+        };
+        // A run of one kind (the usual case) is awaited directly: joining
+        // costs more than the rest of a one-command batch.
+        let (read_answers, write_answers, other_replies) = if only_reads {
+            (reads.await, Vec::new(), Vec::new())
+        } else if only_writes {
+            (Vec::new(), writes.await, Vec::new())
+        } else {
+            join3(reads, writes, join_all(others)).await
+        };
+        let mut read_replies = read_answers.into_iter().map(read_reply);
+        let mut write_replies = write_answers.into_iter().map(write_reply);
+        let mut other_replies = other_replies.into_iter();
+        for command in &pipeline.admitted {
+            pipeline.replies[command.0 - first_index] = match kind(command) {
+                Batched::Get => read_replies.next(),
+                Batched::Set => write_replies.next(),
+                Batched::Alone => other_replies.next(),
+            };
         }
         for reply in pipeline.replies.drain(..) {
             reply

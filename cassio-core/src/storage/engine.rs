@@ -68,6 +68,34 @@ impl Version {
     }
 }
 
+/// The engine's data at one moment (see [`Engine::snapshot`]); holding it
+/// keeps the tables it reads from open.
+pub struct Snapshot(Arc<Version>);
+
+impl Snapshot {
+    /// [`Engine::get_cell`] as of this snapshot.
+    pub fn cell(&self, key: &[u8]) -> Result<Option<Cell>> {
+        let version = &self.0;
+        let mut best = version.active.get(key).map(Arc::unwrap_or_clone);
+        for memtable in version.immutables.iter().rev() {
+            best = newest(best, memtable.get(key).map(Arc::unwrap_or_clone));
+        }
+        for table in &version.tables {
+            // Tables are ordered by max timestamp, newest first: once the best
+            // cell is newer than everything in a table, it is newer than every
+            // table after it too.
+            if best
+                .as_ref()
+                .is_some_and(|b| b.timestamp > table.meta.max_timestamp)
+            {
+                break;
+            }
+            best = newest(best, table.get(key)?);
+        }
+        Ok(best)
+    }
+}
+
 /// Counters reported by [`Engine::stats`].
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -220,34 +248,19 @@ impl Engine {
     /// The winning cell for `key` as stored, tombstones and expired values
     /// included (what a replica reports to a coordinator).
     pub fn get_cell(&self, key: &[u8]) -> Result<Option<Cell>> {
-        let version = self.shared.version.read().clone();
-        Self::cell_in(&version, key)
+        self.snapshot().cell(key)
     }
 
     /// [`Engine::get_cell`] for several keys, from one snapshot.
     pub fn get_cells<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Result<Vec<Option<Cell>>> {
-        let version = self.shared.version.read().clone();
-        keys.map(|key| Self::cell_in(&version, key)).collect()
+        let snapshot = self.snapshot();
+        keys.map(|key| snapshot.cell(key)).collect()
     }
 
-    fn cell_in(version: &Version, key: &[u8]) -> Result<Option<Cell>> {
-        let mut best = version.active.get(key).map(Arc::unwrap_or_clone);
-        for memtable in version.immutables.iter().rev() {
-            best = newest(best, memtable.get(key).map(Arc::unwrap_or_clone));
-        }
-        for table in &version.tables {
-            // Tables are ordered by max timestamp, newest first: once the best
-            // cell is newer than everything in a table, it is newer than every
-            // table after it too.
-            if best
-                .as_ref()
-                .is_some_and(|b| b.timestamp > table.meta.max_timestamp)
-            {
-                break;
-            }
-            best = newest(best, table.get(key)?);
-        }
-        Ok(best)
+    /// The memtables and tables as they are now, for several point reads
+    /// that see one state.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(self.shared.version.read().clone())
     }
 
     /// Live (key, value) pairs with keys in `[start, end)` per the bounds, in key order.

@@ -44,7 +44,9 @@ mod worker;
 
 pub use cell::{Cell, CellValue};
 pub use config::{KEY_BYTES_MAX, StorageConfig, SyncMode};
-pub use engine::{Clock, Engine, Scan, StorageStats, system_clock, validate_key, validate_write};
+pub use engine::{
+    Clock, Engine, Scan, Snapshot, StorageStats, system_clock, validate_key, validate_write,
+};
 pub use merge::MergeIter;
 
 pub(crate) use fsutil::write_atomically;
