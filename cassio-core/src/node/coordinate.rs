@@ -111,6 +111,23 @@ pub(super) fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
     key.len() + value + 64
 }
 
+/// The replicas of each key of a batch.
+enum Replicas {
+    /// Every key has these: the replication factor covers the ring.
+    Same(Vec<Target>),
+    /// Key by key.
+    PerKey(Vec<Vec<Target>>),
+}
+
+impl Replicas {
+    fn of(&self, job: usize) -> &[Target] {
+        match self {
+            Replicas::Same(targets) => targets,
+            Replicas::PerKey(targets) => &targets[job],
+        }
+    }
+}
+
 /// A batch of writes being coordinated: each write's round, and the
 /// replicas asked.
 struct WriteBatch {
@@ -124,7 +141,7 @@ struct WriteBatch {
 struct ReadBatch {
     rounds: Vec<ReadRound>,
     groups: Vec<Group>,
-    targets: Vec<Arc<[Target]>>,
+    replicas: Replicas,
 }
 
 /// The answer for a key a settled batch left pending, which `settle` and
@@ -153,12 +170,12 @@ impl<T: Transport> NodeShared<T> {
     /// The replicas of each key, from one look at membership. When the
     /// replication factor covers the ring every key has the same replicas,
     /// and the keys share one list.
-    fn targets<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<Arc<[Target]>> {
+    fn replicas<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Replicas {
         let gossiper = self.gossiper.lock();
         let ring = gossiper.ring();
         let now = self.now_ms();
         let replication_factor = self.config.replication_factor as usize;
-        let replicas_of = |key: &[u8]| -> Arc<[Target]> {
+        let replicas_of = |key: &[u8]| -> Vec<Target> {
             ring.replica_set_indexes(key, replication_factor)
                 .filter_map(|index| {
                     let node = &ring.nodes()[index];
@@ -179,10 +196,9 @@ impl<T: Transport> NodeShared<T> {
                 .collect()
         };
         if replication_factor >= ring.nodes().len() {
-            let everyone = replicas_of(&[]);
-            keys.map(|_| everyone.clone()).collect()
+            Replicas::Same(replicas_of(&[]))
         } else {
-            keys.map(replicas_of).collect()
+            Replicas::PerKey(keys.map(replicas_of).collect())
         }
     }
 
@@ -341,20 +357,20 @@ impl<T: Transport> NodeShared<T> {
         let mut groups: Vec<Group> = Vec::new();
         Metrics::add(&self.metrics.writes, writes.len() as u64);
         let mut local_writes = Vec::new();
-        let all_targets = self.targets(writes.iter().map(|(key, _)| &key[..]));
-        for (job, ((key, cell), targets)) in writes.iter().zip(all_targets).enumerate() {
+        let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
+        for (job, (key, cell)) in writes.iter().enumerate() {
             let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
-                Ok(()) => targets,
+                Ok(()) => replicas.of(job),
                 Err(e) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
                     phases[job] = Phase::Answered(Response::Invalid {
                         message: e.to_string(),
                     });
-                    Arc::from([])
+                    &[]
                 }
             };
             let mut round = WriteRound::new(level, targets.len());
-            self.check_reachable(&mut phases[job], &targets, round.required(), level);
+            self.check_reachable(&mut phases[job], targets, round.required(), level);
             if !matches!(phases[job], Phase::Pending) {
                 rounds.push(round);
                 continue;
@@ -493,13 +509,12 @@ impl<T: Transport> NodeShared<T> {
         let mut batch = ReadBatch {
             rounds: Vec::with_capacity(keys.len()),
             groups: Vec::new(),
-            targets: Vec::with_capacity(keys.len()),
+            replicas: self.replicas(keys.iter().copied()),
         };
         Metrics::add(&self.metrics.reads, keys.len() as u64);
-        let all_targets = self.targets(keys.iter().copied());
         // This node's own votes come from one storage snapshot.
         let snapshot = self.engine.snapshot();
-        for (job, (key, targets)) in keys.iter().zip(all_targets).enumerate() {
+        for (job, key) in keys.iter().enumerate() {
             let invalid = if level == ConsistencyLevel::Any {
                 Some("consistency level ANY is for writes only".to_string())
             } else {
@@ -509,12 +524,12 @@ impl<T: Transport> NodeShared<T> {
                 Some(message) => {
                     Metrics::add(&self.metrics.invalid_requests, 1);
                     phases[job] = Phase::Answered(Response::Invalid { message });
-                    Arc::from([])
+                    &[]
                 }
-                None => targets,
+                None => batch.replicas.of(job),
             };
             let mut round = ReadRound::new(level, targets.len());
-            self.check_reachable(&mut phases[job], &targets, round.required(), level);
+            self.check_reachable(&mut phases[job], targets, round.required(), level);
             if matches!(phases[job], Phase::Pending) {
                 for target in targets.iter() {
                     if target.node == self.node_id {
@@ -544,7 +559,6 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
             batch.rounds.push(round);
-            batch.targets.push(targets);
         }
         drop(snapshot);
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
@@ -760,7 +774,7 @@ impl<T: Transport> NodeShared<T> {
     /// timeout at most, not one per key).
     async fn repair_all(&self, keys: &[&[u8]], batch: &ReadBatch, met: &[bool]) {
         let repairs = stale_jobs(batch, met).map(|job| async move {
-            let (round, targets) = (&batch.rounds[job], &batch.targets[job]);
+            let (round, targets) = (&batch.rounds[job], batch.replicas.of(job));
             self.repair(keys[job], round, targets, &mut Vec::new())
                 .await
         });

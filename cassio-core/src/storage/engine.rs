@@ -25,9 +25,17 @@ use super::merge::{MergeIter, Source};
 use super::table::{Table, TableIter};
 use crate::error::{Error, Result};
 
+/// A batch's commit-log records, encoded one after another, and where each
+/// ends.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
 thread_local! {
-    /// Each writing thread's scratch buffer for commit-log records.
-    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each writing thread's scratch space for commit-log records.
+    static RECORDS: std::cell::RefCell<Records> = std::cell::RefCell::default();
 }
 
 /// A record scratch buffer larger than this is freed after use.
@@ -200,16 +208,17 @@ impl Engine {
         s.check_writable()?;
         s.wait_for_flush_room()?;
         // Encoded before the lock: only the copy into the log is ordered.
-        let (lsn, rotated) = RECORD.with_borrow_mut(|record| -> Result<(u64, bool)> {
+        let (lsn, rotated) = RECORDS.with_borrow_mut(|records| -> Result<(u64, bool)> {
+            let Records { bytes: record, ends } = records;
             record.clear();
-            let mut ends = Vec::with_capacity(writes.len());
+            ends.clear();
             for (key, cell) in &writes {
                 encode_record(record, key.as_ref(), cell);
                 ends.push(record.len());
             }
             let mut active = s.active.lock();
             let (mut lsn, mut rotated, mut start) = (0, false, 0);
-            for ((key, cell), end) in writes.into_iter().zip(ends) {
+            for ((key, cell), &end) in writes.into_iter().zip(ends.iter()) {
                 // Record by record: a rotation starts a new log segment, and
                 // each cell's record must be in the segment of its memtable.
                 lsn = s.log.append_record(&record[start..end])?;
@@ -224,6 +233,9 @@ impl Engine {
             if record.capacity() > RECORD_SCRATCH_BYTES_MAX {
                 // A huge value must not keep its buffer for the thread's life.
                 *record = Vec::new();
+            }
+            if ends.capacity() > RECORD_SCRATCH_BYTES_MAX / 8 {
+                *ends = Vec::new();
             }
             Ok((lsn, rotated))
         })?;
