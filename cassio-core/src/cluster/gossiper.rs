@@ -8,10 +8,11 @@
 //! peer answers a [`GossipAck`] with what the initiator lacks plus requests
 //! for what it lacks itself; the initiator finishes with a [`GossipAck2`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use fnv::FnvHashMap;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
@@ -68,7 +69,8 @@ pub struct Gossiper {
     /// This endpoint's version counter.
     version: u64,
     endpoints: BTreeMap<NodeId, EndpointState>,
-    detectors: HashMap<NodeId, ArrivalWindow>,
+    /// Looked up for every request's replicas: FNV, not SipHash.
+    detectors: FnvHashMap<NodeId, ArrivalWindow>,
     ring: Arc<Ring>,
 }
 
@@ -103,7 +105,7 @@ impl Gossiper {
             config,
             version: 6,
             endpoints: BTreeMap::from([(local.node, state)]),
-            detectors: HashMap::new(),
+            detectors: FnvHashMap::default(),
             ring: Arc::new(Ring::default()),
         };
         gossiper.rebuild_ring();

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -138,7 +139,7 @@ impl Connection {
 
     /// Queues `body` for sending, waiting only for room in the write queue:
     /// its id and the receiver its response will arrive on.
-    async fn enqueue(&self, body: &Request) -> Result<(u64, oneshot::Receiver<Response>)> {
+    async fn enqueue<B: Serialize>(&self, body: &B) -> Result<(u64, oneshot::Receiver<Response>)> {
         let closed = || Error::ConnectionClosed {
             addr: self.addr.to_string(),
         };
@@ -156,9 +157,10 @@ impl Connection {
         Ok((id, answer))
     }
 
-    /// Sends `body` and returns the slot its response will arrive in; the
-    /// slot keeps the connection open until then.
-    pub async fn send(self: &Arc<Self>, body: &Request) -> Result<ResponseSlot> {
+    /// Sends `body` (a [`Request`], or one that encodes as a request) and
+    /// returns the slot its response will arrive in; the slot keeps the
+    /// connection open until then.
+    pub async fn send<B: Serialize>(self: &Arc<Self>, body: &B) -> Result<ResponseSlot> {
         let (id, answer) = self.enqueue(body).await?;
         Ok(ResponseSlot {
             id,

@@ -14,13 +14,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use serde_bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, ReadRound, Round, WriteRound};
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
-use crate::proto::{KeyedCell, Request, Response};
+use crate::proto::{KeyedCell, KeyedCellRef, ReplicaRequest, Request, Response};
 use crate::storage::{Cell, CellValue, validate_key, validate_write};
 use crate::types::NodeId;
 
@@ -256,7 +257,7 @@ impl<T: Transport> NodeShared<T> {
         &self,
         target: &Target,
         index: usize,
-        request: &Request,
+        request: &ReplicaRequest<'_>,
         replies: &mut Replies,
         deadline: Instant,
     ) -> bool {
@@ -424,13 +425,13 @@ impl<T: Transport> NodeShared<T> {
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {
-            let request = Request::ReplicaWrites(
+            let request = ReplicaRequest::Writes(
                 group
                     .jobs
                     .iter()
-                    .map(|&job| KeyedCell {
-                        key: batch.writes[job].0.clone(),
-                        cell: batch.writes[job].1.clone(),
+                    .map(|&job| KeyedCellRef {
+                        key: &batch.writes[job].0,
+                        cell: &batch.writes[job].1,
                     })
                     .collect(),
             );
@@ -564,11 +565,11 @@ impl<T: Transport> NodeShared<T> {
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut replies = Replies::default();
         for (index, group) in batch.groups.iter().enumerate() {
-            let request = Request::ReplicaReads(
+            let request = ReplicaRequest::Reads(
                 group
                     .jobs
                     .iter()
-                    .map(|&job| keys[job].to_vec().into())
+                    .map(|&job| Bytes::new(keys[job]))
                     .collect(),
             );
             if !self
@@ -748,7 +749,7 @@ impl<T: Transport> NodeShared<T> {
         deadline: Instant,
     ) {
         let request =
-            Request::ReplicaReads(rest.jobs.iter().map(|&j| keys[j].to_vec().into()).collect());
+            ReplicaRequest::Reads(rest.jobs.iter().map(|&j| Bytes::new(keys[j])).collect());
         let index = batch.groups.len();
         let asked = self
             .ask(&rest.target, index, &request, replies, deadline)

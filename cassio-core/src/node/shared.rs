@@ -1,7 +1,7 @@
 //! State one node's tasks share: configuration, identity, the gossiper, the
 //! storage engine and pooled peer connections; and the request handler.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +53,8 @@ pub(crate) struct NodeShared<T: Transport> {
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
-    peers: Mutex<HashMap<(usize, SocketAddr), Arc<Connection>>>,
+    /// Looked up for every replica request: FNV, not SipHash.
+    peers: Mutex<fnv::FnvHashMap<(usize, SocketAddr), Arc<Connection>>>,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -82,7 +83,7 @@ impl<T: Transport> NodeShared<T> {
             background: Arc::default(),
             resp_addr: Mutex::new(None),
             started: tokio::time::Instant::now(),
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::default(),
         }
     }
 

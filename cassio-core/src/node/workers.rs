@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
@@ -25,6 +26,23 @@ thread_local! {
 /// connections are pooled per thread.
 pub(crate) fn current_thread_index() -> usize {
     CLIENT_THREAD.with(Cell::get)
+}
+
+/// How often a client thread's timer fires with nothing to do.
+const TIMER_TICK_MS: u64 = 50;
+
+/// Keeps a timer due within [`TIMER_TICK_MS`] on this thread, for ever.
+/// Every request registers a deadline; tokio interrupts its driver (an
+/// eventfd write, and a wasted wake-up) whenever a new timer is due before
+/// the driver's next planned wake, and with no timer at all that is every
+/// new one. A timer always due soon makes request deadlines (seconds away)
+/// later than that wake, so registering them costs no syscall.
+async fn keep_timer_wake_near() {
+    let mut tick = tokio::time::interval(Duration::from_millis(TIMER_TICK_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 pub(crate) struct ClientThreads {
@@ -59,7 +77,10 @@ impl ClientThreads {
                 .spawn(move || {
                     CLIENT_THREAD.with(|c| c.set(i + 1));
                     runtime.block_on(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
+                        tokio::select! {
+                            _ = stopped.wait_for(|stop| *stop) => {}
+                            _ = keep_timer_wake_near() => {}
+                        }
                     });
                     // Dropping the runtime here (not in async code) cancels
                     // the connections it still serves.

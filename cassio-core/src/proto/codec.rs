@@ -106,7 +106,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Frame, Hello, Request, RequestFrame, Role};
+    use crate::proto::{
+        Frame, Hello, KeyedCell, KeyedCellRef, ReplicaRequest, Request, RequestFrame, Role,
+    };
+    use crate::storage::Cell;
     use proptest::prelude::*;
 
     #[test]
@@ -139,6 +142,54 @@ mod tests {
         };
         let borrowed = encode_frame(&RequestFrame::Request { id: *id, body }).unwrap();
         assert_eq!(borrowed, frame, "a borrowed request encodes the same");
+    }
+
+    #[test]
+    fn borrowed_replica_requests_encode_as_owned_ones() {
+        let cells = [
+            (b"k1".to_vec(), Cell::value("v1", 10)),
+            (b"k2".to_vec(), Cell::tombstone(11)),
+        ];
+        let owned = Request::ReplicaWrites(
+            (cells.iter())
+                .map(|(key, cell)| KeyedCell {
+                    key: key.clone(),
+                    cell: cell.clone(),
+                })
+                .collect(),
+        );
+        let borrowed = ReplicaRequest::Writes(
+            (cells.iter())
+                .map(|(key, cell)| KeyedCellRef { key, cell })
+                .collect(),
+        );
+        let frame = |body: &Request| encode_frame(&RequestFrame::Request { id: 3, body }).unwrap();
+        let owned_frame = frame(&owned);
+        assert_eq!(
+            encode_frame(&RequestFrame::Request {
+                id: 3,
+                body: &borrowed
+            })
+            .unwrap(),
+            owned_frame
+        );
+        assert_eq!(
+            decode::<Frame>(&owned_frame[4..]).unwrap(),
+            Frame::Request { id: 3, body: owned }
+        );
+
+        let keys: [&[u8]; 2] = [b"a", b"bc"];
+        let owned = Request::ReplicaReads(keys.iter().map(|k| k.to_vec().into()).collect());
+        let borrowed =
+            ReplicaRequest::Reads(keys.iter().map(|k| serde_bytes::Bytes::new(k)).collect());
+        assert_eq!(
+            encode_frame(&RequestFrame::Request {
+                id: 3,
+                body: &borrowed
+            })
+            .unwrap(),
+            frame(&owned)
+        );
     }
 
     #[test]

@@ -85,11 +85,12 @@ pub enum Frame {
     Response { id: u64, body: Response },
 }
 
-/// Encodes exactly as [`Frame::Request`], from a borrowed request: one
-/// request sent to several replicas is built once and never copied.
+/// Encodes exactly as [`Frame::Request`], from a borrowed request (a
+/// [`Request`], or a [`ReplicaRequest`] of borrowed data): one request sent
+/// to several replicas is built once and never copied.
 #[derive(Serialize)]
-pub enum RequestFrame<'a> {
-    Request { id: u64, body: &'a Request },
+pub enum RequestFrame<'a, B = Request> {
+    Request { id: u64, body: &'a B },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,6 +132,47 @@ pub enum Request {
     ReplicaWrites(Vec<KeyedCell>),
     /// Peers only: this replica's cell for each key, in order.
     ReplicaReads(Vec<serde_bytes::ByteBuf>),
+}
+
+/// Encodes exactly as [`Request::ReplicaWrites`] or
+/// [`Request::ReplicaReads`], from borrowed keys and cells: a coordinator
+/// sends its clients' data to the replicas without copying it first.
+pub enum ReplicaRequest<'a> {
+    Writes(Vec<KeyedCellRef<'a>>),
+    Reads(Vec<&'a serde_bytes::Bytes>),
+}
+
+/// [`Request`]'s variant indexes that [`ReplicaRequest`] encodes (a test
+/// checks they match).
+const REPLICA_WRITES_VARIANT: u32 = 7;
+const REPLICA_READS_VARIANT: u32 = 8;
+
+impl Serialize for ReplicaRequest<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ReplicaRequest::Writes(writes) => serializer.serialize_newtype_variant(
+                "Request",
+                REPLICA_WRITES_VARIANT,
+                "ReplicaWrites",
+                writes,
+            ),
+            ReplicaRequest::Reads(keys) => serializer.serialize_newtype_variant(
+                "Request",
+                REPLICA_READS_VARIANT,
+                "ReplicaReads",
+                keys,
+            ),
+        }
+    }
+}
+
+/// [`KeyedCell`], borrowed.
+#[derive(Serialize)]
+#[serde(rename = "KeyedCell")]
+pub struct KeyedCellRef<'a> {
+    #[serde(with = "serde_bytes")]
+    pub key: &'a [u8],
+    pub cell: &'a Cell,
 }
 
 /// A key and the cell to apply to it.

@@ -10,6 +10,7 @@ pub use codec::{
     read_frame, write_frame,
 };
 pub use message::{
-    ClusterStatus, Frame, Hello, HelloReply, KeyedCell, MAGIC, MemberStatus, PROTOCOL_VERSION,
-    Request, RequestFrame, Response, Role, Topology, TopologyMember,
+    ClusterStatus, Frame, Hello, HelloReply, KeyedCell, KeyedCellRef, MAGIC, MemberStatus,
+    PROTOCOL_VERSION, ReplicaRequest, Request, RequestFrame, Response, Role, Topology,
+    TopologyMember,
 };

@@ -209,7 +209,10 @@ impl Engine {
         s.wait_for_flush_room()?;
         // Encoded before the lock: only the copy into the log is ordered.
         let (lsn, rotated) = RECORDS.with_borrow_mut(|records| -> Result<(u64, bool)> {
-            let Records { bytes: record, ends } = records;
+            let Records {
+                bytes: record,
+                ends,
+            } = records;
             record.clear();
             ends.clear();
             for (key, cell) in &writes {
