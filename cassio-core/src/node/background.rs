@@ -2,20 +2,38 @@
 //! replicas (and hinting those that fail) and late read repair. Shutdown
 //! waits for it, so a write acknowledged just before a stop still reaches
 //! its slow replicas or their hints.
+//!
+//! Most batches leave some: at QUORUM of three, the third replica's answer
+//! usually comes after the client's. A task per batch would cost more than
+//! the rest of a one-key batch, so each thread runs its late work in one
+//! task of its own, which polls it all together.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use super::workers::current_thread_index;
+
+type Late = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Default)]
 pub(crate) struct Background {
     running: AtomicUsize,
     idle: Notify,
+    /// Per thread (see [`current_thread_index`]): the queue of the task that
+    /// runs that thread's late work.
+    runners: Mutex<fnv::FnvHashMap<usize, mpsc::UnboundedSender<Late>>>,
 }
 
-/// Held by one background task; dropping it (the task ended) counts it out.
+/// Held by one piece of background work; dropping it (the work ended or
+/// was cancelled) counts it out.
 pub(crate) struct Running(Arc<Background>);
 
 impl Background {
@@ -24,7 +42,30 @@ impl Background {
         Running(self.clone())
     }
 
-    /// Waits until no background task runs, or `limit` passed; false then.
+    /// Runs `work` on this thread's runner, counted as running until it
+    /// ends. The runner is started on first use, and again if its runtime
+    /// went away.
+    pub(crate) fn run(self: &Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        let running = self.enter();
+        let mut work: Late = Box::pin(async move {
+            work.await;
+            drop(running);
+        });
+        let thread = current_thread_index();
+        let mut runners = self.runners.lock();
+        if let Some(runner) = runners.get(&thread) {
+            match runner.send(work) {
+                Ok(()) => return,
+                Err(closed) => work = closed.0,
+            }
+        }
+        let (runner, queue) = mpsc::unbounded_channel();
+        tokio::spawn(run_late(queue));
+        let _ = runner.send(work);
+        runners.insert(thread, runner);
+    }
+
+    /// Waits until no background work runs, or `limit` passed; false then.
     pub(crate) async fn wait_idle(&self, limit: Duration) -> bool {
         let idle = async {
             loop {
@@ -37,6 +78,22 @@ impl Background {
         };
         tokio::time::timeout(limit, idle).await.is_ok()
     }
+}
+
+/// A thread's runner: takes work from `queue` and polls all of it until it
+/// ends. Lives as long as its runtime.
+async fn run_late(mut queue: mpsc::UnboundedReceiver<Late>) {
+    let mut works = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            work = queue.recv() => match work {
+                Some(work) => works.push(work),
+                None => break,
+            },
+            Some(()) = works.next(), if !works.is_empty() => {}
+        }
+    }
+    while works.next().await.is_some() {}
 }
 
 impl Drop for Running {

@@ -465,7 +465,7 @@ impl<T: Transport> NodeShared<T> {
             })
             .collect();
         // Acknowledgements that already arrived are counted now: often the
-        // last replica answered too, and no background task is needed.
+        // last replica answered too, and no background work is needed.
         while let Some((group, reply)) = replies.next_ready() {
             self.writes_answered(&mut batch, group, reply);
         }
@@ -475,9 +475,7 @@ impl<T: Transport> NodeShared<T> {
             } else {
                 // Replicas not heard from yet still get the writes, or hints.
                 let shared = self.clone();
-                let running = self.background.enter();
-                tokio::spawn(async move {
-                    let _running = running;
+                self.background.run(async move {
                     let mut timer = pin!(tokio::time::sleep_until(deadline));
                     while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                         shared.writes_answered(&mut batch, group, reply);
@@ -595,7 +593,7 @@ impl<T: Transport> NodeShared<T> {
         }
         let met: Vec<bool> = phases.iter().map(|p| matches!(p, Phase::Met)).collect();
         // Votes that already arrived are counted now: often the last
-        // replica answered too, and no background task is needed.
+        // replica answered too, and no background work is needed.
         while let Some((group, reply)) = replies.next_ready() {
             if let Some(rest) = self.votes_answered(&mut batch, group, reply) {
                 // Late anyway: not asked again.
@@ -644,9 +642,7 @@ impl<T: Transport> NodeShared<T> {
             // After answering: late votes are compared too, and repaired.
             let shared = self.clone();
             let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-            let running = self.background.enter();
-            tokio::spawn(async move {
-                let _running = running;
+            self.background.run(async move {
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                     if let Some(rest) = shared.votes_answered(&mut batch, group, reply) {
