@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use parking_lot::Mutex;
 use serde_bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
@@ -68,7 +69,7 @@ impl Replies {
 
 /// A replica of a key as this node sees it.
 #[derive(Clone)]
-struct Target {
+pub(super) struct Target {
     node: NodeId,
     addr: SocketAddr,
     up: bool,
@@ -112,10 +113,33 @@ pub(super) fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
     key.len() + value + 64
 }
 
+/// How long a batch may reuse the replica list an earlier batch computed,
+/// when every key has the same replicas. Membership and liveness change in
+/// seconds (gossip rounds, phi conviction); a list this young is as good as
+/// a fresh one, and computing it was a tenth of a one-key batch's work.
+const REPLICAS_REUSE_MS: u64 = 10;
+
+/// The replica list when every key has the same replicas, and when it was
+/// computed.
+#[derive(Default)]
+pub(super) struct ReplicasCache(Mutex<Option<(u64, Arc<[Target]>)>>);
+
+impl ReplicasCache {
+    fn fresh(&self, now_ms: u64) -> Option<Arc<[Target]>> {
+        let cached = self.0.lock();
+        let (at_ms, everyone) = cached.as_ref()?;
+        (now_ms < at_ms + REPLICAS_REUSE_MS).then(|| everyone.clone())
+    }
+
+    fn keep(&self, now_ms: u64, everyone: Arc<[Target]>) {
+        *self.0.lock() = Some((now_ms, everyone));
+    }
+}
+
 /// The replicas of each key of a batch.
 enum Replicas {
     /// Every key has these: the replication factor covers the ring.
-    Same(Vec<Target>),
+    Same(Arc<[Target]>),
     /// Key by key.
     PerKey(Vec<Vec<Target>>),
 }
@@ -170,13 +194,17 @@ fn stale_jobs<'b>(batch: &'b ReadBatch, met: &'b [bool]) -> impl Iterator<Item =
 impl<T: Transport> NodeShared<T> {
     /// The replicas of each key, from one look at membership. When the
     /// replication factor covers the ring every key has the same replicas,
-    /// and the keys share one list.
+    /// and the keys share one list, reused by batches for
+    /// [`REPLICAS_REUSE_MS`].
     fn replicas<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Replicas {
+        let now = self.now_ms();
+        if let Some(everyone) = self.replicas_cache.fresh(now) {
+            return Replicas::Same(everyone);
+        }
         let gossiper = self.gossiper.lock();
         let ring = gossiper.ring();
-        let now = self.now_ms();
         let replication_factor = self.config.replication_factor as usize;
-        let replicas_of = |key: &[u8]| -> Vec<Target> {
+        let replicas_of = |key: &[u8]| {
             ring.replica_set_indexes(key, replication_factor)
                 .filter_map(|index| {
                     let node = &ring.nodes()[index];
@@ -194,12 +222,13 @@ impl<T: Transport> NodeShared<T> {
                         up,
                     })
                 })
-                .collect()
         };
         if replication_factor >= ring.nodes().len() {
-            Replicas::Same(replicas_of(&[]))
+            let everyone: Arc<[Target]> = replicas_of(&[]).collect();
+            self.replicas_cache.keep(now, everyone.clone());
+            Replicas::Same(everyone)
         } else {
-            Replicas::PerKey(keys.map(replicas_of).collect())
+            Replicas::PerKey(keys.map(|key| replicas_of(key).collect()).collect())
         }
     }
 
@@ -357,7 +386,6 @@ impl<T: Transport> NodeShared<T> {
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
         Metrics::add(&self.metrics.writes, writes.len() as u64);
-        let mut local_writes = Vec::new();
         let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
         for (job, (key, cell)) in writes.iter().enumerate() {
             let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
@@ -376,42 +404,45 @@ impl<T: Transport> NodeShared<T> {
                 rounds.push(round);
                 continue;
             }
-            for target in targets.iter() {
-                if target.node == self.node_id {
-                    local_writes.push(job);
-                } else if !target.up {
+            // This node's own replica is written below, with the batch's
+            // other local writes.
+            for target in targets.iter().filter(|t| t.node != self.node_id) {
+                if !target.up {
                     round.missed(self.hint(&target.node, key, cell));
-                } else {
-                    let bytes = keyed_cell_bytes(key, cell);
-                    let budget = self.message_budget_bytes();
-                    let room = groups
-                        .iter_mut()
-                        .find(|g| g.target.node == target.node && g.bytes + bytes <= budget);
-                    match room {
-                        Some(group) => {
-                            group.jobs.push(job);
-                            group.bytes += bytes;
-                        }
-                        None => groups.push(Group {
-                            target: target.clone(),
-                            jobs: vec![job],
-                            bytes,
-                        }),
+                    continue;
+                }
+                let bytes = keyed_cell_bytes(key, cell);
+                let budget = self.message_budget_bytes();
+                let room = groups
+                    .iter_mut()
+                    .find(|g| g.target.node == target.node && g.bytes + bytes <= budget);
+                match room {
+                    Some(group) => {
+                        group.jobs.push(job);
+                        group.bytes += bytes;
                     }
+                    None => groups.push(Group {
+                        target: target.clone(),
+                        jobs: vec![job],
+                        bytes,
+                    }),
                 }
             }
             rounds.push(round);
         }
         // This node's own replicas, under one acquisition of the write lock.
-        let local = local_writes.iter().map(|&job| {
-            let (key, cell) = &writes[job];
-            (&key[..], cell.clone())
-        });
+        let local_jobs = || {
+            (0..writes.len()).filter(|&job| {
+                matches!(phases[job], Phase::Pending)
+                    && replicas.of(job).iter().any(|t| t.node == self.node_id)
+            })
+        };
+        let local = local_jobs().map(|job| (&writes[job].0[..], writes[job].1.clone()));
         let written = self.engine.write_batch(local.collect());
         if let Err(e) = &written {
             tracing::error!(error = %e, "local replica write failed");
         }
-        for job in local_writes {
+        for job in local_jobs() {
             match written {
                 Ok(()) => rounds[job].acked(),
                 Err(_) => rounds[job].missed(false),

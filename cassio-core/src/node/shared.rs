@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::background::Background;
 use super::config::NodeConfig;
+use super::coordinate::ReplicasCache;
 use super::coordinate::keyed_cell_bytes;
 use super::hints::HintStore;
 use super::workers::current_thread_index;
@@ -55,6 +56,9 @@ pub(crate) struct NodeShared<T: Transport> {
     /// [`super::workers`]): a request's messages stay on its thread.
     /// Looked up for every replica request: FNV, not SipHash.
     peers: Mutex<fnv::FnvHashMap<(usize, SocketAddr), Arc<Connection>>>,
+    /// The replica list batches share while the replication factor covers
+    /// the ring.
+    pub(super) replicas_cache: ReplicasCache,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -84,6 +88,7 @@ impl<T: Transport> NodeShared<T> {
             resp_addr: Mutex::new(None),
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
+            replicas_cache: ReplicasCache::default(),
         }
     }
 
