@@ -88,12 +88,16 @@ impl Connection {
         let reader_pending = pending.clone();
         let reader_closed = closed.clone();
         let reader = tokio::spawn(async move {
+            let mut payload = Vec::new();
             loop {
-                let frame = match proto::read_frame(&mut read_half, frame_bytes_max).await {
-                    Ok(Some(bytes)) => proto::decode::<Frame>(&bytes),
-                    Ok(None) => break,
-                    Err(e) => Err(e),
-                };
+                let frame =
+                    match proto::read_frame_into(&mut read_half, &mut payload, frame_bytes_max)
+                        .await
+                    {
+                        Ok(true) => proto::decode::<Frame>(&payload),
+                        Ok(false) => break,
+                        Err(e) => Err(e),
+                    };
                 match frame {
                     Ok(Frame::Response { id, body }) => {
                         if let Some(slot) = reader_pending.lock().remove(&id) {

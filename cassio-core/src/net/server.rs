@@ -179,6 +179,7 @@ where
     // writer together once no whole request is left in the read buffer (or
     // enough piled up).
     let mut answered = Vec::new();
+    let mut payload = Vec::new();
     let outcome = loop {
         let flush =
             answered.len() >= ANSWERED_BATCH_BYTES || !proto::holds_whole_frame(read_half.buffer());
@@ -188,12 +189,12 @@ where
         {
             break Ok(());
         }
-        let bytes = match proto::read_frame(&mut read_half, config.frame_bytes_max).await {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => break Ok(()),
+        match proto::read_frame_into(&mut read_half, &mut payload, config.frame_bytes_max).await {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
             Err(e) => break Err(e),
-        };
-        let (id, body) = match proto::decode::<Frame>(&bytes) {
+        }
+        let (id, body) = match proto::decode::<Frame>(&payload) {
             Ok(Frame::Request { id, body }) => (id, body),
             Ok(Frame::Response { .. }) => {
                 break Err(Error::MalformedMessage(

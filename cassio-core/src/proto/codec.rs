@@ -42,10 +42,25 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     frame_bytes_max: usize,
 ) -> Result<Option<Vec<u8>>> {
+    let mut payload = Vec::new();
+    let read = read_frame_into(reader, &mut payload, frame_bytes_max).await?;
+    Ok(read.then_some(payload))
+}
+
+/// A payload buffer larger than this is not kept for the next frame.
+const KEPT_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+
+/// [`read_frame`] into `payload`, which a connection's loop reuses from
+/// frame to frame; false at a clean end of stream.
+pub async fn read_frame_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    payload: &mut Vec<u8>,
+    frame_bytes_max: usize,
+) -> Result<bool> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(Error::io("connection", e)),
     }
     let len = u32::from_le_bytes(len) as usize;
@@ -55,12 +70,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max: frame_bytes_max,
         });
     }
-    let mut payload = vec![0u8; len];
+    if payload.capacity() > KEPT_PAYLOAD_BYTES_MAX && len <= KEPT_PAYLOAD_BYTES_MAX {
+        *payload = Vec::new();
+    }
+    payload.clear();
+    payload.resize(len, 0);
     reader
-        .read_exact(&mut payload)
+        .read_exact(payload)
         .await
         .map_err(|e| Error::io("connection", e))?;
-    Ok(Some(payload))
+    Ok(true)
 }
 
 /// Encodes one message as a whole frame: length prefix and payload.

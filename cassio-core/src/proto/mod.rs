@@ -7,7 +7,7 @@ mod message;
 
 pub use codec::{
     FRAME_BYTES_LIMIT, decode, encode, encode_frame, encode_frame_into, holds_whole_frame,
-    read_frame, write_frame,
+    read_frame, read_frame_into, write_frame,
 };
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, KeyedCell, KeyedCellRef, MAGIC, MemberStatus,
