@@ -103,3 +103,59 @@ impl Drop for Running {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn current_thread_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn late_work_runs_and_is_waited_for_across_runtimes() {
+        let background = Arc::new(Background::default());
+        let done = Arc::new(AtomicUsize::new(0));
+        for round in 1..=2 {
+            // A new runtime on the same thread: the old runner is gone with
+            // the old runtime, and a new one starts.
+            current_thread_runtime().block_on(async {
+                let (release, released) = tokio::sync::oneshot::channel::<()>();
+                let finished = done.clone();
+                background.run(async move {
+                    let _ = released.await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                });
+                for _ in 0..3 {
+                    let finished = done.clone();
+                    background.run(async move {
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+                assert!(
+                    !background.wait_idle(Duration::from_millis(50)).await,
+                    "one piece of work still waits"
+                );
+                let _ = release.send(());
+                assert!(background.wait_idle(Duration::from_secs(5)).await);
+            });
+            assert_eq!(done.load(Ordering::SeqCst), 4 * round);
+        }
+    }
+
+    #[test]
+    fn work_cancelled_with_its_runtime_is_counted_out() {
+        let background = Arc::new(Background::default());
+        current_thread_runtime().block_on(async {
+            background.run(std::future::pending());
+            tokio::task::yield_now().await;
+        });
+        // The runtime dropped the runner and the work with it.
+        let idle = current_thread_runtime()
+            .block_on(async { background.wait_idle(Duration::from_secs(1)).await });
+        assert!(idle);
+    }
+}

@@ -211,6 +211,56 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn one_payload_buffer_reads_frame_after_frame() {
+        let big = vec![7u8; 2 * KEPT_PAYLOAD_BYTES_MAX];
+        let mut stream = Vec::new();
+        for payload in [&b"first"[..], &big, b"x"] {
+            stream.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            stream.extend_from_slice(payload);
+        }
+        stream.extend_from_slice(&100u32.to_le_bytes());
+        let max = 4 * KEPT_PAYLOAD_BYTES_MAX;
+        let mut reader = &stream[..];
+        let mut payload = Vec::new();
+        assert!(
+            read_frame_into(&mut reader, &mut payload, max)
+                .await
+                .unwrap()
+        );
+        assert_eq!(payload, b"first");
+        assert!(
+            read_frame_into(&mut reader, &mut payload, max)
+                .await
+                .unwrap()
+        );
+        assert_eq!(payload, big);
+        assert!(
+            read_frame_into(&mut reader, &mut payload, max)
+                .await
+                .unwrap()
+        );
+        assert_eq!(payload, b"x");
+        assert!(
+            payload.capacity() <= KEPT_PAYLOAD_BYTES_MAX,
+            "the big frame's buffer was let go"
+        );
+        let truncated = read_frame_into(&mut reader, &mut payload, max).await;
+        assert!(matches!(truncated, Err(Error::Io { .. })), "{truncated:?}");
+        let mut empty = &b""[..];
+        assert!(
+            !read_frame_into(&mut empty, &mut payload, max)
+                .await
+                .unwrap()
+        );
+        let mut oversize = &stream[..];
+        let refused = read_frame_into(&mut oversize, &mut payload, 4).await;
+        assert!(matches!(
+            refused,
+            Err(Error::FrameTooLarge { len: 5, max: 4 })
+        ));
+    }
+
     #[test]
     fn refusals_say_why() {
         let mut hello = Hello::new("prod", Role::Peer, None);
