@@ -58,10 +58,7 @@ impl Node {
         let thread = std::thread::Builder::new()
             .name(format!("cassio-node-{name}"))
             .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::io("tokio runtime", e))?;
+                let runtime = workers::node_runtime().map_err(|e| Error::io("tokio runtime", e))?;
                 let failed_tx = ready_tx.clone();
                 let env = NodeEnv {
                     generation,

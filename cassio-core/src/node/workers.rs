@@ -28,6 +28,18 @@ pub(crate) fn current_thread_index() -> usize {
     CLIENT_THREAD.with(Cell::get)
 }
 
+/// The runtime of each of a node's threads: current-thread, and out of work
+/// it lets a thread waiting for this core (often the client or coordinator
+/// sending the next request) run first, so the poll after finds that request
+/// ready instead of sleeping and being woken for it. That halves context
+/// switches when threads outnumber cores, and costs one syscall when not.
+pub(crate) fn node_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(std::thread::yield_now)
+        .build()
+}
+
 /// How often a client thread's timer fires with nothing to do.
 const TIMER_TICK_MS: u64 = 50;
 
@@ -60,16 +72,7 @@ impl ClientThreads {
         let mut handles = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                // Out of work: let a thread waiting for this core (often the
-                // client sending the next request) run first, so the poll
-                // after it finds that request ready instead of sleeping and
-                // being woken for it. Halves context switches when threads
-                // outnumber cores; costs one syscall when they do not.
-                .on_thread_park(std::thread::yield_now)
-                .build()
-                .map_err(|e| Error::io("client thread runtime", e))?;
+            let runtime = node_runtime().map_err(|e| Error::io("client thread runtime", e))?;
             handles.push(runtime.handle().clone());
             let mut stopped = stopped.clone();
             let thread = std::thread::Builder::new()
