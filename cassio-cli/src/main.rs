@@ -16,6 +16,11 @@ use anyhow::Context;
 use cassio_client::{ClientConfig, ConsistencyLevel, blocking::Client};
 use clap::{Parser, Subcommand};
 
+/// `cassio up` runs nodes in this process: the same allocator as
+/// `cassio-node` (see there).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cassio",

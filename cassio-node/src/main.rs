@@ -12,6 +12,12 @@ use anyhow::Context;
 use cassio_core::{Node, NodeConfig};
 use clap::{Parser, ValueEnum};
 
+/// A request allocates a dozen small buffers (keys, cells, messages) that
+/// live for microseconds; mimalloc serves them from per-thread pages where
+/// glibc's malloc spent a fifth of a node's time (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "cassio-node", version, about = "Run one cassio database node")]
 struct Args {
