@@ -1,0 +1,370 @@
+//! The coordinator's IO: any node runs clients' reads and writes here, a
+//! batch at a time (one key, or every GET or SET of a pipeline). Writes go
+//! to every replica (the local one applied directly, down ones hinted at
+//! once); each key's answer comes when its level is met or cannot be. Reads
+//! ask every live replica, answer with the newest vote once enough are in,
+//! and repair stale replicas: before answering at TWO and above, after at
+//! ONE. A batch costs one message per remote replica, whatever its size.
+//!
+//! `writes.rs` and `reads.rs` hold the two batch paths; this module holds
+//! what they share: replica lists, sending to a replica and collecting its
+//! reply, and each key's phase until the batch is answered.
+
+mod reads;
+mod writes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::{Instant, Sleep};
+
+use super::shared::NodeShared;
+use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
+use crate::error::{Error, Result};
+use crate::net::{ResponseSlot, Transport};
+use crate::proto::{KeyedCell, ReplicaRequest, Request, Response};
+use crate::storage::{Cell, CellValue};
+use crate::types::NodeId;
+
+/// Responses awaited from remote replicas: a handful at most (one per
+/// replica), so scanning them all on each wake-up is the cheapest set.
+#[derive(Default)]
+struct Replies {
+    /// (index of the target, its response to come).
+    slots: Vec<(usize, ResponseSlot)>,
+}
+
+impl Replies {
+    /// Takes the first response that has arrived, with its target's index.
+    fn poll_arrived(&mut self, cx: &mut Context<'_>) -> Option<(usize, Result<Response>)> {
+        for i in 0..self.slots.len() {
+            if let Poll::Ready(reply) = Pin::new(&mut self.slots[i].1).poll(cx) {
+                let (index, _) = self.slots.swap_remove(i);
+                return Some((index, reply));
+            }
+        }
+        None
+    }
+
+    /// A response that has already arrived, without waiting.
+    fn next_ready(&mut self) -> Option<(usize, Result<Response>)> {
+        self.poll_arrived(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// The next response to arrive, with its target's index; `None` once
+    /// none is awaited any more or `timer` fired first.
+    async fn next(&mut self, mut timer: Pin<&mut Sleep>) -> Option<(usize, Result<Response>)> {
+        std::future::poll_fn(|cx| {
+            if let Some(arrived) = self.poll_arrived(cx) {
+                return Poll::Ready(Some(arrived));
+            }
+            if self.slots.is_empty() || timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A replica of a key as this node sees it.
+#[derive(Clone)]
+pub(super) struct Target {
+    node: NodeId,
+    addr: SocketAddr,
+    up: bool,
+}
+
+fn unexpected_reply(node: &NodeId, response: Response) -> Error {
+    Error::Remote {
+        node: node.to_string(),
+        message: format!("{response:?}"),
+    }
+}
+
+/// Where one key of a batch stands.
+enum Phase {
+    /// Waiting for replies.
+    Pending,
+    /// Its level is met; the answer is made once the batch is settled.
+    Met,
+    /// Answered already: invalid, unavailable, or out of time.
+    Answered(Response),
+}
+
+/// The jobs (indexes into a batch) one remote replica is asked about.
+struct Group {
+    target: Target,
+    jobs: Vec<usize>,
+    /// Estimated size of the message (writes only): a group is split before
+    /// it outgrows a frame.
+    bytes: usize,
+}
+
+/// Room kept in a frame for the headers around a batch.
+const FRAME_MARGIN_BYTES: usize = 4096;
+
+/// A generous estimate of one (key, cell)'s encoded size in a message.
+pub(super) fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
+    let value = match &cell.value {
+        CellValue::Value(v) => v.len(),
+        CellValue::Tombstone => 0,
+    };
+    key.len() + value + 64
+}
+
+/// How long a batch may reuse the replica list an earlier batch computed,
+/// when every key has the same replicas. Membership and liveness change in
+/// seconds (gossip rounds, phi conviction); a list this young is as good as
+/// a fresh one, and computing it was about a twentieth of a one-key
+/// batch's work on three nodes.
+const REPLICAS_REUSE_MS: u64 = 10;
+
+/// The replica list when every key has the same replicas, and when it was
+/// computed.
+#[derive(Default)]
+pub(super) struct ReplicasCache(Mutex<Option<(u64, Arc<[Target]>)>>);
+
+impl ReplicasCache {
+    fn fresh(&self, now_ms: u64) -> Option<Arc<[Target]>> {
+        let cached = self.0.lock();
+        let (at_ms, everyone) = cached.as_ref()?;
+        (now_ms < at_ms + REPLICAS_REUSE_MS).then(|| everyone.clone())
+    }
+
+    fn keep(&self, now_ms: u64, everyone: Arc<[Target]>) {
+        *self.0.lock() = Some((now_ms, everyone));
+    }
+}
+
+/// The replicas of each key of a batch.
+enum Replicas {
+    /// Every key has these: the replication factor covers the ring.
+    Same(Arc<[Target]>),
+    /// Key by key.
+    PerKey(Vec<Vec<Target>>),
+}
+
+impl Replicas {
+    fn of(&self, job: usize) -> &[Target] {
+        match self {
+            Replicas::Same(targets) => targets,
+            Replicas::PerKey(targets) => &targets[job],
+        }
+    }
+}
+
+/// The answer for a key a settled batch left pending, which `settle` and
+/// `time_out` rule out.
+fn left_pending() -> Response {
+    Response::Error {
+        message: "internal: the coordinator left a key unanswered".into(),
+    }
+}
+
+fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Response {
+    Response::QuorumNotReached {
+        level,
+        required: required as u32,
+        received: received as u32,
+    }
+}
+
+impl<T: Transport> NodeShared<T> {
+    /// The replicas of each key, from one look at membership. When the
+    /// replication factor covers the ring every key has the same replicas,
+    /// and the keys share one list, reused by batches for
+    /// [`REPLICAS_REUSE_MS`].
+    fn replicas<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Replicas {
+        let now = self.now_ms();
+        if let Some(everyone) = self.replicas_cache.fresh(now) {
+            return Replicas::Same(everyone);
+        }
+        let gossiper = self.gossiper.lock();
+        let ring = gossiper.ring();
+        let replication_factor = self.config.replication_factor as usize;
+        let replicas_of = |key: &[u8]| {
+            ring.replica_set_indexes(key, replication_factor)
+                .filter_map(|index| {
+                    let node = &ring.nodes()[index];
+                    if *node == self.node_id {
+                        return Some(Target {
+                            node: node.clone(),
+                            addr: self.native_addr,
+                            up: true,
+                        });
+                    }
+                    let (addr, up) = gossiper.reach(node, now)?;
+                    Some(Target {
+                        node: node.clone(),
+                        addr,
+                        up,
+                    })
+                })
+        };
+        if replication_factor >= ring.nodes().len() {
+            let everyone: Arc<[Target]> = replicas_of(&[]).collect();
+            self.replicas_cache.keep(now, everyone.clone());
+            Replicas::Same(everyone)
+        } else {
+            Replicas::PerKey(keys.map(|key| replicas_of(key).collect()).collect())
+        }
+    }
+
+    /// Applies `writes` on the replica `node` at `addr` (or locally) and
+    /// waits for its acknowledgement.
+    pub(super) async fn replica_writes(
+        &self,
+        node: &NodeId,
+        addr: SocketAddr,
+        writes: Vec<KeyedCell>,
+    ) -> Result<()> {
+        if *node == self.node_id {
+            return writes
+                .into_iter()
+                .try_for_each(|w| self.engine.write(&w.key, w.cell));
+        }
+        let conn = self.peer(addr).await?;
+        let timeout = Duration::from_millis(self.config.write_timeout_ms);
+        let response = conn.request(Request::ReplicaWrites(writes), timeout).await;
+        match response {
+            Ok(Response::Done) => Ok(()),
+            Ok(other) => Err(unexpected_reply(node, other)),
+            Err(e) => {
+                self.forget_peer(addr);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps a hint for `node`, if hinted handoff is on; true if stored.
+    fn hint(&self, node: &NodeId, key: &[u8], cell: &Cell) -> bool {
+        let Some(hints) = &self.hints else {
+            return false;
+        };
+        match hints.store(node, key, cell) {
+            Ok(true) => {
+                Metrics::add(&self.metrics.hints_stored, 1);
+                true
+            }
+            Ok(false) => {
+                Metrics::add(&self.metrics.hints_dropped, 1);
+                false
+            }
+            Err(e) => {
+                tracing::error!(target_node = %node, error = %e, "cannot store hint");
+                false
+            }
+        }
+    }
+
+    /// Sends `request` to a remote replica and adds the response it awaits
+    /// (numbered `index`) to `replies`; false if it could not be sent by
+    /// `deadline` (a stalled peer's write queue stays full).
+    async fn ask(
+        &self,
+        target: &Target,
+        index: usize,
+        request: &ReplicaRequest<'_>,
+        replies: &mut Replies,
+        deadline: Instant,
+    ) -> bool {
+        let send = async {
+            match self.peer(target.addr).await {
+                Ok(conn) => conn.send(request).await,
+                Err(e) => Err(e),
+            }
+        };
+        let sent = match tokio::time::timeout_at(deadline, send).await {
+            Ok(sent) => sent,
+            Err(_) => Err(Error::Timeout {
+                what: format!("sending to replica {}", target.node),
+                after_ms: 0,
+            }),
+        };
+        match sent {
+            Ok(slot) => {
+                replies.slots.push((index, slot));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(replica = %target.node, error = %e, "cannot reach replica");
+                self.forget_peer(target.addr);
+                false
+            }
+        }
+    }
+
+    /// A remote replica's reply that is not the one hoped for: logged, and
+    /// a failed connection is dropped from the pool.
+    fn replica_failed(&self, target: &Target, reply: Result<Response>) {
+        match reply {
+            Ok(response) => {
+                tracing::debug!(replica = %target.node, ?response, "unexpected replica answer");
+            }
+            Err(e) => {
+                tracing::debug!(replica = %target.node, error = %e, "replica request failed");
+                self.forget_peer(target.addr);
+            }
+        }
+    }
+
+    /// A key with no replicas, or fewer than its level needs, is answered
+    /// `QuorumNotReached` at once.
+    fn check_reachable(
+        &self,
+        phase: &mut Phase,
+        targets: &[Target],
+        required: usize,
+        level: ConsistencyLevel,
+    ) {
+        if matches!(phase, Phase::Pending) && (targets.is_empty() || required > targets.len()) {
+            Metrics::add(&self.metrics.unavailable, 1);
+            *phase = Phase::Answered(not_reached(level, required, 0));
+        }
+    }
+
+    /// Moves every pending key whose round is over to `Met`, or answers it
+    /// `QuorumNotReached`; true while some key still waits for replies.
+    fn settle(&self, phases: &mut [Phase], rounds: &[impl Round], level: ConsistencyLevel) -> bool {
+        let mut waiting = false;
+        for (phase, round) in phases.iter_mut().zip(rounds) {
+            if !matches!(phase, Phase::Pending) {
+                continue;
+            }
+            match round.outcome() {
+                Outcome::Done(()) => *phase = Phase::Met,
+                Outcome::Failed { required, received } => {
+                    Metrics::add(&self.metrics.unavailable, 1);
+                    *phase = Phase::Answered(not_reached(level, required, received));
+                }
+                Outcome::Pending => waiting = true,
+            }
+        }
+        waiting
+    }
+
+    /// At the deadline: every key still pending is answered with what it got.
+    fn time_out(&self, phases: &mut [Phase], rounds: &[impl Round], level: ConsistencyLevel) {
+        for (phase, round) in phases.iter_mut().zip(rounds) {
+            if matches!(phase, Phase::Pending) {
+                Metrics::add(&self.metrics.timeouts, 1);
+                let (required, received) = round.counts();
+                *phase = Phase::Answered(not_reached(level, required, received));
+            }
+        }
+    }
+
+    /// The most a batch message may carry, estimated: a frame less room for
+    /// headers.
+    pub(super) fn message_budget_bytes(&self) -> usize {
+        self.config
+            .frame_bytes_max
+            .saturating_sub(FRAME_MARGIN_BYTES)
+    }
+}

@@ -1,0 +1,209 @@
+//! Coordinating a batch of writes: every replica gets each write (the local
+//! one applied directly, down ones hinted); a key is answered once its level
+//! is met or cannot be; replicas still due then are awaited in the
+//! background and hinted if they fail.
+
+use std::pin::pin;
+
+use super::*;
+use crate::coordinator::WriteRound;
+use crate::proto::KeyedCellRef;
+use crate::storage::validate_write;
+
+/// A batch of writes being coordinated: each write's round, and the
+/// replicas asked.
+struct WriteBatch {
+    writes: Vec<(Vec<u8>, Cell)>,
+    rounds: Vec<WriteRound>,
+    groups: Vec<Group>,
+}
+
+impl<T: Transport> NodeShared<T> {
+    /// Counts a replica's answer to a batch of writes; the writes it did not
+    /// acknowledge are hinted.
+    fn writes_answered(&self, batch: &mut WriteBatch, group: usize, reply: Result<Response>) {
+        let acked = match reply {
+            Ok(Response::Done) => true,
+            other => {
+                self.replica_failed(&batch.groups[group].target, other);
+                false
+            }
+        };
+        let Group { target, jobs, .. } = &batch.groups[group];
+        for &job in jobs {
+            let (key, cell) = &batch.writes[job];
+            match acked {
+                true => batch.rounds[job].acked(),
+                false => batch.rounds[job].missed(self.hint(&target.node, key, cell)),
+            }
+        }
+    }
+
+    /// Replicas that did not answer a batch of writes by the deadline get
+    /// hints; their connection is dropped from the pool, as it may be stuck.
+    fn writes_unanswered(&self, batch: &WriteBatch, replies: &Replies) {
+        for (group, _) in &replies.slots {
+            let Group { target, jobs, .. } = &batch.groups[*group];
+            tracing::debug!(replica = %target.node, "replica did not answer writes in time");
+            self.forget_peer(target.addr);
+            for &job in jobs {
+                let (key, cell) = &batch.writes[job];
+                self.hint(&target.node, key, cell);
+            }
+        }
+    }
+
+    pub(crate) async fn coordinate_write(
+        self: &Arc<Self>,
+        key: Vec<u8>,
+        cell: Cell,
+        level: ConsistencyLevel,
+    ) -> Response {
+        let mut answers = self.coordinate_writes(vec![(key, cell)], level).await;
+        answers.pop().unwrap_or_else(|| Response::Error {
+            message: "internal: a write got no answer".into(),
+        })
+    }
+
+    /// Writes every (key, cell) at `level`; one answer per write, in order.
+    pub(crate) async fn coordinate_writes(
+        self: &Arc<Self>,
+        writes: Vec<(Vec<u8>, Cell)>,
+        level: ConsistencyLevel,
+    ) -> Vec<Response> {
+        let mut phases: Vec<Phase> = writes.iter().map(|_| Phase::Pending).collect();
+        let mut rounds = Vec::with_capacity(writes.len());
+        let mut groups: Vec<Group> = Vec::new();
+        Metrics::add(&self.metrics.writes, writes.len() as u64);
+        let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
+        for (job, (key, cell)) in writes.iter().enumerate() {
+            let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
+                Ok(()) => replicas.of(job),
+                Err(e) => {
+                    Metrics::add(&self.metrics.invalid_requests, 1);
+                    phases[job] = Phase::Answered(Response::Invalid {
+                        message: e.to_string(),
+                    });
+                    &[]
+                }
+            };
+            let mut round = WriteRound::new(level, targets.len());
+            self.check_reachable(&mut phases[job], targets, round.required(), level);
+            if !matches!(phases[job], Phase::Pending) {
+                rounds.push(round);
+                continue;
+            }
+            // This node's own replica is written below, with the batch's
+            // other local writes.
+            for target in targets.iter().filter(|t| t.node != self.node_id) {
+                if !target.up {
+                    round.missed(self.hint(&target.node, key, cell));
+                    continue;
+                }
+                let bytes = keyed_cell_bytes(key, cell);
+                let budget = self.message_budget_bytes();
+                let room = groups
+                    .iter_mut()
+                    .find(|g| g.target.node == target.node && g.bytes + bytes <= budget);
+                match room {
+                    Some(group) => {
+                        group.jobs.push(job);
+                        group.bytes += bytes;
+                    }
+                    None => groups.push(Group {
+                        target: target.clone(),
+                        jobs: vec![job],
+                        bytes,
+                    }),
+                }
+            }
+            rounds.push(round);
+        }
+        // This node's own replicas, under one acquisition of the write lock.
+        let local_jobs = || {
+            (0..writes.len()).filter(|&job| {
+                matches!(phases[job], Phase::Pending)
+                    && replicas.of(job).iter().any(|t| t.node == self.node_id)
+            })
+        };
+        let local = local_jobs().map(|job| (&writes[job].0[..], writes[job].1.clone()));
+        let written = self.engine.write_batch(local.collect());
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "local replica write failed");
+        }
+        for job in local_jobs() {
+            match written {
+                Ok(()) => rounds[job].acked(),
+                Err(_) => rounds[job].missed(false),
+            }
+        }
+        let mut batch = WriteBatch {
+            writes,
+            rounds,
+            groups,
+        };
+        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        let mut replies = Replies::default();
+        for (index, group) in batch.groups.iter().enumerate() {
+            let request = ReplicaRequest::Writes(
+                group
+                    .jobs
+                    .iter()
+                    .map(|&job| KeyedCellRef {
+                        key: &batch.writes[job].0,
+                        cell: &batch.writes[job].1,
+                    })
+                    .collect(),
+            );
+            if !self
+                .ask(&group.target, index, &request, &mut replies, deadline)
+                .await
+            {
+                for &job in &group.jobs {
+                    let (key, cell) = &batch.writes[job];
+                    let hinted = self.hint(&group.target.node, key, cell);
+                    batch.rounds[job].missed(hinted);
+                }
+            }
+        }
+        let mut timer = pin!(tokio::time::sleep_until(deadline));
+        while self.settle(&mut phases, &batch.rounds, level) {
+            match replies.next(timer.as_mut()).await {
+                Some((group, reply)) => self.writes_answered(&mut batch, group, reply),
+                None => self.time_out(&mut phases, &batch.rounds, level),
+            }
+        }
+        let answers: Vec<Response> = phases
+            .into_iter()
+            .zip(&batch.writes)
+            .map(|(phase, (_, cell))| match phase {
+                Phase::Answered(answer) => answer,
+                Phase::Met => Response::Written {
+                    timestamp: cell.timestamp,
+                },
+                Phase::Pending => left_pending(),
+            })
+            .collect();
+        // Acknowledgements that already arrived are counted now: often the
+        // last replica answered too, and no background work is needed.
+        while let Some((group, reply)) = replies.next_ready() {
+            self.writes_answered(&mut batch, group, reply);
+        }
+        if !replies.slots.is_empty() {
+            if timer.is_elapsed() {
+                self.writes_unanswered(&batch, &replies);
+            } else {
+                // Replicas not heard from yet still get the writes, or hints.
+                let shared = self.clone();
+                self.background.run(async move {
+                    let mut timer = pin!(tokio::time::sleep_until(deadline));
+                    while let Some((group, reply)) = replies.next(timer.as_mut()).await {
+                        shared.writes_answered(&mut batch, group, reply);
+                    }
+                    shared.writes_unanswered(&batch, &replies);
+                });
+            }
+        }
+        answers
+    }
+}
