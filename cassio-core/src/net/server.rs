@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc, watch};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 
 use super::batching::{READ_BUFFER_BYTES, write_frames};
 use super::transport::Transport;
@@ -27,9 +29,11 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
 }
 
-/// Responses answered at once are handed to the writer in batches of about
-/// this size at most.
+/// Responses are handed to the writer in batches of about this size at most.
 const ANSWERED_BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches of responses queued for the writer beyond this wait for room.
+const RESPONSE_BATCHES_QUEUED: usize = 64;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]
@@ -42,9 +46,9 @@ pub struct Caller {
 /// Answers requests; the node implements it.
 pub trait Handler: Send + Sync + 'static {
     /// The answer to a request that needs no waiting (on peers, timers or
-    /// other tasks), given right away on the connection's own task; any
-    /// other request is handed back, to be answered by [`Handler::handle`]
-    /// in a task of its own.
+    /// other tasks), given right away; any other request is handed back, to
+    /// be answered by [`Handler::handle`], whose future the connection's task
+    /// polls beside its other requests.
     fn answer_now(
         &self,
         caller: &Caller,
@@ -167,66 +171,120 @@ where
         node_id: hello.node_id,
     });
 
-    let (read_half, mut write_half) = tokio::io::split(stream);
-    let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
-    let (responses, mut queue) = mpsc::channel::<Vec<u8>>(config.in_flight_per_connection_max);
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
+    let (responses, mut queue) = mpsc::channel::<Vec<u8>>(RESPONSE_BATCHES_QUEUED);
     let writer = tokio::spawn(async move {
         let _ = write_frames(&mut write_half, &mut queue).await;
         let _ = write_half.shutdown().await;
     });
-    let in_flight = Arc::new(Semaphore::new(config.in_flight_per_connection_max));
-    // Responses answered at once, encoded back to back: they go to the
-    // writer together once no whole request is left in the read buffer (or
-    // enough piled up).
+    let in_flight_max = config.in_flight_per_connection_max.max(1);
+    // Requests that wait (on replicas, timers) run here, polled by this
+    // task: no task per request.
+    let mut running = FuturesUnordered::new();
+    let mut input: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
+    // Responses ready, encoded back to back: they go to the writer together
+    // once every whole request read so far is answered or running.
     let mut answered = Vec::new();
-    let mut payload = Vec::new();
     let outcome = loop {
-        let flush =
-            answered.len() >= ANSWERED_BATCH_BYTES || !proto::holds_whole_frame(read_half.buffer());
-        if !answered.is_empty()
-            && flush
-            && responses.send(std::mem::take(&mut answered)).await.is_err()
-        {
+        let mut consumed = 0;
+        let mut failed = None;
+        while running.len() < in_flight_max {
+            let frame = &input[consumed..];
+            let len = match whole_frame_len(frame, config.frame_bytes_max) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let decoded = proto::decode::<Frame>(&frame[4..4 + len]);
+            consumed += 4 + len;
+            let (id, body) = match decoded {
+                Ok(Frame::Request { id, body }) => (id, body),
+                Ok(Frame::Response { .. }) => {
+                    failed = Some(Error::MalformedMessage(
+                        "a response where a request belongs".into(),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            match handler.answer_now(&caller, body) {
+                Ok(answer) => encode_response(&mut answered, id, answer),
+                Err(body) => {
+                    let (handler, caller) = (&handler, &caller);
+                    running.push(async move { (id, handler.handle(caller, body).await) });
+                }
+            }
+            if answered.len() >= ANSWERED_BATCH_BYTES {
+                break;
+            }
+        }
+        input.drain(..consumed);
+        if input.is_empty() && input.capacity() > 4 * READ_BUFFER_BYTES {
+            // After a large request: the memory is returned.
+            input = Vec::with_capacity(READ_BUFFER_BYTES);
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        if !answered.is_empty() && responses.send(std::mem::take(&mut answered)).await.is_err() {
             break Ok(());
         }
-        match proto::read_frame_into(&mut read_half, &mut payload, config.frame_bytes_max).await {
-            Ok(true) => {}
-            Ok(false) => break Ok(()),
-            Err(e) => break Err(e),
+        let more_input = !matches!(whole_frame_len(&input, config.frame_bytes_max), Ok(None));
+        if more_input && running.len() < in_flight_max {
+            // Stopped early to hand over a large batch of answers.
+            continue;
         }
-        let (id, body) = match proto::decode::<Frame>(&payload) {
-            Ok(Frame::Request { id, body }) => (id, body),
-            Ok(Frame::Response { .. }) => {
-                break Err(Error::MalformedMessage(
-                    "a response where a request belongs".into(),
-                ));
-            }
-            Err(e) => break Err(e),
-        };
-        let body = match handler.answer_now(&caller, body) {
-            Ok(answer) => {
+        let reading = running.len() < in_flight_max;
+        if reading {
+            input.reserve(READ_BUFFER_BYTES);
+        }
+        tokio::select! {
+            Some((id, answer)) = running.next(), if !running.is_empty() => {
                 encode_response(&mut answered, id, answer);
-                continue;
+                // Others that finished too go out with it.
+                while let Some(Some((id, answer))) = running.next().now_or_never() {
+                    encode_response(&mut answered, id, answer);
+                }
             }
-            Err(body) => body,
-        };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break Ok(());
-        };
-        let (handler, caller, responses) = (handler.clone(), caller.clone(), responses.clone());
-        tokio::spawn(async move {
-            let mut frame = Vec::new();
-            encode_response(&mut frame, id, handler.handle(&caller, body).await);
-            let _ = responses.send(frame).await;
-            drop(permit);
-        });
+            read = read_half.read_buf(&mut input), if reading => match read {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) => break Err(Error::io("connection", e)),
+            },
+        }
     };
+    // Requests already started are still answered.
+    while let Some((id, answer)) = running.next().await {
+        encode_response(&mut answered, id, answer);
+    }
     if !answered.is_empty() {
         let _ = responses.send(answered).await;
     }
     drop(responses);
     let _ = writer.await;
     outcome
+}
+
+/// The payload length of the frame at the start of `input`, if all of it
+/// has arrived; an error if its length prefix is over the limit.
+fn whole_frame_len(input: &[u8], frame_bytes_max: usize) -> Result<Option<usize>> {
+    let Some(len) = input.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > frame_bytes_max {
+        return Err(Error::FrameTooLarge {
+            len,
+            max: frame_bytes_max,
+        });
+    }
+    Ok((input.len() - 4 >= len).then_some(len))
 }
 
 /// Appends the response to request `id`, as a frame, to `out`. A response
