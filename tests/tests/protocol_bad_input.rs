@@ -2,8 +2,12 @@
 //! frame, a wrong protocol version, a wrong cluster name, a frame that is not
 //! a message. Each gets a clear refusal or a closed connection, never a
 //! crash, and the node keeps answering a well-behaved client throughout.
+//! And framing a server must cope with: more requests in flight on one
+//! connection than it runs at once, a frame in many pieces, a frame larger
+//! than one read.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cassio_core::net::{Connection, Tcp};
@@ -201,5 +205,142 @@ async fn far_future_client_timestamps_are_refused() {
         conn.request(request, Duration::from_secs(2)).await.unwrap(),
         Response::Written { .. }
     ));
+    node.shutdown().unwrap();
+}
+
+/// 1,000 writes and then 1,000 reads in flight at once on one connection
+/// (the server runs 256 at a time), with status requests (answered without
+/// waiting) among them: every one is answered, each read with its value.
+#[tokio::test(flavor = "current_thread")]
+async fn a_thousand_requests_in_flight_on_one_connection_are_all_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let conn = Arc::new(
+        Connection::open(
+            &Tcp,
+            node.native_addr(),
+            Hello::new("cassio", Role::Client, None),
+            1 << 20,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    );
+    let key = |i: usize| format!("key-{i}").into_bytes();
+    let mut slots = Vec::new();
+    for i in 0..1000 {
+        let put = Request::Put {
+            key: key(i),
+            value: format!("value-{i}").into_bytes(),
+            level: None,
+            timestamp: None,
+            ttl_ms: None,
+        };
+        slots.push(conn.send(&put).await.unwrap());
+    }
+    for slot in slots {
+        let written = tokio::time::timeout(Duration::from_secs(10), slot).await;
+        assert!(
+            matches!(written, Ok(Ok(Response::Written { .. }))),
+            "{written:?}"
+        );
+    }
+    let mut slots = Vec::new();
+    for i in 0..1000 {
+        let get = Request::Get {
+            key: key(i),
+            level: None,
+        };
+        slots.push((Some(i), conn.send(&get).await.unwrap()));
+        if i % 100 == 0 {
+            slots.push((None, conn.send(&Request::ClusterStatus).await.unwrap()));
+        }
+    }
+    for (i, slot) in slots {
+        let answer = tokio::time::timeout(Duration::from_secs(10), slot)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        match (i, answer) {
+            (Some(i), Response::Value { value, .. }) => {
+                assert_eq!(value, Some(format!("value-{i}").into_bytes()));
+            }
+            (None, Response::ClusterStatus(_)) => {}
+            (i, other) => panic!("request {i:?} got {other:?}"),
+        }
+    }
+    node.shutdown().unwrap();
+}
+
+/// A request written a few bytes at a time, and one larger than a read
+/// (100 KiB; reads take 64 KiB), are each answered once whole.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_in_pieces_and_larger_than_a_read_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let mut stream = TcpStream::connect(node.native_addr()).await.unwrap();
+    proto::write_frame(&mut stream, &Hello::new("cassio", Role::Client, None))
+        .await
+        .unwrap();
+    let welcome = proto::read_frame(&mut stream, 1 << 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        proto::decode::<HelloReply>(&welcome).unwrap(),
+        HelloReply::Welcome { .. }
+    ));
+    let big = vec![b'x'; 100 * 1024];
+    let put = proto::Frame::Request {
+        id: 1,
+        body: Request::Put {
+            key: b"big".to_vec(),
+            value: big.clone(),
+            level: None,
+            timestamp: None,
+            ttl_ms: None,
+        },
+    };
+    stream
+        .write_all(&proto::encode_frame(&put).unwrap())
+        .await
+        .unwrap();
+    let get = proto::Frame::Request {
+        id: 2,
+        body: Request::Get {
+            key: b"big".to_vec(),
+            level: None,
+        },
+    };
+    for piece in proto::encode_frame(&get).unwrap().chunks(3) {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(5),
+            proto::read_frame(&mut stream, 1 << 20),
+        )
+        .await
+        .expect("answered in time")
+        .unwrap()
+        .expect("the connection stays open");
+        match proto::decode::<proto::Frame>(&frame).unwrap() {
+            proto::Frame::Response { id, body } => answers.push((id, body)),
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+    answers.sort_by_key(|(id, _)| *id);
+    assert!(
+        matches!(answers[0].1, Response::Written { .. }),
+        "{:?}",
+        answers[0]
+    );
+    assert!(
+        matches!(&answers[1].1, Response::Value { value: Some(v), .. } if *v == big),
+        "the 100 KiB value reads back"
+    );
     node.shutdown().unwrap();
 }
