@@ -1,8 +1,9 @@
 //! The calling side of a native-protocol connection: handshake, then many
 //! requests in flight at once, matched to responses by id. A writer task and
-//! a reader task own the two halves of the stream; callers only hold a
-//! channel and wait on their own response slot ([`ResponseSlot`]), which
-//! forgets the request if dropped unanswered (a timeout, say).
+//! a reader task own the two halves of the stream; callers encode their
+//! requests into the connection's [`Outbox`] and wait on their own response
+//! slot ([`ResponseSlot`]), which forgets the request if dropped unanswered
+//! (a timeout, say).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,16 +16,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use super::batching::{READ_BUFFER_BYTES, write_frames};
+use super::batching::READ_BUFFER_BYTES;
+use super::outbox::Outbox;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, RequestFrame, Response};
 use crate::types::NodeId;
-
-/// Requests queued for the writer beyond this wait for room (bounded).
-const WRITE_QUEUE_FRAMES_MAX: usize = 1024;
 
 type Pending = Arc<Mutex<fnv::FnvHashMap<u64, oneshot::Sender<Response>>>>;
 
@@ -33,7 +32,7 @@ pub struct Connection {
     remote: NodeId,
     next_id: AtomicU64,
     pending: Pending,
-    outgoing: mpsc::Sender<Vec<u8>>,
+    outbox: Arc<Outbox>,
     closed: Arc<AtomicBool>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -77,10 +76,11 @@ impl Connection {
         let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let (outgoing, mut queue) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE_FRAMES_MAX);
+        let outbox = Arc::new(Outbox::default());
         let writer_closed = closed.clone();
+        let writer_outbox = outbox.clone();
         tokio::spawn(async move {
-            let _ = write_frames(&mut write_half, &mut queue).await;
+            let _ = writer_outbox.write_to(&mut write_half).await;
             writer_closed.store(true, Ordering::Release);
             // Tell the server we are done, so it closes and our reader ends.
             let _ = write_half.shutdown().await;
@@ -123,7 +123,7 @@ impl Connection {
             remote,
             next_id: AtomicU64::new(1),
             pending,
-            outgoing,
+            outbox,
             closed,
             reader,
         })
@@ -151,14 +151,25 @@ impl Connection {
             return Err(closed());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = proto::encode_frame(&RequestFrame::Request { id, body })?;
         let (slot, answer) = oneshot::channel();
+        // Pending before it can be sent: the response may come at once.
         self.pending.lock().insert(id, slot);
-        if self.outgoing.send(frame).await.is_err() {
-            self.pending.lock().remove(&id);
-            return Err(closed());
+        let frame = RequestFrame::Request { id, body };
+        let pushed = self
+            .outbox
+            .push(|out| proto::encode_frame_into(out, &frame))
+            .await;
+        match pushed {
+            Ok(Ok(())) => Ok((id, answer)),
+            Ok(Err(e)) => {
+                self.pending.lock().remove(&id);
+                Err(e)
+            }
+            Err(_) => {
+                self.pending.lock().remove(&id);
+                Err(closed())
+            }
         }
-        Ok((id, answer))
     }
 
     /// Sends `body` (a [`Request`], or one that encodes as a request) and
@@ -230,6 +241,8 @@ impl Drop for ResponseSlot {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // The writer sends what is queued, then shuts its half down.
+        self.outbox.close();
         self.reader.abort();
     }
 }

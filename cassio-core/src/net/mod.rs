@@ -1,9 +1,11 @@
 //! Networking: the transport seam (real TCP or a simulated network), the
 //! multiplexed client [`Connection`], the request [`server`](serve), and
-//! the buffered reads and coalesced writes both use ([`batching`]).
+//! the buffered reads and coalesced writes both use ([`batching`]), and the
+//! shared send buffer of a client connection ([`outbox`]).
 
 mod batching;
 mod connection;
+mod outbox;
 mod server;
 #[cfg(feature = "simulation")]
 mod sim;
