@@ -44,9 +44,9 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     out
 }
 
-/// A well-behaved client still gets answers.
-async fn still_serves(addr: SocketAddr) {
-    let conn = Connection::open(
+/// A client connection to `addr`, as a driver opens one.
+async fn open_client(addr: SocketAddr) -> cassio_core::Result<Connection> {
+    Connection::open(
         &Tcp,
         addr,
         Hello::new("cassio", Role::Client, None),
@@ -54,7 +54,13 @@ async fn still_serves(addr: SocketAddr) {
         Duration::from_secs(2),
     )
     .await
-    .expect("a good client connects after bad ones");
+}
+
+/// A well-behaved client still gets answers.
+async fn still_serves(addr: SocketAddr) {
+    let conn = open_client(addr)
+        .await
+        .expect("a good client connects after bad ones");
     let response = conn
         .request(Request::ClusterStatus, Duration::from_secs(2))
         .await
@@ -83,15 +89,7 @@ async fn bad_input_closes_only_that_connection() {
     let addr = node.native_addr();
 
     // A long-lived good connection opened first must survive everything below.
-    let survivor = Connection::open(
-        &Tcp,
-        addr,
-        Hello::new("cassio", Role::Client, None),
-        1 << 20,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let survivor = open_client(addr).await.unwrap();
 
     // Garbage instead of a handshake.
     let mut garbage = TcpStream::connect(addr).await.unwrap();
@@ -134,15 +132,7 @@ async fn bad_input_closes_only_that_connection() {
     assert!(!replies.is_empty(), "the welcome came before the close");
 
     // A client may not send peer-only messages: an error answer, not a crash.
-    let client = Connection::open(
-        &Tcp,
-        addr,
-        Hello::new("cassio", Role::Client, None),
-        1 << 20,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let client = open_client(addr).await.unwrap();
     let response = client
         .request(
             Request::GossipAck2(Default::default()),
@@ -171,15 +161,7 @@ async fn bad_input_closes_only_that_connection() {
 async fn far_future_client_timestamps_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let conn = Connection::open(
-        &Tcp,
-        node.native_addr(),
-        Hello::new("cassio", Role::Client, None),
-        1 << 20,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let conn = open_client(node.native_addr()).await.unwrap();
     for timestamp in [u64::MAX, u64::MAX / 2] {
         let request = Request::Put {
             key: b"k".to_vec(),
@@ -215,17 +197,7 @@ async fn far_future_client_timestamps_are_refused() {
 async fn a_thousand_requests_in_flight_on_one_connection_are_all_answered() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
-    let conn = Arc::new(
-        Connection::open(
-            &Tcp,
-            node.native_addr(),
-            Hello::new("cassio", Role::Client, None),
-            1 << 20,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap(),
-    );
+    let conn = Arc::new(open_client(node.native_addr()).await.unwrap());
     let key = |i: usize| format!("key-{i}").into_bytes();
     let mut slots = Vec::new();
     for i in 0..1000 {
