@@ -17,6 +17,10 @@ struct ReadBatch {
     rounds: Vec<ReadRound>,
     groups: Vec<Group>,
     replicas: Replicas,
+    /// Read repairs done: (job, replica, timestamp of the cell written), so
+    /// the repair after late votes writes a replica again only if a newer
+    /// cell won meanwhile.
+    repaired: Vec<(usize, NodeId, u64)>,
 }
 
 /// The keys of a read batch whose level was met and whose votes disagree:
@@ -48,6 +52,7 @@ impl<T: Transport> NodeShared<T> {
             rounds: Vec::with_capacity(keys.len()),
             groups: Vec::new(),
             replicas: self.replicas(keys.iter().copied()),
+            repaired: Vec::new(),
         };
         Metrics::add(&self.metrics.reads, keys.len() as u64);
         // This node's own votes come from one storage snapshot.
@@ -144,7 +149,7 @@ impl<T: Transport> NodeShared<T> {
             && stale_jobs(&batch, &met).next().is_some()
         {
             // Before answering: the stale replicas that voted get the winner.
-            Box::pin(self.repair_all(keys, &batch, &met)).await;
+            Box::pin(self.repair_all(keys, &mut batch, &met)).await;
         }
         let now_ms = (self.clock)();
         let winners: Vec<Option<Cell>> = if late_votes {
@@ -189,7 +194,7 @@ impl<T: Transport> NodeShared<T> {
                     }
                 }
                 let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-                shared.repair_all(&keys, &batch, &met).await;
+                shared.repair_all(&keys, &mut batch, &met).await;
             });
         }
         answers
@@ -254,26 +259,33 @@ impl<T: Transport> NodeShared<T> {
     /// Read repair of every key whose level was met and whose votes
     /// disagree, all at once (a slow replica delays the batch by one write
     /// timeout at most, not one per key).
-    async fn repair_all(&self, keys: &[&[u8]], batch: &ReadBatch, met: &[bool]) {
-        let repairs = stale_jobs(batch, met).map(|job| async move {
-            let (round, targets) = (&batch.rounds[job], batch.replicas.of(job));
-            self.repair(keys[job], round, targets, &mut Vec::new())
-                .await
-        });
-        join_all(repairs).await;
+    async fn repair_all(&self, keys: &[&[u8]], batch: &mut ReadBatch, met: &[bool]) {
+        let done = {
+            let batch = &*batch;
+            let repairs = stale_jobs(batch, met)
+                .map(|job| async move { (job, self.repair(keys[job], job, batch).await) });
+            join_all(repairs).await
+        };
+        for (job, written) in done {
+            batch
+                .repaired
+                .extend(written.into_iter().map(|(node, ts)| (job, node, ts)));
+        }
     }
 
-    /// Writes the newest vote to every replica whose vote was older.
-    async fn repair(
-        &self,
-        key: &[u8],
-        round: &ReadRound,
-        targets: &[Target],
-        repaired: &mut Vec<NodeId>,
-    ) {
-        let Some(newest) = round.newest() else { return };
+    /// Writes key `job`'s newest vote to every replica whose vote was older
+    /// and that was not already given it; returns the replicas written,
+    /// with the timestamp of the cell.
+    async fn repair(&self, key: &[u8], job: usize, batch: &ReadBatch) -> Vec<(NodeId, u64)> {
+        let (round, targets) = (&batch.rounds[job], batch.replicas.of(job));
+        let Some(newest) = round.newest() else {
+            return Vec::new();
+        };
+        let mut written = Vec::new();
         for node in round.stale() {
-            if repaired.contains(node) {
+            let given = (batch.repaired.iter())
+                .any(|(j, n, ts)| *j == job && n == node && *ts == newest.timestamp);
+            if given {
                 continue;
             }
             let Some(target) = targets.iter().find(|t| t.node == *node) else {
@@ -286,10 +298,11 @@ impl<T: Transport> NodeShared<T> {
             match self.replica_writes(node, target.addr, vec![write]).await {
                 Ok(()) => {
                     Metrics::add(&self.metrics.read_repairs, 1);
-                    repaired.push(node.clone());
+                    written.push((node.clone(), newest.timestamp));
                 }
                 Err(e) => tracing::debug!(replica = %node, error = %e, "read repair failed"),
             }
         }
+        written
     }
 }
