@@ -38,12 +38,6 @@ pub trait Round {
             Outcome::Pending
         }
     }
-
-    /// The outcome once the deadline passed.
-    fn failed(&self) -> Outcome<()> {
-        let (required, received) = self.counts();
-        Outcome::Failed { required, received }
-    }
 }
 
 /// A write sent to every replica.

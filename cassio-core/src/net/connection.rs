@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::batching::READ_BUFFER_BYTES;
+use super::READ_BUFFER_BYTES;
 use super::outbox::Outbox;
 use super::transport::Transport;
 use crate::error::{Error, Result};
@@ -33,7 +33,6 @@ pub struct Connection {
     next_id: AtomicU64,
     pending: Pending,
     outbox: Arc<Outbox>,
-    closed: Arc<AtomicBool>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -75,18 +74,17 @@ impl Connection {
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
         let pending: Pending = Arc::default();
-        let closed = Arc::new(AtomicBool::new(false));
+        // Closed by whichever ends first: the writer (a failed write), the
+        // reader (the server hung up) or the connection's drop.
         let outbox = Arc::new(Outbox::default());
-        let writer_closed = closed.clone();
         let writer_outbox = outbox.clone();
         tokio::spawn(async move {
             let _ = writer_outbox.write_to(&mut write_half).await;
-            writer_closed.store(true, Ordering::Release);
             // Tell the server we are done, so it closes and our reader ends.
             let _ = write_half.shutdown().await;
         });
         let reader_pending = pending.clone();
-        let reader_closed = closed.clone();
+        let reader_outbox = outbox.clone();
         let reader = tokio::spawn(async move {
             let mut payload = Vec::new();
             loop {
@@ -114,8 +112,10 @@ impl Connection {
                     }
                 }
             }
-            reader_closed.store(true, Ordering::Release);
-            // Dropping the slots wakes every waiter with "connection closed".
+            // Closed first: a request sent from now on fails at once, and one
+            // pending before is woken by dropping its slot ("connection
+            // closed").
+            reader_outbox.close();
             reader_pending.lock().clear();
         });
         Ok(Connection {
@@ -124,7 +124,6 @@ impl Connection {
             next_id: AtomicU64::new(1),
             pending,
             outbox,
-            closed,
             reader,
         })
     }
@@ -138,7 +137,7 @@ impl Connection {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.outbox.is_closed()
     }
 
     /// Queues `body` for sending, waiting only for room in the write queue:
@@ -147,9 +146,6 @@ impl Connection {
         let closed = || Error::ConnectionClosed {
             addr: self.addr.to_string(),
         };
-        if self.is_closed() {
-            return Err(closed());
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, answer) = oneshot::channel();
         // Pending before it can be sent: the response may come at once.

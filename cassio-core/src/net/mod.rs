@@ -1,9 +1,7 @@
 //! Networking: the transport seam (real TCP or a simulated network), the
-//! multiplexed client [`Connection`], the request [`server`](serve), and
-//! the buffered reads and coalesced writes both use ([`batching`]), and the
-//! shared send buffer of a client connection ([`outbox`]).
+//! multiplexed client [`Connection`], the request [`server`](serve), and the
+//! shared send buffer both ends write through ([`outbox`]).
 
-mod batching;
 mod connection;
 mod outbox;
 mod server;
@@ -12,6 +10,10 @@ mod sim;
 mod transport;
 
 pub use connection::{Connection, ResponseSlot};
+
+/// Both ends read through a buffer this size: frames up to it often arrive
+/// many to one syscall.
+pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub(crate) use server::accept_loop;
 pub use server::{Caller, Handler, ServerConfig, serve};
 #[cfg(feature = "simulation")]

@@ -1,7 +1,8 @@
-//! The sending side of a client connection: callers encode their frames
-//! straight into one shared buffer, and the connection's writer takes all of
-//! it at once, so a request costs neither a buffer of its own nor a channel
-//! message, and requests sent together leave in one `write`.
+//! The sending side of a native-protocol connection, at both ends: callers
+//! encode their frames (requests, or a server's responses) straight into one
+//! shared buffer, and the connection's writer takes all of it at once, so a
+//! frame costs neither a buffer of its own nor a channel message, and frames
+//! queued together leave in one `write`.
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -39,7 +40,7 @@ impl Outbox {
     /// waiting while the outbox is full.
     pub(crate) async fn push<E>(
         &self,
-        encode: impl Fn(&mut Vec<u8>) -> Result<(), E>,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<Result<(), E>, Closed> {
         loop {
             // Created before the check: a wake-up in between is not lost.
@@ -61,6 +62,11 @@ impl Outbox {
             }
             room.await;
         }
+    }
+
+    /// True once closed: pushes fail.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.lock().closed
     }
 
     /// No more pushes; the writer sends what is left and ends.

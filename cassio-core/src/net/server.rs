@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::batching::{READ_BUFFER_BYTES, write_frames};
+use super::READ_BUFFER_BYTES;
+use super::outbox::Outbox;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
@@ -28,12 +29,6 @@ pub struct ServerConfig {
     pub in_flight_per_connection_max: usize,
     pub handshake_timeout: Duration,
 }
-
-/// Responses are handed to the writer in batches of about this size at most.
-const ANSWERED_BATCH_BYTES: usize = 256 * 1024;
-
-/// Batches of responses queued for the writer beyond this wait for room.
-const RESPONSE_BATCHES_QUEUED: usize = 64;
 
 /// Who is on the other end of a connection.
 #[derive(Clone, Debug)]
@@ -172,25 +167,27 @@ where
     });
 
     let (mut read_half, mut write_half) = tokio::io::split(stream);
-    let (responses, mut queue) = mpsc::channel::<Vec<u8>>(RESPONSE_BATCHES_QUEUED);
-    let writer = tokio::spawn(async move {
-        let _ = write_frames(&mut write_half, &mut queue).await;
-        let _ = write_half.shutdown().await;
+    // Responses are encoded into the outbox as they are ready; the writer
+    // sends all that waits in one `write`.
+    let outbox = Arc::new(Outbox::default());
+    let writer = tokio::spawn({
+        let outbox = outbox.clone();
+        async move {
+            let _ = outbox.write_to(&mut write_half).await;
+            let _ = write_half.shutdown().await;
+        }
     });
     let in_flight_max = config.in_flight_per_connection_max.max(1);
     // Requests that wait (on replicas, timers) run here, polled by this
     // task: no task per request.
     let mut running = FuturesUnordered::new();
     let mut input: Vec<u8> = Vec::with_capacity(READ_BUFFER_BYTES);
-    // Responses ready, encoded back to back: they go to the writer together
-    // once every whole request read so far is answered or running.
-    let mut answered = Vec::new();
     let outcome = loop {
         let mut consumed = 0;
         let mut failed = None;
         while running.len() < in_flight_max {
             let frame = &input[consumed..];
-            let len = match whole_frame_len(frame, config.frame_bytes_max) {
+            let len = match proto::whole_frame_len(frame, config.frame_bytes_max) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
@@ -214,14 +211,11 @@ where
                 }
             };
             match handler.answer_now(&caller, body) {
-                Ok(answer) => encode_response(&mut answered, id, answer),
+                Ok(answer) => respond(&outbox, id, answer).await,
                 Err(body) => {
                     let (handler, caller) = (&handler, &caller);
                     running.push(async move { (id, handler.handle(caller, body).await) });
                 }
-            }
-            if answered.len() >= ANSWERED_BATCH_BYTES {
-                break;
             }
         }
         input.drain(..consumed);
@@ -232,13 +226,9 @@ where
         if let Some(e) = failed {
             break Err(e);
         }
-        if !answered.is_empty() && responses.send(std::mem::take(&mut answered)).await.is_err() {
+        if outbox.is_closed() {
+            // The writer failed: nobody hears the answers.
             break Ok(());
-        }
-        let more_input = !matches!(whole_frame_len(&input, config.frame_bytes_max), Ok(None));
-        if more_input && running.len() < in_flight_max {
-            // Stopped early to hand over a large batch of answers.
-            continue;
         }
         let reading = running.len() < in_flight_max;
         if reading {
@@ -246,11 +236,7 @@ where
         }
         tokio::select! {
             Some((id, answer)) = running.next(), if !running.is_empty() => {
-                encode_response(&mut answered, id, answer);
-                // Others that finished too go out with it.
-                while let Some(Some((id, answer))) = running.next().now_or_never() {
-                    encode_response(&mut answered, id, answer);
-                }
+                respond(&outbox, id, answer).await;
             }
             read = read_half.read_buf(&mut input), if reading => match read {
                 Ok(0) => break Ok(()),
@@ -261,30 +247,21 @@ where
     };
     // Requests already started are still answered.
     while let Some((id, answer)) = running.next().await {
-        encode_response(&mut answered, id, answer);
+        respond(&outbox, id, answer).await;
     }
-    if !answered.is_empty() {
-        let _ = responses.send(answered).await;
-    }
-    drop(responses);
+    outbox.close();
     let _ = writer.await;
     outcome
 }
 
-/// The payload length of the frame at the start of `input`, if all of it
-/// has arrived; an error if its length prefix is over the limit.
-fn whole_frame_len(input: &[u8], frame_bytes_max: usize) -> Result<Option<usize>> {
-    let Some(len) = input.first_chunk::<4>() else {
-        return Ok(None);
-    };
-    let len = u32::from_le_bytes(*len) as usize;
-    if len > frame_bytes_max {
-        return Err(Error::FrameTooLarge {
-            len,
-            max: frame_bytes_max,
-        });
-    }
-    Ok((input.len() - 4 >= len).then_some(len))
+/// Queues the response to request `id` (dropped if the writer failed).
+async fn respond(outbox: &Outbox, id: u64, body: Response) {
+    let _ = outbox
+        .push(|out| {
+            encode_response(out, id, body);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .await;
 }
 
 /// Appends the response to request `id`, as a frame, to `out`. A response

@@ -122,6 +122,30 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// A pooled connection to the peer at `addr`, opened if needed.
+    /// This replica's cell for each key, as many as fit in a frame (at
+    /// least one): the coordinator asks again for the rest.
+    fn replica_reads(&self, keys: &[serde_bytes::ByteBuf]) -> Response {
+        let snapshot = self.engine.snapshot();
+        let budget = self.message_budget_bytes();
+        let (mut cells, mut bytes) = (Vec::with_capacity(keys.len()), 0);
+        for key in keys {
+            let cell = match snapshot.cell(key) {
+                Ok(cell) => cell,
+                Err(e) => {
+                    return Response::Error {
+                        message: e.to_string(),
+                    };
+                }
+            };
+            bytes += cell.as_ref().map_or(16, |c| keyed_cell_bytes(key, c));
+            if bytes > budget && !cells.is_empty() {
+                break;
+            }
+            cells.push(cell);
+        }
+        Response::ReplicaCells(cells)
+    }
+
     pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
         let key = (current_thread_index(), addr);
         if let Some(conn) = self.peers.lock().get(&key).filter(|c| !c.is_closed()) {
@@ -318,30 +342,7 @@ impl<T: Transport> Handler for NodeShared<T> {
                     },
                 }
             }
-            Request::ReplicaReads(keys) => {
-                match self.engine.get_cells(keys.iter().map(|k| &k[..])) {
-                    Ok(mut cells) => {
-                        // As many cells as fit in a frame (at least one): the
-                        // coordinator asks again for the rest.
-                        let budget = self.message_budget_bytes();
-                        let mut bytes = 0;
-                        let fit = keys
-                            .iter()
-                            .zip(&cells)
-                            .position(|(key, cell)| {
-                                bytes += cell.as_ref().map_or(16, |c| keyed_cell_bytes(key, c));
-                                bytes > budget
-                            })
-                            .unwrap_or(cells.len())
-                            .max(1);
-                        cells.truncate(fit);
-                        Response::ReplicaCells(cells)
-                    }
-                    Err(e) => Response::Error {
-                        message: e.to_string(),
-                    },
-                }
-            }
+            Request::ReplicaReads(keys) => self.replica_reads(&keys),
             coordinated @ (Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }) => {
                 return Err(coordinated);
             }

@@ -63,13 +63,7 @@ pub async fn read_frame_into<R: AsyncRead + Unpin>(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(Error::io("connection", e)),
     }
-    let len = u32::from_le_bytes(len) as usize;
-    if len > frame_bytes_max {
-        return Err(Error::FrameTooLarge {
-            len,
-            max: frame_bytes_max,
-        });
-    }
+    let len = payload_len(len, frame_bytes_max)?;
     if payload.capacity() > KEPT_PAYLOAD_BYTES_MAX && len <= KEPT_PAYLOAD_BYTES_MAX {
         *payload = Vec::new();
     }
@@ -102,12 +96,26 @@ pub fn encode_frame_into<T: Serialize>(out: &mut Vec<u8>, message: &T) -> Result
     Ok(())
 }
 
-/// True if `buf` starts with a whole frame (length prefix and payload).
-pub fn holds_whole_frame(buf: &[u8]) -> bool {
-    match buf.first_chunk::<4>() {
-        Some(len) => buf.len() - 4 >= u32::from_le_bytes(*len) as usize,
-        None => false,
+/// The payload length of the frame at the start of `buf`, if all of it has
+/// arrived; an error if its length prefix is over `frame_bytes_max`.
+pub fn whole_frame_len(buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>> {
+    let Some(prefix) = buf.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = payload_len(*prefix, frame_bytes_max)?;
+    Ok((buf.len() - 4 >= len).then_some(len))
+}
+
+/// A frame's length prefix, checked against the limit.
+fn payload_len(prefix: [u8; 4], frame_bytes_max: usize) -> Result<usize> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > frame_bytes_max {
+        return Err(Error::FrameTooLarge {
+            len,
+            max: frame_bytes_max,
+        });
     }
+    Ok(len)
 }
 
 /// Writes one message as a frame.
@@ -152,9 +160,10 @@ mod tests {
         encode_frame_into(&mut out, &message).unwrap();
         assert_eq!(&out[2..], &encode_frame(&message).unwrap()[..]);
         let frame = &out[2..];
-        assert!(holds_whole_frame(frame));
-        assert!(!holds_whole_frame(&frame[..frame.len() - 1]));
-        assert!(!holds_whole_frame(&frame[..3]));
+        let whole = |buf: &[u8]| whole_frame_len(buf, 1 << 20).unwrap().is_some();
+        assert!(whole(frame));
+        assert!(!whole(&frame[..frame.len() - 1]));
+        assert!(!whole(&frame[..3]));
         assert_eq!(decode::<Frame>(&frame[4..]).unwrap(), message);
         let Frame::Request { id, body } = &message else {
             unreachable!()

@@ -6,8 +6,8 @@ mod codec;
 mod message;
 
 pub use codec::{
-    FRAME_BYTES_LIMIT, decode, encode, encode_frame, encode_frame_into, holds_whole_frame,
-    read_frame, read_frame_into, write_frame,
+    FRAME_BYTES_LIMIT, decode, encode, encode_frame, encode_frame_into, read_frame,
+    read_frame_into, whole_frame_len, write_frame,
 };
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, KeyedCell, KeyedCellRef, MAGIC, MemberStatus,

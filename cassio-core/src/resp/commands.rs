@@ -139,11 +139,6 @@ pub(crate) fn is_plain_set(command: Command, args: &[&[u8]]) -> bool {
     command == Command::Set && args.len() == 3
 }
 
-/// The cell a plain SET of `value` writes.
-pub(crate) fn plain_cell(value: &[u8], timestamp: u64) -> Cell {
-    Cell::value(value, timestamp)
-}
-
 /// The reply to GET from the coordinator's answer.
 pub(crate) fn read_reply(response: Response) -> Reply {
     match response {
@@ -154,9 +149,14 @@ pub(crate) fn read_reply(response: Response) -> Reply {
 
 /// The reply to a write from the coordinator's answer: OK or an error.
 pub(crate) fn write_reply(response: Response) -> Reply {
+    written(response).map_or_else(|failed| failed, |()| Reply::ok())
+}
+
+/// Whether the coordinator's answer says written, or the error reply.
+fn written(response: Response) -> Result<(), Reply> {
     match response {
-        Response::Written { .. } => Reply::ok(),
-        other => failure(other),
+        Response::Written { .. } => Ok(()),
+        other => Err(failure(other)),
     }
 }
 
@@ -194,10 +194,7 @@ impl<T: Transport> NodeShared<T> {
         cell: Cell,
         level: ConsistencyLevel,
     ) -> Result<(), Reply> {
-        match write_reply(self.coordinate_write(key.to_vec(), cell, level).await) {
-            Reply::Simple("OK") => Ok(()),
-            failed => Err(failed),
-        }
+        written(self.coordinate_write(key.to_vec(), cell, level).await)
     }
 
     /// Answers a session command, or a data command in the wrong shape

@@ -12,9 +12,7 @@ use futures_util::future::{join_all, join3};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::commands::{
-    Command, Session, is_plain_set, plain_cell, read_level, read_reply, write_reply,
-};
+use super::commands::{Command, Session, is_plain_set, read_level, read_reply, write_reply};
 use super::parse::parse_command;
 use super::pipeline::Run;
 use super::reply::Reply;
@@ -258,7 +256,7 @@ where
         let writes: Vec<(Vec<u8>, Cell)> = admitted(Batched::Set)
             .map(|&(index, _, timestamp)| {
                 let args = argv(index);
-                (args[1].to_vec(), plain_cell(args[2], timestamp))
+                (args[1].to_vec(), Cell::value(args[2], timestamp))
             })
             .collect();
         let others: Vec<_> = admitted(Batched::Alone)

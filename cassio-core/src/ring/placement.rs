@@ -104,12 +104,9 @@ impl Ring {
         let (start, count) = if replication_factor >= n {
             (0, n)
         } else {
-            match self.owner_index(&key_vector(key)) {
-                Some(owner) => (owner, replication_factor),
-                None => (0, 0),
-            }
+            self.replica_span(&key_vector(key), replication_factor)
         };
-        (0..count).map(move |step| (start + step) % n)
+        ring_walk(start, count, n)
     }
 
     /// The node owning `key`.
@@ -146,16 +143,22 @@ impl Ring {
         v: &Vector,
         replication_factor: usize,
     ) -> impl Iterator<Item = usize> + use<> {
-        let n = self.nodes.len();
-        let owner = self.owner_index(v);
-        let count = if owner.is_some() {
-            replication_factor.min(n)
-        } else {
-            0
-        };
-        let start = owner.unwrap_or(0);
-        (0..count).map(move |step| (start + step) % n)
+        let (start, count) = self.replica_span(v, replication_factor);
+        ring_walk(start, count, self.nodes.len())
     }
+
+    /// The owner's ring index and how many nodes from it hold a key with
+    /// vector `v`; (0, 0) on an empty ring.
+    fn replica_span(&self, v: &Vector, replication_factor: usize) -> (usize, usize) {
+        self.owner_index(v).map_or((0, 0), |owner| {
+            (owner, replication_factor.min(self.nodes.len()))
+        })
+    }
+}
+
+/// `count` ring indexes from `start` on, wrapping around a ring of `n`.
+fn ring_walk(start: usize, count: usize, n: usize) -> impl Iterator<Item = usize> + use<> {
+    (0..count).map(move |step| (start + step) % n)
 }
 
 #[cfg(test)]

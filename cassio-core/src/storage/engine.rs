@@ -266,12 +266,6 @@ impl Engine {
         self.snapshot().cell(key)
     }
 
-    /// [`Engine::get_cell`] for several keys, from one snapshot.
-    pub fn get_cells<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Result<Vec<Option<Cell>>> {
-        let snapshot = self.snapshot();
-        keys.map(|key| snapshot.cell(key)).collect()
-    }
-
     /// The memtables and tables as they are now, for several point reads
     /// that see one state.
     pub fn snapshot(&self) -> Snapshot {

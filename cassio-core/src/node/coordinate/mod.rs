@@ -225,9 +225,8 @@ impl<T: Transport> NodeShared<T> {
         writes: Vec<KeyedCell>,
     ) -> Result<()> {
         if *node == self.node_id {
-            return writes
-                .into_iter()
-                .try_for_each(|w| self.engine.write(&w.key, w.cell));
+            let writes = writes.into_iter().map(|w| (w.key, w.cell));
+            return self.engine.write_batch(writes.collect());
         }
         let conn = self.peer(addr).await?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);

@@ -106,22 +106,9 @@ impl<T: Transport> NodeShared<T> {
         drop(snapshot);
         let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
         let mut replies = Replies::default();
-        for (index, group) in batch.groups.iter().enumerate() {
-            let request = ReplicaRequest::Reads(
-                group
-                    .jobs
-                    .iter()
-                    .map(|&job| Bytes::new(keys[job]))
-                    .collect(),
-            );
-            if !self
-                .ask(&group.target, index, &request, &mut replies, deadline)
-                .await
-            {
-                for &job in &group.jobs {
-                    batch.rounds[job].missed();
-                }
-            }
+        for group in 0..batch.groups.len() {
+            self.ask_for_votes(&mut batch, group, keys, &mut replies, deadline)
+                .await;
         }
         let mut timer = pin!(tokio::time::sleep_until(deadline));
         while self.settle(&mut phases, &batch.rounds, level) {
@@ -232,8 +219,7 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Asks a replica again for the keys it left out of an answer; if that
-    /// cannot be sent, they count as missed.
+    /// Asks a replica again for the keys it left out of an answer.
     async fn ask_again(
         &self,
         batch: &mut ReadBatch,
@@ -242,18 +228,30 @@ impl<T: Transport> NodeShared<T> {
         replies: &mut Replies,
         deadline: Instant,
     ) {
-        let request =
-            ReplicaRequest::Reads(rest.jobs.iter().map(|&j| Bytes::new(keys[j])).collect());
-        let index = batch.groups.len();
-        let asked = self
-            .ask(&rest.target, index, &request, replies, deadline)
+        batch.groups.push(rest);
+        let group = batch.groups.len() - 1;
+        self.ask_for_votes(batch, group, keys, replies, deadline)
             .await;
-        if !asked {
-            for &job in &rest.jobs {
+    }
+
+    /// Sends group `group` its `ReplicaReads`; if that cannot be sent, its
+    /// keys count as missed.
+    async fn ask_for_votes(
+        &self,
+        batch: &mut ReadBatch,
+        group: usize,
+        keys: &[&[u8]],
+        replies: &mut Replies,
+        deadline: Instant,
+    ) {
+        let Group { target, jobs, .. } = &batch.groups[group];
+        let request =
+            ReplicaRequest::Reads(jobs.iter().map(|&job| Bytes::new(keys[job])).collect());
+        if !self.ask(target, group, &request, replies, deadline).await {
+            for &job in jobs {
                 batch.rounds[job].missed();
             }
         }
-        batch.groups.push(rest);
     }
 
     /// Read repair of every key whose level was met and whose votes

@@ -76,6 +76,7 @@ impl<T: Transport> NodeShared<T> {
         let mut groups: Vec<Group> = Vec::new();
         Metrics::add(&self.metrics.writes, writes.len() as u64);
         let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
+        let budget = self.message_budget_bytes();
         for (job, (key, cell)) in writes.iter().enumerate() {
             let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
                 Ok(()) => replicas.of(job),
@@ -101,7 +102,6 @@ impl<T: Transport> NodeShared<T> {
                     continue;
                 }
                 let bytes = keyed_cell_bytes(key, cell);
-                let budget = self.message_budget_bytes();
                 let room = groups
                     .iter_mut()
                     .find(|g| g.target.node == target.node && g.bytes + bytes <= budget);
