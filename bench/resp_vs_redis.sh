@@ -3,15 +3,20 @@
 # the same `redis-benchmark -t set,get -n N -c C -q` (with and without -P 16)
 # against redis-server (appendonly yes, appendfsync everysec), a single cassio
 # node (periodic commit-log sync) and a 3-node RF 3 cassio cluster at QUORUM.
-# Prints ops/s per row and the ratio cassio / redis. Stops what it started.
+# A second redis-server, set up like the first and measured the same way, is
+# the control: its ratio to the first shows how far this machine's noise
+# alone moves a ratio. Every row runs ROUNDS times, the servers alternating
+# within a round; it prints each server's median ops/s and the median and
+# range of the per-round ratios to redis. Stops what it started.
 #
-#   bench/resp_vs_redis.sh                    # N=200000 C=50
-#   N=50000 bench/resp_vs_redis.sh            # quicker
+#   bench/resp_vs_redis.sh                    # N=200000 C=50 ROUNDS=3
+#   N=50000 ROUNDS=1 bench/resp_vs_redis.sh   # quicker
 #   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
+ROUNDS=${ROUNDS:-3}
 threads=()
 if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
 
@@ -40,10 +45,15 @@ wait_pong() {
     return 1
 }
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
-    --save "" --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
+redis() { # name port
+    mkdir -p "$work/$1"
+    redis-server --port "$2" --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
+        --save "" --dir "$work/$1" --daemonize no >"$work/$1.log" 2>&1 &
+    pids+=($!)
+}
+redis_port=$(free_port); control_port=$(free_port)
+redis redis "$redis_port"
+redis control "$control_port"
 
 node() { # name native resp seed
     target/release/cassio-node --name "$1" --listen "127.0.0.1:$2" --resp "127.0.0.1:$3" \
@@ -56,7 +66,7 @@ c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_po
 node c1 "$c1" "$r1" "$c1"
 node c2 "$c2" "$r2" "$c1"
 node c3 "$c3" "$r3" "$c1"
-for port in "$redis_port" "$solo_resp" "$r1" "$r2" "$r3"; do wait_pong "$port"; done
+for port in "$redis_port" "$control_port" "$solo_resp" "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 # Let the cluster see all three nodes before measuring.
 for _ in $(seq 1 100); do
     [ "$(redis-cli -p "$r1" info | grep -c ',UP,')" = "3" ] && break
@@ -68,15 +78,45 @@ ops() { # port, extra args, test -> requests per second
         awk -F'[: ]+' -v t="$(echo "$3" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1
 }
 
-printf '%-24s %12s %12s %12s %10s %10s\n' "row" "redis" "cassio-1" "cassio-3Q" "1/redis" "3Q/redis"
-for pipeline in "" "-P 16"; do
-    for test in set get; do
-        redis_ops=$(ops "$redis_port" "$pipeline" "$test")
-        solo_ops=$(ops "$solo_resp" "$pipeline" "$test")
-        trio_ops=$(ops "$r1" "$pipeline" "$test")
-        label="$(echo "$test" | tr a-z A-Z) ${pipeline:-(no pipeline)}"
-        awk -v l="$label" -v r="$redis_ops" -v s="$solo_ops" -v t="$trio_ops" \
-            'BEGIN { printf "%-24s %12.0f %12.0f %12.0f %10.3f %10.3f\n", l, r, s, t, s / r, t / r }'
+results="$work/results" # row server round ops
+for round in $(seq 1 "$ROUNDS"); do
+    for pipeline in "" "-P 16"; do
+        for test in set get; do
+            row="$(echo "$test" | tr a-z A-Z)${pipeline:+ ${pipeline// /}}"
+            for server in redis:"$redis_port" cassio-1:"$solo_resp" control:"$control_port" cassio-3Q:"$r1"; do
+                echo "$row|${server%%:*}|$round|$(ops "${server#*:}" "$pipeline" "$test")" >>"$results"
+            done
+        done
     done
+    echo "round $round of $ROUNDS done" >&2
 done
-echo "N=$N C=$C; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
+
+# Per row: each server's median ops/s; each ratio's median over the rounds
+# and its range (lowest-highest).
+awk -F'|' -v rounds="$ROUNDS" '
+    function median(list,   n, a, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function range(list,   n, a, i, lo, hi) {
+        n = split(list, a, " "); lo = hi = a[1]
+        for (i = 2; i <= n; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
+        return sprintf("%.2f-%.2f", lo, hi)
+    }
+    { ops[$1 "|" $2] = ops[$1 "|" $2] " " $4; at[$1 "|" $2 "|" $3] = $4; if (!($1 in seen)) { seen[$1] = 1; rows[++n] = $1 } }
+    END {
+        printf "%-10s %9s %9s %9s %9s | %-16s %-16s %-16s\n", "row", "redis", "control", "cassio-1", "cassio-3Q", "control/redis", "cassio-1/redis", "cassio-3Q/redis"
+        for (i = 1; i <= n; i++) {
+            row = rows[i]
+            printf "%-10s %9.0f %9.0f %9.0f %9.0f |", row, median(ops[row "|redis"]), median(ops[row "|control"]), median(ops[row "|cassio-1"]), median(ops[row "|cassio-3Q"])
+            split("control cassio-1 cassio-3Q", servers, " ")
+            for (s = 1; s <= 3; s++) {
+                ratios = ""
+                for (r = 1; r <= rounds; r++) ratios = ratios " " at[row "|" servers[s] "|" r] / at[row "|redis|" r]
+                printf " %.3f (%s)  ", median(ratios), range(ratios)
+            }
+            printf "\n"
+        }
+    }' "$results"
+echo "N=$N C=$C ROUNDS=$ROUNDS; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
