@@ -70,6 +70,11 @@ pub enum Error {
     #[error("storage engine stopped accepting writes after a background failure: {0}")]
     BackgroundFailed(String),
 
+    /// A write or fsync of the commit log failed; the log refuses writes
+    /// from then on, since what reached the disk is unknown.
+    #[error("commit log {path} failed ({reason}); writes are refused until the node restarts")]
+    CommitLogFailed { path: PathBuf, reason: String },
+
     /// The engine is shutting down.
     #[error("storage engine is closed")]
     Closed,

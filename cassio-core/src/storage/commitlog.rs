@@ -14,6 +14,13 @@
 //! Group commit: writers append under a short lock and get a log sequence
 //! number; `sync_to(lsn)` makes one of the waiting writers write the buffer out
 //! and fsync for everyone whose record it covers.
+//!
+//! Failure is final: after a write or fsync of a segment fails, what reached
+//! the disk is unknown (a partial write; pages an fsync error dropped while a
+//! later fsync reports success), so the log never writes or syncs again and
+//! every append and sync returns [`Error::CommitLogFailed`] naming the first
+//! cause. A restart replays what the disk holds (like Cassandra's default
+//! `commit_failure_policy: stop`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -64,6 +71,8 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 struct SegmentWriter {
     path: PathBuf,
     file: Arc<File>,
+    /// The first write or fsync failure; from then on nothing is written.
+    failure: Option<String>,
     /// Records appended but not yet handed to the OS.
     buffer: Vec<u8>,
     /// Sequence number of the last appended record (across segments).
@@ -87,17 +96,47 @@ impl SegmentWriter {
         Ok(SegmentWriter {
             path,
             file: Arc::new(file),
+            failure: None,
             buffer,
             appended_lsn,
         })
     }
 
+    /// [`Error::CommitLogFailed`] once a write or fsync failed.
+    fn check(&self) -> Result<()> {
+        match &self.failure {
+            None => Ok(()),
+            Some(reason) => Err(Error::CommitLogFailed {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Records `error` as the log's failure and returns it.
+    fn failed(&mut self, error: Error) -> Error {
+        tracing::error!(%error, "commit log failed; it refuses writes until the node restarts");
+        self.failure.get_or_insert_with(|| error.to_string());
+        error
+    }
+
     fn write_out(&mut self) -> Result<()> {
+        self.check()?;
         if !self.buffer.is_empty() {
-            (&*self.file)
-                .write_all(&self.buffer)
-                .map_err(|e| Error::io(&self.path, e))?;
+            if let Err(e) = (&*self.file).write_all(&self.buffer) {
+                let error = Error::io(&self.path, e);
+                return Err(self.failed(error));
+            }
             self.buffer.clear();
+        }
+        Ok(())
+    }
+
+    fn write_out_and_sync(&mut self) -> Result<()> {
+        self.write_out()?;
+        if let Err(e) = self.file.sync_data() {
+            let error = Error::io(&self.path, e);
+            return Err(self.failed(error));
         }
         Ok(())
     }
@@ -143,6 +182,7 @@ impl CommitLog {
     /// before taking any lock) and returns its sequence number.
     pub(crate) fn append_record(&self, record: &[u8]) -> Result<u64> {
         let mut w = self.writer.lock();
+        w.check()?;
         w.buffer.extend_from_slice(record);
         w.appended_lsn += 1;
         let lsn = w.appended_lsn;
@@ -191,7 +231,10 @@ impl CommitLog {
             (w.file.clone(), w.path.clone(), w.appended_lsn)
         };
         // Outside the writer lock: appends continue while the disk works.
-        file.sync_data().map_err(|e| Error::io(path, e))?;
+        if let Err(e) = file.sync_data() {
+            let mut w = self.writer.lock();
+            return Err(w.failed(Error::io(path, e)));
+        }
         Ok(covered)
     }
 
@@ -201,8 +244,7 @@ impl CommitLog {
     pub(crate) fn rotate(&self, id: u64) -> Result<()> {
         let covered = {
             let mut w = self.writer.lock();
-            w.write_out()?;
-            w.file.sync_data().map_err(|e| Error::io(&w.path, e))?;
+            w.write_out_and_sync()?;
             let lsn = w.appended_lsn;
             *w = SegmentWriter::create(&self.dir, id, lsn)?;
             lsn
@@ -211,6 +253,17 @@ impl CommitLog {
         state.synced_lsn = state.synced_lsn.max(covered);
         self.synced.notify_all();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl CommitLog {
+    /// Swaps the segment's file for a read-only handle on it, so the next
+    /// write-out fails as a full or broken disk would.
+    pub(crate) fn break_file_for_test(&self) {
+        let mut w = self.writer.lock();
+        let read_only = File::open(&w.path).unwrap();
+        w.file = Arc::new(read_only);
     }
 }
 
@@ -425,5 +478,42 @@ mod tests {
             replayed(&segment_path(dir.path(), 1), true).unwrap().len(),
             200
         );
+    }
+
+    /// After one failed write-out, every append, sync and rotation is
+    /// refused with the first cause (nothing is written twice or fsynced as
+    /// if nothing happened), and what was synced before still replays.
+    #[test]
+    fn a_failed_write_is_final_and_what_was_synced_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = CommitLog::create(dir.path(), 1).unwrap();
+        for i in 0..10u64 {
+            log.append(format!("key{i}").as_bytes(), &Cell::value("v", i))
+                .unwrap();
+        }
+        log.sync_all().unwrap();
+        log.break_file_for_test();
+        let lsn = log.append(b"lost", &Cell::value("v", 11)).unwrap();
+        let first = log.sync_to(lsn).unwrap_err();
+        assert!(matches!(first, Error::Io { .. }), "got {first:?}");
+
+        let refused = [
+            log.append(b"after", &Cell::value("v", 12)).map(|_| ()),
+            log.sync_all(),
+            log.sync_to(lsn),
+            log.rotate(2),
+        ];
+        for outcome in refused {
+            match outcome {
+                Err(Error::CommitLogFailed { path, reason }) => {
+                    assert_eq!(path, segment_path(dir.path(), 1));
+                    assert_eq!(reason, first.to_string());
+                }
+                other => panic!("expected CommitLogFailed, got {other:?}"),
+            }
+        }
+        assert!(!segment_path(dir.path(), 2).exists(), "no rotation");
+        let records = replayed(&segment_path(dir.path(), 1), true).unwrap();
+        assert_eq!(records.len(), 10);
     }
 }

@@ -599,4 +599,45 @@ mod tests {
         assert_eq!(prefix_successor(b"\xff\xff"), None);
         assert_eq!(prefix_successor(b""), None);
     }
+
+    /// A commit-log failure in batch sync mode: the write that hit it is
+    /// not acknowledged, every later write is refused with the cause, reads
+    /// go on, and a reopen finds every write acknowledged before.
+    #[test]
+    fn a_commit_log_failure_refuses_later_writes_and_loses_no_acknowledged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            sync_mode: SyncMode::Batch,
+            background_threads: false,
+            ..StorageConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config.clone()).unwrap();
+        for i in 0..20u64 {
+            engine
+                .write(format!("k{i}").as_bytes(), Cell::value("v", i + 1))
+                .unwrap();
+        }
+        engine.shared.log.break_file_for_test();
+        let failed = engine.write(b"k-failed", Cell::value("v", 100));
+        assert!(matches!(failed, Err(Error::Io { .. })), "got {failed:?}");
+        for attempt in 0..3u64 {
+            let refused = engine.write(b"k-later", Cell::value("v", 101 + attempt));
+            assert!(
+                matches!(refused, Err(Error::CommitLogFailed { .. })),
+                "got {refused:?}"
+            );
+        }
+        assert_eq!(engine.get(b"k7").unwrap(), Some(b"v".to_vec()));
+        assert!(engine.close().is_err(), "close reports the failed log");
+
+        let reopened = Engine::open(dir.path(), config).unwrap();
+        for i in 0..20u64 {
+            assert_eq!(
+                reopened.get(format!("k{i}").as_bytes()).unwrap(),
+                Some(b"v".to_vec()),
+                "acknowledged write k{i}"
+            );
+        }
+        assert_eq!(reopened.get(b"k-later").unwrap(), None);
+    }
 }
