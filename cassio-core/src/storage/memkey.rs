@@ -1,5 +1,5 @@
 //! The memtable's key type. Keys up to [`INLINE_BYTES`] live inside the
-//! skiplist node itself: a lookup compares keys at every level, and a key
+//! map's node itself: a lookup compares keys at every level, and a key
 //! behind a pointer costs a cache miss per comparison (it was the largest
 //! item in the storage benchmark's profile). Longer keys go on the heap.
 

