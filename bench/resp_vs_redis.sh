@@ -12,11 +12,14 @@
 #   bench/resp_vs_redis.sh                    # N=200000 C=50 ROUNDS=3
 #   N=50000 ROUNDS=1 bench/resp_vs_redis.sh   # quicker
 #   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
+#   KEYSPACE=1000000 bench/resp_vs_redis.sh   # random keys out of a million (-r)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
 ROUNDS=${ROUNDS:-3}
+keyspace=()
+if [ -n "${KEYSPACE:-}" ]; then keyspace=(-r "$KEYSPACE"); fi
 threads=()
 if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
 
@@ -74,7 +77,7 @@ for _ in $(seq 1 100); do
 done
 
 ops() { # port, extra args, test -> requests per second
-    redis-benchmark -p "$1" -t "$3" -n "$N" -c "$C" -q $2 2>/dev/null | tr '\r' '\n' |
+    redis-benchmark -p "$1" -t "$3" -n "$N" -c "$C" -q "${keyspace[@]}" $2 2>/dev/null | tr '\r' '\n' |
         awk -F'[: ]+' -v t="$(echo "$3" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1
 }
 
@@ -119,4 +122,4 @@ awk -F'|' -v rounds="$ROUNDS" '
             printf "\n"
         }
     }' "$results"
-echo "N=$N C=$C ROUNDS=$ROUNDS; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
+echo "N=$N C=$C ROUNDS=$ROUNDS${KEYSPACE:+ KEYSPACE=$KEYSPACE}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
