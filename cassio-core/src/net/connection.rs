@@ -143,9 +143,6 @@ impl Connection {
     /// Queues `body` for sending, waiting only for room in the write queue:
     /// its id and the receiver its response will arrive on.
     async fn enqueue<B: Serialize>(&self, body: &B) -> Result<(u64, oneshot::Receiver<Response>)> {
-        let closed = || Error::ConnectionClosed {
-            addr: self.addr.to_string(),
-        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (slot, answer) = oneshot::channel();
         // Pending before it can be sent: the response may come at once.
@@ -155,17 +152,15 @@ impl Connection {
             .outbox
             .push(|out| proto::encode_frame_into(out, &frame))
             .await;
-        match pushed {
-            Ok(Ok(())) => Ok((id, answer)),
-            Ok(Err(e)) => {
-                self.pending.lock().remove(&id);
-                Err(e)
-            }
-            Err(_) => {
-                self.pending.lock().remove(&id);
-                Err(closed())
-            }
-        }
+        let failed = match pushed {
+            Ok(Ok(())) => return Ok((id, answer)),
+            Ok(Err(e)) => e,
+            Err(_) => Error::ConnectionClosed {
+                addr: self.addr.to_string(),
+            },
+        };
+        self.pending.lock().remove(&id);
+        Err(failed)
     }
 
     /// Sends `body` (a [`Request`], or one that encodes as a request) and

@@ -121,7 +121,6 @@ impl<T: Transport> NodeShared<T> {
         Duration::from_millis(self.config.peer_request_timeout_ms)
     }
 
-    /// A pooled connection to the peer at `addr`, opened if needed.
     /// This replica's cell for each key, as many as fit in a frame (at
     /// least one): the coordinator asks again for the rest.
     fn replica_reads(&self, keys: &[serde_bytes::ByteBuf]) -> Response {
@@ -146,6 +145,7 @@ impl<T: Transport> NodeShared<T> {
         Response::ReplicaCells(cells)
     }
 
+    /// A pooled connection to the peer at `addr`, opened if needed.
     pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
         let key = (current_thread_index(), addr);
         if let Some(conn) = self.peers.lock().get(&key).filter(|c| !c.is_closed()) {

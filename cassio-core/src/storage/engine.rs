@@ -538,6 +538,7 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
+    use super::super::commitlog::parse_segment_name;
     use super::*;
 
     /// A batch is all or nothing when a cell is invalid, keeps last-write-
@@ -662,10 +663,7 @@ mod tests {
         let log_bytes: u64 = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap())
-            .filter(|e| {
-                super::super::commitlog::parse_segment_name(&e.file_name().to_string_lossy())
-                    .is_some()
-            })
+            .filter(|e| parse_segment_name(&e.file_name().to_string_lossy()).is_some())
             .map(|e| e.metadata().unwrap().len())
             .sum();
         // 2,000 records of ~130 bytes were written; at most the live

@@ -22,34 +22,37 @@ impl<T: Transport> NodeShared<T> {
     /// Counts a replica's answer to a batch of writes; the writes it did not
     /// acknowledge are hinted.
     fn writes_answered(&self, batch: &mut WriteBatch, group: usize, reply: Result<Response>) {
-        let acked = match reply {
-            Ok(Response::Done) => true,
+        match reply {
+            Ok(Response::Done) => {
+                for &job in &batch.groups[group].jobs {
+                    batch.rounds[job].acked();
+                }
+            }
             other => {
                 self.replica_failed(&batch.groups[group].target, other);
-                false
+                self.writes_missed(batch, group);
             }
-        };
+        }
+    }
+
+    /// Group `group`'s replica missed its writes: each is hinted, and
+    /// counted as missed (or hinted) in its round.
+    fn writes_missed(&self, batch: &mut WriteBatch, group: usize) {
         let Group { target, jobs, .. } = &batch.groups[group];
         for &job in jobs {
             let (key, cell) = &batch.writes[job];
-            match acked {
-                true => batch.rounds[job].acked(),
-                false => batch.rounds[job].missed(self.hint(&target.node, key, cell)),
-            }
+            batch.rounds[job].missed(self.hint(&target.node, key, cell));
         }
     }
 
     /// Replicas that did not answer a batch of writes by the deadline get
     /// hints; their connection is dropped from the pool, as it may be stuck.
-    fn writes_unanswered(&self, batch: &WriteBatch, replies: &Replies) {
-        for (group, _) in &replies.slots {
-            let Group { target, jobs, .. } = &batch.groups[*group];
+    fn writes_unanswered(&self, batch: &mut WriteBatch, replies: &Replies) {
+        for &(group, _) in &replies.slots {
+            let target = &batch.groups[group].target;
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
             self.forget_peer(target.addr);
-            for &job in jobs {
-                let (key, cell) = &batch.writes[job];
-                self.hint(&target.node, key, cell);
-            }
+            self.writes_missed(batch, group);
         }
     }
 
@@ -144,26 +147,24 @@ impl<T: Transport> NodeShared<T> {
         };
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut replies = Replies::default();
-        for (index, group) in batch.groups.iter().enumerate() {
-            let request = ReplicaRequest::Writes(
-                group
-                    .jobs
-                    .iter()
-                    .map(|&job| KeyedCellRef {
-                        key: &batch.writes[job].0,
-                        cell: &batch.writes[job].1,
-                    })
-                    .collect(),
-            );
-            if !self
-                .ask(&group.target, index, &request, &mut replies, deadline)
-                .await
-            {
-                for &job in &group.jobs {
-                    let (key, cell) = &batch.writes[job];
-                    let hinted = self.hint(&group.target.node, key, cell);
-                    batch.rounds[job].missed(hinted);
-                }
+        for index in 0..batch.groups.len() {
+            let sent = {
+                let group = &batch.groups[index];
+                let request = ReplicaRequest::Writes(
+                    group
+                        .jobs
+                        .iter()
+                        .map(|&job| KeyedCellRef {
+                            key: &batch.writes[job].0,
+                            cell: &batch.writes[job].1,
+                        })
+                        .collect(),
+                );
+                self.ask(&group.target, index, &request, &mut replies, deadline)
+                    .await
+            };
+            if !sent {
+                self.writes_missed(&mut batch, index);
             }
         }
         let mut timer = pin!(tokio::time::sleep_until(deadline));
@@ -191,7 +192,7 @@ impl<T: Transport> NodeShared<T> {
         }
         if !replies.slots.is_empty() {
             if timer.is_elapsed() {
-                self.writes_unanswered(&batch, &replies);
+                self.writes_unanswered(&mut batch, &replies);
             } else {
                 // Replicas not heard from yet still get the writes, or hints.
                 let shared = self.clone();
@@ -200,7 +201,7 @@ impl<T: Transport> NodeShared<T> {
                     while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                         shared.writes_answered(&mut batch, group, reply);
                     }
-                    shared.writes_unanswered(&batch, &replies);
+                    shared.writes_unanswered(&mut batch, &replies);
                 });
             }
         }
