@@ -145,6 +145,8 @@ impl SegmentWriter {
 struct SyncState {
     synced_lsn: u64,
     syncing: bool,
+    /// Fsyncs made by `sync_to` (one per group commit).
+    syncs: u64,
 }
 
 /// The live commit log: the newest segment plus group-commit state.
@@ -163,6 +165,7 @@ impl CommitLog {
             writer: Mutex::new(SegmentWriter::create(dir, id, 0)?),
             sync: Mutex::new(SyncState {
                 synced_lsn: 0,
+                syncs: 0,
                 syncing: false,
             }),
             synced: Condvar::new(),
@@ -212,10 +215,18 @@ impl CommitLog {
             state.syncing = false;
             self.synced.notify_all();
             match outcome {
-                Ok(covered) => state.synced_lsn = state.synced_lsn.max(covered),
+                Ok(covered) => {
+                    state.synced_lsn = state.synced_lsn.max(covered);
+                    state.syncs += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Group commits (fsyncs on behalf of waiting writers) so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.sync.lock().syncs
     }
 
     /// Fsyncs everything appended so far.

@@ -41,6 +41,15 @@ thread_local! {
 /// A record scratch buffer larger than this is freed after use.
 const RECORD_SCRATCH_BYTES_MAX: usize = 1024 * 1024;
 
+/// A commit-log sequence number: the position a write must be fsynced up to
+/// before it is durable ([`Engine::write_batch_unsynced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[must_use = "a write in batch sync mode is durable only once synced up to its Lsn"]
+pub struct Lsn(pub(crate) u64);
+
+/// Told whether a write reached the disk ([`Engine::when_synced`]).
+pub type SyncDone = Box<dyn FnOnce(Result<()>) + Send>;
+
 /// Wall-clock milliseconds since the Unix epoch. Passed in so tests and
 /// simulations control expiry and `gc_grace`.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -129,6 +138,9 @@ pub struct StorageStats {
     pub compactions: u64,
     pub tombstones_purged: u64,
     pub write_stalls: u64,
+    /// Commit-log fsyncs made for waiting writers and periodic syncs; in
+    /// batch mode, fewer than writes when group commit shares them.
+    pub commit_log_syncs: u64,
 }
 
 pub(crate) struct Shared {
@@ -196,11 +208,27 @@ impl Engine {
 
     /// [`Engine::write`] for several cells, under one acquisition of the
     /// write lock. Nothing is written if any cell is invalid; on an IO error
-    /// the cells before it may be written.
+    /// the cells before it may be written. In `batch` sync mode it returns
+    /// once the cells' commit-log records are fsynced.
     pub fn write_batch<K: AsRef<[u8]>>(&self, writes: Vec<(K, Cell)>) -> Result<()> {
+        match self.write_batch_unsynced(writes)? {
+            Some(Lsn(lsn)) => self.shared.log.sync_to(lsn),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Engine::write_batch`] without waiting for the fsync of `batch` sync
+    /// mode: the cells are applied (readers see them) and, in that mode, the
+    /// returned [`Lsn`] is what must be fsynced before the write may be
+    /// acknowledged; pass it to [`Engine::when_synced`]. `None`: nothing to
+    /// wait for (`periodic` mode).
+    pub fn write_batch_unsynced<K: AsRef<[u8]>>(
+        &self,
+        writes: Vec<(K, Cell)>,
+    ) -> Result<Option<Lsn>> {
         let s = &*self.shared;
         if writes.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         for (key, cell) in &writes {
             validate_write(key.as_ref(), cell, s.config.value_bytes_max)?;
@@ -246,10 +274,31 @@ impl Engine {
             s.after_rotation()?;
         }
         match s.config.sync_mode {
-            SyncMode::Batch => s.log.sync_to(lsn),
-            SyncMode::Periodic if s.work.is_none() => s.sync_if_due(),
-            SyncMode::Periodic => Ok(()),
+            SyncMode::Batch => Ok(Some(Lsn(lsn))),
+            SyncMode::Periodic if s.work.is_none() => s.sync_if_due().map(|()| None),
+            SyncMode::Periodic => Ok(None),
         }
+    }
+
+    /// Calls `done` once the commit log is fsynced up to `lsn`, with the
+    /// outcome (an error: the log failed and the write is not durable). With
+    /// background threads it is called from the engine's sync thread, which
+    /// makes one fsync for every write waiting (group commit), so the caller
+    /// never blocks on the disk; without them, at once on this thread.
+    pub fn when_synced(&self, lsn: Lsn, done: SyncDone) {
+        let s = &*self.shared;
+        let waiter = match &s.work {
+            Some(work) if !s.closing.load(Ordering::Acquire) => {
+                match work.sync_tx.send((lsn.0, done)) {
+                    Ok(()) => return,
+                    // The sync thread has stopped: the engine is closing.
+                    Err(crossbeam_channel::SendError(waiter)) => waiter,
+                }
+            }
+            _ => (lsn.0, done),
+        };
+        let (lsn, done) = waiter;
+        done(s.log.sync_to(lsn));
     }
 
     /// The live value of `key`, or `None` if absent, deleted or expired.
@@ -361,6 +410,7 @@ impl Engine {
             compactions: s.counters.compactions.load(Ordering::Relaxed),
             tombstones_purged: s.counters.tombstones_purged.load(Ordering::Relaxed),
             write_stalls: s.counters.write_stalls.load(Ordering::Relaxed),
+            commit_log_syncs: s.log.syncs(),
         }
     }
 
@@ -640,6 +690,106 @@ mod tests {
             );
         }
         assert_eq!(reopened.get(b"k-later").unwrap(), None);
+    }
+
+    /// Batch mode without blocking the writer: `write_batch_unsynced` hands
+    /// back the position to sync, and the engine's sync thread (not the
+    /// writer) reports each write durable, sharing fsyncs among the writes
+    /// waiting. Every write reported durable is there after a reopen.
+    #[test]
+    fn the_sync_thread_group_commits_writes_that_do_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            sync_mode: SyncMode::Batch,
+            ..StorageConfig::default()
+        };
+        let engine = Arc::new(Engine::open(dir.path(), config.clone()).unwrap());
+        let (outcomes_tx, outcomes) = std::sync::mpsc::channel();
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let engine = engine.clone();
+                let outcomes_tx = outcomes_tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..250u64 {
+                        let key = format!("w{writer}-{i:03}");
+                        let lsn = engine
+                            .write_batch_unsynced(vec![(key.clone(), Cell::value("v", i + 1))])
+                            .unwrap()
+                            .expect("batch mode has an fsync to wait for");
+                        let outcomes_tx = outcomes_tx.clone();
+                        engine.when_synced(
+                            lsn,
+                            Box::new(move |outcome| {
+                                let thread = std::thread::current().name().map(str::to_string);
+                                let _ = outcomes_tx.send((key, thread, outcome));
+                            }),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let mut durable = Vec::new();
+        for _ in 0..1_000 {
+            let (key, thread, outcome) = outcomes
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every write is reported");
+            assert!(outcome.is_ok(), "{key}: {outcome:?}");
+            assert_eq!(thread.as_deref(), Some("cassio-sync"), "{key}");
+            durable.push(key);
+        }
+        let syncs = engine.stats().commit_log_syncs;
+        assert!(
+            (1..1_000).contains(&syncs),
+            "1,000 writes waiting took {syncs} fsyncs"
+        );
+        drop(engine);
+
+        let reopened = Engine::open(dir.path(), config).unwrap();
+        for key in &durable {
+            assert_eq!(
+                reopened.get(key.as_bytes()).unwrap(),
+                Some(b"v".to_vec()),
+                "{key}"
+            );
+        }
+    }
+
+    /// A write waiting for a group commit whose fsync fails hears the
+    /// error, as later ones do: none of them is reported durable.
+    #[test]
+    fn a_failed_group_commit_reports_the_error_to_its_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            sync_mode: SyncMode::Batch,
+            ..StorageConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config).unwrap();
+        let wait = |key: &str| {
+            let lsn = engine
+                .write_batch_unsynced(vec![(key, Cell::value("v", 1))])?
+                .expect("batch mode has an fsync to wait for");
+            let (done_tx, done) = std::sync::mpsc::channel();
+            engine.when_synced(
+                lsn,
+                Box::new(move |outcome| {
+                    let _ = done_tx.send(outcome);
+                }),
+            );
+            done.recv_timeout(Duration::from_secs(10))
+                .expect("the write is reported")
+        };
+        wait("before").unwrap();
+        engine.shared.log.break_file_for_test();
+        let failed = wait("failing");
+        assert!(matches!(failed, Err(Error::Io { .. })), "got {failed:?}");
+        let refused = wait("after");
+        assert!(
+            matches!(refused, Err(Error::CommitLogFailed { .. })),
+            "got {refused:?}"
+        );
     }
 
     /// One key overwritten again and again still rotates the memtable, so

@@ -45,7 +45,8 @@ mod worker;
 pub use cell::{Cell, CellValue};
 pub use config::{KEY_BYTES_MAX, StorageConfig, SyncMode};
 pub use engine::{
-    Clock, Engine, Scan, Snapshot, StorageStats, system_clock, validate_key, validate_write,
+    Clock, Engine, Lsn, Scan, Snapshot, StorageStats, SyncDone, system_clock, validate_key,
+    validate_write,
 };
 pub use merge::MergeIter;
 

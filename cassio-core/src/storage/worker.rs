@@ -1,39 +1,55 @@
-//! Background threads: one flusher, one compactor and (in periodic mode) one
-//! syncer. They are woken through bounded crossbeam channels and poll a
-//! closing flag, so shutdown never waits longer than one poll interval plus
-//! the job in progress. A failed job marks the engine failed (writes are then
-//! refused) instead of retrying forever on a broken disk.
+//! Background threads: one flusher, one compactor and one syncer. They are
+//! woken through crossbeam channels and poll a closing flag, so shutdown
+//! never waits longer than one poll interval plus the job in progress. A
+//! failed job marks the engine failed (writes are then refused) instead of
+//! retrying forever on a broken disk.
+//!
+//! The syncer fsyncs the commit log every `sync_period_ms` in periodic mode;
+//! in batch mode it is the group commit of writers that must not block
+//! ([`Engine::when_synced`]): it takes every write waiting, fsyncs once for
+//! all of them and tells each.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use parking_lot::Mutex;
 
 use super::config::SyncMode;
-use super::engine::{Engine, Shared};
+use super::engine::{Engine, Shared, SyncDone};
 use crate::error::{Error, Result};
 
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Wake-up channels; capacity 1 each, since one pending wake-up is enough.
+/// A write waiting for the commit log to be fsynced up to its sequence number.
+type SyncWaiter = (u64, SyncDone);
+
+/// Wake-up channels, capacity 1 each since one pending wake-up is enough;
+/// and the queue of writes waiting for a batch-mode fsync.
 pub(crate) struct WorkSignals {
     flush_tx: Sender<()>,
     flush_rx: Receiver<()>,
     compact_tx: Sender<()>,
     compact_rx: Receiver<()>,
+    pub(crate) sync_tx: Sender<SyncWaiter>,
+    /// Taken by the sync thread, so a send fails once that thread is gone.
+    sync_rx: Mutex<Option<Receiver<SyncWaiter>>>,
 }
 
 impl WorkSignals {
     pub(crate) fn new() -> Self {
         let (flush_tx, flush_rx) = bounded(1);
         let (compact_tx, compact_rx) = bounded(1);
+        let (sync_tx, sync_rx) = unbounded();
         WorkSignals {
             flush_tx,
             flush_rx,
             compact_tx,
             compact_rx,
+            sync_tx,
+            sync_rx: Mutex::new(Some(sync_rx)),
         }
     }
 
@@ -75,25 +91,62 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
         }
     };
     handles.push(spawn("cassio-compact", compactor)?);
-    if shared.config.sync_mode == SyncMode::Periodic {
+    let syncer = {
         let shared = shared.clone();
-        let period = Duration::from_millis(shared.config.sync_period_ms);
-        handles.push(spawn("cassio-sync", move || {
-            let mut waited = Duration::ZERO;
-            while !shared.closing.load(Ordering::Acquire) {
-                std::thread::sleep(POLL_INTERVAL.min(period));
-                waited += POLL_INTERVAL.min(period);
-                if waited >= period {
-                    waited = Duration::ZERO;
-                    if let Err(e) = shared.log.sync_all() {
-                        shared.fail("periodic commit-log sync", &e);
-                        return;
+        match shared.config.sync_mode {
+            SyncMode::Periodic => spawn("cassio-sync", move || sync_periodically(&shared))?,
+            SyncMode::Batch => {
+                let waiters = work.sync_rx.lock().take();
+                spawn("cassio-sync", move || {
+                    if let Some(waiters) = waiters {
+                        group_commit(&shared, waiters);
                     }
-                }
+                })?
             }
-        })?);
-    }
+        }
+    };
+    handles.push(syncer);
     Ok(handles)
+}
+
+/// Periodic mode: fsyncs the commit log every `sync_period_ms`.
+fn sync_periodically(shared: &Shared) {
+    let period = Duration::from_millis(shared.config.sync_period_ms);
+    let mut waited = Duration::ZERO;
+    while !shared.closing.load(Ordering::Acquire) {
+        std::thread::sleep(POLL_INTERVAL.min(period));
+        waited += POLL_INTERVAL.min(period);
+        if waited >= period {
+            waited = Duration::ZERO;
+            if let Err(e) = shared.log.sync_all() {
+                shared.fail("periodic commit-log sync", &e);
+                return;
+            }
+        }
+    }
+}
+
+/// Batch mode: takes every write waiting, fsyncs once for all of them (the
+/// first `sync_to` covers everything appended so far, so the others find
+/// their record synced) and tells each. It answers what is queued before it
+/// stops; dropping `waiters` then makes later sends fail, and those writers
+/// sync on their own thread.
+fn group_commit(shared: &Shared, waiters: Receiver<SyncWaiter>) {
+    let mut group = Vec::new();
+    loop {
+        match waiters.recv_timeout(POLL_INTERVAL) {
+            Ok(waiter) => group.push(waiter),
+            Err(RecvTimeoutError::Timeout) if !shared.closing.load(Ordering::Acquire) => continue,
+            Err(_) => {}
+        }
+        group.extend(waiters.try_iter());
+        if group.is_empty() {
+            return;
+        }
+        for (lsn, done) in group.drain(..) {
+            done(shared.log.sync_to(lsn));
+        }
+    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
