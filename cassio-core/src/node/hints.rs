@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use super::durable::{write_durably, write_eventually};
 use crate::error::{Error, Result};
 use crate::proto;
 use crate::storage::{Cell, CellValue, Clock, Engine, StorageConfig, SyncMode};
@@ -75,26 +76,34 @@ impl HintStore {
         })
     }
 
-    /// Keeps a hint for `target`; false when the store is full.
-    pub(crate) fn store(&self, target: &NodeId, key: &[u8], cell: &Cell) -> Result<bool> {
+    /// Keeps a hint for each (target, key, cell) in one write, durable (in
+    /// batch sync mode, without blocking the thread) before it returns;
+    /// false, and none kept, when the store is full.
+    pub(crate) async fn store(&self, missed: &[(&NodeId, &[u8], &Cell)]) -> Result<bool> {
         let stats = self.engine.stats();
         if stats.sstable_bytes + stats.memtable_bytes as u64 >= self.bytes_max {
             return Ok(false);
         }
         let now_ms = (self.clock)();
-        let mut id = prefix(target);
-        id.extend_from_slice(&now_ms.to_be_bytes());
-        id.extend_from_slice(&self.sequence.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-        let payload = proto::encode(&(key, cell))?;
-        self.engine.write(
-            &id,
-            Cell {
+        let mut writes = Vec::with_capacity(missed.len());
+        for &(target, key, cell) in missed {
+            let mut id = prefix(target);
+            id.extend_from_slice(&now_ms.to_be_bytes());
+            id.extend_from_slice(&self.sequence.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+            let hint = Cell {
                 timestamp: now_ms * 1000,
                 expires_at_ms: Some(now_ms + self.window_ms),
-                value: CellValue::Value(payload),
-            },
-        )?;
-        self.targets.lock().insert(target.clone());
+                value: CellValue::Value(proto::encode(&(key, cell))?),
+            };
+            writes.push((id, hint));
+        }
+        write_durably(&self.engine, writes).await?;
+        let mut targets = self.targets.lock();
+        for &(target, _, _) in missed {
+            if !targets.contains(target) {
+                targets.insert(target.clone());
+            }
+        }
         Ok(true)
     }
 
@@ -151,9 +160,12 @@ impl HintStore {
     }
 
     /// A tombstone just newer than the hint, whatever the clock does now.
+    /// Not waited for: were it lost, the hint would only be replayed again.
     fn remove(&self, id: &[u8], stored_at: u64) -> Result<()> {
-        self.engine
-            .write(id, Cell::tombstone(stored_at.saturating_add(1)))
+        write_eventually(
+            &self.engine,
+            vec![(id, Cell::tombstone(stored_at.saturating_add(1)))],
+        )
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

@@ -6,6 +6,7 @@
 mod background;
 mod config;
 mod coordinate;
+mod durable;
 mod hints;
 mod peers_file;
 mod replay;

@@ -12,6 +12,7 @@ use super::background::Background;
 use super::config::NodeConfig;
 use super::coordinate::ReplicasCache;
 use super::coordinate::keyed_cell_bytes;
+use super::durable::write_durably;
 use super::hints::HintStore;
 use super::workers::current_thread_index;
 use crate::cluster::{Gossiper, Member};
@@ -19,7 +20,7 @@ use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Handler, Transport};
 use crate::proto::{ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role};
-use crate::storage::{Cell, CellValue, Clock, Engine};
+use crate::storage::{Cell, CellValue, Clock, Engine, SyncMode};
 use crate::types::NodeId;
 
 /// A client timestamp further ahead of the wall clock than this is refused:
@@ -119,6 +120,18 @@ impl<T: Transport> NodeShared<T> {
 
     pub(crate) fn peer_timeout(&self) -> Duration {
         Duration::from_millis(self.config.peer_request_timeout_ms)
+    }
+
+    /// A coordinator's writes as engine writes; this node's clock moves past
+    /// their timestamps.
+    fn observe(&self, writes: Vec<KeyedCell>) -> Vec<(Vec<u8>, Cell)> {
+        writes
+            .into_iter()
+            .map(|KeyedCell { key, cell }| {
+                self.hlc.observe(cell.timestamp);
+                (key, cell)
+            })
+            .collect()
     }
 
     /// This replica's cell for each key, as many as fit in a frame (at
@@ -266,6 +279,16 @@ impl<T: Transport> NodeShared<T> {
     }
 }
 
+/// What a replica answers to a coordinator's writes.
+fn replica_writes_answer(written: Result<()>) -> Response {
+    match written {
+        Ok(()) => Response::Done,
+        Err(e) => Response::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
 fn unexpected(conn: &Connection, response: Response) -> Error {
     let message = match response {
         Response::Error { message } => message,
@@ -278,8 +301,8 @@ fn unexpected(conn: &Connection, response: Response) -> Error {
 }
 
 impl<T: Transport> Handler for NodeShared<T> {
-    /// Everything but client reads and writes: those coordinate, and wait
-    /// on peers.
+    /// Everything but client reads and writes (those coordinate, and wait on
+    /// peers) and replica writes in batch sync mode (those wait for the disk).
     fn answer_now(
         &self,
         caller: &Caller,
@@ -327,24 +350,18 @@ impl<T: Transport> Handler for NodeShared<T> {
                         .collect(),
                 })
             }
-            Request::ReplicaWrites(writes) => {
-                let writes: Vec<_> = writes
-                    .into_iter()
-                    .map(|KeyedCell { key, cell }| {
-                        self.hlc.observe(cell.timestamp);
-                        (key, cell)
-                    })
-                    .collect();
-                match self.engine.write_batch(writes) {
-                    Ok(()) => Response::Done,
-                    Err(e) => Response::Error {
-                        message: e.to_string(),
-                    },
-                }
+            // In batch sync mode a write waits for its fsync: in `handle`.
+            Request::ReplicaWrites(writes)
+                if self.config.storage.sync_mode == SyncMode::Periodic =>
+            {
+                replica_writes_answer(self.engine.write_batch(self.observe(writes)))
             }
             Request::ReplicaReads(keys) => self.replica_reads(&keys),
-            coordinated @ (Request::Get { .. } | Request::Put { .. } | Request::Delete { .. }) => {
-                return Err(coordinated);
+            waits @ (Request::Get { .. }
+            | Request::Put { .. }
+            | Request::Delete { .. }
+            | Request::ReplicaWrites(_)) => {
+                return Err(waits);
             }
         })
     }
@@ -352,6 +369,11 @@ impl<T: Transport> Handler for NodeShared<T> {
     async fn handle(self: &Arc<Self>, caller: &Caller, request: Request) -> Response {
         let request = match self.answer_now(caller, request) {
             Ok(answer) => return answer,
+            Err(Request::ReplicaWrites(writes)) => {
+                return replica_writes_answer(
+                    write_durably(&self.engine, self.observe(writes)).await,
+                );
+            }
             Err(request) => request,
         };
         if let Some(refusal) = self

@@ -23,6 +23,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
+use super::durable::write_durably;
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
@@ -226,7 +227,7 @@ impl<T: Transport> NodeShared<T> {
     ) -> Result<()> {
         if *node == self.node_id {
             let writes = writes.into_iter().map(|w| (w.key, w.cell));
-            return self.engine.write_batch(writes.collect());
+            return write_durably(&self.engine, writes.collect()).await;
         }
         let conn = self.peer(addr).await?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
@@ -241,22 +242,27 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Keeps a hint for `node`, if hinted handoff is on; true if stored.
-    fn hint(&self, node: &NodeId, key: &[u8], cell: &Cell) -> bool {
+    /// Keeps a hint for each write a replica missed, if hinted handoff is
+    /// on, in one durable write to the hint store; true if they are stored.
+    async fn hint(&self, missed: &[(&NodeId, &[u8], &Cell)]) -> bool {
         let Some(hints) = &self.hints else {
             return false;
         };
-        match hints.store(node, key, cell) {
+        if missed.is_empty() {
+            return true;
+        }
+        let count = missed.len() as u64;
+        match hints.store(missed).await {
             Ok(true) => {
-                Metrics::add(&self.metrics.hints_stored, 1);
+                Metrics::add(&self.metrics.hints_stored, count);
                 true
             }
             Ok(false) => {
-                Metrics::add(&self.metrics.hints_dropped, 1);
+                Metrics::add(&self.metrics.hints_dropped, count);
                 false
             }
             Err(e) => {
-                tracing::error!(target_node = %node, error = %e, "cannot store hint");
+                tracing::error!(error = %e, hints = count, "cannot store hints");
                 false
             }
         }

@@ -5,6 +5,8 @@
 
 use std::pin::pin;
 
+use futures_util::future::join;
+
 use super::*;
 use crate::coordinator::WriteRound;
 use crate::proto::KeyedCellRef;
@@ -21,7 +23,7 @@ struct WriteBatch {
 impl<T: Transport> NodeShared<T> {
     /// Counts a replica's answer to a batch of writes; the writes it did not
     /// acknowledge are hinted.
-    fn writes_answered(&self, batch: &mut WriteBatch, group: usize, reply: Result<Response>) {
+    async fn writes_answered(&self, batch: &mut WriteBatch, group: usize, reply: Result<Response>) {
         match reply {
             Ok(Response::Done) => {
                 for &job in &batch.groups[group].jobs {
@@ -30,29 +32,33 @@ impl<T: Transport> NodeShared<T> {
             }
             other => {
                 self.replica_failed(&batch.groups[group].target, other);
-                self.writes_missed(batch, group);
+                self.writes_missed(batch, group).await;
             }
         }
     }
 
-    /// Group `group`'s replica missed its writes: each is hinted, and
+    /// Group `group`'s replica missed its writes: they are hinted, and each
     /// counted as missed (or hinted) in its round.
-    fn writes_missed(&self, batch: &mut WriteBatch, group: usize) {
+    async fn writes_missed(&self, batch: &mut WriteBatch, group: usize) {
         let Group { target, jobs, .. } = &batch.groups[group];
-        for &job in jobs {
-            let (key, cell) = &batch.writes[job];
-            batch.rounds[job].missed(self.hint(&target.node, key, cell));
+        let missed: Vec<_> = jobs
+            .iter()
+            .map(|&job| (&target.node, &batch.writes[job].0[..], &batch.writes[job].1))
+            .collect();
+        let hinted = self.hint(&missed).await;
+        for &job in &batch.groups[group].jobs {
+            batch.rounds[job].missed(hinted);
         }
     }
 
     /// Replicas that did not answer a batch of writes by the deadline get
     /// hints; their connection is dropped from the pool, as it may be stuck.
-    fn writes_unanswered(&self, batch: &mut WriteBatch, replies: &Replies) {
+    async fn writes_unanswered(&self, batch: &mut WriteBatch, replies: &Replies) {
         for &(group, _) in &replies.slots {
             let target = &batch.groups[group].target;
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
             self.forget_peer(target.addr);
-            self.writes_missed(batch, group);
+            self.writes_missed(batch, group).await;
         }
     }
 
@@ -80,6 +86,8 @@ impl<T: Transport> NodeShared<T> {
         Metrics::add(&self.metrics.writes, writes.len() as u64);
         let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
         let budget = self.message_budget_bytes();
+        // (job, replica) for replicas known to be down: hinted, not asked.
+        let mut down = Vec::new();
         for (job, (key, cell)) in writes.iter().enumerate() {
             let targets = match validate_write(key, cell, self.config.storage.value_bytes_max) {
                 Ok(()) => replicas.of(job),
@@ -91,7 +99,7 @@ impl<T: Transport> NodeShared<T> {
                     &[]
                 }
             };
-            let mut round = WriteRound::new(level, targets.len());
+            let round = WriteRound::new(level, targets.len());
             self.check_reachable(&mut phases[job], targets, round.required(), level);
             if !matches!(phases[job], Phase::Pending) {
                 rounds.push(round);
@@ -101,7 +109,7 @@ impl<T: Transport> NodeShared<T> {
             // other local writes.
             for target in targets.iter().filter(|t| t.node != self.node_id) {
                 if !target.up {
-                    round.missed(self.hint(&target.node, key, cell));
+                    down.push((job, &target.node));
                     continue;
                 }
                 let bytes = keyed_cell_bytes(key, cell);
@@ -122,7 +130,13 @@ impl<T: Transport> NodeShared<T> {
             }
             rounds.push(round);
         }
-        // This node's own replicas, under one acquisition of the write lock.
+        // Hints for the replicas known to be down, in one write; this node's
+        // own replicas, under one acquisition of the write lock. Both may
+        // wait for a group commit: they wait together.
+        let missed: Vec<_> = down
+            .iter()
+            .map(|&(job, node)| (node, &writes[job].0[..], &writes[job].1))
+            .collect();
         let local_jobs = || {
             (0..writes.len()).filter(|&job| {
                 matches!(phases[job], Phase::Pending)
@@ -130,7 +144,14 @@ impl<T: Transport> NodeShared<T> {
             })
         };
         let local = local_jobs().map(|job| (&writes[job].0[..], writes[job].1.clone()));
-        let written = self.engine.write_batch(local.collect());
+        let (hinted, written) = join(
+            self.hint(&missed),
+            write_durably(&self.engine, local.collect()),
+        )
+        .await;
+        for &(job, _) in &down {
+            rounds[job].missed(hinted);
+        }
         if let Err(e) = &written {
             tracing::error!(error = %e, "local replica write failed");
         }
@@ -164,13 +185,13 @@ impl<T: Transport> NodeShared<T> {
                     .await
             };
             if !sent {
-                self.writes_missed(&mut batch, index);
+                self.writes_missed(&mut batch, index).await;
             }
         }
         let mut timer = pin!(tokio::time::sleep_until(deadline));
         while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
-                Some((group, reply)) => self.writes_answered(&mut batch, group, reply),
+                Some((group, reply)) => self.writes_answered(&mut batch, group, reply).await,
                 None => self.time_out(&mut phases, &batch.rounds, level),
             }
         }
@@ -188,20 +209,20 @@ impl<T: Transport> NodeShared<T> {
         // Acknowledgements that already arrived are counted now: often the
         // last replica answered too, and no background work is needed.
         while let Some((group, reply)) = replies.next_ready() {
-            self.writes_answered(&mut batch, group, reply);
+            self.writes_answered(&mut batch, group, reply).await;
         }
         if !replies.slots.is_empty() {
             if timer.is_elapsed() {
-                self.writes_unanswered(&mut batch, &replies);
+                self.writes_unanswered(&mut batch, &replies).await;
             } else {
                 // Replicas not heard from yet still get the writes, or hints.
                 let shared = self.clone();
                 self.background.run(async move {
                     let mut timer = pin!(tokio::time::sleep_until(deadline));
                     while let Some((group, reply)) = replies.next(timer.as_mut()).await {
-                        shared.writes_answered(&mut batch, group, reply);
+                        shared.writes_answered(&mut batch, group, reply).await;
                     }
-                    shared.writes_unanswered(&mut batch, &replies);
+                    shared.writes_unanswered(&mut batch, &replies).await;
                 });
             }
         }
