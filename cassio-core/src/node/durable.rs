@@ -4,7 +4,7 @@
 //! meanwhile.
 
 use crate::error::{Error, Result};
-use crate::storage::{Cell, Engine};
+use crate::storage::{Cell, Engine, Lsn};
 
 /// Writes `writes` in one batch and returns once they are durable as the
 /// engine's sync mode defines it: at once in periodic mode; in batch mode
@@ -14,7 +14,13 @@ pub(crate) async fn write_durably<K: AsRef<[u8]>>(
     engine: &Engine,
     writes: Vec<(K, Cell)>,
 ) -> Result<()> {
-    let Some(lsn) = engine.write_batch_unsynced(writes)? else {
+    synced(engine, engine.write_batch_unsynced(writes)?).await
+}
+
+/// Returns once the commit log is fsynced up to `lsn`, from
+/// [`Engine::write_batch_unsynced`]; at once for `None` (nothing to wait for).
+pub(crate) async fn synced(engine: &Engine, lsn: Option<Lsn>) -> Result<()> {
+    let Some(lsn) = lsn else {
         return Ok(());
     };
     let (synced_tx, synced) = tokio::sync::oneshot::channel();

@@ -23,7 +23,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-use super::durable::write_durably;
+use super::durable::{synced, write_durably};
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};

@@ -130,37 +130,19 @@ impl<T: Transport> NodeShared<T> {
             }
             rounds.push(round);
         }
-        // Hints for the replicas known to be down, in one write; this node's
-        // own replicas, under one acquisition of the write lock. Both may
-        // wait for a group commit: they wait together.
-        let missed: Vec<_> = down
-            .iter()
-            .map(|&(job, node)| (node, &writes[job].0[..], &writes[job].1))
-            .collect();
-        let local_jobs = || {
-            (0..writes.len()).filter(|&job| {
+        // This node's own replicas, applied now under one acquisition of the
+        // write lock; in batch sync mode their fsync is awaited after the
+        // other replicas are asked, so the disks work at the same time.
+        let local_jobs: Vec<usize> = (0..writes.len())
+            .filter(|&job| {
                 matches!(phases[job], Phase::Pending)
                     && replicas.of(job).iter().any(|t| t.node == self.node_id)
             })
-        };
-        let local = local_jobs().map(|job| (&writes[job].0[..], writes[job].1.clone()));
-        let (hinted, written) = join(
-            self.hint(&missed),
-            write_durably(&self.engine, local.collect()),
-        )
-        .await;
-        for &(job, _) in &down {
-            rounds[job].missed(hinted);
-        }
-        if let Err(e) = &written {
-            tracing::error!(error = %e, "local replica write failed");
-        }
-        for job in local_jobs() {
-            match written {
-                Ok(()) => rounds[job].acked(),
-                Err(_) => rounds[job].missed(false),
-            }
-        }
+            .collect();
+        let local = local_jobs
+            .iter()
+            .map(|&job| (&writes[job].0[..], writes[job].1.clone()));
+        let applied = self.engine.write_batch_unsynced(local.collect());
         let mut batch = WriteBatch {
             writes,
             rounds,
@@ -186,6 +168,33 @@ impl<T: Transport> NodeShared<T> {
             };
             if !sent {
                 self.writes_missed(&mut batch, index).await;
+            }
+        }
+        // The hints for the replicas known to be down (one write) and the
+        // local replicas' fsync may each wait for a group commit: together.
+        let (hinted, written) = {
+            let missed: Vec<_> = down
+                .iter()
+                .map(|&(job, node)| (node, &batch.writes[job].0[..], &batch.writes[job].1))
+                .collect();
+            let local_synced = async {
+                match applied {
+                    Ok(lsn) => synced(&self.engine, lsn).await,
+                    Err(e) => Err(e),
+                }
+            };
+            join(self.hint(&missed), local_synced).await
+        };
+        for &(job, _) in &down {
+            batch.rounds[job].missed(hinted);
+        }
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "local replica write failed");
+        }
+        for &job in &local_jobs {
+            match written {
+                Ok(()) => batch.rounds[job].acked(),
+                Err(_) => batch.rounds[job].missed(false),
             }
         }
         let mut timer = pin!(tokio::time::sleep_until(deadline));
