@@ -235,6 +235,15 @@ fn redis_crate_commands() {
         info.contains("cassio_version") && info.contains("db0:keys="),
         "{info}"
     );
+    // The Stats section counts this node's coordinated requests: the SETs
+    // and the MSET above are among them.
+    let writes: u64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("writes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO has no writes counter: {info}"));
+    assert!(writes >= 2, "writes:{writes}");
+    assert!(info.contains("\r\n# Stats\r\n") && info.contains("hints_stored:0"), "{info}");
     assert_eq!(
         cmd("CASSIO.CONSISTENCY")
             .arg("all")

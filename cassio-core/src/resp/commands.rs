@@ -420,6 +420,20 @@ impl<T: Transport> NodeShared<T> {
                 m.owns
             ));
         }
+        let m = &status.metrics;
+        out.push_str(&format!(
+            "\r\n# Stats\r\nreads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\n",
+            m.reads,
+            m.writes,
+            m.unavailable,
+            m.timeouts,
+            m.invalid_requests,
+            m.hints_stored,
+            m.hints_replayed,
+            m.hints_expired,
+            m.hints_dropped,
+            m.read_repairs
+        ));
         out
     }
 }
