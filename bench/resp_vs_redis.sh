@@ -13,44 +13,28 @@
 #   N=50000 ROUNDS=1 bench/resp_vs_redis.sh   # quicker
 #   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
 #   KEYSPACE=1000000 bench/resp_vs_redis.sh   # random keys out of a million (-r)
+#   SYNC=batch bench/resp_vs_redis.sh         # durable writes: cassio's batch sync
+#                                             # mode against appendfsync always
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
 ROUNDS=${ROUNDS:-3}
-keyspace=()
-if [ -n "${KEYSPACE:-}" ]; then keyspace=(-r "$KEYSPACE"); fi
+keyspace=${KEYSPACE:+-r $KEYSPACE}
 threads=()
 if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
+SYNC=${SYNC:-periodic}
+case "$SYNC" in
+    periodic) appendfsync=everysec ;;
+    batch) appendfsync=always ;;
+    *) echo "SYNC must be periodic or batch, not '$SYNC'" >&2; exit 2 ;;
+esac
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
-    echo "installing redis-server and redis-tools (Debian packages)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-cargo build --release -q -p cassio-node
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_pong() {
-    for _ in $(seq 1 100); do
-        [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ] && return 0
-        sleep 0.1
-    done
-    echo "nothing answers PING on port $1" >&2
-    return 1
-}
+source "bench/common.sh"
 
 redis() { # name port
     mkdir -p "$work/$1"
-    redis-server --port "$2" --bind 127.0.0.1 --appendonly yes --appendfsync everysec \
+    redis-server --port "$2" --bind 127.0.0.1 --appendonly yes --appendfsync "$appendfsync" \
         --save "" --dir "$work/$1" --daemonize no >"$work/$1.log" 2>&1 &
     pids+=($!)
 }
@@ -58,8 +42,9 @@ redis_port=$(free_port); control_port=$(free_port)
 redis redis "$redis_port"
 redis control "$control_port"
 
+printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
 node() { # name native resp seed
-    target/release/cassio-node --name "$1" --listen "127.0.0.1:$2" --resp "127.0.0.1:$3" \
+    target/release/cassio-node --config "$work/node.toml" --name "$1" --listen "127.0.0.1:$2" --resp "127.0.0.1:$3" \
         --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error "${threads[@]}" >"$work/$1.log" 2>&1 &
     pids+=($!)
 }
@@ -71,15 +56,7 @@ node c2 "$c2" "$r2" "$c1"
 node c3 "$c3" "$r3" "$c1"
 for port in "$redis_port" "$control_port" "$solo_resp" "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 # Let the cluster see all three nodes before measuring.
-for _ in $(seq 1 100); do
-    [ "$(redis-cli -p "$r1" info | grep -c ',UP,')" = "3" ] && break
-    sleep 0.2
-done
-
-ops() { # port, extra args, test -> requests per second
-    redis-benchmark -p "$1" -t "$3" -n "$N" -c "$C" -q "${keyspace[@]}" $2 2>/dev/null | tr '\r' '\n' |
-        awk -F'[: ]+' -v t="$(echo "$3" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1
-}
+wait_members "$r1" 3 UP
 
 results="$work/results" # row server round ops
 for round in $(seq 1 "$ROUNDS"); do
@@ -87,7 +64,7 @@ for round in $(seq 1 "$ROUNDS"); do
         for test in set get; do
             row="$(echo "$test" | tr a-z A-Z)${pipeline:+ ${pipeline// /}}"
             for server in redis:"$redis_port" cassio-1:"$solo_resp" control:"$control_port" cassio-3Q:"$r1"; do
-                echo "$row|${server%%:*}|$round|$(ops "${server#*:}" "$pipeline" "$test")" >>"$results"
+                echo "$row|${server%%:*}|$round|$(ops "${server#*:}" "$test" "$keyspace $pipeline")" >>"$results"
             done
         done
     done
@@ -122,4 +99,4 @@ awk -F'|' -v rounds="$ROUNDS" '
             printf "\n"
         }
     }' "$results"
-echo "N=$N C=$C ROUNDS=$ROUNDS${KEYSPACE:+ KEYSPACE=$KEYSPACE}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
+echo "N=$N C=$C ROUNDS=$ROUNDS SYNC=$SYNC (redis appendfsync $appendfsync)${KEYSPACE:+ KEYSPACE=$KEYSPACE}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"

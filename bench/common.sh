@@ -1,0 +1,45 @@
+# Shared by the bench scripts (sourced, not run): installs redis-tools if
+# missing, builds cassio-node, keeps a scratch directory and the PIDs of
+# what the script starts, and stops exactly those on exit.
+
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
+    echo "installing redis-server and redis-tools (Debian packages)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q -p cassio-node
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_pong() { # port
+    for _ in $(seq 1 100); do
+        [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ] && return 0
+        sleep 0.1
+    done
+    echo "nothing answers PING on port $1" >&2
+    return 1
+}
+
+# Waits until node at RESP port $1 sees $2 members in state $3 (UP or DOWN).
+wait_members() { # port count state
+    for _ in $(seq 1 150); do
+        [ "$(redis-cli -p "$1" info | grep -c ",$3,")" = "$2" ] && return 0
+        sleep 0.2
+    done
+    echo "port $1 did not see $2 members $3" >&2
+    return 1
+}
+
+# Requests per second of one redis-benchmark run: port, test, extra args.
+ops() {
+    redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
+        awk -F'[: ]+' -v t="$(echo "$2" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1
+}

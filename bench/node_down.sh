@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Writes while a replica is down: the same `redis-benchmark -t set -n N -c C
+# -r KEYSPACE -q` (with and without -P 16) against node c1 of a 3-node RF 3
+# cassio cluster at QUORUM, first with all three nodes up, then with c3
+# stopped and seen DOWN, when every write also stores a hint for c3 on the
+# coordinator. Prints ops/s of both and the ratio down / up: what losing
+# one node of three costs the writes that go on. Stops what it started.
+#
+#   bench/node_down.sh                  # N=200000 C=50 KEYSPACE=1000000
+#   SYNC=batch bench/node_down.sh       # with batch (fsync per group) commits
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-200000}
+C=${C:-50}
+KEYSPACE=${KEYSPACE:-1000000}
+SYNC=${SYNC:-periodic}
+source "bench/common.sh"
+
+printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
+node() { # name native resp seed
+    target/release/cassio-node --config "$work/node.toml" --name "$1" --listen "127.0.0.1:$2" \
+        --resp "127.0.0.1:$3" --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error \
+        --phi-convict-threshold 4 >"$work/$1.log" 2>&1 &
+    pids+=($!)
+}
+c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_port); r3=$(free_port)
+node c1 "$c1" "$r1" "$c1"
+node c2 "$c2" "$r2" "$c1"
+node c3 "$c3" "$r3" "$c1"
+for port in "$r1" "$r2" "$r3"; do wait_pong "$port"; done
+wait_members "$r1" 3 UP
+
+declare -A args=([SET]="" [SET-P16]="-P 16") up down
+for row in SET SET-P16; do up[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
+c3_pid=${pids[2]}
+kill "$c3_pid"
+wait "$c3_pid" 2>/dev/null || true
+wait_members "$r1" 1 DOWN
+for row in SET SET-P16; do down[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
+hints=$(redis-cli -p "$r1" info | tr -d '\r' | awk -F: '$1 == "hints_stored" { print $2 }')
+
+printf "%-10s %10s %10s %8s\n" row "all up" "c3 down" "down/up"
+for row in SET SET-P16; do
+    printf "%-10s %10.0f %10.0f %8.3f\n" "$row" "${up[$row]}" "${down[$row]}" \
+        "$(python3 -c "print(${down[$row]} / ${up[$row]})")"
+done
+echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1; hints stored for c3: ${hints:-?}"
