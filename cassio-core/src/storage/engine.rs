@@ -287,18 +287,14 @@ impl Engine {
     /// never blocks on the disk; without them, at once on this thread.
     pub fn when_synced(&self, lsn: Lsn, done: SyncDone) {
         let s = &*self.shared;
-        let waiter = match &s.work {
-            Some(work) if !s.closing.load(Ordering::Acquire) => {
-                match work.sync_tx.send((lsn.0, done)) {
-                    Ok(()) => return,
-                    // The sync thread has stopped: the engine is closing.
-                    Err(crossbeam_channel::SendError(waiter)) => waiter,
-                }
-            }
-            _ => (lsn.0, done),
+        let unqueued = match &s.work {
+            Some(work) => work.sync_queue.push(lsn.0, done),
+            None => Some((lsn.0, done)),
         };
-        let (lsn, done) = waiter;
-        done(s.log.sync_to(lsn));
+        // No sync thread (inline mode), or it has stopped (closing).
+        if let Some((lsn, done)) = unqueued {
+            done(s.log.sync_to(lsn));
+        }
     }
 
     /// The live value of `key`, or `None` if absent, deleted or expired.

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use parking_lot::Mutex;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use parking_lot::{Condvar, Mutex};
 
 use super::config::SyncMode;
 use super::engine::{Engine, Shared, SyncDone};
@@ -26,6 +26,38 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// A write waiting for the commit log to be fsynced up to its sequence number.
 type SyncWaiter = (u64, SyncDone);
 
+/// The writes waiting for a batch-mode fsync. A mutex and condition
+/// variable rather than a channel: the sync thread sleeps until the first
+/// waiter, where a channel's receive spins and yields the CPU first, which
+/// cost 7% of a node's CPU under unpipelined durable writes.
+#[derive(Default)]
+pub(crate) struct SyncQueue {
+    state: Mutex<SyncQueueState>,
+    waiting: Condvar,
+}
+
+#[derive(Default)]
+struct SyncQueueState {
+    waiters: Vec<SyncWaiter>,
+    /// The sync thread has stopped: waiters sync on their own thread.
+    stopped: bool,
+}
+
+impl SyncQueue {
+    /// Queues `done` for the sync thread; gives it back if that has stopped.
+    pub(crate) fn push(&self, lsn: u64, done: SyncDone) -> Option<SyncWaiter> {
+        let mut state = self.state.lock();
+        if state.stopped {
+            return Some((lsn, done));
+        }
+        state.waiters.push((lsn, done));
+        if state.waiters.len() == 1 {
+            self.waiting.notify_one();
+        }
+        None
+    }
+}
+
 /// Wake-up channels, capacity 1 each since one pending wake-up is enough;
 /// and the queue of writes waiting for a batch-mode fsync.
 pub(crate) struct WorkSignals {
@@ -33,23 +65,19 @@ pub(crate) struct WorkSignals {
     flush_rx: Receiver<()>,
     compact_tx: Sender<()>,
     compact_rx: Receiver<()>,
-    pub(crate) sync_tx: Sender<SyncWaiter>,
-    /// Taken by the sync thread, so a send fails once that thread is gone.
-    sync_rx: Mutex<Option<Receiver<SyncWaiter>>>,
+    pub(crate) sync_queue: SyncQueue,
 }
 
 impl WorkSignals {
     pub(crate) fn new() -> Self {
         let (flush_tx, flush_rx) = bounded(1);
         let (compact_tx, compact_rx) = bounded(1);
-        let (sync_tx, sync_rx) = unbounded();
         WorkSignals {
             flush_tx,
             flush_rx,
             compact_tx,
             compact_rx,
-            sync_tx,
-            sync_rx: Mutex::new(Some(sync_rx)),
+            sync_queue: SyncQueue::default(),
         }
     }
 
@@ -94,15 +122,12 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
     let syncer = {
         let shared = shared.clone();
         match shared.config.sync_mode {
-            SyncMode::Periodic => spawn("cassio-sync", move || sync_periodically(&shared))?,
-            SyncMode::Batch => {
-                let waiters = work.sync_rx.lock().take();
-                spawn("cassio-sync", move || {
-                    if let Some(waiters) = waiters {
-                        group_commit(&shared, waiters);
-                    }
-                })?
+            SyncMode::Periodic => {
+                // Nothing waits for a sync here; whatever would, syncs itself.
+                work.sync_queue.state.lock().stopped = true;
+                spawn("cassio-sync", move || sync_periodically(&shared))?
             }
+            SyncMode::Batch => spawn("cassio-sync", move || group_commit(&shared))?,
         }
     };
     handles.push(syncer);
@@ -128,22 +153,27 @@ fn sync_periodically(shared: &Shared) {
 
 /// Batch mode: takes every write waiting, fsyncs once for all of them (the
 /// first `sync_to` covers everything appended so far, so the others find
-/// their record synced) and tells each. It answers what is queued before it
-/// stops; dropping `waiters` then makes later sends fail, and those writers
-/// sync on their own thread.
-fn group_commit(shared: &Shared, waiters: Receiver<SyncWaiter>) {
-    let mut group = Vec::new();
+/// their record synced) and tells each. When the engine closes it answers
+/// what is queued and marks the queue stopped, so later writers sync on
+/// their own thread.
+fn group_commit(shared: &Shared) {
+    let Some(work) = &shared.work else {
+        return;
+    };
+    let queue = &work.sync_queue;
     loop {
-        match waiters.recv_timeout(POLL_INTERVAL) {
-            Ok(waiter) => group.push(waiter),
-            Err(RecvTimeoutError::Timeout) if !shared.closing.load(Ordering::Acquire) => continue,
-            Err(_) => {}
-        }
-        group.extend(waiters.try_iter());
-        if group.is_empty() {
-            return;
-        }
-        for (lsn, done) in group.drain(..) {
+        let group = {
+            let mut state = queue.state.lock();
+            while state.waiters.is_empty() && !shared.closing.load(Ordering::Acquire) {
+                queue.waiting.wait_for(&mut state, POLL_INTERVAL);
+            }
+            if state.waiters.is_empty() {
+                state.stopped = true;
+                return;
+            }
+            std::mem::take(&mut state.waiters)
+        };
+        for (lsn, done) in group {
             done(shared.log.sync_to(lsn));
         }
     }
