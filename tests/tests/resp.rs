@@ -243,7 +243,10 @@ fn redis_crate_commands() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("INFO has no writes counter: {info}"));
     assert!(writes >= 2, "writes:{writes}");
-    assert!(info.contains("\r\n# Stats\r\n") && info.contains("hints_stored:0"), "{info}");
+    assert!(
+        info.contains("\r\n# Stats\r\n") && info.contains("hints_stored:0"),
+        "{info}"
+    );
     assert_eq!(
         cmd("CASSIO.CONSISTENCY")
             .arg("all")

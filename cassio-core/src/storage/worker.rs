@@ -1,5 +1,6 @@
 //! Background threads: one flusher, one compactor and one syncer. They are
-//! woken through crossbeam channels and poll a closing flag, so shutdown
+//! woken through crossbeam channels (the group commit: a queue under a
+//! mutex and condition variable) and poll a closing flag, so shutdown
 //! never waits longer than one poll interval plus the job in progress. A
 //! failed job marks the engine failed (writes are then refused) instead of
 //! retrying forever on a broken disk.
