@@ -38,8 +38,12 @@ wait_members() { # port count state
     return 1
 }
 
-# Requests per second of one redis-benchmark run: port, test, extra args.
+# Requests per second of one `redis-benchmark -n $N -c $C` run, 0 if it
+# failed: port, test, extra arguments (one string, split on spaces).
 ops() {
-    redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
-        awk -F'[: ]+' -v t="$(echo "$2" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1
+    local rate
+    # shellcheck disable=SC2086 # $3 holds several arguments
+    rate=$(redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
+        awk -F'[: ]+' -v t="$(echo "$2" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1) || true
+    echo "${rate:-0}"
 }

@@ -14,6 +14,10 @@ N=${N:-200000}
 C=${C:-50}
 KEYSPACE=${KEYSPACE:-1000000}
 SYNC=${SYNC:-periodic}
+case "$SYNC" in
+    periodic | batch) ;;
+    *) echo "SYNC must be periodic or batch, not '$SYNC'" >&2; exit 2 ;;
+esac
 source "bench/common.sh"
 
 printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
@@ -27,12 +31,12 @@ c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_po
 node c1 "$c1" "$r1" "$c1"
 node c2 "$c2" "$r2" "$c1"
 node c3 "$c3" "$r3" "$c1"
+c3_pid=${pids[-1]}
 for port in "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 wait_members "$r1" 3 UP
 
 declare -A args=([SET]="" [SET-P16]="-P 16") up down
 for row in SET SET-P16; do up[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
-c3_pid=${pids[2]}
 kill "$c3_pid"
 wait "$c3_pid" 2>/dev/null || true
 wait_members "$r1" 1 DOWN
@@ -42,6 +46,6 @@ hints=$(redis-cli -p "$r1" info | tr -d '\r' | awk -F: '$1 == "hints_stored" { p
 printf "%-10s %10s %10s %8s\n" row "all up" "c3 down" "down/up"
 for row in SET SET-P16; do
     printf "%-10s %10.0f %10.0f %8.3f\n" "$row" "${up[$row]}" "${down[$row]}" \
-        "$(python3 -c "print(${down[$row]} / ${up[$row]})")"
+        "$(python3 -c "print(${down[$row]} / ${up[$row]} if ${up[$row]} else 0)")"
 done
 echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1; hints stored for c3: ${hints:-?}"

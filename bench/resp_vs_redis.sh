@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # RESP throughput, cassio vs redis-server, in one run on one machine:
 # the same `redis-benchmark -t set,get -n N -c C -q` (with and without -P 16)
-# against redis-server (appendonly yes, appendfsync everysec), a single cassio
-# node (periodic commit-log sync) and a 3-node RF 3 cassio cluster at QUORUM.
+# against redis-server (appendonly yes, appendfsync everysec; always with
+# SYNC=batch), a single cassio node (periodic commit-log sync; batch with
+# SYNC=batch) and a 3-node RF 3 cassio cluster at QUORUM.
 # A second redis-server, set up like the first and measured the same way, is
 # the control: its ratio to the first shows how far this machine's noise
 # alone moves a ratio. Every row runs ROUNDS times, the servers alternating

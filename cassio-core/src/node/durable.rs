@@ -30,13 +30,15 @@ pub(crate) async fn synced(engine: &Engine, lsn: Option<Lsn>) -> Result<()> {
             let _ = synced_tx.send(outcome);
         }),
     );
-    // Dropped unanswered only when the engine closed under the write.
+    // Dropped uncalled only if the engine's sync thread died: not durable.
     synced.await.unwrap_or(Err(Error::Closed))
 }
 
 /// Writes `writes` without waiting for their fsync, for writes whose loss
 /// is harmless (a hint's removal: the hint is replayed again). In batch
-/// mode the sync thread still fsyncs them with its next group.
+/// mode the sync thread still fsyncs them with its next group (a failure
+/// there fails the commit log, which later writes report); with no sync
+/// thread (inline mode) this syncs on the caller's thread.
 pub(crate) fn write_eventually<K: AsRef<[u8]>>(
     engine: &Engine,
     writes: Vec<(K, Cell)>,

@@ -12,8 +12,9 @@
 //! (anything else), which is an error naming the file and offset.
 //!
 //! Group commit: writers append under a short lock and get a log sequence
-//! number; `sync_to(lsn)` makes one of the waiting writers write the buffer out
-//! and fsync for everyone whose record it covers.
+//! number; `sync_to(lsn)` makes one of its callers (a blocking writer, or the
+//! engine's sync thread on behalf of writers that must not block) write the
+//! buffer out and fsync for everyone whose record it covers.
 //!
 //! Failure is final: after a write or fsync of a segment fails, what reached
 //! the disk is unknown (a partial write; pages an fsync error dropped while a
@@ -145,7 +146,8 @@ impl SegmentWriter {
 struct SyncState {
     synced_lsn: u64,
     syncing: bool,
-    /// Fsyncs made by `sync_to` (one per group commit).
+    /// Fsyncs made by `sync_to`: group commits, periodic syncs and the sync
+    /// at close (not those of segment rotation).
     syncs: u64,
 }
 
@@ -224,7 +226,7 @@ impl CommitLog {
         }
     }
 
-    /// Group commits (fsyncs on behalf of waiting writers) so far.
+    /// Fsyncs made by `sync_to` so far.
     pub(crate) fn syncs(&self) -> u64 {
         self.sync.lock().syncs
     }

@@ -12,8 +12,10 @@ pub const KEY_BYTES_MAX: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
-    /// A write returns only after its record is fsynced; concurrent writers
-    /// share one fsync (group commit).
+    /// A write is acknowledged only once its record is fsynced: `write`
+    /// returns then, and `write_batch_unsynced` hands back what to wait for
+    /// (`Engine::when_synced`). Concurrent writers share one fsync (group
+    /// commit).
     Batch,
     /// Records are written to the OS at once and fsynced every
     /// `sync_period_ms`; a machine crash may lose that window.

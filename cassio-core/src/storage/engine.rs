@@ -284,7 +284,9 @@ impl Engine {
     /// outcome (an error: the log failed and the write is not durable). With
     /// background threads it is called from the engine's sync thread, which
     /// makes one fsync for every write waiting (group commit), so the caller
-    /// never blocks on the disk; without them, at once on this thread.
+    /// never blocks on the disk. Without them, or once that thread has
+    /// stopped (the engine is closing), it syncs and calls `done` on this
+    /// thread. Should the sync thread die, `done` is dropped uncalled.
     pub fn when_synced(&self, lsn: Lsn, done: SyncDone) {
         let s = &*self.shared;
         let unqueued = match &s.work {
@@ -754,7 +756,7 @@ mod tests {
     }
 
     /// A write waiting for a group commit whose fsync fails hears the
-    /// error, as later ones do: none of them is reported durable.
+    /// error, and a later write is refused: neither is reported durable.
     #[test]
     fn a_failed_group_commit_reports_the_error_to_its_writers() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,9 +1,10 @@
-//! Background threads: one flusher, one compactor and one syncer. They are
-//! woken through crossbeam channels (the group commit: a queue under a
-//! mutex and condition variable) and poll a closing flag, so shutdown
-//! never waits longer than one poll interval plus the job in progress. A
-//! failed job marks the engine failed (writes are then refused) instead of
-//! retrying forever on a broken disk.
+//! Background threads: one flusher, one compactor and one syncer. The
+//! flusher and compactor are woken through crossbeam channels; every thread
+//! polls a closing flag, so shutdown never waits longer than one poll
+//! interval plus the job in progress. A failed flush, compaction or
+//! periodic sync marks the engine failed (writes are then refused) instead
+//! of retrying forever on a broken disk; a failed group commit fails the
+//! commit log, which refuses writes from then on.
 //!
 //! The syncer fsyncs the commit log every `sync_period_ms` in periodic mode;
 //! in batch mode it is the group commit of writers that must not block
@@ -162,6 +163,7 @@ fn group_commit(shared: &Shared) {
         return;
     };
     let queue = &work.sync_queue;
+    let _stopped_even_by_a_panic = StopOnDrop(queue);
     loop {
         let group = {
             let mut state = queue.state.lock();
@@ -169,6 +171,7 @@ fn group_commit(shared: &Shared) {
                 queue.waiting.wait_for(&mut state, POLL_INTERVAL);
             }
             if state.waiters.is_empty() {
+                // Under the lock: from here writers sync on their own thread.
                 state.stopped = true;
                 return;
             }
@@ -177,6 +180,22 @@ fn group_commit(shared: &Shared) {
         for (lsn, done) in group {
             done(shared.log.sync_to(lsn));
         }
+    }
+}
+
+/// Marks the queue stopped when the sync thread ends, however it ends, and
+/// drops what is still queued uncalled (those writes are not durable), so no
+/// writer waits for a thread that is gone.
+struct StopOnDrop<'a>(&'a SyncQueue);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        let orphans = {
+            let mut state = self.0.state.lock();
+            state.stopped = true;
+            std::mem::take(&mut state.waiters)
+        };
+        drop(orphans);
     }
 }
 

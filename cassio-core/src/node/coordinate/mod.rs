@@ -1,7 +1,8 @@
 //! The coordinator's IO: any node runs clients' reads and writes here, a
 //! batch at a time (one key, or every GET or SET of a pipeline). Writes go
-//! to every replica (the local one applied directly, down ones hinted at
-//! once); each key's answer comes when its level is met or cannot be. Reads
+//! to every replica (the local one applied directly, down ones hinted in one
+//! write once the others are asked); each key's answer comes when its level
+//! is met or cannot be. Reads
 //! ask every live replica, answer with the newest vote once enough are in,
 //! and repair stale replicas: before answering at TWO and above, after at
 //! ONE. A batch costs one message per remote replica, whatever its size.
@@ -245,12 +246,12 @@ impl<T: Transport> NodeShared<T> {
     /// Keeps a hint for each write a replica missed, if hinted handoff is
     /// on, in one durable write to the hint store; true if they are stored.
     async fn hint(&self, missed: &[(&NodeId, &[u8], &Cell)]) -> bool {
-        let Some(hints) = &self.hints else {
-            return false;
-        };
         if missed.is_empty() {
             return true;
         }
+        let Some(hints) = &self.hints else {
+            return false;
+        };
         let count = missed.len() as u64;
         match hints.store(missed).await {
             Ok(true) => {

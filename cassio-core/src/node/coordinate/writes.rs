@@ -41,14 +41,21 @@ impl<T: Transport> NodeShared<T> {
     /// counted as missed (or hinted) in its round.
     async fn writes_missed(&self, batch: &mut WriteBatch, group: usize) {
         let Group { target, jobs, .. } = &batch.groups[group];
-        let missed: Vec<_> = jobs
-            .iter()
-            .map(|&job| (&target.node, &batch.writes[job].0[..], &batch.writes[job].1))
-            .collect();
-        let hinted = self.hint(&missed).await;
-        for &job in &batch.groups[group].jobs {
+        let missed: Vec<_> = jobs.iter().map(|&job| (job, &target.node)).collect();
+        let hinted = self.hint_writes(&batch.writes, &missed).await;
+        for &job in jobs {
             batch.rounds[job].missed(hinted);
         }
+    }
+
+    /// Hints the (job, replica) writes `missed` in one write to the hint
+    /// store; true if stored.
+    async fn hint_writes(&self, writes: &[(Vec<u8>, Cell)], missed: &[(usize, &NodeId)]) -> bool {
+        let hints: Vec<_> = missed
+            .iter()
+            .map(|&(job, node)| (node, &writes[job].0[..], &writes[job].1))
+            .collect();
+        self.hint(&hints).await
     }
 
     /// Replicas that did not answer a batch of writes by the deadline get
@@ -150,6 +157,7 @@ impl<T: Transport> NodeShared<T> {
         };
         let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
         let mut replies = Replies::default();
+        let mut unsent = Vec::new();
         for index in 0..batch.groups.len() {
             let sent = {
                 let group = &batch.groups[index];
@@ -167,25 +175,26 @@ impl<T: Transport> NodeShared<T> {
                     .await
             };
             if !sent {
-                self.writes_missed(&mut batch, index).await;
+                unsent.push(index);
             }
         }
-        // The hints for the replicas known to be down (one write) and the
-        // local replicas' fsync may each wait for a group commit: together.
-        let (hinted, written) = {
-            let missed: Vec<_> = down
-                .iter()
-                .map(|&(job, node)| (node, &batch.writes[job].0[..], &batch.writes[job].1))
-                .collect();
-            let local_synced = async {
-                match applied {
-                    Ok(lsn) => synced(&self.engine, lsn).await,
-                    Err(e) => Err(e),
-                }
-            };
-            join(self.hint(&missed), local_synced).await
+        // Hints for the writes missed so far (replicas known to be down, or
+        // whose request could not be sent), in one write, and the local
+        // replicas' fsync: each may wait for a group commit; they wait
+        // together, after every replica was asked.
+        let mut missed = down;
+        for &index in &unsent {
+            let Group { target, jobs, .. } = &batch.groups[index];
+            missed.extend(jobs.iter().map(|&job| (job, &target.node)));
+        }
+        let local_synced = async {
+            match applied {
+                Ok(lsn) => synced(&self.engine, lsn).await,
+                Err(e) => Err(e),
+            }
         };
-        for &(job, _) in &down {
+        let (hinted, written) = join(self.hint_writes(&batch.writes, &missed), local_synced).await;
+        for &(job, _) in &missed {
             batch.rounds[job].missed(hinted);
         }
         if let Err(e) = &written {
