@@ -78,7 +78,8 @@ impl HintStore {
 
     /// Keeps a hint for each (target, key, cell) in one write, durable (in
     /// batch sync mode, without blocking the thread) before it returns;
-    /// false, and none kept, when the store is full.
+    /// false, and none kept, when the store is full. Fullness is checked
+    /// once a batch, so the store may pass `hints_bytes_max` by one batch.
     pub(crate) async fn store(&self, missed: &[(&NodeId, &[u8], &Cell)]) -> Result<bool> {
         let stats = self.engine.stats();
         if stats.sstable_bytes + stats.memtable_bytes as u64 >= self.bytes_max {

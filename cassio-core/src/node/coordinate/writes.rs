@@ -230,19 +230,17 @@ impl<T: Transport> NodeShared<T> {
             self.writes_answered(&mut batch, group, reply).await;
         }
         if !replies.slots.is_empty() {
-            if timer.is_elapsed() {
-                self.writes_unanswered(&mut batch, &replies).await;
-            } else {
-                // Replicas not heard from yet still get the writes, or hints.
-                let shared = self.clone();
-                self.background.run(async move {
-                    let mut timer = pin!(tokio::time::sleep_until(deadline));
-                    while let Some((group, reply)) = replies.next(timer.as_mut()).await {
-                        shared.writes_answered(&mut batch, group, reply).await;
-                    }
-                    shared.writes_unanswered(&mut batch, &replies).await;
-                });
-            }
+            // Replicas not heard from yet still get the writes, or hints
+            // (at once if the deadline has passed); the answers need not
+            // wait for either.
+            let shared = self.clone();
+            self.background.run(async move {
+                let mut timer = pin!(tokio::time::sleep_until(deadline));
+                while let Some((group, reply)) = replies.next(timer.as_mut()).await {
+                    shared.writes_answered(&mut batch, group, reply).await;
+                }
+                shared.writes_unanswered(&mut batch, &replies).await;
+            });
         }
         answers
     }
