@@ -50,10 +50,17 @@ impl<T: Transport> NodeShared<T> {
 
     async fn replay_to(&self, target: &NodeId, addr: SocketAddr) -> Result<()> {
         let hints = self.hints.as_ref().expect("replay only runs with hints");
+        // The last hint delivered: the next batch starts after it.
+        let mut after: Option<Vec<u8>> = None;
         loop {
-            let (batch, expired) = hints.next_batch(target, HINT_BATCH)?;
+            let (batch, expired) = hints.next_batch(target, HINT_BATCH, after.as_deref())?;
             Metrics::add(&self.metrics.hints_expired, expired);
             if batch.is_empty() {
+                if after.take().is_some() {
+                    // Once more from the start: a hint stored while the
+                    // clock stood earlier sorts before the cursor.
+                    continue;
+                }
                 return Ok(());
             }
             // Sent in messages that fit a frame, whatever the values' sizes.
@@ -78,6 +85,7 @@ impl<T: Transport> NodeShared<T> {
                 hints.delivered(hint)?;
             }
             Metrics::add(&self.metrics.hints_replayed, batch.len() as u64);
+            after = batch.last().map(|hint| hint.id.clone());
         }
     }
 }
