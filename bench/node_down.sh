@@ -4,7 +4,8 @@
 # cassio cluster at QUORUM, first with all three nodes up, then with c3
 # stopped and seen DOWN, when every write also stores a hint for c3 on the
 # coordinator. Prints ops/s of both and the ratio down / up: what losing
-# one node of three costs the writes that go on. Stops what it started.
+# one node of three costs the writes that go on. Then restarts c3 and times
+# how long until c1 has replayed every hint to it. Stops what it started.
 #
 #   bench/node_down.sh                  # N=200000 C=50 KEYSPACE=1000000
 #   SYNC=batch bench/node_down.sh       # with batch (fsync per group) commits
@@ -41,11 +42,24 @@ kill "$c3_pid"
 wait "$c3_pid" 2>/dev/null || true
 wait_members "$r1" 1 DOWN
 for row in SET SET-P16; do down[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
-hints=$(redis-cli -p "$r1" info | tr -d '\r' | awk -F: '$1 == "hints_stored" { print $2 }')
+stat() { redis-cli -p "$r1" info | tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
+hints=$(stat hints_stored)
+
+node c3 "$c3" "$r3" "$c1"
+restarted=$(date +%s.%N)
+replay="not finished in 300 s"
+for _ in $(seq 1 3000); do
+    if [ "$(stat hints_replayed)" -ge "$hints" ]; then
+        replay="$(python3 -c "import time; print(round(time.time() - $restarted, 1))") s"
+        break
+    fi
+    sleep 0.1
+done
 
 printf "%-10s %10s %10s %8s\n" row "all up" "c3 down" "down/up"
 for row in SET SET-P16; do
     printf "%-10s %10.0f %10.0f %8.3f\n" "$row" "${up[$row]}" "${down[$row]}" \
         "$(python3 -c "print(${down[$row]} / ${up[$row]} if ${up[$row]} else 0)")"
 done
-echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1; hints stored for c3: ${hints:-?}"
+echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1"
+echo "hints stored for c3: $hints; all replayed $replay after c3 restarted (its start and gossip included)"
