@@ -226,15 +226,23 @@ impl<T: Transport> NodeShared<T> {
             .collect();
         // Acknowledgements that already arrived are counted now: often the
         // last replica answered too, and no background work is needed.
+        // Failures that arrived are hinted in the background with the rest.
+        let mut failed = Vec::new();
         while let Some((group, reply)) = replies.next_ready() {
-            self.writes_answered(&mut batch, group, reply).await;
+            match reply {
+                Ok(Response::Done) => self.writes_answered(&mut batch, group, reply).await,
+                failure => failed.push((group, failure)),
+            }
         }
-        if !replies.slots.is_empty() {
+        if !failed.is_empty() || !replies.slots.is_empty() {
             // Replicas not heard from yet still get the writes, or hints
             // (at once if the deadline has passed); the answers need not
             // wait for either.
             let shared = self.clone();
             self.background.run(async move {
+                for (group, failure) in failed {
+                    shared.writes_answered(&mut batch, group, failure).await;
+                }
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                     shared.writes_answered(&mut batch, group, reply).await;
