@@ -1,6 +1,14 @@
-# Shared by the bench scripts (sourced, not run): installs redis-tools if
-# missing, builds cassio-node, keeps a scratch directory and the PIDs of
-# what the script starts, and stops exactly those on exit.
+# Shared by the bench scripts (sourced, not run): checks SYNC, installs
+# redis-tools if missing, builds cassio-node, keeps a scratch directory and
+# the PIDs of what the script starts, and stops exactly those on exit.
+
+# SYNC: cassio's commit-log sync mode, and redis's matching appendfsync.
+SYNC=${SYNC:-periodic}
+case "$SYNC" in
+    periodic) appendfsync=everysec ;;
+    batch) appendfsync=always ;;
+    *) echo "SYNC must be periodic or batch, not '$SYNC'" >&2; exit 2 ;;
+esac
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
     echo "installing redis-server and redis-tools (Debian packages)" >&2
@@ -16,6 +24,18 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
+
+# Starts a cassio node in SYNC mode on loopback: name, native port, RESP
+# port, seed's native port, then any further cassio-node flags.
+node() {
+    local name=$1 native=$2 resp=$3 seed=$4
+    shift 4
+    target/release/cassio-node --config "$work/node.toml" --name "$name" \
+        --listen "127.0.0.1:$native" --resp "127.0.0.1:$resp" --data-dir "$work/$name" \
+        --seeds "127.0.0.1:$seed" --log error "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

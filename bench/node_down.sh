@@ -14,24 +14,14 @@ cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
 KEYSPACE=${KEYSPACE:-1000000}
-SYNC=${SYNC:-periodic}
-case "$SYNC" in
-    periodic | batch) ;;
-    *) echo "SYNC must be periodic or batch, not '$SYNC'" >&2; exit 2 ;;
-esac
 source "bench/common.sh"
 
-printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
-node() { # name native resp seed
-    target/release/cassio-node --config "$work/node.toml" --name "$1" --listen "127.0.0.1:$2" \
-        --resp "127.0.0.1:$3" --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error \
-        --phi-convict-threshold 4 >"$work/$1.log" 2>&1 &
-    pids+=($!)
-}
+# A low threshold so c3 is seen DOWN within seconds of being stopped.
+down_fast=(--phi-convict-threshold 4)
 c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_port); r3=$(free_port)
-node c1 "$c1" "$r1" "$c1"
-node c2 "$c2" "$r2" "$c1"
-node c3 "$c3" "$r3" "$c1"
+node c1 "$c1" "$r1" "$c1" "${down_fast[@]}"
+node c2 "$c2" "$r2" "$c1" "${down_fast[@]}"
+node c3 "$c3" "$r3" "$c1" "${down_fast[@]}"
 c3_pid=${pids[-1]}
 for port in "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 wait_members "$r1" 3 UP
@@ -45,7 +35,7 @@ for row in SET SET-P16; do down[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]
 stat() { redis-cli -p "$r1" info | tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
 hints=$(stat hints_stored)
 
-node c3 "$c3" "$r3" "$c1"
+node c3 "$c3" "$r3" "$c1" "${down_fast[@]}"
 restarted=$(date +%s.%N)
 replay="not finished in 300 s"
 for _ in $(seq 1 3000); do

@@ -24,13 +24,6 @@ ROUNDS=${ROUNDS:-3}
 keyspace=${KEYSPACE:+-r $KEYSPACE}
 threads=()
 if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
-SYNC=${SYNC:-periodic}
-case "$SYNC" in
-    periodic) appendfsync=everysec ;;
-    batch) appendfsync=always ;;
-    *) echo "SYNC must be periodic or batch, not '$SYNC'" >&2; exit 2 ;;
-esac
-
 source "bench/common.sh"
 
 redis() { # name port
@@ -43,18 +36,12 @@ redis_port=$(free_port); control_port=$(free_port)
 redis redis "$redis_port"
 redis control "$control_port"
 
-printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
-node() { # name native resp seed
-    target/release/cassio-node --config "$work/node.toml" --name "$1" --listen "127.0.0.1:$2" --resp "127.0.0.1:$3" \
-        --data-dir "$work/$1" --seeds "127.0.0.1:$4" --log error "${threads[@]}" >"$work/$1.log" 2>&1 &
-    pids+=($!)
-}
 solo_native=$(free_port); solo_resp=$(free_port)
-node solo "$solo_native" "$solo_resp" "$solo_native"
+node solo "$solo_native" "$solo_resp" "$solo_native" "${threads[@]}"
 c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_port); r3=$(free_port)
-node c1 "$c1" "$r1" "$c1"
-node c2 "$c2" "$r2" "$c1"
-node c3 "$c3" "$r3" "$c1"
+node c1 "$c1" "$r1" "$c1" "${threads[@]}"
+node c2 "$c2" "$r2" "$c1" "${threads[@]}"
+node c3 "$c3" "$r3" "$c1" "${threads[@]}"
 for port in "$redis_port" "$control_port" "$solo_resp" "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 # Let the cluster see all three nodes before measuring.
 wait_members "$r1" 3 UP

@@ -43,7 +43,7 @@ const RECORD_SCRATCH_BYTES_MAX: usize = 1024 * 1024;
 
 /// A commit-log sequence number: the position a write must be fsynced up to
 /// before it is durable ([`Engine::write_batch_unsynced`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "a write in batch sync mode is durable only once synced up to its Lsn"]
 pub struct Lsn(pub(crate) u64);
 

@@ -58,6 +58,14 @@ impl SyncQueue {
         }
         None
     }
+
+    /// From now on writers sync on their own thread; returns what was
+    /// still queued.
+    fn stop(&self) -> Vec<SyncWaiter> {
+        let mut state = self.state.lock();
+        state.stopped = true;
+        std::mem::take(&mut state.waiters)
+    }
 }
 
 /// Wake-up channels, capacity 1 each since one pending wake-up is enough;
@@ -126,7 +134,7 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Result<Vec<JoinHandle<()>>> {
         match shared.config.sync_mode {
             SyncMode::Periodic => {
                 // Nothing waits for a sync here; whatever would, syncs itself.
-                work.sync_queue.state.lock().stopped = true;
+                work.sync_queue.stop();
                 spawn("cassio-sync", move || sync_periodically(&shared))?
             }
             SyncMode::Batch => spawn("cassio-sync", move || group_commit(&shared))?,
@@ -190,12 +198,7 @@ struct StopOnDrop<'a>(&'a SyncQueue);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        let orphans = {
-            let mut state = self.0.state.lock();
-            state.stopped = true;
-            std::mem::take(&mut state.waiters)
-        };
-        drop(orphans);
+        drop(self.0.stop());
     }
 }
 
