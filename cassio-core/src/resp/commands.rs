@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fnv::FnvHashSet;
+
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
@@ -320,22 +322,32 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
             Command::Del => {
-                // One key after another: `DEL k k` deletes (and counts) once.
+                // Every key read in one batch, then every tombstone written
+                // in one: `DEL k k` deletes (and counts) k once.
+                let mut seen = FnvHashSet::default();
+                let keys: Vec<&[u8]> = args[1..]
+                    .iter()
+                    .copied()
+                    .filter(|k| seen.insert(*k))
+                    .collect();
+                let answers = self.coordinate_reads(&keys, read_level(level)).await;
                 let mut deleted = 0;
-                for (key, timestamp) in args[1..].iter().zip(first_timestamp..) {
-                    match self.read_value(key, level).await {
-                        Ok(Some(_)) => deleted += 1,
-                        Ok(None) => {}
-                        Err(reply) => return reply,
-                    }
-                    if let Err(reply) = self
-                        .write_cell(key, cell(None, None, timestamp), level)
-                        .await
-                    {
-                        return reply;
+                for answer in answers {
+                    match answer {
+                        Response::Value { value, .. } => deleted += i64::from(value.is_some()),
+                        other => return failure(other),
                     }
                 }
-                Reply::Integer(deleted)
+                let tombstones = keys
+                    .iter()
+                    .zip(first_timestamp..)
+                    .map(|(key, timestamp)| (key.to_vec(), cell(None, None, timestamp)))
+                    .collect();
+                let answers = self.coordinate_writes(tombstones, level).await;
+                match answers.into_iter().map(written).find_map(Result::err) {
+                    Some(failed) => failed,
+                    None => Reply::Integer(deleted),
+                }
             }
             Command::Exists | Command::Mget => {
                 let answers = self.coordinate_reads(&args[1..], read_level(level)).await;
