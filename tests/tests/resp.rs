@@ -1,6 +1,7 @@
 //! The Redis-protocol endpoint, checked with clients written elsewhere: the
-//! `redis` crate (every command, pipelines, binary-safe values), a raw
-//! socket (inline commands, malformed input), and `redis-cli` itself; and
+//! `redis` crate (every command, pipelines, binary-safe values, RESP2 and
+//! RESP3), a raw socket (inline commands, protocol switches, malformed
+//! input, exact bytes), and `redis-cli` itself; and
 //! pipelines from many connections at once on a 3-node cluster, where a
 //! node runs a pipeline's independent commands concurrently.
 
@@ -237,10 +238,33 @@ fn redis_crate_commands() {
     let hello: Vec<redis::Value> = cmd("HELLO").arg(2).query(&mut con).unwrap();
     assert!(hello.len() >= 6);
     let err = cmd("HELLO")
-        .arg(3)
+        .arg(4)
         .query::<redis::Value>(&mut con)
         .unwrap_err();
-    assert!(err.to_string().contains("RESP2"), "{err}");
+    assert!(
+        err.to_string().contains("unsupported protocol version"),
+        "{err}"
+    );
+    // COMMAND, as client libraries use it: one entry per name asked for
+    // (nil if unknown), and which arguments are keys.
+    let entries: Vec<redis::Value> = cmd("COMMAND")
+        .arg("INFO")
+        .arg("get")
+        .arg("nope")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1], redis::Value::Nil);
+    let keys: Vec<String> = cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("MSET")
+        .arg("a")
+        .arg("1")
+        .arg("b")
+        .arg("2")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(keys, ["a", "b"]);
     let info: String = cmd("INFO").query(&mut con).unwrap();
     assert!(
         info.contains("cassio_version") && info.contains("db0:keys="),
@@ -257,6 +281,11 @@ fn redis_crate_commands() {
     assert!(
         info.contains("\r\n# Stats\r\n") && info.contains("hints_stored:0"),
         "{info}"
+    );
+    let keyspace: String = cmd("INFO").arg("keyspace").query(&mut con).unwrap();
+    assert!(
+        keyspace.starts_with("# Keyspace\r\ndb0:keys=") && !keyspace.contains("# Stats"),
+        "{keyspace}"
     );
     assert_eq!(
         cmd("CASSIO.CONSISTENCY")
@@ -569,6 +598,109 @@ fn inline_commands_and_malformed_input_over_a_raw_socket() {
     node.shutdown().unwrap();
 }
 
+/// RESP3 (`HELLO 3`), the default of newer client libraries, with the
+/// `redis` crate: nulls, and the commands it sends on connect.
+#[test]
+fn redis_crate_speaks_resp3() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let addr = node.resp_addr().unwrap();
+    let mut con = redis::Client::open(format!("redis://{addr}/?protocol=resp3"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let cmd = redis::cmd;
+    let _: () = cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    let got: Option<String> = cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(got.as_deref(), Some("v"));
+    assert_eq!(
+        cmd("GET")
+            .arg("missing")
+            .query::<redis::Value>(&mut con)
+            .unwrap(),
+        redis::Value::Nil
+    );
+    let values: Vec<Option<String>> = cmd("MGET").arg("k").arg("missing").query(&mut con).unwrap();
+    assert_eq!(values, [Some("v".to_string()), None]);
+    let hello = cmd("HELLO").arg(3).query::<redis::Value>(&mut con).unwrap();
+    let redis::Value::Map(fields) = hello else {
+        panic!("HELLO 3 answers a map, not {hello:?}");
+    };
+    assert!(
+        fields.contains(&(
+            redis::Value::BulkString(b"proto".to_vec()),
+            redis::Value::Int(3)
+        )),
+        "{fields:?}"
+    );
+    node.shutdown().unwrap();
+}
+
+/// Exact bytes: RESP3 nulls and maps after `HELLO 3` and back to RESP2,
+/// `CLIENT REPLY OFF | SKIP | ON` in a pipeline, quoted inline words, and
+/// SET's expiry checks.
+#[test]
+fn protocol_switches_and_reply_control_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let addr = node.resp_addr().unwrap();
+    let mut nc = TcpStream::connect(addr).unwrap();
+    nc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let hello = |proto: &str, header: &str, modules: &str| {
+        format!(
+            "{header}$6\r\nserver\r\n$6\r\ncassio\r\n$7\r\nversion\r\n${}\r\n{version}\r\n\
+             $5\r\nproto\r\n:{proto}\r\n$2\r\nid\r\n:1\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+             $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n{modules}",
+            version.len()
+        )
+        .into_bytes()
+    };
+    let resp3_hello = hello("3", "%7\r\n", "*0\r\n");
+    let mut send = b"HELLO 3 SETNAME conn1\r\n".to_vec();
+    send.extend_from_slice(b"SET a 1\r\nMGET a nothing\r\nCLIENT GETNAME\r\n");
+    let mut expected = resp3_hello;
+    expected.extend_from_slice(b"+OK\r\n*2\r\n$1\r\n1\r\n_\r\n$5\r\nconn1\r\n");
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, &send, expected.len())).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
+    let resp2_hello = hello("2", "*14\r\n", "*0\r\n");
+    let mut expected = resp2_hello;
+    expected.extend_from_slice(b"$-1\r\n");
+    assert_eq!(
+        exchange(&mut nc, b"HELLO 2\r\nGET nothing\r\n", expected.len()),
+        expected
+    );
+
+    let send = b"CLIENT REPLY SKIP\r\nPING a\r\nPING b\r\nCLIENT REPLY OFF\r\nSET x 1\r\n\
+                 GET x\r\nCLIENT REPLY ON\r\nGET x\r\n";
+    let expected = b"$1\r\nb\r\n+OK\r\n$1\r\n1\r\n";
+    assert_eq!(exchange(&mut nc, send, expected.len()), expected);
+
+    let send = b"SET \"a b\" 'c d'\r\nGET \"a\\x20b\"\r\nCLIENT SETNAME \"x y\"\r\n\
+                 SET k v EX 18446744073709552\r\nSET k v EX 10 PX 10\r\nGET k\r\n";
+    let expected = "+OK\r\n$3\r\nc d\r\n\
+                    -ERR Client names cannot contain spaces, newlines or special characters.\r\n\
+                    -ERR invalid expire time in 'set' command\r\n-ERR syntax error\r\n$-1\r\n";
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
+        expected
+    );
+
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    bad.write_all(b"SET \"abc def\r\n").unwrap();
+    let mut reply = String::new();
+    bad.read_to_string(&mut reply).unwrap();
+    assert_eq!(
+        reply,
+        "-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
+    assert_eq!(exchange(&mut nc, b"PING\r\n", 7), b"+PONG\r\n");
+    node.shutdown().unwrap();
+}
+
 #[test]
 fn redis_cli_works() {
     let Ok(version) = std::process::Command::new("redis-cli")
@@ -604,5 +736,8 @@ fn redis_cli_works() {
     assert_eq!(cli(&["del", "a"]), "1");
     assert_eq!(cli(&["get", "a"]), "");
     assert_eq!(cli(&["ping"]), "PONG");
+    // RESP3, as `redis-cli -3` speaks it.
+    assert_eq!(cli(&["-3", "set", "a", "c"]), "OK");
+    assert_eq!(cli(&["-3", "get", "a"]), "c");
     node.shutdown().unwrap();
 }

@@ -1,10 +1,8 @@
-//! The Redis commands cassio answers. Session commands (PING, CLIENT,
-//! `CASSIO.CONSISTENCY`, ...) are answered at once; data commands (GET, SET,
-//! DEL, EXISTS, MGET, MSET) run through the node's coordinator at the
-//! connection's consistency level.
+//! The Redis commands cassio knows, and the data commands (GET, SET, DEL,
+//! EXISTS, MGET, MSET), which run through the node's coordinator at the
+//! connection's consistency level. Session commands are in [`super::session`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use fnv::FnvHashSet;
 
@@ -14,13 +12,6 @@ use crate::net::Transport;
 use crate::node::shared::NodeShared;
 use crate::proto::Response;
 use crate::storage::{Cell, CellValue};
-
-/// Per-connection state.
-pub(crate) struct Session {
-    pub(crate) level: ConsistencyLevel,
-    pub(crate) name: Option<Vec<u8>>,
-    pub(crate) quit: bool,
-}
 
 /// A command cassio knows, recognized by name in any letter case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +35,7 @@ pub(crate) enum Command {
     Mset,
 }
 
-/// Every command with its name (for lookup, arity errors and `COMMAND COUNT`).
+/// Every command with its name (for lookup, arity errors and `COMMAND`).
 const COMMANDS: &[(&str, Command)] = &[
     // The most used first: lookup scans in order.
     ("get", Command::Get),
@@ -67,17 +58,22 @@ const COMMANDS: &[(&str, Command)] = &[
 
 /// Keys (or key-value pairs, for MSET) one command may name: bounds the
 /// memory a single reply can take.
-const MULTI_KEY_ARGS_MAX: usize = 10_000;
+pub(crate) const MULTI_KEY_ARGS_MAX: usize = 10_000;
 
 impl Command {
-    fn lookup(name: &[u8]) -> Option<Command> {
+    /// Every command, with its name in lower case.
+    pub(crate) fn all() -> impl Iterator<Item = (&'static str, Command)> {
+        COMMANDS.iter().copied()
+    }
+
+    pub(crate) fn lookup(name: &[u8]) -> Option<Command> {
         COMMANDS
             .iter()
             .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             .map(|&(_, c)| c)
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         COMMANDS
             .iter()
             .find(|(_, c)| *c == self)
@@ -125,13 +121,13 @@ impl Command {
     }
 }
 
-fn arity_error(command: &str) -> Reply {
+pub(crate) fn arity_error(command: &str) -> Reply {
     Reply::err(format!(
         "ERR wrong number of arguments for '{command}' command"
     ))
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -199,88 +195,6 @@ impl<T: Transport> NodeShared<T> {
         written(self.coordinate_write(key.to_vec(), cell, level).await)
     }
 
-    /// Answers a session command, or a data command in the wrong shape
-    /// (an arity or unknown-command error).
-    pub(crate) fn session_command(&self, session: &mut Session, args: &[&[u8]]) -> Reply {
-        let Some(&name) = args.first() else {
-            return Reply::err("ERR empty command");
-        };
-        let argc = args.len();
-        let Some(command) = Command::lookup(name) else {
-            let rest: Vec<String> = args[1..]
-                .iter()
-                .take(3)
-                .map(|a| format!("'{}'", text(a)))
-                .collect();
-            return Reply::err(format!(
-                "ERR unknown command '{}', with args beginning with: {}",
-                text(name),
-                rest.join(" ")
-            ));
-        };
-        if argc > MULTI_KEY_ARGS_MAX + 1 {
-            return Reply::err(format!(
-                "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
-            ));
-        }
-        match command {
-            Command::Ping => match argc {
-                1 => Reply::Simple("PONG"),
-                2 => Reply::bulk(args[1]),
-                _ => arity_error("ping"),
-            },
-            Command::Echo if argc == 2 => Reply::bulk(args[1]),
-            Command::Quit => {
-                session.quit = true;
-                Reply::ok()
-            }
-            Command::Select if argc == 2 => match args[1] {
-                b"0" => Reply::ok(),
-                _ => Reply::err("ERR DB index is out of range (cassio has one keyspace, db 0)"),
-            },
-            Command::Hello => match args.get(1).map(|v| text(v)) {
-                None => self.hello(),
-                Some(v) if v == "2" => self.hello(),
-                Some(v) if v == "3" => {
-                    Reply::err("NOPROTO this server speaks RESP2 only; use HELLO 2")
-                }
-                Some(v) => Reply::err(format!("NOPROTO unsupported protocol version {v}")),
-            },
-            Command::Client if argc >= 2 => match text(args[1]).to_ascii_lowercase().as_str() {
-                "setname" if argc == 3 => {
-                    session.name = Some(args[2].to_vec());
-                    Reply::ok()
-                }
-                "getname" => Reply::Bulk(session.name.clone()),
-                "setinfo" | "no-evict" | "no-touch" | "reply" => Reply::ok(),
-                "id" => Reply::Integer(1),
-                other => Reply::err(format!("ERR unknown subcommand '{other}' for 'client'")),
-            },
-            Command::Introspect => match args.get(1) {
-                Some(sub) if sub.eq_ignore_ascii_case(b"count") => {
-                    Reply::Integer(COMMANDS.len() as i64)
-                }
-                _ => Reply::Array(Vec::new()),
-            },
-            Command::Info => Reply::bulk(self.info()),
-            Command::Consistency => match args.get(1) {
-                None => Reply::bulk(session.level.as_str()),
-                Some(v) => match text(v).parse::<ConsistencyLevel>() {
-                    Ok(ConsistencyLevel::Any) | Err(_) if argc != 2 => {
-                        arity_error("cassio.consistency")
-                    }
-                    Ok(l) => {
-                        session.level = l;
-                        Reply::ok()
-                    }
-                    Err(e) => Reply::err(format!("ERR {e}")),
-                },
-            },
-            Command::Dbsize if argc == 1 => Reply::Integer(self.local_key_count() as i64),
-            other => arity_error(other.name()),
-        }
-    }
-
     /// Runs a data command (one [`Command::data`] accepted) at `level`.
     /// Its writes use the timestamps from `first_timestamp` on (as many as
     /// [`Command::writes`]), drawn by the caller in pipeline order.
@@ -291,9 +205,9 @@ impl<T: Transport> NodeShared<T> {
         level: ConsistencyLevel,
         first_timestamp: u64,
     ) -> Reply {
-        let cell = |value: Option<&[u8]>, ttl: Option<Duration>, timestamp: u64| Cell {
+        let cell = |value: Option<&[u8]>, expires_at_ms: Option<u64>, timestamp: u64| Cell {
             timestamp,
-            expires_at_ms: ttl.map(|t| (self.clock)().saturating_add(t.as_millis() as u64)),
+            expires_at_ms,
             value: value.map_or(CellValue::Tombstone, |v| CellValue::Value(v.to_vec())),
         };
         match command {
@@ -302,7 +216,7 @@ impl<T: Transport> NodeShared<T> {
                 Err(reply) => reply,
             },
             Command::Set => {
-                let (ttl, condition) = match set_options(&args[3..]) {
+                let (expires_at_ms, condition) = match set_options(&args[3..], (self.clock)()) {
                     Ok(options) => options,
                     Err(reply) => return reply,
                 };
@@ -315,7 +229,7 @@ impl<T: Transport> NodeShared<T> {
                         Err(reply) => return reply,
                     }
                 }
-                let cell = cell(Some(args[2]), ttl, first_timestamp);
+                let cell = cell(Some(args[2]), expires_at_ms, first_timestamp);
                 match self.write_cell(args[1], cell, level).await {
                     Ok(()) => Reply::ok(),
                     Err(reply) => reply,
@@ -382,97 +296,55 @@ impl<T: Transport> NodeShared<T> {
             other => Reply::err(format!("ERR '{}' is not a data command", other.name())),
         }
     }
+}
 
-    fn hello(&self) -> Reply {
-        Reply::Array(vec![
-            Reply::bulk("server"),
-            Reply::bulk("cassio"),
-            Reply::bulk("version"),
-            Reply::bulk(env!("CARGO_PKG_VERSION")),
-            Reply::bulk("proto"),
-            Reply::Integer(2),
-            Reply::bulk("id"),
-            Reply::Integer(1),
-            Reply::bulk("mode"),
-            Reply::bulk("cluster"),
-            Reply::bulk("role"),
-            Reply::bulk("master"),
-            Reply::bulk("modules"),
-            Reply::Array(Vec::new()),
-        ])
-    }
-
-    /// Approximate keys in this node's own storage (its replicas of the
-    /// data): entries in memtables and tables, from statistics, so it costs
-    /// nothing. A key in several tables, and tombstones, are counted too.
-    fn local_key_count(&self) -> u64 {
-        let stats = self.engine.stats();
-        (stats.sstable_entries - stats.sstable_tombstones) + stats.memtable_entries as u64
-    }
-
-    fn info(&self) -> String {
-        let status = self.cluster_status();
-        let mut out = format!(
-            "# Server\r\nredis_version:7.0.0\r\ncassio_version:{}\r\nnode:{}\r\ncluster_name:{}\r\n\r\n# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n\r\n# Cluster\r\nreplication_factor:{}\r\nmembers:{}\r\n",
-            env!("CARGO_PKG_VERSION"),
-            self.node_id,
-            self.config.cluster_name,
-            self.local_key_count(),
-            status.replication_factor,
-            status.members.len()
-        );
-        for m in &status.members {
-            out.push_str(&format!(
-                "member:{},{},{},{},load={},owns={:.3}\r\n",
-                m.node,
-                m.native_addr,
-                if m.up { "UP" } else { "DOWN" },
-                m.status.as_str(),
-                m.load_bytes,
-                m.owns
-            ));
-        }
-        let m = &status.metrics;
-        out.push_str(&format!(
-            "\r\n# Stats\r\nreads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\n",
-            m.reads,
-            m.writes,
-            m.unavailable,
-            m.timeouts,
-            m.invalid_requests,
-            m.hints_stored,
-            m.hints_replayed,
-            m.hints_expired,
-            m.hints_dropped,
-            m.read_repairs
-        ));
-        out
-    }
+/// An integer argument as Redis reads one: optional `-`, decimal digits, no
+/// leading zero, no `+`, within i64.
+pub(crate) fn redis_integer(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => bytes.len() == 1,
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    };
+    canonical
+        .then(|| std::str::from_utf8(bytes).ok()?.parse().ok())
+        .flatten()
 }
 
 /// SET's options after the value: `[EX seconds | PX milliseconds] [NX | XX]`
-/// as (time to live, `Some(true)` for XX: the key must exist, `Some(false)`
-/// for NX: it must not). NX and XX read first: they are not atomic across
-/// concurrent writers.
-fn set_options(options: &[&[u8]]) -> Result<(Option<Duration>, Option<bool>), Reply> {
-    let (mut ttl, mut condition) = (None, None);
+/// as (expiry time in ms since the epoch, given the time `now_ms`;
+/// `Some(true)` for XX: the key must exist, `Some(false)` for NX: it must
+/// not). NX and XX read first: they are not atomic across concurrent
+/// writers.
+fn set_options(options: &[&[u8]], now_ms: u64) -> Result<(Option<u64>, Option<bool>), Reply> {
+    let (mut expires_at_ms, mut condition) = (None, None);
     let mut i = 0;
     while i < options.len() {
         let option = text(options[i]).to_ascii_uppercase();
         match option.as_str() {
-            "EX" | "PX" => {
-                let Some(amount) = options
-                    .get(i + 1)
-                    .and_then(|a| text(a).parse::<u64>().ok())
-                    .filter(|n| *n > 0)
-                else {
+            "EX" | "PX" if expires_at_ms.is_none() => {
+                let Some(amount) = options.get(i + 1) else {
+                    return Err(Reply::err("ERR syntax error"));
+                };
+                let Some(amount) = redis_integer(amount) else {
+                    return Err(Reply::err("ERR value is not an integer or out of range"));
+                };
+                let ttl_ms = match option.as_str() {
+                    "EX" => amount.checked_mul(1000),
+                    _ => Some(amount),
+                };
+                // As Redis: a time to live that is not positive, or an
+                // expiry past what a signed 64-bit ms count holds, is refused
+                // (not wrapped around into the past).
+                let expires = ttl_ms
+                    .filter(|ms| *ms > 0)
+                    .and_then(|ms| ms.checked_add(i64::try_from(now_ms).ok()?))
+                    .and_then(|at| u64::try_from(at).ok());
+                let Some(expires) = expires else {
                     return Err(Reply::err("ERR invalid expire time in 'set' command"));
                 };
-                ttl = Some(if option == "EX" {
-                    Duration::from_secs(amount)
-                } else {
-                    Duration::from_millis(amount)
-                });
+                expires_at_ms = Some(expires);
                 i += 2;
             }
             "NX" | "XX" => {
@@ -486,7 +358,7 @@ fn set_options(options: &[&[u8]]) -> Result<(Option<Duration>, Option<bool>), Re
             _ => return Err(Reply::err("ERR syntax error")),
         }
     }
-    Ok((ttl, condition))
+    Ok((expires_at_ms, condition))
 }
 
 /// Reads cannot run at ANY; a connection set to ANY reads at ONE.

@@ -1,11 +1,15 @@
-//! The Redis-protocol (RESP2) endpoint, so redis-cli, redis-benchmark and
-//! Redis client libraries work against any node: [`parse`] (RESP arrays and
-//! inline commands), [`reply`], [`commands`] (each through the coordinator
-//! at the connection's consistency level), [`pipeline`] (which pipelined
-//! commands may run at once) and the listener ([`server`]).
+//! The Redis-protocol endpoint (RESP2, and RESP3 after `HELLO 3`), so
+//! redis-cli, redis-benchmark and Redis client libraries work against any
+//! node: [`parse`] (RESP arrays and inline commands), [`reply`],
+//! [`commands`] (data commands, each through the coordinator at the
+//! connection's consistency level), [`session`] (connection state and the
+//! commands answered at once), [`introspect`] (`COMMAND`), [`pipeline`] (which
+//! pipelined commands may run at once) and the listener ([`server`]).
 
 mod commands;
+mod introspect;
 mod parse;
 mod pipeline;
 mod reply;
 pub(crate) mod server;
+mod session;

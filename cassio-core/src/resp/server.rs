@@ -12,10 +12,11 @@ use futures_util::future::{join_all, join3};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::commands::{Command, Session, is_plain_set, read_level, read_reply, write_reply};
+use super::commands::{Command, is_plain_set, read_level, read_reply, write_reply};
 use super::parse::parse_command;
 use super::pipeline::Run;
-use super::reply::Reply;
+use super::reply::{Protocol, Reply};
+use super::session::Session;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
@@ -98,8 +99,9 @@ struct Pipeline {
     /// The current run's data commands: (index in the batch, command, first
     /// write timestamp).
     admitted: Vec<(usize, Command, u64)>,
-    /// The batch's replies in command order; `None` until its run finished.
-    replies: Vec<Option<Reply>>,
+    /// The batch's replies in command order (`None` until its run
+    /// finished), each with how it goes out (see [`Session::next_delivery`]).
+    replies: Vec<(Option<Reply>, Option<Protocol>)>,
 }
 
 async fn serve_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>
@@ -108,11 +110,7 @@ where
     T: Transport,
 {
     let bulk_bytes_max = node.config.frame_bytes_max;
-    let mut session = Session {
-        level: node.config.read_consistency,
-        name: None,
-        quit: false,
-    };
+    let mut session = Session::new(node.config.read_consistency);
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut parsed = Parsed::default();
     let mut pipeline = Pipeline::default();
@@ -132,7 +130,7 @@ where
         let mut protocol_error = None;
         loop {
             let first_arg = parsed.args.len();
-            match parse_command(&buffer[consumed..], bulk_bytes_max, &mut parsed.args) {
+            match parse_command(&mut buffer[consumed..], bulk_bytes_max, &mut parsed.args) {
                 Ok(Some(used)) => {
                     for range in &mut parsed.args[first_arg..] {
                         *range = range.start + consumed..range.end + consumed;
@@ -169,7 +167,7 @@ where
             protocol_error = Some("request too large".into());
         }
         if let Some(e) = &protocol_error {
-            Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out);
+            Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out, session.protocol);
         }
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
         out.clear();
@@ -226,7 +224,7 @@ where
                         0
                     };
                     pipeline.admitted.push((next, command, first_timestamp));
-                    pipeline.replies.push(None);
+                    pipeline.replies.push((None, session.next_delivery()));
                 }
                 None => {
                     // A session command (it may change the level, or ask for
@@ -234,8 +232,8 @@ where
                     if !pipeline.admitted.is_empty() {
                         break;
                     }
-                    let reply = node.session_command(session, args);
-                    pipeline.replies.push(Some(reply));
+                    let (reply, delivery) = node.answer_session_command(session, args);
+                    pipeline.replies.push((Some(reply), delivery));
                 }
             }
             next += 1;
@@ -293,16 +291,18 @@ where
         let mut write_replies = write_answers.into_iter().map(write_reply);
         let mut other_replies = other_replies.into_iter();
         for command in &pipeline.admitted {
-            pipeline.replies[command.0 - first_index] = match kind(command) {
+            pipeline.replies[command.0 - first_index].0 = match kind(command) {
                 Batched::Get => read_replies.next(),
                 Batched::Set => write_replies.next(),
                 Batched::Alone => other_replies.next(),
             };
         }
-        for reply in pipeline.replies.drain(..) {
-            reply
-                .unwrap_or_else(|| Reply::err("ERR internal: a command was not run"))
-                .encode(out);
+        for (reply, delivery) in pipeline.replies.drain(..) {
+            if let Some(protocol) = delivery {
+                reply
+                    .unwrap_or_else(|| Reply::err("ERR internal: a command was not run"))
+                    .encode(out, protocol);
+            }
         }
         if out.len() >= REPLY_FLUSH_BYTES {
             // A long pipeline must not pile its replies up in memory.
