@@ -589,6 +589,30 @@ fn inline_commands_and_malformed_input_over_a_raw_socket() {
     huge.read_to_string(&mut reply).unwrap();
     assert!(reply.contains("invalid bulk length"), "{reply:?}");
 
+    // A value over the size limit, sent in full: the client reads the error
+    // (the node drains what it still sends before closing, instead of
+    // resetting the connection under it).
+    let oversize = TcpStream::connect(addr).unwrap();
+    oversize
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = oversize.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let value = vec![b'v'; 20 * 1024 * 1024];
+        let mut request =
+            format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+        request.extend_from_slice(&value);
+        request.extend_from_slice(b"\r\n");
+        writer.write_all(&request).is_ok()
+    });
+    let mut reply = String::new();
+    (&oversize).read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("-ERR Protocol error: invalid bulk length"),
+        "{reply:?}"
+    );
+    assert!(sender.join().unwrap(), "the whole request was taken");
+
     // The first connection is unaffected.
     assert_eq!(
         exchange(&mut nc, b"GET greeting\r\n", 11),

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::{join_all, join3};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,6 +28,11 @@ const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
 
 /// Bytes read per syscall.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// How long, and how many bytes, a refused connection's further input is
+/// read and dropped before it is closed ([`close_after_error`]).
+const LINGER_MS: u64 = 1000;
+const LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 type Served = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -175,7 +181,7 @@ where
             out = Vec::new();
         }
         if let Some(e) = protocol_error {
-            let _ = stream.shutdown().await;
+            close_after_error(&mut stream).await;
             return Err(e);
         }
         if session.quit {
@@ -183,6 +189,29 @@ where
             return Ok(());
         }
     }
+}
+
+/// Closes a connection whose input was refused, once the error reply is
+/// written: the client may still be sending (a value over the size limit,
+/// say), and closing with its bytes unread would reset the connection and
+/// could lose the error before the client reads it. So what it still sends
+/// is read and dropped, for at most [`LINGER_MS`] and [`LINGER_BYTES_MAX`].
+async fn close_after_error<S>(stream: &mut S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut sink = vec![0u8; READ_CHUNK_BYTES];
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(LINGER_MS), drain).await;
 }
 
 /// Runs one batch of parsed commands and encodes their replies, in order,
