@@ -369,3 +369,70 @@ pub(crate) fn read_level(level: ConsistencyLevel) -> ConsistencyLevel {
         level
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_read_as_redis_reads_them() {
+        for (text, expected) in [
+            (&b"0"[..], Some(0)),
+            (b"42", Some(42)),
+            (b"-7", Some(-7)),
+            (b"9223372036854775807", Some(i64::MAX)),
+            (b"9223372036854775808", None),
+            (b"+5", None),
+            (b"05", None),
+            (b"-0", None),
+            (b"", None),
+            (b"-", None),
+            (b"1e3", None),
+            (b" 1", None),
+        ] {
+            assert_eq!(
+                redis_integer(text),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn set_options_give_an_expiry_or_redis_errors() {
+        let now_ms = 1_000_000;
+        let options = |words: &[&[u8]]| set_options(words, now_ms);
+        assert_eq!(options(&[b"EX", b"10"]), Ok((Some(now_ms + 10_000), None)));
+        assert_eq!(
+            options(&[b"px", b"5", b"NX"]),
+            Ok((Some(now_ms + 5), Some(false)))
+        );
+        assert_eq!(options(&[b"XX", b"XX"]), Ok((None, Some(true))));
+        let error = |words: &[&[u8]]| match options(words) {
+            Err(Reply::Error(e)) => e,
+            other => panic!("{words:?}: {other:?}"),
+        };
+        let invalid = "ERR invalid expire time in 'set' command";
+        assert_eq!(error(&[b"EX", b"0"]), invalid);
+        assert_eq!(error(&[b"PX", b"-1"]), invalid);
+        assert_eq!(
+            error(&[b"EX", b"18446744073709552"]),
+            invalid,
+            "wraps in ms"
+        );
+        assert_eq!(error(&[b"PX", b"9223372036854775807"]), invalid, "past i64");
+        assert_eq!(
+            error(&[b"EX", b"abc"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            error(&[b"EX", b"+5"]),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(error(&[b"EX"]), "ERR syntax error");
+        assert_eq!(error(&[b"EX", b"1", b"PX", b"1"]), "ERR syntax error");
+        assert_eq!(error(&[b"NX", b"XX"]), "ERR syntax error");
+        assert_eq!(error(&[b"KEEPTTL"]), "ERR syntax error");
+    }
+}
