@@ -9,9 +9,9 @@ pub const KEYS_PER_THREAD: u64 = 150;
 
 /// Small memtables and eager compaction, so kills land during flushes and
 /// compactions as well as during plain appends.
-pub fn config() -> StorageConfig {
+pub fn config(sync_mode: SyncMode) -> StorageConfig {
     StorageConfig {
-        sync_mode: SyncMode::Batch,
+        sync_mode,
         memtable_bytes_max: 8 * 1024,
         block_bytes: 512,
         compaction_min_tables: 2,
@@ -36,4 +36,18 @@ pub fn op(round: u64, thread: u64, i: u64) -> Op {
         value,
         timestamp: i + 1,
     }
+}
+
+/// The sync mode's name on the writer's command line.
+pub fn sync_mode_name(mode: SyncMode) -> &'static str {
+    match mode {
+        SyncMode::Batch => "batch",
+        SyncMode::Periodic => "periodic",
+    }
+}
+
+pub fn parse_sync_mode(name: &str) -> Option<SyncMode> {
+    [SyncMode::Batch, SyncMode::Periodic]
+        .into_iter()
+        .find(|&mode| sync_mode_name(mode) == name)
 }

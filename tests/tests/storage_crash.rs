@@ -1,5 +1,7 @@
-//! Acknowledged writes survive SIGKILL. A child process writes in `batch` mode
-//! and prints every acknowledged write; the test kills it at a random moment
+//! Acknowledged writes survive SIGKILL, in either sync mode (`periodic` only
+//! defers the fsync, and a killed process is no machine crash: what it
+//! handed the OS stays). A child process writes and prints every
+//! acknowledged write; the test kills it at a random moment
 //! (>= 20 rounds on one data directory, so recoveries stack up, with flushes
 //! and compactions constantly running), reopens the engine and checks that
 //! every acknowledged write is there with its value. Only the one write each
@@ -12,8 +14,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cassio_core::storage::Engine;
-use cassio_tests::crash_workload::{KEYS_PER_THREAD, THREADS, config, op};
+use cassio_core::storage::{Engine, SyncMode};
+use cassio_tests::crash_workload::{KEYS_PER_THREAD, THREADS, config, op, sync_mode_name};
 use rand::{Rng, SeedableRng};
 
 const ROUNDS: u64 = 24;
@@ -34,7 +36,16 @@ fn model(round: u64, thread: u64, last: Option<u64>) -> BTreeMap<Vec<u8>, Option
 }
 
 #[test]
-fn acknowledged_writes_survive_sigkill() {
+fn acknowledged_writes_survive_sigkill_in_batch_mode() {
+    acknowledged_writes_survive_sigkill(SyncMode::Batch);
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill_in_periodic_mode() {
+    acknowledged_writes_survive_sigkill(SyncMode::Periodic);
+}
+
+fn acknowledged_writes_survive_sigkill(mode: SyncMode) {
     let seed = std::env::var("CASSIO_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -49,6 +60,7 @@ fn acknowledged_writes_survive_sigkill() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_storage-crash-writer"))
             .arg(dir.path())
             .arg(round.to_string())
+            .arg(sync_mode_name(mode))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -86,7 +98,7 @@ fn acknowledged_writes_survive_sigkill() {
         compactions += round_compactions;
         acked_total += acked.values().map(|i| i + 1).sum::<u64>();
 
-        let engine = Engine::open(dir.path(), config())
+        let engine = Engine::open(dir.path(), config(mode))
             .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
         for (key, want) in &survived {
             assert_eq!(

@@ -14,7 +14,12 @@
 //! Group commit: writers append under a short lock and get a log sequence
 //! number; `sync_to(lsn)` makes one of its callers (a blocking writer, or the
 //! engine's sync thread on behalf of writers that must not block) write the
-//! buffer out and fsync for everyone whose record it covers.
+//! buffer out and fsync for everyone whose record it covers. In periodic mode
+//! a writer calls `write_out_to(lsn)` instead before its write is
+//! acknowledged: the records are then in the OS's page cache, so they
+//! survive the process dying (only a machine crash can lose what the next
+//! periodic fsync had not covered); one write-out covers every record
+//! appended before it.
 //!
 //! Failure is final: after a write or fsync of a segment fails, what reached
 //! the disk is unknown (a partial write; pages an fsync error dropped while a
@@ -78,6 +83,8 @@ struct SegmentWriter {
     buffer: Vec<u8>,
     /// Sequence number of the last appended record (across segments).
     appended_lsn: u64,
+    /// Sequence number of the last record handed to the OS.
+    written_lsn: u64,
 }
 
 impl SegmentWriter {
@@ -100,6 +107,7 @@ impl SegmentWriter {
             failure: None,
             buffer,
             appended_lsn,
+            written_lsn: appended_lsn,
         })
     }
 
@@ -130,6 +138,7 @@ impl SegmentWriter {
             }
             self.buffer.clear();
         }
+        self.written_lsn = self.appended_lsn;
         Ok(())
     }
 
@@ -195,6 +204,17 @@ impl CommitLog {
             w.write_out()?;
         }
         Ok(lsn)
+    }
+
+    /// Hands every record up to `lsn` to the OS (no fsync): from then on it
+    /// survives the process dying. A caller whose record an earlier
+    /// write-out covered makes no syscall.
+    pub(crate) fn write_out_to(&self, lsn: u64) -> Result<()> {
+        let mut w = self.writer.lock();
+        if w.written_lsn >= lsn {
+            return w.check();
+        }
+        w.write_out()
     }
 
     /// Returns once every record up to `lsn` is fsynced. Concurrent callers

@@ -1,5 +1,5 @@
 //! Child process of the storage crash test: writes the crash workload from
-//! several threads in `batch` sync mode and prints `ack <thread> <op>
+//! several threads in the given sync mode and prints `ack <thread> <op>
 //! <flushes> <compactions>` after each write returns, until it is killed (or
 //! reaches its bound).
 
@@ -7,18 +7,21 @@ use std::io::Write;
 use std::sync::Arc;
 
 use cassio_core::storage::Engine;
-use cassio_tests::crash_workload::{THREADS, config, op};
+use cassio_tests::crash_workload::{THREADS, config, op, parse_sync_mode};
 
 const OPS_MAX: u64 = 200_000;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(dir), Some(round)) = (args.get(1), args.get(2).and_then(|r| r.parse::<u64>().ok()))
-    else {
-        eprintln!("usage: storage-crash-writer DIR ROUND");
+    let (Some(dir), Some(round), Some(mode)) = (
+        args.get(1),
+        args.get(2).and_then(|r| r.parse::<u64>().ok()),
+        args.get(3).and_then(|m| parse_sync_mode(m)),
+    ) else {
+        eprintln!("usage: storage-crash-writer DIR ROUND batch|periodic");
         return std::process::ExitCode::from(2);
     };
-    let engine = match Engine::open(dir, config()) {
+    let engine = match Engine::open(dir, config(mode)) {
         Ok(engine) => Arc::new(engine),
         Err(e) => {
             eprintln!("open failed: {e}");
