@@ -323,6 +323,11 @@ pub(crate) fn replay_segment(
         reason: reason.to_string(),
     };
     let mut report = ReplayReport::default();
+    if bytes.is_empty() && is_last {
+        // A segment no record reached yet (its header is written with the
+        // first one): nothing to replay, nothing torn.
+        return Ok(report);
+    }
     if bytes.len() < HEADER_BYTES {
         if is_last {
             truncate(path, 0, &mut report)?;
@@ -447,6 +452,20 @@ mod tests {
         assert_eq!(records.len(), 100);
         assert_eq!(records[42].0, b"key42");
         assert_eq!(records[42].1.timestamp, 42);
+    }
+
+    /// A new segment no record reached is empty: nothing to replay, and
+    /// not torn (no truncation, no warning). A partial header is torn.
+    #[test]
+    fn an_empty_last_segment_is_not_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 3);
+        File::create(&path).unwrap();
+        let report = replay_segment(&path, true, |_, _| ()).unwrap();
+        assert_eq!((report.records, report.truncated_to), (0, None));
+        std::fs::write(&path, [0xC0, 0x10]).unwrap();
+        let report = replay_segment(&path, true, |_, _| ()).unwrap();
+        assert_eq!(report.truncated_to, Some(0));
     }
 
     #[test]
