@@ -29,6 +29,8 @@ pub(crate) enum Workload {
     D,
     /// 50% reads, 50% read-modify-writes, zipfian.
     F,
+    /// Short range scans: not available, cassio serves no scans yet.
+    E,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -41,7 +43,7 @@ pub(crate) enum Distribution {
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
     /// YCSB core workload (E needs scans, which cassio does not serve yet).
-    #[arg(long, value_enum, default_value = "a")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "a")]
     workload: Workload,
     /// Keys inserted by the load phase.
     #[arg(long, default_value_t = 10_000)]
@@ -53,7 +55,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     threads: usize,
     /// Request distribution [default: the workload's].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, ignore_case = true)]
     distribution: Option<Distribution>,
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
@@ -96,6 +98,7 @@ fn mix(workload: Workload) -> [(Op, f64); 4] {
         Workload::C => (1.0, 0.0, 0.0, 0.0),
         Workload::D => (0.95, 0.0, 0.05, 0.0),
         Workload::F => (0.5, 0.0, 0.0, 0.5),
+        Workload::E => unreachable!("run refuses workload E before any phase"),
     };
     [
         (Op::Read, read),
@@ -108,6 +111,8 @@ fn mix(workload: Workload) -> [(Op, f64); 4] {
 struct Results {
     histograms: Mutex<Vec<(Op, Histogram<u64>)>>,
     errors: AtomicU64,
+    /// The first failure's message, to say why operations failed.
+    first_error: Mutex<Option<String>>,
 }
 
 impl Results {
@@ -119,6 +124,18 @@ impl Results {
                     .collect(),
             ),
             errors: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+        }
+    }
+
+    /// Fails the run if any operation failed, saying how many and why.
+    fn check(&self, phase: &str, total: u64) -> anyhow::Result<()> {
+        let errors = self.errors.load(Ordering::Relaxed);
+        match self.first_error.lock().as_deref() {
+            Some(first) if errors > 0 => Err(anyhow::anyhow!(
+                "{errors} of {total} operations of the {phase} phase failed; the first: {first}"
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -139,6 +156,14 @@ pub(crate) fn run(
     anyhow::ensure!(
         args.threads >= 1 && args.records >= 1,
         "--threads and --records must be at least 1"
+    );
+    anyhow::ensure!(
+        args.workload != Workload::E,
+        "workload E needs range scans, which cassio does not serve yet; try a, b, c, d or f"
+    );
+    anyhow::ensure!(
+        level != ConsistencyLevel::Any,
+        "-c ANY cannot read, and every workload reads; use ONE or higher"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -168,6 +193,7 @@ pub(crate) fn run(
             )
             .await;
             report("load", args, elapsed, &results, json);
+            results.check("load", args.records)?;
         }
         let inserted = Arc::new(AtomicU64::new(args.records));
         let distribution = args.distribution.unwrap_or(match args.workload {
@@ -214,7 +240,7 @@ pub(crate) fn run(
         )
         .await;
         report("run", args, elapsed, &results, json);
-        Ok(())
+        results.check("run", args.operations)
     })
 }
 
@@ -262,7 +288,7 @@ async fn phase(
                 .map(|&op| (op, Histogram::new(3).expect("histogram")))
                 .collect();
             let counter = AtomicU64::new(0);
-            let mut errors = 0u64;
+            let (mut errors, mut first_error) = (0u64, None);
             while issued.fetch_add(1, Ordering::Relaxed) < total {
                 let (op, item) = choose(&mut rng, &counter, t as u64);
                 let key = key(item);
@@ -283,18 +309,24 @@ async fn phase(
                             .expect("every op has a histogram");
                         let _ = slot.1.record(sent.elapsed().as_micros() as u64);
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
                 progress.inc(1);
             }
-            (local, errors)
+            (local, errors, first_error)
         }));
     }
     // The load phase numbers items itself: each task takes the next one.
     for task in tasks {
-        if let Ok((local, errors)) = task.await {
+        if let Ok((local, errors, first_error)) = task.await {
             results.merge(local);
             results.errors.fetch_add(errors, Ordering::Relaxed);
+            if let Some(e) = first_error {
+                results.first_error.lock().get_or_insert(e);
+            }
         }
     }
     progress.finish_and_clear();

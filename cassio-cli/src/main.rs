@@ -33,7 +33,8 @@ struct Cli {
         long,
         global = true,
         env = "CASSIO_HOST",
-        default_value = "127.0.0.1:9000"
+        default_value = "127.0.0.1:9000",
+        value_parser = cassio_core::net::parse_host_port
     )]
     host: SocketAddr,
     /// Consistency level: ANY, ONE, TWO, THREE, QUORUM, ALL.
@@ -61,8 +62,8 @@ enum Command {
     Set {
         key: String,
         value: String,
-        /// Expire the value after this many milliseconds.
-        #[arg(long)]
+        /// Expire the value after this many milliseconds (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         ttl_ms: Option<u64>,
     },
     /// Delete a key.
@@ -177,28 +178,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The error and its causes on one line, each cause once (several layers
-/// quote their source in their own message).
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cassio: {}", describe(&e));
+            eprintln!("cassio: {}", cassio_core::error::describe(e.as_ref()));
             ExitCode::from(1)
         }
     }

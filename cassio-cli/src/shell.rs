@@ -1,17 +1,28 @@
 //! `cassio shell`: a REPL with history for the same commands as the CLI.
+//! Words are split as a POSIX shell splits them, so `set k "two words"`
+//! works. Lines can also be piped in; the shell then exits non-zero if any
+//! command failed.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use cassio_client::{ConsistencyLevel, blocking::Client};
 use rustyline::error::ReadlineError;
 
-const HELP: &str = "commands:
+const HELP: &str = "commands (quote words with spaces: set k \"two words\"):
   get KEY                 print the value, or (nil)
-  set KEY VALUE [TTL_MS]  write (VALUE is one word; quote nothing)
+  set KEY VALUE [TTL_MS]  write; the value expires after TTL_MS ms if given
   del KEY                 delete
   status                  the cluster as this node sees it
   consistency [LEVEL]     show or set the level (ANY ONE TWO THREE QUORUM ALL)
-  help, quit";
+  history                 the commands entered so far (also up and down arrows)
+  help, quit (or Ctrl-D); Ctrl-C clears the line";
+
+/// What a line asks for.
+enum Step {
+    Print(String),
+    Quit,
+}
 
 pub(crate) fn run(client: &Client, host: &str, mut level: ConsistencyLevel) -> anyhow::Result<()> {
     let mut editor = rustyline::DefaultEditor::new()?;
@@ -20,76 +31,108 @@ pub(crate) fn run(client: &Client, host: &str, mut level: ConsistencyLevel) -> a
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("connected to {host} at consistency {level}; `help` lists commands");
-    loop {
-        let line = match editor.readline(&format!("cassio {host}> ")) {
-            Ok(line) => line,
-            Err(ReadlineError::Interrupted | ReadlineError::Eof) => break,
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        println!("connected to {host} at consistency {level}; `help` lists commands");
+    }
+    let mut failed = 0usize;
+    'lines: loop {
+        let input = match editor.readline(&format!("cassio {host}> ")) {
+            Ok(input) => input,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.is_empty() {
-            continue;
-        }
-        let _ = editor.add_history_entry(line.as_str());
-        let outcome: anyhow::Result<String> =
-            match (words[0].to_ascii_lowercase().as_str(), &words[1..]) {
-                ("quit" | "exit", _) => break,
-                ("help", _) => Ok(HELP.to_string()),
-                ("get", [key]) => client
-                    .get_versioned(key.as_bytes(), Some(level))
-                    .map(|v| {
-                        v.map_or("(nil)".into(), |v| {
-                            String::from_utf8_lossy(&v.value).into_owned()
-                        })
-                    })
-                    .map_err(Into::into),
-                ("set", [key, value]) => client
-                    .set_with(key.as_bytes(), value.as_bytes(), Some(level), None)
-                    .map(|_| "OK".into())
-                    .map_err(Into::into),
-                ("set", [key, value, ttl]) => match ttl.parse::<u64>() {
-                    Ok(ms) => client
-                        .set_with(
-                            key.as_bytes(),
-                            value.as_bytes(),
-                            Some(level),
-                            Some(Duration::from_millis(ms)),
-                        )
-                        .map(|_| "OK".into())
-                        .map_err(Into::into),
-                    Err(_) => Err(anyhow::anyhow!(
-                        "TTL_MS must be a number of milliseconds, got {ttl:?}"
-                    )),
-                },
-                ("del", [key]) => client
-                    .delete(key.as_bytes(), Some(level))
-                    .map(|_| "OK".into())
-                    .map_err(Into::into),
-                ("status", []) => client
-                    .status()
-                    .map(|s| crate::status::table(&s))
-                    .map_err(Into::into),
-                ("consistency", []) => Ok(level.to_string()),
-                ("consistency", [new]) => new
-                    .parse::<ConsistencyLevel>()
-                    .map(|l| {
-                        level = l;
-                        format!("consistency is now {l}")
-                    })
-                    .map_err(|e| anyhow::anyhow!(e)),
-                (command, _) => Err(anyhow::anyhow!(
-                    "cannot run {command:?} with {} argument(s); `help` lists commands",
-                    words.len() - 1
-                )),
+        // A paste of several lines arrives as one input: run each.
+        for line in input.lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let _ = editor.add_history_entry(line);
+            let step = match shlex::split(line) {
+                Some(words) => step(client, &mut level, &words, editor.history()),
+                None => Err(anyhow::anyhow!("unbalanced quotes in: {line}")),
             };
-        match outcome {
-            Ok(text) => println!("{}", text.trim_end()),
-            Err(e) => println!("(error) {e:#}"),
+            match step {
+                Ok(Step::Quit) => break 'lines,
+                Ok(Step::Print(text)) => println!("{}", text.trim_end()),
+                Err(e) => {
+                    failed += 1;
+                    println!("(error) {e:#}");
+                }
+            }
         }
     }
     if let Some(path) = &history {
         let _ = editor.save_history(path);
     }
+    anyhow::ensure!(interactive || failed == 0, "{failed} command(s) failed");
     Ok(())
+}
+
+/// Runs one command line, split into words.
+fn step(
+    client: &Client,
+    level: &mut ConsistencyLevel,
+    words: &[String],
+    history: &dyn rustyline::history::History,
+) -> anyhow::Result<Step> {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let Some((command, args)) = words.split_first() else {
+        return Ok(Step::Print(String::new()));
+    };
+    let command = command.to_ascii_lowercase();
+    let printed = match (command.as_str(), args) {
+        ("quit" | "exit", []) => return Ok(Step::Quit),
+        ("help", []) => HELP.to_string(),
+        ("history", []) => (0..history.len())
+            .filter_map(|i| {
+                let entry = history.get(i, rustyline::history::SearchDirection::Forward);
+                entry
+                    .ok()
+                    .flatten()
+                    .map(|e| format!("{:>4}  {}", i + 1, e.entry))
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ("get", [key]) => client
+            .get_versioned(key.as_bytes(), Some(*level))?
+            .map_or("(nil)".into(), |v| {
+                String::from_utf8_lossy(&v.value).into_owned()
+            }),
+        ("set", [key, value]) => {
+            client.set_with(key.as_bytes(), value.as_bytes(), Some(*level), None)?;
+            "OK".into()
+        }
+        ("set", [key, value, ttl_ms]) => {
+            let ttl = match ttl_ms.parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => anyhow::bail!(
+                    "TTL_MS must be a whole number of milliseconds above 0, got {ttl_ms:?}"
+                ),
+            };
+            client.set_with(key.as_bytes(), value.as_bytes(), Some(*level), Some(ttl))?;
+            "OK".into()
+        }
+        ("del", [key]) => {
+            client.delete(key.as_bytes(), Some(*level))?;
+            "OK".into()
+        }
+        ("status", []) => crate::status::table(&client.status()?),
+        ("consistency", []) => level.to_string(),
+        ("consistency", [new]) => {
+            *level = new
+                .parse::<ConsistencyLevel>()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            format!("consistency is now {level}")
+        }
+        ("get" | "del", _) => anyhow::bail!("usage: {command} KEY"),
+        ("set", _) => anyhow::bail!("usage: set KEY VALUE [TTL_MS]"),
+        ("consistency", _) => anyhow::bail!("usage: consistency [LEVEL]"),
+        ("quit" | "exit" | "help" | "history" | "status", _) => {
+            anyhow::bail!("{command} takes no arguments")
+        }
+        _ => anyhow::bail!("unknown command {command:?}; `help` lists commands"),
+    };
+    Ok(Step::Print(printed))
 }

@@ -40,6 +40,11 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     let replication_factor = args
         .replication_factor
         .unwrap_or(u32::from(args.nodes.min(3)));
+    anyhow::ensure!(
+        (1..=u32::from(args.nodes)).contains(&replication_factor),
+        "--replication-factor must be between 1 and --nodes ({}): each node holds at most one copy of a key, got {replication_factor}",
+        args.nodes
+    );
     let seed = std::net::SocketAddr::from(([127, 0, 0, 1], args.base_port));
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for i in 0..args.nodes {
@@ -77,11 +82,17 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     print!("{}", crate::status::table(&nodes[0].cluster_status()));
+    // The CLI's default host is the first node on the default port.
+    let host = match args.base_port {
+        9000 => String::new(),
+        port => format!("--host 127.0.0.1:{port} "),
+    };
     println!(
-        "\n{} nodes up (data in {}). Try:\n  cassio set greeting hello\n  cassio get greeting\n  cassio status\n  redis-cli -p {} set a b\nCtrl-C stops the cluster (storage is flushed).",
-        nodes.len(),
-        args.data_dir.display(),
-        args.resp_base_port
+        "\n{count} node{s} up (data in {data}). Try:\n  cassio {host}set greeting hello\n  cassio {host}get greeting\n  cassio {host}status\n  redis-cli -p {resp} set a b\nCtrl-C stops the cluster (storage is flushed).",
+        count = nodes.len(),
+        s = if nodes.len() == 1 { "" } else { "s" },
+        data = args.data_dir.display(),
+        resp = args.resp_base_port
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

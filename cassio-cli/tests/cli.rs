@@ -85,6 +85,12 @@ fn up_then_set_get_del_status() {
         "three nodes Up/Normal:\n{banner}"
     );
     assert!(banner.contains("redis-cli -p"), "{banner}");
+    assert!(
+        banner.contains(&format!(
+            "cassio --host 127.0.0.1:{native} set greeting hello"
+        )),
+        "the advice names the cluster's port:\n{banner}"
+    );
 
     let host = format!("127.0.0.1:{native}");
     assert_eq!(
@@ -92,6 +98,12 @@ fn up_then_set_get_del_status() {
         (0, "OK".into(), String::new())
     );
     assert_eq!(cassio(&host, &["get", "greeting"]).1, "hello");
+    let by_name = format!("localhost:{native}");
+    assert_eq!(
+        cassio(&by_name, &["get", "greeting"]).1,
+        "hello",
+        "a host name"
+    );
     let other = format!("127.0.0.1:{}", native + 2);
     assert_eq!(
         cassio(&other, &["-c", "ALL", "get", "greeting"]).1,
@@ -130,14 +142,19 @@ fn up_then_set_get_del_status() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"set s1 shelled\nget s1\nconsistency one\nget nope\nbogus\nquit\n")
+        .write_all(b"set s1 'two words'\nget s1\nconsistency one\nget nope\nbogus\nquit\n")
         .unwrap();
     let out = shell.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("OK\nshelled\nconsistency is now ONE\n(nil)\n(error) cannot run \"bogus\""),
+        text.contains(
+            "OK\ntwo words\nconsistency is now ONE\n(nil)\n(error) unknown command \"bogus\""
+        ),
         "{text}"
+    );
+    assert!(
+        !out.status.success(),
+        "piped input with a failed command exits non-zero: {text}"
     );
 
     // The benchmark: a small YCSB A run, JSON out, no errors.
@@ -182,6 +199,18 @@ fn up_then_set_get_del_status() {
     let (code, _, err) = cassio(&host, &["-c", "MOST", "get", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown consistency level"), "{err}");
+    let (code, _, err) = cassio(&host, &["set", "k", "v", "--ttl-ms", "0"]);
+    assert_ne!(code, 0, "a value that expires at once is refused");
+    assert!(err.contains("--ttl-ms"), "{err}");
+    let (code, _, err) = cassio(&host, &["up", "--nodes", "2", "--replication-factor", "3"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--replication-factor must be between 1 and --nodes (2)"),
+        "{err}"
+    );
+    let (code, _, err) = cassio(&host, &["bench", "--workload", "E"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("workload E needs range scans"), "{err}");
 
     let pid = up.id().to_string();
     assert!(

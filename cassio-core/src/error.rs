@@ -123,3 +123,35 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once: an error's message
+/// often quotes its source already (as [`Error::Io`] does), and printing the
+/// chain as-is would repeat it. For binaries' final error messages.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let part = error.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        cause = error.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_names_each_cause_once() {
+        let io = Error::io("/data", std::io::Error::other("disk on fire"));
+        assert_eq!(describe(&io), "io error on /data: disk on fire");
+        let config = Error::InvalidConfig("vnodes must be at least 1".into());
+        assert_eq!(describe(&config), config.to_string());
+    }
+}

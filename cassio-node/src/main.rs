@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cassio_core::error::describe;
+use cassio_core::net::parse_host_port;
 use cassio_core::{Node, NodeConfig};
 use clap::{Parser, ValueEnum};
 
@@ -31,13 +33,13 @@ struct Args {
     #[arg(long, env = "CASSIO_CLUSTER_NAME")]
     cluster_name: Option<String>,
     /// Native protocol address [default: 127.0.0.1:9000].
-    #[arg(long, env = "CASSIO_LISTEN")]
+    #[arg(long, env = "CASSIO_LISTEN", value_parser = parse_host_port)]
     listen: Option<SocketAddr>,
-    /// Redis-protocol address [default: 127.0.0.1:6379] (served once the RESP endpoint exists).
-    #[arg(long, env = "CASSIO_RESP")]
+    /// Redis-protocol address [default: 127.0.0.1:6379].
+    #[arg(long, env = "CASSIO_RESP", value_parser = parse_host_port)]
     resp: Option<SocketAddr>,
-    /// Native addresses of nodes to join through, comma-separated.
-    #[arg(long, env = "CASSIO_SEEDS", value_delimiter = ',')]
+    /// Native addresses (host:port) of nodes to join through, comma-separated.
+    #[arg(long, env = "CASSIO_SEEDS", value_delimiter = ',', value_parser = parse_host_port)]
     seeds: Option<Vec<SocketAddr>>,
     /// Data directory [default: ./cassio-data/NAME].
     #[arg(long, env = "CASSIO_DATA_DIR")]
@@ -168,13 +170,13 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = init_logging(&args) {
-        eprintln!("cassio-node: {e:#}");
+        eprintln!("cassio-node: {}", describe(e.as_ref()));
         return ExitCode::from(2);
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cassio-node: {e:#}");
+            eprintln!("cassio-node: {}", describe(e.as_ref()));
             ExitCode::from(2)
         }
     }

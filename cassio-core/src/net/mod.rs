@@ -19,3 +19,13 @@ pub use server::{Caller, Handler, ServerConfig, serve};
 #[cfg(feature = "simulation")]
 pub use sim::Sim;
 pub use transport::{Tcp, Transport};
+
+/// A `host:port` as a user writes it, by address or by name (the first
+/// address the name resolves to, now): for command-line flags.
+pub fn parse_host_port(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not a reachable host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}

@@ -50,7 +50,7 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<NodeHandle> {
         config.validate()?;
         let data_dir = config.data_dir();
-        std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+        crate::storage::create_dir(&data_dir)?;
         let clock = crate::storage::system_clock();
         let generation = next_generation(&data_dir, clock())?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);

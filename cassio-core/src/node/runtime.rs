@@ -29,7 +29,7 @@ const LOAD_EVERY_TICKS: u64 = 10;
 /// used last (kept in the data directory), so peers see a restart even if
 /// the clock went back.
 pub fn next_generation(data_dir: &Path, now_ms: u64) -> Result<u64> {
-    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    crate::storage::create_dir(data_dir)?;
     let path = data_dir.join("generation");
     let last = match std::fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
@@ -75,7 +75,7 @@ pub(crate) async fn run_node<T: Transport>(
     } = env;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+    crate::storage::create_dir(&data_dir)?;
     let engine =
         Engine::open_with_clock(data_dir.join("data"), config.storage.clone(), clock.clone())?;
     let hints = if config.hinted_handoff {

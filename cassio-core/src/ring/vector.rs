@@ -94,7 +94,7 @@ pub fn load_or_create_vnodes(dir: &Path, count: usize, rng: &mut impl Rng) -> Re
             Ok(vectors)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::storage::create_dir(dir)?;
             let vectors = random_vnode_vectors(count, rng);
             crate::storage::write_atomically(&path, &encode(&vectors))?;
             Ok(vectors)

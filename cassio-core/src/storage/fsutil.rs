@@ -5,6 +5,19 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Creates a directory and its parents unless it exists. A file in its
+/// place is named as such (the OS only says "File exists").
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists && !dir.is_dir() {
+            let not_a_directory = std::io::Error::other("exists and is not a directory");
+            Error::io(dir, not_a_directory)
+        } else {
+            Error::io(dir, e)
+        }
+    })
+}
+
 /// Fsyncs a directory so that file creations, renames and deletions in it
 /// survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {

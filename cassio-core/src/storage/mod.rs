@@ -50,4 +50,4 @@ pub use engine::{
 };
 pub use merge::MergeIter;
 
-pub(crate) use fsutil::write_atomically;
+pub(crate) use fsutil::{create_dir, write_atomically};

@@ -25,7 +25,7 @@ const LOCK_FILE: &str = "LOCK";
 
 pub(crate) fn open(dir: &Path, config: StorageConfig, clock: Clock) -> Result<Engine> {
     config.validate()?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    super::fsutil::create_dir(dir)?;
     let dir_lock = lock_dir(dir)?;
     let stored = Manifest::load(dir)?;
     let is_new = stored.is_none();
