@@ -1,7 +1,8 @@
 //! Membership with several nodes in one process (`Node::start`, real TCP on
 //! 127.0.0.1 with free ports): five nodes given one seed converge; a stopped
 //! node is marked DOWN by every other within the phi timeout; restarted, it
-//! is UP again with a higher generation.
+//! is UP again with a higher generation; peers are remembered across
+//! restarts.
 
 use std::time::Duration;
 
@@ -122,4 +123,99 @@ fn five_nodes_converge_detect_a_failure_and_see_the_restart() {
     for node in nodes {
         node.shutdown().unwrap();
     }
+}
+
+/// A node remembers its peers across restarts (their gossip state, in
+/// `DATA_DIR/peers`): after a full restart with one node still down, that
+/// node is listed DOWN, remains a replica (ALL cannot be met, QUORUM
+/// writes hint it, and it catches up when it returns), and a node that
+/// restarts while no peer answers still coordinates with the ring it kept.
+#[test]
+fn restarted_nodes_remember_a_peer_that_stays_down() {
+    use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
+    use cassio_core::proto::Response;
+    use cassio_tests::harness::{GOSSIP_INTERVAL_MS as FAST_MS, TestClient, start_cluster};
+
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(3, dir.path(), |_| {});
+    let client = TestClient::connect(nodes[0].native_addr());
+    assert!(matches!(
+        client.put(b"k1", b"v1", All),
+        Response::Written { .. }
+    ));
+    // The peers files are written on the tick after the view changed.
+    std::thread::sleep(Duration::from_millis(FAST_MS * 5));
+    drop(client);
+    let [n0, n1, n2]: [NodeHandle; 3] = nodes.try_into().ok().unwrap();
+    n2.shutdown().unwrap();
+    n1.shutdown().unwrap();
+    n0.shutdown().unwrap();
+
+    // n0 and n1 come back; n2 stays down.
+    let n0 = Node::start(node_config("n0", dir.path(), vec![])).unwrap();
+    let n1 = Node::start(node_config("n1", dir.path(), vec![n0.native_addr()])).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "n0 and n1 to see each other",
+        || {
+            [&n0, &n1].iter().all(|n| {
+                n.members()
+                    .iter()
+                    .filter(|m| m.node.as_str() != "n2")
+                    .all(|m| m.up)
+            })
+        },
+    );
+    let n2_seen = n0.members().into_iter().find(|m| m.node.as_str() == "n2");
+    assert!(
+        n2_seen
+            .as_ref()
+            .is_some_and(|m| !m.up && m.status == NodeStatus::Normal),
+        "n2 is remembered, DOWN: {n2_seen:?}"
+    );
+    let client = TestClient::connect(n0.native_addr());
+    assert!(
+        matches!(
+            client.put(b"k2", b"v2", All),
+            Response::QuorumNotReached { required: 3, .. }
+        ),
+        "ALL needs n2, which is down"
+    );
+    assert!(matches!(
+        client.put(b"k3", b"v3", Quorum),
+        Response::Written { .. }
+    ));
+    assert!(
+        client.status().metrics.hints_stored >= 1,
+        "n2's copy was hinted"
+    );
+
+    // n2 returns and gets its hint.
+    let n2 = Node::start(node_config("n2", dir.path(), vec![n0.native_addr()])).unwrap();
+    wait_for(Duration::from_secs(10), "k3 replayed to n2", || {
+        TestClient::replica_cell(n2.native_addr(), b"k3").is_some()
+    });
+    drop(client);
+    n2.shutdown().unwrap();
+    n0.shutdown().unwrap();
+
+    // n1 alone, every peer down: after a few gossip ticks it coordinates with
+    // the ring it kept, instead of refusing for ever.
+    n1.shutdown().unwrap();
+    let n1 = Node::start(node_config("n1", dir.path(), vec![])).unwrap();
+    let client = TestClient::connect(n1.native_addr());
+    wait_for(
+        Duration::from_secs(10),
+        "n1 to serve reads alone",
+        || matches!(client.get(b"k1", One), Response::Value { value: Some(ref v), .. } if v == b"v1"),
+    );
+    assert!(
+        matches!(
+            client.put(b"k4", b"v4", Quorum),
+            Response::QuorumNotReached { .. }
+        ),
+        "n0 and n2 are remembered as replicas, and down"
+    );
+    drop(client);
+    n1.shutdown().unwrap();
 }

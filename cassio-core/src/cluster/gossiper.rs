@@ -116,6 +116,52 @@ impl Gossiper {
         &self.local
     }
 
+    /// Starts from what this node knew before it restarted: each peer's
+    /// last state, down until heard from, so the ring keeps every peer (a
+    /// peer still down stays a replica, and gets hints). Gossip replaces a
+    /// state with anything newer. This node itself, and peers already
+    /// known, are skipped.
+    pub fn remember(&mut self, peers: Vec<(NodeId, EndpointState)>) {
+        for (node, mut state) in peers {
+            // A kept heartbeat is old news: passed between two restarted
+            // nodes it would look like a new one and make the peer look up.
+            state.heartbeat = 0;
+            if node != self.local {
+                self.endpoints.entry(node).or_insert(state);
+            }
+        }
+        self.rebuild_ring();
+    }
+
+    /// Every peer's state, to keep across restarts (see [`Gossiper::remember`]).
+    pub fn peer_states(&self) -> Vec<(NodeId, EndpointState)> {
+        self.endpoints
+            .iter()
+            .filter(|(node, _)| **node != self.local)
+            .map(|(node, state)| (node.clone(), state.clone()))
+            .collect()
+    }
+
+    /// Changes when a peer's state worth keeping does (a new peer, a
+    /// restart, a status, address or vnode change), not with heartbeats or
+    /// load.
+    pub fn peers_fingerprint(&self) -> Vec<(NodeId, [u64; 5])> {
+        self.endpoints
+            .iter()
+            .filter(|(node, _)| **node != self.local)
+            .map(|(node, s)| {
+                let versions = [
+                    s.generation,
+                    s.status.version,
+                    s.native_addr.version,
+                    s.resp_addr.version,
+                    s.vnodes.version,
+                ];
+                (node.clone(), versions)
+            })
+            .collect()
+    }
+
     fn local_state(&mut self) -> &mut EndpointState {
         self.endpoints
             .get_mut(&self.local)
@@ -474,6 +520,35 @@ mod tests {
             delta.vnodes.is_none() && delta.status.is_none(),
             "no vnodes resent: {delta:?}"
         );
+    }
+
+    /// Two nodes restarted with what they kept of a third (at different
+    /// heartbeats) see it DOWN and in the ring, whatever they tell each
+    /// other, until the third itself is heard from.
+    #[test]
+    fn remembered_peers_are_down_replicas_until_heard_from() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let mut c = node(2, 1, vec![]);
+        let (early, late) = {
+            c.tick(100, &mut rng);
+            let early = c.endpoints[c.local()].clone();
+            for t in 2..10 {
+                c.tick(t * 100, &mut rng);
+            }
+            (early, c.endpoints[c.local()].clone())
+        };
+        let c_id = c.local().clone();
+        let (mut a, mut b) = (node(0, 1, vec![]), node(1, 1, vec![]));
+        a.remember(vec![(c_id.clone(), early)]);
+        b.remember(vec![(c_id.clone(), late)]);
+        for t in 0..5 {
+            round(&mut a, &mut b, 2000 + t * 100);
+        }
+        assert!(!a.is_up(&c_id, 2500) && !b.is_up(&c_id, 2500));
+        assert!(a.ring().nodes().contains(&c_id), "still a replica");
+        c.tick(2600, &mut rng);
+        round(&mut a, &mut c, 2600);
+        assert!(a.is_up(&c_id, 2600), "heard from itself: UP");
     }
 
     #[test]

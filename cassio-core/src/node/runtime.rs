@@ -25,6 +25,10 @@ use crate::types::NodeId;
 /// Ticks between two load announcements in gossip.
 const LOAD_EVERY_TICKS: u64 = 10;
 
+/// Gossip ticks a restarted node waits to hear from a peer before it
+/// coordinates with the ring it kept on disk (every peer down).
+const JOIN_WAIT_TICKS: u64 = 5;
+
 /// A node's generation: its start time in ms, but always above the one it
 /// used last (kept in the data directory), so peers see a restart even if
 /// the clock went back.
@@ -111,22 +115,21 @@ pub(crate) async fn run_node<T: Transport>(
         None => None,
     };
     let node_id = NodeId::new(config.name.clone());
-    let known_peers: Vec<_> = peers_file::load(&data_dir)?
-        .into_iter()
-        .filter(|(name, _)| *name != node_id)
-        .collect();
+    let mut known_peers = peers_file::load(&data_dir)?;
+    known_peers.states.retain(|(name, _)| *name != node_id);
+    known_peers.addresses.retain(|(name, _)| *name != node_id);
     let is_self = |addr: &std::net::SocketAddr| *addr == native_addr || *addr == config.listen;
     // Alone only if it never knew a peer and its seeds are itself: the first
-    // node of a new cluster. Anyone else relearns the ring before serving.
+    // node of a new cluster. Anyone else first tries to hear from a peer.
     let alone = known_peers.is_empty() && config.seeds.iter().all(is_self);
+    let ring_on_disk = !known_peers.states.is_empty();
     let mut contacts = config.seeds.clone();
-    contacts.extend(
-        known_peers
-            .iter()
-            .map(|(_, addr)| *addr)
-            .filter(|a| !is_self(a) && !config.seeds.contains(a)),
-    );
-    let gossiper = Gossiper::new(
+    for (_, addr) in known_peers.contacts() {
+        if !is_self(&addr) && !contacts.contains(&addr) {
+            contacts.push(addr);
+        }
+    }
+    let mut gossiper = Gossiper::new(
         LocalEndpoint {
             node: node_id.clone(),
             generation,
@@ -141,6 +144,7 @@ pub(crate) async fn run_node<T: Transport>(
             seeds: contacts,
         },
     );
+    gossiper.remember(known_peers.states);
     let shared = Arc::new(NodeShared::new(
         config.clone(),
         native_addr,
@@ -190,7 +194,7 @@ pub(crate) async fn run_node<T: Transport>(
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick_count = 0u64;
-    let mut persisted_peers = known_peers;
+    let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
     loop {
         tokio::select! {
             biased;
@@ -205,17 +209,20 @@ pub(crate) async fn run_node<T: Transport>(
                 .lock()
                 .set_load(stats.sstable_bytes + stats.memtable_bytes as u64);
         }
-        let peers: Vec<_> = shared
-            .members()
-            .into_iter()
-            .filter(|m| m.node != node_id)
-            .map(|m| (m.node, m.native_addr))
-            .collect();
-        if peers != persisted_peers {
-            if let Err(e) = peers_file::store(&data_dir, &peers) {
+        let fingerprint = shared.gossiper.lock().peers_fingerprint();
+        if fingerprint != persisted_peers {
+            let states = shared.gossiper.lock().peer_states();
+            if let Err(e) = peers_file::store(&data_dir, &states) {
                 tracing::warn!(error = %e, "cannot record known peers");
             }
-            persisted_peers = peers;
+            persisted_peers = fingerprint;
+        }
+        if ring_on_disk && tick_count == JOIN_WAIT_TICKS && !*shared.joined.borrow() {
+            tracing::warn!(
+                ticks = JOIN_WAIT_TICKS,
+                "no peer answered gossip; coordinating with the ring known before the restart (peers are down until heard from)"
+            );
+            shared.joined.send_replace(true);
         }
         shared.replay_hints();
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);

@@ -263,15 +263,20 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Waits (up to `limit`) until this node may coordinate; an error answer
-    /// if it still has not joined.
-    async fn wait_until_joined(&self, limit: Duration) -> Option<Response> {
+    /// Waits (up to the write timeout) until this node may coordinate: it
+    /// heard from a peer, or gave up waiting and uses the ring it kept; an
+    /// error answer if neither happened in time.
+    pub(crate) async fn wait_until_joined(&self) -> Option<Response> {
+        if *self.joined.borrow() {
+            return None;
+        }
+        let limit = Duration::from_millis(self.config.write_timeout_ms);
         let mut joined = self.joined.subscribe();
         match tokio::time::timeout(limit, joined.wait_for(|j| *j)).await {
             Ok(Ok(_)) => None,
             _ => Some(Response::Error {
                 message: format!(
-                    "node {} has not joined the cluster yet (no gossip round with a seed completed)",
+                    "node {} has not joined the cluster yet: no seed or known peer has answered gossip",
                     self.node_id
                 ),
             }),
@@ -376,12 +381,6 @@ impl<T: Transport> Handler for NodeShared<T> {
             }
             Err(request) => request,
         };
-        if let Some(refusal) = self
-            .wait_until_joined(Duration::from_millis(self.config.write_timeout_ms))
-            .await
-        {
-            return refusal;
-        }
         match request {
             Request::Get { key, level } => {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))

@@ -47,6 +47,9 @@ impl<T: Transport> NodeShared<T> {
         keys: &[&[u8]],
         level: ConsistencyLevel,
     ) -> Vec<Response> {
+        if let Some(refusal) = self.wait_until_joined().await {
+            return vec![refusal; keys.len()];
+        }
         let mut phases: Vec<Phase> = keys.iter().map(|_| Phase::Pending).collect();
         let mut batch = ReadBatch {
             rounds: Vec::with_capacity(keys.len()),

@@ -87,6 +87,9 @@ impl<T: Transport> NodeShared<T> {
         writes: Vec<(Vec<u8>, Cell)>,
         level: ConsistencyLevel,
     ) -> Vec<Response> {
+        if let Some(refusal) = self.wait_until_joined().await {
+            return vec![refusal; writes.len()];
+        }
         let mut phases: Vec<Phase> = writes.iter().map(|_| Phase::Pending).collect();
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
