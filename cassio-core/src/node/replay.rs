@@ -52,14 +52,19 @@ impl<T: Transport> NodeShared<T> {
         let hints = self.hints.as_ref().expect("replay only runs with hints");
         // The last hint delivered: the next batch starts after it.
         let mut after: Option<Vec<u8>> = None;
+        let (mut replayed, mut expired_total) = (0u64, 0u64);
         loop {
             let (batch, expired) = hints.next_batch(target, HINT_BATCH, after.as_deref())?;
             Metrics::add(&self.metrics.hints_expired, expired);
+            expired_total += expired;
             if batch.is_empty() {
                 if after.take().is_some() {
                     // Once more from the start: a hint stored while the
                     // clock stood earlier sorts before the cursor.
                     continue;
+                }
+                if replayed + expired_total > 0 {
+                    tracing::info!(target_node = %target, replayed, expired = expired_total, "hints replayed");
                 }
                 return Ok(());
             }
@@ -85,6 +90,7 @@ impl<T: Transport> NodeShared<T> {
                 hints.delivered(hint)?;
             }
             Metrics::add(&self.metrics.hints_replayed, batch.len() as u64);
+            replayed += batch.len() as u64;
             after = batch.last().map(|hint| hint.id.clone());
         }
     }

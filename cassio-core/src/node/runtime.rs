@@ -195,6 +195,8 @@ pub(crate) async fn run_node<T: Transport>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick_count = 0u64;
     let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
+    // Each peer's last seen liveness, to log changes.
+    let mut peers_up = std::collections::BTreeMap::new();
     loop {
         tokio::select! {
             biased;
@@ -202,12 +204,23 @@ pub(crate) async fn run_node<T: Transport>(
             _ = ticks.tick() => {}
         }
         tick_count += 1;
-        if tick_count.is_multiple_of(LOAD_EVERY_TICKS) {
+        if tick_count == 1 || tick_count.is_multiple_of(LOAD_EVERY_TICKS) {
             let stats = shared.engine.stats();
             shared
                 .gossiper
                 .lock()
                 .set_load(stats.sstable_bytes + stats.memtable_bytes as u64);
+        }
+        for member in shared.members() {
+            let (peer, addr) = (&member.node, member.native_addr);
+            match (peers_up.get(peer), member.up) {
+                _ if *peer == node_id => continue,
+                (Some(true), true) | (Some(false), false) => continue,
+                (Some(true), false) => tracing::warn!(%peer, %addr, "peer is DOWN"),
+                (_, true) => tracing::info!(%peer, %addr, "peer is UP"),
+                (None, false) => tracing::info!(%peer, %addr, "peer is DOWN until heard from"),
+            }
+            peers_up.insert(member.node, member.up);
         }
         let fingerprint = shared.gossiper.lock().peers_fingerprint();
         if fingerprint != persisted_peers {
