@@ -1,6 +1,7 @@
 //! `cassio up`: N embedded nodes in this process (`Node::start`, exactly as
 //! the embedding API offers), on consecutive loopback ports, until Ctrl-C.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     let log_filter = std::env::var("CASSIO_LOG").unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(log_filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
     let replication_factor = args

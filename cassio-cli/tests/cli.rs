@@ -196,6 +196,13 @@ fn up_then_set_get_del_status() {
         err.contains("cannot reach a cassio node at 127.0.0.1:1"),
         "{err}"
     );
+    let resp_port = format!("127.0.0.1:{resp}");
+    let (code, _, err) = cassio(&resp_port, &["get", "x"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("did not answer as a cassio node") && err.contains("Redis port"),
+        "a RESP port is named as the likely mistake: {err}"
+    );
     let (code, _, err) = cassio(&host, &["-c", "MOST", "get", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown consistency level"), "{err}");

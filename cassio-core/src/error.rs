@@ -99,6 +99,13 @@ pub enum Error {
     #[error("{what} timed out after {after_ms} ms")]
     Timeout { what: String, after_ms: u64 },
 
+    /// Something listens at `addr`, but did not answer the handshake as a
+    /// cassio node does (another service, or a node's Redis port).
+    #[error(
+        "{addr} did not answer as a cassio node ({reason}); is it a node's native port (--listen), not its Redis port (--resp)?"
+    )]
+    NotANode { addr: String, reason: String },
+
     /// Fewer replicas answered than the consistency level needs.
     #[error(
         "consistency level {level} not reached: {required} replicas required, {received} received"

@@ -45,18 +45,27 @@ impl Connection {
         frame_bytes_max: usize,
         timeout: Duration,
     ) -> Result<Connection> {
+        let not_a_node = |reason: String| Error::NotANode {
+            addr: addr.to_string(),
+            reason,
+        };
+        let mut connected = false;
         let handshake = async {
             let mut stream = transport
                 .connect(addr)
                 .await
                 .map_err(|e| Error::io(addr.to_string(), e))?;
-            proto::write_frame(&mut stream, &hello).await?;
-            let reply = proto::read_frame(&mut stream, frame_bytes_max)
-                .await?
-                .ok_or(Error::ConnectionClosed {
-                    addr: addr.to_string(),
-                })?;
-            match proto::decode::<HelloReply>(&reply)? {
+            connected = true;
+            let reply = async {
+                proto::write_frame(&mut stream, &hello).await?;
+                let reply = proto::read_frame(&mut stream, frame_bytes_max)
+                    .await?
+                    .ok_or(Error::ConnectionClosed {
+                        addr: addr.to_string(),
+                    })?;
+                proto::decode::<HelloReply>(&reply)
+            };
+            match reply.await.map_err(|e| not_a_node(e.to_string()))? {
                 HelloReply::Welcome { node_id } => Ok((stream, node_id)),
                 HelloReply::Refused { reason } => Err(Error::HandshakeRefused {
                     addr: addr.to_string(),
@@ -64,12 +73,22 @@ impl Connection {
                 }),
             }
         };
-        let (stream, remote) = tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| Error::Timeout {
-                what: format!("handshake with {addr}"),
-                after_ms: timeout.as_millis() as u64,
-            })??;
+        let outcome = tokio::time::timeout(timeout, handshake).await;
+        let (stream, remote) = match outcome {
+            Ok(result) => result?,
+            Err(_) if connected => {
+                return Err(not_a_node(format!(
+                    "no handshake answer within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: format!("connecting to {addr}"),
+                    after_ms: timeout.as_millis() as u64,
+                });
+            }
+        };
 
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
