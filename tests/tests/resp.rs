@@ -561,41 +561,48 @@ fn exchange(stream: &mut TcpStream, send: &[u8], expect_len: usize) -> Vec<u8> {
     got
 }
 
+/// A raw connection to a RESP port, reads bounded by 10 s.
+fn raw_socket(addr: std::net::SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends `input` on a new connection and returns everything the node
+/// answers until it closes the connection.
+fn answer_until_closed(addr: std::net::SocketAddr, input: &[u8]) -> String {
+    let mut stream = raw_socket(addr);
+    stream.write_all(input).unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 #[test]
 fn inline_commands_and_malformed_input_over_a_raw_socket() {
     let dir = tempfile::tempdir().unwrap();
     // Served on the node's own thread (the other tests use client threads).
     let node = start_with(dir.path(), 0);
     let addr = node.resp_addr().unwrap();
-    let mut nc = TcpStream::connect(addr).unwrap();
-    nc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut nc = raw_socket(addr);
     assert_eq!(exchange(&mut nc, b"PING\r\n", 7), b"+PONG\r\n");
     assert_eq!(
         exchange(&mut nc, b"SET greeting hello\nGET greeting\n", 16),
         b"+OK\r\n$5\r\nhello\r\n"
     );
 
-    let mut bad = TcpStream::connect(addr).unwrap();
-    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    bad.write_all(b"*2\r\n:1\r\n").unwrap();
-    let mut reply = String::new();
-    bad.read_to_string(&mut reply).unwrap();
+    let reply = answer_until_closed(addr, b"*2\r\n:1\r\n");
     assert!(reply.starts_with("-ERR Protocol error"), "{reply:?}");
 
-    let mut huge = TcpStream::connect(addr).unwrap();
-    huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    huge.write_all(b"*1\r\n$999999999999\r\n").unwrap();
-    let mut reply = String::new();
-    huge.read_to_string(&mut reply).unwrap();
+    let reply = answer_until_closed(addr, b"*1\r\n$999999999999\r\n");
     assert!(reply.contains("invalid bulk length"), "{reply:?}");
 
     // A value over the size limit, sent in full: the client reads the error
     // (the node drains what it still sends before closing, instead of
     // resetting the connection under it).
-    let oversize = TcpStream::connect(addr).unwrap();
-    oversize
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let oversize = raw_socket(addr);
     let mut writer = oversize.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
         let value = vec![b'v'; 20 * 1024 * 1024];
@@ -668,8 +675,7 @@ fn protocol_switches_and_reply_control_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path());
     let addr = node.resp_addr().unwrap();
-    let mut nc = TcpStream::connect(addr).unwrap();
-    nc.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut nc = raw_socket(addr);
     let version = env!("CARGO_PKG_VERSION");
     let hello = |proto: &str, header: &str, modules: &str| {
         format!(
@@ -712,13 +718,8 @@ fn protocol_switches_and_reply_control_byte_for_byte() {
         expected
     );
 
-    let mut bad = TcpStream::connect(addr).unwrap();
-    bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    bad.write_all(b"SET \"abc def\r\n").unwrap();
-    let mut reply = String::new();
-    bad.read_to_string(&mut reply).unwrap();
     assert_eq!(
-        reply,
+        answer_until_closed(addr, b"SET \"abc def\r\n"),
         "-ERR Protocol error: unbalanced quotes in request\r\n"
     );
     assert_eq!(exchange(&mut nc, b"PING\r\n", 7), b"+PONG\r\n");
