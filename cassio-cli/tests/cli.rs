@@ -200,9 +200,20 @@ fn up_then_set_get_del_status() {
     let (code, _, err) = cassio(&resp_port, &["get", "x"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("did not answer as a cassio node") && err.contains("Redis port"),
+        err.contains("not a node's native port") && err.contains("Redis port"),
         "a RESP port is named as the likely mistake: {err}"
     );
+    // Another service (here one that answers like an HTTP server).
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_addr = http.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = http.accept() {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        }
+    });
+    let (code, _, err) = cassio(&http_addr, &["get", "x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("did not answer as a cassio node"), "{err}");
     let (code, _, err) = cassio(&host, &["-c", "MOST", "get", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown consistency level"), "{err}");

@@ -605,7 +605,7 @@ fn inline_commands_and_malformed_input_over_a_raw_socket() {
     let oversize = raw_socket(addr);
     let mut writer = oversize.try_clone().unwrap();
     let sender = std::thread::spawn(move || {
-        let value = vec![b'v'; 20 * 1024 * 1024];
+        let value = vec![b'v'; 17 * 1024 * 1024];
         let mut request =
             format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
         request.extend_from_slice(&value);
@@ -706,6 +706,12 @@ fn protocol_switches_and_reply_control_byte_for_byte() {
     let send = b"CLIENT REPLY SKIP\r\nPING a\r\nPING b\r\nCLIENT REPLY OFF\r\nSET x 1\r\n\
                  GET x\r\nCLIENT REPLY ON\r\nGET x\r\n";
     let expected = b"$1\r\nb\r\n+OK\r\n$1\r\n1\r\n";
+    assert_eq!(exchange(&mut nc, send, expected.len()), expected);
+    // As in Redis: SKIP changes nothing while replies are off, and ON is
+    // answered even right after SKIP.
+    let send = b"CLIENT REPLY OFF\r\nCLIENT REPLY SKIP\r\nPING c\r\nPING d\r\n\
+                 CLIENT REPLY ON\r\nPING e\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nPING f\r\n";
+    let expected = b"+OK\r\n$1\r\ne\r\n+OK\r\n$1\r\nf\r\n";
     assert_eq!(exchange(&mut nc, send, expected.len()), expected);
 
     let send = b"SET \"a b\" 'c d'\r\nGET \"a\\x20b\"\r\nCLIENT SETNAME \"x y\"\r\n\

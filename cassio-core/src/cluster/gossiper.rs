@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fnv::FnvHashMap;
+use fnv::{FnvHashMap, FnvHashSet};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
@@ -71,6 +71,11 @@ pub struct Gossiper {
     endpoints: BTreeMap<NodeId, EndpointState>,
     /// Looked up for every request's replicas: FNV, not SipHash.
     detectors: FnvHashMap<NodeId, ArrivalWindow>,
+    /// Peers remembered from before a restart and not heard of since: the
+    /// first heartbeat gossip brings about one may be as old as what was
+    /// kept (a peer that did not restart still holds the dead one's last
+    /// heartbeat), so only a later one counts as a sign of life.
+    unconfirmed: FnvHashSet<NodeId>,
     ring: Arc<Ring>,
 }
 
@@ -106,6 +111,7 @@ impl Gossiper {
             version: 6,
             endpoints: BTreeMap::from([(local.node, state)]),
             detectors: FnvHashMap::default(),
+            unconfirmed: FnvHashSet::default(),
             ring: Arc::new(Ring::default()),
         };
         gossiper.rebuild_ring();
@@ -126,8 +132,9 @@ impl Gossiper {
             // A kept heartbeat is old news: passed between two restarted
             // nodes it would look like a new one and make the peer look up.
             state.heartbeat = 0;
-            if node != self.local {
-                self.endpoints.entry(node).or_insert(state);
+            if node != self.local && !self.endpoints.contains_key(&node) {
+                self.unconfirmed.insert(node.clone());
+                self.endpoints.insert(node, state);
             }
         }
         self.rebuild_ring();
@@ -315,7 +322,7 @@ impl Gossiper {
             Some(state) if delta.generation == state.generation => {
                 let beat = delta.heartbeat > state.heartbeat;
                 ring_changed = state.merge(delta);
-                if beat {
+                if beat && !self.unconfirmed.remove(&node) {
                     self.detector(&node).heartbeat(now_ms);
                 }
             }
@@ -324,6 +331,7 @@ impl Gossiper {
                 // A new endpoint, or a restart (higher generation): only a
                 // full state will do; a partial one waits for the next round.
                 if let Some(state) = delta.into_full() {
+                    self.unconfirmed.remove(&node);
                     if self.endpoints.contains_key(&node) {
                         tracing::info!(%node, generation = state.generation, "peer restarted");
                     } else {
@@ -540,15 +548,32 @@ mod tests {
         let c_id = c.local().clone();
         let (mut a, mut b) = (node(0, 1, vec![]), node(1, 1, vec![]));
         a.remember(vec![(c_id.clone(), early)]);
-        b.remember(vec![(c_id.clone(), late)]);
+        b.remember(vec![(c_id.clone(), late.clone())]);
         for t in 0..5 {
             round(&mut a, &mut b, 2000 + t * 100);
         }
         assert!(!a.is_up(&c_id, 2500) && !b.is_up(&c_id, 2500));
         assert!(a.ring().nodes().contains(&c_id), "still a replica");
-        c.tick(2600, &mut rng);
-        round(&mut a, &mut c, 2600);
-        assert!(a.is_up(&c_id, 2600), "heard from itself: UP");
+
+        // A peer that did not restart still holds c's real last heartbeat:
+        // telling a restarted node about it is no sign of life either.
+        let mut d = node(3, 1, vec![]);
+        d.remember(vec![(c_id.clone(), late)]);
+        let mut e = node(4, 1, vec![]);
+        round(&mut e, &mut c, 1000);
+        round(&mut d, &mut e, 2600);
+        round(&mut d, &mut e, 2700);
+        assert!(
+            !d.is_up(&c_id, 2700),
+            "a stale heartbeat relayed: still DOWN"
+        );
+
+        // c itself, heard twice: UP.
+        for t in [2800, 2900] {
+            c.tick(t, &mut rng);
+            round(&mut a, &mut c, t);
+        }
+        assert!(a.is_up(&c_id, 2900), "heard from itself: UP");
     }
 
     #[test]

@@ -65,7 +65,16 @@ impl Connection {
                     })?;
                 proto::decode::<HelloReply>(&reply)
             };
-            match reply.await.map_err(|e| not_a_node(e.to_string()))? {
+            // An answer no cassio node gives (an absurd frame length, bytes
+            // that are no message) means another service; anything else
+            // (a closed connection, say) keeps its own error.
+            let reply = reply.await.map_err(|e| match e {
+                Error::FrameTooLarge { .. } | Error::MalformedMessage(_) => {
+                    not_a_node(e.to_string())
+                }
+                other => other,
+            });
+            match reply? {
                 HelloReply::Welcome { node_id } => Ok((stream, node_id)),
                 HelloReply::Refused { reason } => Err(Error::HandshakeRefused {
                     addr: addr.to_string(),
@@ -77,10 +86,12 @@ impl Connection {
         let (stream, remote) = match outcome {
             Ok(result) => result?,
             Err(_) if connected => {
-                return Err(not_a_node(format!(
-                    "no handshake answer within {} ms",
-                    timeout.as_millis()
-                )));
+                return Err(Error::Timeout {
+                    what: format!(
+                        "handshake with {addr} (a stalled node, or not a node's native port: a Redis port waits for a command line)"
+                    ),
+                    after_ms: timeout.as_millis() as u64,
+                });
             }
             Err(_) => {
                 return Err(Error::Timeout {

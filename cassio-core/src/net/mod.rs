@@ -20,12 +20,19 @@ pub use server::{Caller, Handler, ServerConfig, serve};
 pub use sim::Sim;
 pub use transport::{Tcp, Transport};
 
-/// A `host:port` as a user writes it, by address or by name (the first
-/// address the name resolves to, now): for command-line flags.
+/// A `host:port` as a user writes it, by address or by name (resolved
+/// now, an IPv4 address first, as nodes listen on 127.0.0.1 by default):
+/// for command-line flags.
 pub fn parse_host_port(text: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    text.to_socket_addrs()
+    let addrs: Vec<_> = text
+        .to_socket_addrs()
         .map_err(|e| format!("{text:?} is not a reachable host:port ({e})"))?
-        .next()
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }

@@ -111,19 +111,21 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Runs a session command and says how its reply goes out (see
-    /// [`Session::next_delivery`]). A command that changes which replies
-    /// are sent is answered only if replies are now on (`CLIENT REPLY ON`
-    /// is, OFF and SKIP are not); HELLO is answered in the protocol it
-    /// chose.
+    /// [`Session::next_delivery`]). `CLIENT REPLY` is answered only if
+    /// replies are now on (ON is, even right after SKIP; OFF and SKIP are
+    /// not); HELLO is answered in the protocol it chose.
     pub(crate) fn answer_session_command(
         &self,
         session: &mut Session,
         args: &[&[u8]],
     ) -> (Reply, Option<Protocol>) {
         let delivery = session.next_delivery();
-        let replies_before = session.replies;
         let reply = self.session_command(session, args);
-        let delivery = if session.replies != replies_before {
+        let sets_replies = args.len() == 3
+            && args[0].eq_ignore_ascii_case(b"client")
+            && args[1].eq_ignore_ascii_case(b"reply")
+            && !matches!(reply, Reply::Error(_));
+        let delivery = if sets_replies {
             (session.replies == ReplyMode::On).then_some(session.protocol)
         } else {
             delivery.map(|_| session.protocol)
@@ -318,6 +320,8 @@ fn client(session: &mut Session, args: &[&[u8]]) -> Reply {
             session.replies = match text(mode).to_ascii_uppercase().as_str() {
                 "ON" => ReplyMode::On,
                 "OFF" => ReplyMode::Off,
+                // As in Redis, SKIP changes nothing while replies are off.
+                "SKIP" if session.replies == ReplyMode::Off => ReplyMode::Off,
                 "SKIP" => ReplyMode::SkipNext,
                 _ => return Reply::err("ERR syntax error"),
             };

@@ -323,9 +323,11 @@ pub(crate) fn replay_segment(
         reason: reason.to_string(),
     };
     let mut report = ReplayReport::default();
-    if bytes.is_empty() && is_last {
-        // A segment no record reached yet (its header is written with the
-        // first one): nothing to replay, nothing torn.
+    if bytes.is_empty() {
+        // A segment no record reached (its header is written with the first
+        // one): nothing to replay, nothing torn. Rotation writes the header
+        // of the segment it closes, so an empty older segment is one a
+        // crash during startup left, before the next start made another.
         return Ok(report);
     }
     if bytes.len() < HEADER_BYTES {
@@ -455,14 +457,18 @@ mod tests {
     }
 
     /// A new segment no record reached is empty: nothing to replay, and
-    /// not torn (no truncation, no warning). A partial header is torn.
+    /// not torn (no truncation, no warning), whether it is the newest or a
+    /// crash during startup left it before another. A partial header is
+    /// torn.
     #[test]
-    fn an_empty_last_segment_is_not_torn() {
+    fn an_empty_segment_is_not_torn() {
         let dir = tempfile::tempdir().unwrap();
         let path = segment_path(dir.path(), 3);
         File::create(&path).unwrap();
-        let report = replay_segment(&path, true, |_, _| ()).unwrap();
-        assert_eq!((report.records, report.truncated_to), (0, None));
+        for is_last in [true, false] {
+            let report = replay_segment(&path, is_last, |_, _| ()).unwrap();
+            assert_eq!((report.records, report.truncated_to), (0, None));
+        }
         std::fs::write(&path, [0xC0, 0x10]).unwrap();
         let report = replay_segment(&path, true, |_, _| ()).unwrap();
         assert_eq!(report.truncated_to, Some(0));
