@@ -305,6 +305,18 @@ impl Gossiper {
         GossipAck2 { deltas }
     }
 
+    /// `node` itself took part in a gossip round with this node: direct
+    /// proof that it is alive, which a peer remembered from before a
+    /// restart otherwise only gives by a second heartbeat.
+    pub fn heard_from(&mut self, node: &NodeId, now_ms: u64) {
+        // The round's own deltas may have spent the peer's first heartbeat
+        // already: what matters is that it has no arrival on record yet.
+        let unconfirmed = self.unconfirmed.remove(node);
+        if unconfirmed || !self.detectors.contains_key(node) {
+            self.detector(node).heartbeat(now_ms);
+        }
+    }
+
     /// End of the round, on the peer.
     pub fn handle_ack2(&mut self, ack2: GossipAck2, now_ms: u64) {
         for delta in ack2.deltas {
@@ -568,12 +580,26 @@ mod tests {
             "a stale heartbeat relayed: still DOWN"
         );
 
-        // c itself, heard twice: UP.
+        // c taking part in a round with a node that remembers it: the
+        // round's delta is its first heartbeat there, and the round itself
+        // is the proof of life (the node calls `heard_from`): UP at once.
+        c.tick(2800, &mut rng);
+        let mut f = node(5, 1, vec![]);
+        f.remember(vec![(c_id.clone(), c.endpoints[&c_id].clone())]);
+        round(&mut f, &mut c, 2800);
+        assert!(
+            !f.is_up(&c_id, 2800),
+            "a first heartbeat alone proves nothing"
+        );
+        f.heard_from(&c_id, 2800);
+        assert!(f.is_up(&c_id, 2800), "c answered f itself: UP");
+        // Heard of through others, twice: UP.
         for t in [2800, 2900] {
             c.tick(t, &mut rng);
-            round(&mut a, &mut c, t);
+            round(&mut e, &mut c, t);
+            round(&mut a, &mut e, t);
         }
-        assert!(a.is_up(&c_id, 2900), "heard from itself: UP");
+        assert!(a.is_up(&c_id, 2900), "c's heartbeat advanced twice: UP");
     }
 
     #[test]

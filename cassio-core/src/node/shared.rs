@@ -250,7 +250,12 @@ impl<T: Transport> NodeShared<T> {
             Response::GossipAck(ack) => ack,
             other => return Err(unexpected(&conn, other)),
         };
-        let ack2 = self.gossiper.lock().handle_ack(ack, self.now_ms());
+        let ack2 = {
+            let mut gossiper = self.gossiper.lock();
+            let ack2 = gossiper.handle_ack(ack, self.now_ms());
+            gossiper.heard_from(conn.remote(), self.now_ms());
+            ack2
+        };
         match conn
             .request(Request::GossipAck2(ack2), self.peer_timeout())
             .await?
@@ -330,7 +335,12 @@ impl<T: Transport> Handler for NodeShared<T> {
                 Response::GossipAck(self.gossiper.lock().handle_syn(syn, self.now_ms()))
             }
             Request::GossipAck2(ack2) => {
-                self.gossiper.lock().handle_ack2(ack2, self.now_ms());
+                let mut gossiper = self.gossiper.lock();
+                gossiper.handle_ack2(ack2, self.now_ms());
+                if let Some(peer) = &caller.node_id {
+                    gossiper.heard_from(peer, self.now_ms());
+                }
+                drop(gossiper);
                 // A completed round started by a peer teaches this node the
                 // ring as well as one it started.
                 self.joined.send_replace(true);
