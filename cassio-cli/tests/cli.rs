@@ -26,6 +26,17 @@ fn free_ports(count: u16) -> u16 {
     panic!("no free port range");
 }
 
+/// The `cassio up` child: killed if the test fails before it stops it
+/// cleanly, so a failed run leaves no cluster behind.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn cassio(host: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cassio"))
         .args(["--host", host])
@@ -43,7 +54,7 @@ fn cassio(host: &str, args: &[&str]) -> (i32, String, String) {
 fn up_then_set_get_del_status() {
     let dir = tempfile::tempdir().unwrap();
     let (native, resp) = (free_ports(3), free_ports(3));
-    let mut up = Command::new(env!("CARGO_BIN_EXE_cassio"))
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_cassio"))
         .args([
             "up",
             "--nodes",
@@ -57,8 +68,8 @@ fn up_then_set_get_del_status() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let stdout = up.stdout.take().unwrap();
+        .unwrap());
+    let stdout = up.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -230,7 +241,7 @@ fn up_then_set_get_del_status() {
     assert_eq!(code, 1);
     assert!(err.contains("workload E needs range scans"), "{err}");
 
-    let pid = up.id().to_string();
+    let pid = up.0.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -238,7 +249,7 @@ fn up_then_set_get_del_status() {
             .unwrap()
             .success()
     );
-    let exit = up.wait().unwrap();
+    let exit = up.0.wait().unwrap();
     assert!(
         exit.success(),
         "SIGTERM stops `cassio up` cleanly: {exit:?}"
