@@ -310,9 +310,10 @@ impl Gossiper {
     /// restart otherwise only gives by a second heartbeat.
     pub fn heard_from(&mut self, node: &NodeId, now_ms: u64) {
         // The round's own deltas may have spent the peer's first heartbeat
-        // already: what matters is that it has no arrival on record yet.
-        let unconfirmed = self.unconfirmed.remove(node);
-        if unconfirmed || !self.detectors.contains_key(node) {
+        // already: what matters is that it has no arrival on record yet (a
+        // peer still unconfirmed never has one).
+        self.unconfirmed.remove(node);
+        if !self.detectors.contains_key(node) {
             self.detector(node).heartbeat(now_ms);
         }
     }

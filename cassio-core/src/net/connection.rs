@@ -83,23 +83,19 @@ impl Connection {
             }
         };
         let outcome = tokio::time::timeout(timeout, handshake).await;
-        let (stream, remote) = match outcome {
-            Ok(result) => result?,
-            Err(_) if connected => {
-                return Err(Error::Timeout {
-                    what: format!(
-                        "handshake with {addr} (a stalled node, or not a node's native port: a Redis port waits for a command line)"
-                    ),
-                    after_ms: timeout.as_millis() as u64,
-                });
-            }
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: format!("connecting to {addr}"),
-                    after_ms: timeout.as_millis() as u64,
-                });
-            }
+        let Ok(handshaken) = outcome else {
+            let what = match connected {
+                true => format!(
+                    "handshake with {addr} (a stalled node, or not a node's native port: a Redis port waits for a command line)"
+                ),
+                false => format!("connecting to {addr}"),
+            };
+            return Err(Error::Timeout {
+                what,
+                after_ms: timeout.as_millis() as u64,
+            });
         };
+        let (stream, remote) = handshaken?;
 
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);

@@ -40,12 +40,9 @@ impl KnownPeers {
     }
 
     /// Every known peer's native address.
-    pub(crate) fn contacts(&self) -> impl Iterator<Item = (&NodeId, SocketAddr)> {
-        let from_states = self
-            .states
-            .iter()
-            .map(|(node, state)| (node, state.native_addr.value));
-        from_states.chain(self.addresses.iter().map(|(node, addr)| (node, *addr)))
+    pub(crate) fn contacts(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let from_states = self.states.iter().map(|(_, state)| state.native_addr.value);
+        from_states.chain(self.addresses.iter().map(|(_, addr)| *addr))
     }
 }
 
@@ -162,7 +159,7 @@ mod tests {
         store(dir.path(), &states).unwrap();
         let known = load(dir.path()).unwrap();
         assert_eq!(known.states, states);
-        let contacts: Vec<_> = known.contacts().map(|(_, addr)| addr.port()).collect();
+        let contacts: Vec<_> = known.contacts().map(|addr| addr.port()).collect();
         assert_eq!(contacts, [9001, 9002]);
 
         std::fs::write(dir.path().join(FILE_NAME), "n1 127.0.0.1:9001\nnonsense\n").unwrap();

@@ -124,7 +124,7 @@ pub(crate) async fn run_node<T: Transport>(
     let alone = known_peers.is_empty() && config.seeds.iter().all(is_self);
     let ring_on_disk = !known_peers.states.is_empty();
     let mut contacts = config.seeds.clone();
-    for (_, addr) in known_peers.contacts() {
+    for addr in known_peers.contacts() {
         if !is_self(&addr) && !contacts.contains(&addr) {
             contacts.push(addr);
         }
