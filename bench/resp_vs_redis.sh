@@ -6,21 +6,23 @@
 # SYNC=batch) and a 3-node RF 3 cassio cluster at QUORUM.
 # A second redis-server, set up like the first and measured the same way, is
 # the control: its ratio to the first shows how far this machine's noise
-# alone moves a ratio. Every row runs ROUNDS times, the servers alternating
-# within a round; it prints each server's median ops/s and the median and
+# alone moves a ratio. Every row runs ROUNDS times, the servers taking turns
+# in an order rotated every round (ROUNDS=4 puts each server in each place
+# once); it prints each server's median ops/s and the median and
 # range of the per-round ratios to redis. Stops what it started.
 #
-#   bench/resp_vs_redis.sh                    # N=200000 C=50 ROUNDS=3
+#   bench/resp_vs_redis.sh                    # N=200000 C=50 ROUNDS=4
 #   N=50000 ROUNDS=1 bench/resp_vs_redis.sh   # quicker
 #   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
 #   KEYSPACE=1000000 bench/resp_vs_redis.sh   # random keys out of a million (-r)
+#   RESULTS=runs.txt bench/resp_vs_redis.sh   # also keep every run: row|server|round|ops/s
 #   SYNC=batch bench/resp_vs_redis.sh         # durable writes: cassio's batch sync
 #                                             # mode against appendfsync always
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
 C=${C:-50}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-4}
 keyspace=${KEYSPACE:+-r $KEYSPACE}
 threads=()
 if [ -n "${CLIENT_THREADS:-}" ]; then threads=(--client-threads "$CLIENT_THREADS"); fi
@@ -46,18 +48,26 @@ for port in "$redis_port" "$control_port" "$solo_resp" "$r1" "$r2" "$r3"; do wai
 # Let the cluster see all three nodes before measuring.
 wait_members "$r1" 3 UP
 
+# The servers take turns in a different order every round (rotated by one
+# place), and each run starts once the page cache holds no dirty pages: a
+# run that follows a write-heavy one otherwise shares the machine with that
+# run's writeback, and in a fixed order the same server always paid for it.
+servers=(redis:"$redis_port" cassio-1:"$solo_resp" control:"$control_port" cassio-3Q:"$r1")
 results="$work/results" # row server round ops
 for round in $(seq 1 "$ROUNDS"); do
     for pipeline in "" "-P 16"; do
         for test in set get; do
             row="$(echo "$test" | tr a-z A-Z)${pipeline:+ ${pipeline// /}}"
-            for server in redis:"$redis_port" cassio-1:"$solo_resp" control:"$control_port" cassio-3Q:"$r1"; do
+            for turn in 0 1 2 3; do
+                server=${servers[$(((turn + round) % 4))]}
+                sync
                 echo "$row|${server%%:*}|$round|$(ops "${server#*:}" "$test" "$keyspace $pipeline")" >>"$results"
             done
         done
     done
     echo "round $round of $ROUNDS done" >&2
 done
+if [ -n "${RESULTS:-}" ]; then cp "$results" "$RESULTS"; fi
 
 # Per row: each server's median ops/s; each ratio's median over the rounds
 # and its range (lowest-highest).
