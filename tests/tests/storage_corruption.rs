@@ -140,7 +140,7 @@ fn only_in_the_log() -> (tempfile::TempDir, PathBuf) {
     for i in 0..KEYS {
         engine.put(&key(i), &value(i), 1).unwrap();
     }
-    drop(engine); // syncs the log, does not flush
+    drop(engine); // syncs and trims the log, does not flush
     let segment = files_ending(dir.path(), ".log").pop().expect("a segment");
     (dir, segment)
 }
