@@ -20,6 +20,14 @@ use rand::{Rng, SeedableRng};
 
 const ROUNDS: u64 = 24;
 
+/// Held while this process spawns a child or has an engine open. The two
+/// tests run in one process: a child spawned by one holds copies of every
+/// open file of the process until it execs, the other test's engine
+/// directory lock among them, and that test's next child then found its
+/// directory "already in use by another engine" (seen with the machine
+/// under load).
+static SPAWN_OR_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Each key's state after ops `0..=last` of one thread (`None` = absent).
 fn model(round: u64, thread: u64, last: Option<u64>) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
     let mut state = BTreeMap::new();
@@ -57,6 +65,7 @@ fn acknowledged_writes_survive_sigkill(mode: SyncMode) {
     let (mut acked_total, mut flushes, mut compactions) = (0u64, 0u64, 0u64);
 
     for round in 0..ROUNDS {
+        let spawning = SPAWN_OR_ENGINE.lock().unwrap_or_else(|e| e.into_inner());
         let mut child = Command::new(env!("CARGO_BIN_EXE_storage-crash-writer"))
             .arg(dir.path())
             .arg(round.to_string())
@@ -65,6 +74,7 @@ fn acknowledged_writes_survive_sigkill(mode: SyncMode) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        drop(spawning);
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut last: BTreeMap<u64, u64> = BTreeMap::new();
@@ -98,6 +108,7 @@ fn acknowledged_writes_survive_sigkill(mode: SyncMode) {
         compactions += round_compactions;
         acked_total += acked.values().map(|i| i + 1).sum::<u64>();
 
+        let engine_open = SPAWN_OR_ENGINE.lock().unwrap_or_else(|e| e.into_inner());
         let engine = Engine::open(dir.path(), config(mode))
             .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
         for (key, want) in &survived {
@@ -130,6 +141,7 @@ fn acknowledged_writes_survive_sigkill(mode: SyncMode) {
         } else {
             drop(engine)
         }
+        drop(engine_open);
     }
     println!(
         "{ROUNDS} kills, {acked_total} acknowledged writes checked, {flushes} flushes and {compactions} compactions seen by the child"
