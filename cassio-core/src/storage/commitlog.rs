@@ -7,13 +7,15 @@
 //! Segment layout: a 16-byte header (magic u32, version u32, segment id u64),
 //! then records `len u32 | crc32(len) u32 | crc32(payload) u32 | payload`,
 //! where the payload is one [`codec`](super::codec) entry. Version 2 starts
-//! every record at a multiple of 4 bytes and ends the records with a zero
-//! length (the file's preallocated tail is zeros); version 1 (written before
-//! 2026-11-23, still replayed) packs records and ends with the file. The
-//! separate length checksum lets replay tell a torn tail (the process died
-//! mid-append: only the final record of the newest segment is incomplete)
-//! from corruption (anything else), which is an error naming the file and
-//! offset.
+//! every record at a multiple of 4 bytes; in the live segment a zero length
+//! ends the records (the file's preallocated tail is zeros), and rotation,
+//! clean shutdown and the replay of the newest segment trim a segment to its
+//! records, so an older segment ends with its file. Version 1 (written
+//! before 2026-11-23, still replayed) packs records and ends with the file.
+//! The separate length checksum lets replay tell a torn tail (the process
+//! died mid-append: only the final record of the newest segment is
+//! incomplete) from corruption (anything else, including a zero length with
+//! valid records after it), which is an error naming the file and offset.
 //!
 //! Segments are written through a shared memory mapping of the file, in
 //! windows of 64 KiB growing to 8 MiB that are allocated (`fallocate`)
@@ -47,7 +49,7 @@ use memmap2::{MmapMut, MmapOptions};
 use parking_lot::{Condvar, Mutex};
 
 use super::cell::Cell;
-use super::codec::{decode_entry, encode_entry, get_u32, get_u64};
+use super::codec::{decode_entry, encode_entry, get_u32};
 use super::fsutil::sync_dir;
 use crate::error::{Error, Result};
 
@@ -93,31 +95,45 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Allocates the file's blocks for `len` bytes from `offset`, growing the
 /// file to cover them, so that stores into a mapping of them cannot fail
-/// for want of space.
+/// for want of space (a store into a hole the disk has no room for would
+/// kill the process with SIGBUS).
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+    let (Ok(start), Ok(count)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
         return Err(std::io::Error::other(
             "commit-log window beyond the largest file offset",
         ));
     };
     // SAFETY: a plain syscall on a descriptor `file` keeps open; it touches
     // no memory of this process.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } == 0 {
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, start, count) } == 0 {
         return Ok(());
     }
     let error = std::io::Error::last_os_error();
     if error.raw_os_error() == Some(libc::EOPNOTSUPP) {
-        // A filesystem without fallocate: a sparse file, space found on writeback.
-        return file.set_len(offset as u64 + len as u64);
+        return write_zeros(file, offset, len);
     }
     Err(error)
 }
 
 #[cfg(not(target_os = "linux"))]
 fn allocate(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
-    file.set_len(offset + len as u64)
+    write_zeros(file, offset, len)
+}
+
+/// Allocates by writing zeros, for filesystems without `fallocate`.
+#[cfg(unix)]
+fn write_zeros(file: &File, offset: u64, len: usize) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; len.min(FIRST_WINDOW_BYTES)];
+    let mut written = 0;
+    while written < len {
+        let n = zeros.len().min(len - written);
+        file.write_all_at(&zeros[..n], offset + written as u64)?;
+        written += n;
+    }
+    Ok(())
 }
 
 struct SegmentWriter {
@@ -146,7 +162,7 @@ impl SegmentWriter {
         // The segment's name must survive a crash once a record in it is acknowledged.
         sync_dir(dir)?;
         let mut writer = SegmentWriter {
-            path,
+            path: path.clone(),
             file: Arc::new(file),
             failure: None,
             window: None,
@@ -158,7 +174,18 @@ impl SegmentWriter {
         header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         header[4..8].copy_from_slice(&VERSION.to_le_bytes());
         header[8..16].copy_from_slice(&id.to_le_bytes());
-        writer.reserve(HEADER_BYTES)?.copy_from_slice(&header);
+        match writer.reserve(HEADER_BYTES) {
+            Ok(target) => target.copy_from_slice(&header),
+            Err(error) => {
+                // No segment is left behind for a retry to trip over (its
+                // name is taken) or for replay to take for the newest.
+                drop(writer);
+                if std::fs::remove_file(&path).is_ok() {
+                    let _ = sync_dir(dir);
+                }
+                return Err(error);
+            }
+        }
         writer.end = HEADER_BYTES as u64;
         Ok(writer)
     }
@@ -367,7 +394,11 @@ impl CommitLog {
             let mut w = self.writer.lock();
             w.close()?;
             let lsn = w.appended_lsn;
-            *w = SegmentWriter::create(&self.dir, id, lsn)?;
+            match SegmentWriter::create(&self.dir, id, lsn) {
+                Ok(next) => *w = next,
+                // The closed segment takes no more records.
+                Err(error) => return Err(w.failed(error)),
+            }
             lsn
         };
         self.synced_up_to(covered);
@@ -425,7 +456,9 @@ pub(crate) struct ReplayReport {
 
 /// Replays segment `path`, calling `apply` for every record in order. Only in
 /// the newest segment (`is_last`) is an incomplete final record a torn tail,
-/// truncated with a warning; any other damage is an error.
+/// truncated with a warning; any other damage is an error. The newest
+/// segment is also trimmed to its records (dropping a live segment's
+/// preallocated zeros), so that every older segment ends with its file.
 pub(crate) fn replay_segment(
     path: &Path,
     is_last: bool,
@@ -449,17 +482,20 @@ pub(crate) fn replay_segment(
         // first record). Nothing to replay, nothing torn.
         return Ok(report);
     }
+    let version = get_u32(&bytes, 4);
+    let header_whole = get_u32(&bytes, 0) == Ok(MAGIC) && matches!(version, Ok(1 | VERSION));
+    if !header_whole && is_last && zeros_from(HEADER_BYTES) {
+        // The process stopped while writing the header of its newest segment.
+        truncate(path, 0, &mut report)?;
+        return Ok(report);
+    }
     if bytes.len() < HEADER_BYTES {
-        if is_last {
-            truncate(path, 0, &mut report)?;
-            return Ok(report);
-        }
         return Err(corrupt(0, "segment shorter than its header"));
     }
     if get_u32(&bytes, 0) != Ok(MAGIC) {
         return Err(corrupt(0, "not a cassio commit-log segment (bad magic)"));
     }
-    let version = get_u32(&bytes, 4).map_err(|r| corrupt(4, r))?;
+    let version = version.map_err(|r| corrupt(4, r))?;
     let align = match version {
         1 => 1,
         VERSION => RECORD_ALIGN_BYTES,
@@ -471,24 +507,31 @@ pub(crate) fn replay_segment(
             });
         }
     };
-    get_u64(&bytes, 8).map_err(|r| corrupt(8, r))?;
 
     let mut at = HEADER_BYTES;
     while at < bytes.len() {
         let rest = &bytes[at..];
         let torn = |report: &mut ReplayReport| truncate(path, at as u64, report);
-        if get_u32(rest, 0).unwrap_or(0) == 0 {
-            // The end of the records: zeros follow (the preallocated rest of
-            // the window), or the bytes of a record whose append the process
-            // did not finish (its length is stored last).
+        if version >= 2 && get_u32(rest, 0).unwrap_or(0) == 0 {
+            // The end of the records: the zeros of the preallocated window
+            // follow, or the bytes of the one record whose append the
+            // process did not finish (its length is stored last).
+            if !is_last {
+                // Rotation and the replay of a newest segment trim it.
+                return Err(corrupt(at, "zero record length in a closed segment"));
+            }
+            if let Some(next) = valid_record_after(&bytes, at) {
+                return Err(corrupt(
+                    at,
+                    &format!("zero record length with a valid record after it (at {next})"),
+                ));
+            }
             if zeros_from(at) {
-                break;
-            }
-            if is_last {
+                trim(path, at as u64)?;
+            } else {
                 torn(&mut report)?;
-                break;
             }
-            return Err(corrupt(at, "bytes after the end of the records"));
+            break;
         }
         if rest.len() < RECORD_HEADER_BYTES {
             if is_last {
@@ -500,6 +543,11 @@ pub(crate) fn replay_segment(
         let len_bytes = &rest[0..4];
         let len_crc = get_u32(rest, 4).map_err(|r| corrupt(at, r))?;
         if crc32fast::hash(len_bytes) != len_crc {
+            // Version 1: a tail of zeros is what a torn append left.
+            if is_last && zeros_from(at) {
+                torn(&mut report)?;
+                break;
+            }
             return Err(Error::ChecksumMismatch {
                 file: path.to_path_buf(),
                 offset: at as u64,
@@ -543,20 +591,51 @@ pub(crate) fn replay_segment(
     Ok(report)
 }
 
+/// The offset of the first whole, checksummed version 2 record that starts
+/// after `at`, if any: records after a zero length mean a length was
+/// damaged, not that an append was cut short.
+fn valid_record_after(bytes: &[u8], at: usize) -> Option<usize> {
+    let mut offset = at + RECORD_ALIGN_BYTES;
+    while offset + RECORD_HEADER_BYTES <= bytes.len() {
+        let rest = &bytes[offset..];
+        let field = |i: usize| get_u32(rest, i).unwrap_or(0);
+        let len = field(0) as usize;
+        if len != 0
+            && crc32fast::hash(&rest[0..4]) == field(4)
+            && RECORD_HEADER_BYTES + len <= rest.len()
+            && crc32fast::hash(&rest[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len]) == field(8)
+        {
+            return Some(offset);
+        }
+        offset += RECORD_ALIGN_BYTES;
+    }
+    None
+}
+
+/// Cuts the newest segment's torn tail off at `len`, with a warning.
 fn truncate(path: &Path, len: u64, report: &mut ReplayReport) -> Result<()> {
     tracing::warn!(
         file = %path.display(),
         valid_bytes = len,
         "commit log ends in a torn record (the process stopped mid-write); truncating it"
     );
+    trim(path, len)?;
+    report.truncated_to = Some(len);
+    Ok(())
+}
+
+/// Shortens `path` to `len` bytes, durably; nothing to do if it is that long.
+fn trim(path: &Path, len: u64) -> Result<()> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if file_len == len {
+        return Ok(());
+    }
     file.set_len(len).map_err(|e| Error::io(path, e))?;
-    file.sync_all().map_err(|e| Error::io(path, e))?;
-    report.truncated_to = Some(len);
-    Ok(())
+    file.sync_all().map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
@@ -630,7 +709,6 @@ mod tests {
         assert_eq!(records.len(), 9);
         assert!(std::fs::metadata(&path).unwrap().len() < full - 5);
         // The same damage in an older segment is an error, not data loss.
-        file.set_len(full - 5).unwrap();
         let path2 = write_segment(dir.path(), 2, 10);
         let file2 = OpenOptions::new().write(true).open(&path2).unwrap();
         file2.set_len(full - 5).unwrap();
@@ -750,9 +828,90 @@ mod tests {
         let path = segment_path(dir.path(), 1);
         let file_len = std::fs::metadata(&path).unwrap().len();
         assert!(file_len > end as u64, "the window is preallocated");
+        drop(log);
         let report = replay_segment(&path, true, |_, _| ()).unwrap();
         assert_eq!((report.records, report.truncated_to), (100, None));
+        // Trimmed to its records: once a newer segment exists it must end
+        // with its file, and a zero length in it would be corruption.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end as u64);
+        assert_eq!(replayed(&path, false).unwrap().len(), 100);
+    }
+
+    /// A closed segment ends with its file (rotation trims it): a zero
+    /// length in it is corruption, not an end.
+    #[test]
+    fn zeros_in_a_closed_segment_are_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, end) = live_segment(dir.path(), 1, 10);
         drop(log);
+        let path = segment_path(dir.path(), 1);
+        assert!(matches!(
+            replayed(&path, false),
+            Err(Error::Corrupt { offset, .. }) if offset == end as u64
+        ));
+    }
+
+    /// A length zeroed by damage in the middle of the newest segment is not
+    /// taken for its end: the records after it make it an error, and the
+    /// file is left as it is.
+    #[test]
+    fn a_zeroed_length_before_valid_records_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = live_segment(dir.path(), 1, 50);
+        drop(log);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mut at = HEADER_BYTES;
+        for _ in 0..20 {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            at += (RECORD_HEADER_BYTES + len).next_multiple_of(RECORD_ALIGN_BYTES);
+        }
+        bytes[at..at + 4].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        match replayed(&path, true) {
+            Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, at as u64),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "left as it was");
+    }
+
+    /// A process killed while writing the header of its newest segment
+    /// leaves a segment with nothing to replay; in an older segment a bad
+    /// header is an error.
+    #[test]
+    fn a_torn_header_of_the_newest_segment_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = vec![0u8; FIRST_WINDOW_BYTES];
+        bytes[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            replayed(&path, false),
+            Err(Error::UnsupportedVersion { found: 0, .. })
+        ));
+        assert!(replayed(&path, true).unwrap().is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    /// When the next segment cannot be created, the closed one takes no
+    /// more records: the log has failed, and the file in the way is left
+    /// alone.
+    #[test]
+    fn a_rotation_that_cannot_create_the_next_segment_fails_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = live_segment(dir.path(), 1, 10);
+        let in_the_way = segment_path(dir.path(), 2);
+        std::fs::write(&in_the_way, b"not ours").unwrap();
+        assert!(matches!(log.rotate(2), Err(Error::Io { .. })));
+        assert!(matches!(
+            log.append(b"after", &Cell::value("v", 11)),
+            Err(Error::CommitLogFailed { .. })
+        ));
+        assert_eq!(std::fs::read(&in_the_way).unwrap(), b"not ours");
+        assert_eq!(
+            replayed(&segment_path(dir.path(), 1), false).unwrap().len(),
+            10
+        );
     }
 
     /// A process killed while copying a record leaves its bytes with a zero
@@ -763,11 +922,11 @@ mod tests {
     fn an_unfinished_append_is_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let (log, end) = live_segment(dir.path(), 1, 20);
+        drop(log);
         let path = segment_path(dir.path(), 1);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[end + 4..end + 40].fill(0x5A);
         std::fs::write(&path, &bytes).unwrap();
-        drop(log);
         assert!(matches!(
             replayed(&path, false),
             Err(Error::Corrupt { offset, .. }) if offset == end as u64
@@ -822,8 +981,20 @@ mod tests {
             );
         }
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(matches!(replayed(&path, false), Err(Error::Corrupt { .. })));
         let records = replayed(&path, true).unwrap();
         assert_eq!(records.len(), 4);
         assert_eq!(records[3].0, b"key3");
+        // A version 1 segment never ends in zeros but for a torn append.
+        let whole = std::fs::metadata(&path).unwrap().len() as usize;
+        let mut zero_tail = std::fs::read(&path).unwrap();
+        zero_tail.resize(whole + 64, 0);
+        std::fs::write(&path, &zero_tail).unwrap();
+        assert!(matches!(
+            replayed(&path, false),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        assert_eq!(replayed(&path, true).unwrap().len(), 4);
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, whole);
     }
 }
