@@ -732,6 +732,69 @@ fn protocol_switches_and_reply_control_byte_for_byte() {
     node.shutdown().unwrap();
 }
 
+/// MULTI/EXEC as client libraries use it (the `redis` crate's atomic
+/// pipeline, which redis-py's default pipeline also sends), and Redis's
+/// replies byte for byte: QUEUED, EXEC's array, EXECABORT after a command
+/// refused while queueing, DISCARD, and the errors for EXEC, DISCARD and
+/// WATCH out of place.
+#[test]
+fn transactions_queue_and_run_at_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let mut con = connection(&node);
+    let () = redis::pipe()
+        .atomic()
+        .set("tx-a", "1")
+        .ignore()
+        .mset(&[("tx-b", "2"), ("tx-c", "3")])
+        .ignore()
+        .query(&mut con)
+        .unwrap();
+    let (a, missing, count): (String, Option<String>, i64) = redis::pipe()
+        .atomic()
+        .get("tx-a")
+        .get("tx-missing")
+        .exists(&["tx-a", "tx-b", "tx-c", "tx-missing"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((a.as_str(), missing, count), ("1", None, 3));
+
+    let addr = node.resp_addr().unwrap();
+    let mut nc = raw_socket(addr);
+    let send = b"MULTI\r\nSET tx-d 4\r\nGET tx-d\r\nPING\r\nEXEC\r\nGET tx-d\r\n";
+    let expected =
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n$1\r\n4\r\n+PONG\r\n$1\r\n4\r\n";
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
+        expected
+    );
+    // A command refused while queueing discards the transaction at EXEC:
+    // nothing queued runs.
+    let send = b"MULTI\r\nSET tx-e 5\r\nGET\r\nNOSUCH x\r\nEXEC\r\nEXISTS tx-e\r\n";
+    let expected = "+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n\
+                    -ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n\
+                    -EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n";
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
+        expected
+    );
+    let send = b"EXEC\r\nDISCARD\r\nMULTI\r\nMULTI\r\nWATCH k\r\nSET tx-f 6\r\nDISCARD\r\n\
+                 EXISTS tx-f\r\nUNWATCH\r\n";
+    let expected = "-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n+OK\r\n\
+                    -ERR MULTI calls can not be nested\r\n-ERR WATCH inside MULTI is not allowed\r\n\
+                    +QUEUED\r\n+OK\r\n:0\r\n+OK\r\n";
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
+        expected
+    );
+    let watch = redis::cmd("WATCH").arg("k").query::<String>(&mut con);
+    assert!(
+        watch.unwrap_err().to_string().contains("not supported"),
+        "WATCH must fail loudly, not pretend"
+    );
+    node.shutdown().unwrap();
+}
+
 #[test]
 fn redis_cli_works() {
     let Ok(version) = std::process::Command::new("redis-cli")

@@ -33,6 +33,11 @@ pub(crate) enum Command {
     Exists,
     Mget,
     Mset,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// Every command with its name (for lookup, arity errors and `COMMAND`).
@@ -54,6 +59,11 @@ const COMMANDS: &[(&str, Command)] = &[
     ("exists", Command::Exists),
     ("mget", Command::Mget),
     ("mset", Command::Mset),
+    ("multi", Command::Multi),
+    ("exec", Command::Exec),
+    ("discard", Command::Discard),
+    ("watch", Command::Watch),
+    ("unwatch", Command::Unwatch),
 ];
 
 /// Keys (or key-value pairs, for MSET) one command may name: bounds the
@@ -78,6 +88,20 @@ impl Command {
             .iter()
             .find(|(_, c)| *c == self)
             .map_or("?", |(n, _)| n)
+    }
+
+    /// GET, SET, DEL, EXISTS, MGET or MSET: a command that reads or writes
+    /// keys through the coordinator.
+    pub(crate) fn is_data(self) -> bool {
+        matches!(
+            self,
+            Command::Get
+                | Command::Set
+                | Command::Del
+                | Command::Exists
+                | Command::Mget
+                | Command::Mset
+        )
     }
 
     /// A data command with `argc` arguments (its name included) in the

@@ -36,7 +36,27 @@ fn spec(command: Command) -> Spec {
         Command::Introspect => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Info => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Consistency => spec(-1, &["fast"], NO_KEYS),
+        Command::Multi | Command::Discard | Command::Unwatch => spec(
+            1,
+            &["noscript", "loading", "stale", "fast", "allow_busy"],
+            NO_KEYS,
+        ),
+        Command::Exec => spec(
+            1,
+            &["noscript", "loading", "stale", "skip_slowlog"],
+            NO_KEYS,
+        ),
+        Command::Watch => spec(
+            -2,
+            &["noscript", "loading", "stale", "fast", "allow_busy"],
+            (1, -1, 1),
+        ),
     }
+}
+
+/// Arguments `command` takes, its name included; negative: at least that many.
+pub(crate) fn arity(command: Command) -> i64 {
+    spec(command).arity
 }
 
 /// One command's `COMMAND INFO` entry: name, arity, flags, first key, last

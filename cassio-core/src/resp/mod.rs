@@ -3,8 +3,9 @@
 //! node: [`parse`] (RESP arrays and inline commands), [`reply`],
 //! [`commands`] (data commands, each through the coordinator at the
 //! connection's consistency level), [`session`] (connection state and the
-//! commands answered at once), [`introspect`] (`COMMAND`), [`pipeline`] (which
-//! pipelined commands may run at once) and the listener ([`server`]).
+//! commands answered at once), [`introspect`] (`COMMAND`), [`transaction`]
+//! (MULTI/EXEC), [`pipeline`] (which pipelined commands may run at once) and
+//! the listener ([`server`]).
 
 mod commands;
 mod introspect;
@@ -13,3 +14,4 @@ mod pipeline;
 mod reply;
 pub(crate) mod server;
 mod session;
+mod transaction;

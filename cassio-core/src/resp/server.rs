@@ -18,6 +18,7 @@ use super::parse::parse_command;
 use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
+use super::transaction::is_transaction_command;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
@@ -241,7 +242,12 @@ where
         pipeline.replies.clear();
         while next < parsed.commands.len() && !session.quit {
             let args = argv(next);
-            match Command::data(args) {
+            let data = match session.transaction {
+                None => Command::data(args),
+                // Every command is queued (or ends the transaction).
+                Some(_) => None,
+            };
+            match data {
                 Some(command) => {
                     if !pipeline.run.admit(command, args) {
                         break;
@@ -257,11 +263,19 @@ where
                 }
                 None => {
                     // A session command (it may change the level, or ask for
-                    // DBSIZE) runs after the data commands before it.
+                    // DBSIZE) or a transaction's command runs after the data
+                    // commands before it.
                     if !pipeline.admitted.is_empty() {
                         break;
                     }
-                    let (reply, delivery) = node.answer_session_command(session, args);
+                    let (reply, delivery) =
+                        if session.transaction.is_some() || is_transaction_command(args) {
+                            let delivery = session.next_delivery();
+                            let reply = node.transaction_command(session, args).await;
+                            (reply, delivery.map(|_| session.protocol))
+                        } else {
+                            node.answer_session_command(session, args)
+                        };
                     pipeline.replies.push((Some(reply), delivery));
                 }
             }

@@ -6,6 +6,7 @@
 
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, text};
 use super::reply::{Protocol, Reply};
+use super::transaction::Transaction;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
@@ -18,6 +19,8 @@ pub(crate) struct Session {
     pub(crate) protocol: Protocol,
     pub(crate) replies: ReplyMode,
     pub(crate) quit: bool,
+    /// Commands queued since MULTI.
+    pub(crate) transaction: Option<Transaction>,
 }
 
 /// Which replies a connection is sent (`CLIENT REPLY ON | OFF | SKIP`).
@@ -37,6 +40,7 @@ impl Session {
             protocol: Protocol::Resp2,
             replies: ReplyMode::On,
             quit: false,
+            transaction: None,
         }
     }
 
@@ -57,7 +61,7 @@ impl Session {
 impl<T: Transport> NodeShared<T> {
     /// Answers a session command, or a data command in the wrong shape
     /// (an arity or unknown-command error).
-    fn session_command(&self, session: &mut Session, args: &[&[u8]]) -> Reply {
+    pub(crate) fn session_command(&self, session: &mut Session, args: &[&[u8]]) -> Reply {
         let Some(&name) = args.first() else {
             return Reply::err("ERR empty command");
         };
@@ -281,7 +285,7 @@ impl<T: Transport> NodeShared<T> {
 
 /// Redis's words for a command it does not know: the name and the first
 /// arguments, quoted, each cut so the message stays short.
-fn unknown_command(args: &[&[u8]]) -> Reply {
+pub(crate) fn unknown_command(args: &[&[u8]]) -> Reply {
     const SHOWN_BYTES_MAX: usize = 128;
     let name = &args[0][..args[0].len().min(SHOWN_BYTES_MAX)];
     let mut shown = Vec::new();
