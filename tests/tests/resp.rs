@@ -171,6 +171,28 @@ fn redis_crate_commands() {
             .query::<String>(&mut con)
             .is_err()
     );
+    // Absolute expiry: an hour ahead the key is there; a time already past
+    // is taken, and the key reads as gone at once.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let _: () = cmd("SET")
+        .arg("at")
+        .arg("x")
+        .arg("EXAT")
+        .arg(now_s + 3600)
+        .query(&mut con)
+        .unwrap();
+    let _: () = cmd("SET")
+        .arg("past")
+        .arg("x")
+        .arg("PXAT")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    let values: Vec<Option<String>> = cmd("MGET").arg("at").arg("past").query(&mut con).unwrap();
+    assert_eq!(values, vec![Some("x".into()), None]);
 
     // Multi-key commands.
     let _: () = cmd("MSET")
@@ -216,11 +238,11 @@ fn redis_crate_commands() {
         1
     );
     assert_eq!(cmd("EXISTS").arg("b").query::<i64>(&mut con).unwrap(), 0);
-    // DBSIZE is an estimate from storage statistics: the 4 live keys (k, bin,
-    // fresh, long), plus deleted or expired ones until compaction drops
-    // them, never more than the 8 keys ever written.
+    // DBSIZE is an estimate from storage statistics: the 5 live keys (k, bin,
+    // fresh, long, at), plus deleted or expired ones until compaction drops
+    // them, never more than the 10 keys ever written.
     let keys: i64 = cmd("DBSIZE").query(&mut con).unwrap();
-    assert!((4..=8).contains(&keys), "DBSIZE {keys}");
+    assert!((5..=10).contains(&keys), "DBSIZE {keys}");
 
     // Connection commands.
     let _: () = cmd("CLIENT")

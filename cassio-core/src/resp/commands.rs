@@ -336,8 +336,9 @@ pub(crate) fn redis_integer(bytes: &[u8]) -> Option<i64> {
         .flatten()
 }
 
-/// SET's options after the value: `[EX seconds | PX milliseconds] [NX | XX]`
-/// as (expiry time in ms since the epoch, given the time `now_ms`;
+/// SET's options after the value: `[EX seconds | PX milliseconds |
+/// EXAT unix-seconds | PXAT unix-milliseconds] [NX | XX]` as (expiry time
+/// in ms since the epoch, given the time `now_ms`;
 /// `Some(true)` for XX: the key must exist, `Some(false)` for NX: it must
 /// not). NX and XX read first: they are not atomic across concurrent
 /// writers.
@@ -347,23 +348,28 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<(Option<u64>, Option<bo
     while i < options.len() {
         let option = text(options[i]).to_ascii_uppercase();
         match option.as_str() {
-            "EX" | "PX" if expires_at_ms.is_none() => {
+            "EX" | "PX" | "EXAT" | "PXAT" if expires_at_ms.is_none() => {
                 let Some(amount) = options.get(i + 1) else {
                     return Err(Reply::err("ERR syntax error"));
                 };
                 let Some(amount) = redis_integer(amount) else {
                     return Err(Reply::err("ERR value is not an integer or out of range"));
                 };
-                let ttl_ms = match option.as_str() {
-                    "EX" => amount.checked_mul(1000),
+                let ms = match option.as_str() {
+                    "EX" | "EXAT" => amount.checked_mul(1000),
                     _ => Some(amount),
                 };
-                // As Redis: a time to live that is not positive, or an
-                // expiry past what a signed 64-bit ms count holds, is refused
-                // (not wrapped around into the past).
-                let expires = ttl_ms
+                let from_ms = match option.as_str() {
+                    "EX" | "PX" => i64::try_from(now_ms).ok(),
+                    // An absolute time (one already past expires the key at once).
+                    _ => Some(0),
+                };
+                // As Redis: a time that is not positive, or an expiry past
+                // what a signed 64-bit ms count holds, is refused (not
+                // wrapped around into the past).
+                let expires = ms
                     .filter(|ms| *ms > 0)
-                    .and_then(|ms| ms.checked_add(i64::try_from(now_ms).ok()?))
+                    .and_then(|ms| ms.checked_add(from_ms?))
                     .and_then(|at| u64::try_from(at).ok());
                 let Some(expires) = expires else {
                     return Err(Reply::err("ERR invalid expire time in 'set' command"));
@@ -458,5 +464,19 @@ mod tests {
         assert_eq!(error(&[b"EX", b"1", b"PX", b"1"]), "ERR syntax error");
         assert_eq!(error(&[b"NX", b"XX"]), "ERR syntax error");
         assert_eq!(error(&[b"KEEPTTL"]), "ERR syntax error");
+        assert_eq!(options(&[b"exat", b"2000"]), Ok((Some(2_000_000), None)));
+        assert_eq!(
+            options(&[b"PXAT", b"5", b"XX"]),
+            Ok((Some(5), Some(true))),
+            "an absolute time already past is taken (the key expires at once)"
+        );
+        assert_eq!(error(&[b"EXAT", b"0"]), invalid);
+        assert_eq!(error(&[b"PXAT", b"-5"]), invalid);
+        assert_eq!(
+            error(&[b"EXAT", b"9223372036854776"]),
+            invalid,
+            "past i64 in ms"
+        );
+        assert_eq!(error(&[b"EX", b"1", b"PXAT", b"1"]), "ERR syntax error");
     }
 }
