@@ -240,22 +240,30 @@ impl<T: Transport> NodeShared<T> {
                 Err(reply) => reply,
             },
             Command::Set => {
-                let (expires_at_ms, condition) = match set_options(&args[3..], (self.clock)()) {
+                let options = match set_options(&args[3..], (self.clock)()) {
                     Ok(options) => options,
                     Err(reply) => return reply,
                 };
-                if let Some(must_exist) = condition {
-                    match self.read_value(args[1], level).await {
-                        Ok(existing) if existing.is_some() != must_exist => {
-                            return Reply::Bulk(None);
-                        }
-                        Ok(_) => {}
+                // NX, XX and GET read the key first (not atomically).
+                let mut existing = None;
+                if options.condition.is_some() || options.get_old {
+                    existing = match self.read_value(args[1], level).await {
+                        Ok(existing) => existing,
                         Err(reply) => return reply,
-                    }
+                    };
                 }
-                let cell = cell(Some(args[2]), expires_at_ms, first_timestamp);
+                let answer = |written: Reply, existing: Option<Vec<u8>>| match options.get_old {
+                    true => Reply::Bulk(existing),
+                    false => written,
+                };
+                if let Some(must_exist) = options.condition
+                    && existing.is_some() != must_exist
+                {
+                    return answer(Reply::Bulk(None), existing);
+                }
+                let cell = cell(Some(args[2]), options.expires_at_ms, first_timestamp);
                 match self.write_cell(args[1], cell, level).await {
-                    Ok(()) => Reply::ok(),
+                    Ok(()) => answer(Reply::ok(), existing),
                     Err(reply) => reply,
                 }
             }
@@ -336,19 +344,28 @@ pub(crate) fn redis_integer(bytes: &[u8]) -> Option<i64> {
         .flatten()
 }
 
-/// SET's options after the value: `[EX seconds | PX milliseconds |
-/// EXAT unix-seconds | PXAT unix-milliseconds] [NX | XX]` as (expiry time
-/// in ms since the epoch, given the time `now_ms`;
-/// `Some(true)` for XX: the key must exist, `Some(false)` for NX: it must
-/// not). NX and XX read first: they are not atomic across concurrent
-/// writers.
-fn set_options(options: &[&[u8]], now_ms: u64) -> Result<(Option<u64>, Option<bool>), Reply> {
-    let (mut expires_at_ms, mut condition) = (None, None);
+/// What SET's options after the value ask for.
+#[derive(Debug, Default, PartialEq)]
+struct SetOptions {
+    /// Expiry time in ms since the epoch.
+    expires_at_ms: Option<u64>,
+    /// `Some(true)` for XX (the key must exist), `Some(false)` for NX (it
+    /// must not).
+    condition: Option<bool>,
+    /// GET: answer with the value the key had.
+    get_old: bool,
+}
+
+/// Parses SET's options after the value, `[EX seconds | PX milliseconds |
+/// EXAT unix-seconds | PXAT unix-milliseconds] [NX | XX] [GET]` in any
+/// order, given the time `now_ms`, with Redis's errors.
+fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
+    let mut parsed = SetOptions::default();
     let mut i = 0;
     while i < options.len() {
         let option = text(options[i]).to_ascii_uppercase();
         match option.as_str() {
-            "EX" | "PX" | "EXAT" | "PXAT" if expires_at_ms.is_none() => {
+            "EX" | "PX" | "EXAT" | "PXAT" if parsed.expires_at_ms.is_none() => {
                 let Some(amount) = options.get(i + 1) else {
                     return Err(Reply::err("ERR syntax error"));
                 };
@@ -374,21 +391,25 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<(Option<u64>, Option<bo
                 let Some(expires) = expires else {
                     return Err(Reply::err("ERR invalid expire time in 'set' command"));
                 };
-                expires_at_ms = Some(expires);
+                parsed.expires_at_ms = Some(expires);
                 i += 2;
             }
             "NX" | "XX" => {
                 let must_exist = option == "XX";
-                if condition.is_some_and(|c| c != must_exist) {
+                if parsed.condition.is_some_and(|c| c != must_exist) {
                     return Err(Reply::err("ERR syntax error"));
                 }
-                condition = Some(must_exist);
+                parsed.condition = Some(must_exist);
+                i += 1;
+            }
+            "GET" => {
+                parsed.get_old = true;
                 i += 1;
             }
             _ => return Err(Reply::err("ERR syntax error")),
         }
     }
-    Ok((expires_at_ms, condition))
+    Ok(parsed)
 }
 
 /// Reads cannot run at ANY; a connection set to ANY reads at ONE.
@@ -432,13 +453,22 @@ mod tests {
     #[test]
     fn set_options_give_an_expiry_or_redis_errors() {
         let now_ms = 1_000_000;
-        let options = |words: &[&[u8]]| set_options(words, now_ms);
-        assert_eq!(options(&[b"EX", b"10"]), Ok((Some(now_ms + 10_000), None)));
+        let options = |words: &[&[u8]]| {
+            set_options(words, now_ms).map(|o| (o.expires_at_ms, o.condition, o.get_old))
+        };
+        assert_eq!(
+            options(&[b"EX", b"10"]),
+            Ok((Some(now_ms + 10_000), None, false))
+        );
         assert_eq!(
             options(&[b"px", b"5", b"NX"]),
-            Ok((Some(now_ms + 5), Some(false)))
+            Ok((Some(now_ms + 5), Some(false), false))
         );
-        assert_eq!(options(&[b"XX", b"XX"]), Ok((None, Some(true))));
+        assert_eq!(options(&[b"XX", b"XX"]), Ok((None, Some(true), false)));
+        assert_eq!(
+            options(&[b"get", b"NX", b"EX", b"1"]),
+            Ok((Some(now_ms + 1000), Some(false), true))
+        );
         let error = |words: &[&[u8]]| match options(words) {
             Err(Reply::Error(e)) => e,
             other => panic!("{words:?}: {other:?}"),
@@ -464,10 +494,13 @@ mod tests {
         assert_eq!(error(&[b"EX", b"1", b"PX", b"1"]), "ERR syntax error");
         assert_eq!(error(&[b"NX", b"XX"]), "ERR syntax error");
         assert_eq!(error(&[b"KEEPTTL"]), "ERR syntax error");
-        assert_eq!(options(&[b"exat", b"2000"]), Ok((Some(2_000_000), None)));
+        assert_eq!(
+            options(&[b"exat", b"2000"]),
+            Ok((Some(2_000_000), None, false))
+        );
         assert_eq!(
             options(&[b"PXAT", b"5", b"XX"]),
-            Ok((Some(5), Some(true))),
+            Ok((Some(5), Some(true), false)),
             "an absolute time already past is taken (the key expires at once)"
         );
         assert_eq!(error(&[b"EXAT", b"0"]), invalid);
