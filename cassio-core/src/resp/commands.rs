@@ -129,7 +129,8 @@ impl Command {
         let none = &args[..0];
         match self {
             Command::Get | Command::Exists | Command::Mget => (&args[1..], none, 1),
-            // NX and XX read the key before writing it.
+            // NX, XX and GET read the key before writing it (other
+            // options take this path too: conservative).
             Command::Set if args.len() > 3 => (&args[1..2], &args[1..2], 1),
             Command::Set => (none, &args[1..2], 1),
             Command::Mset => (none, &args[1..], 2),
