@@ -827,6 +827,57 @@ fn transactions_queue_and_run_at_exec() {
         String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
         expected
     );
+    // An error inside EXEC is one element of its array; the commands
+    // around it still run. EXEC in the wrong shape ends the transaction.
+    let send = b"MULTI\r\nSET tx-g 7\r\nSELECT 1\r\nSET tx-h 8 BADOPT\r\nGET tx-g\r\nEXEC\r\n\
+                 MULTI\r\nSET tx-i 9\r\nEXEC now\r\nEXISTS tx-i\r\n\
+                 MULTI\r\nWATCH\r\nDISCARD\r\n";
+    let expected = "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*4\r\n+OK\r\n\
+                    -ERR DB index is out of range (cassio has one keyspace, db 0)\r\n\
+                    -ERR syntax error\r\n$1\r\n7\r\n\
+                    +OK\r\n+QUEUED\r\n\
+                    -EXECABORT Transaction discarded because of: wrong number of arguments for 'exec' command\r\n\
+                    :0\r\n+OK\r\n-ERR wrong number of arguments for 'watch' command\r\n+OK\r\n";
+    assert_eq!(
+        String::from_utf8(exchange(&mut nc, send, expected.len())).unwrap(),
+        expected
+    );
+    // RESP3: a missing key inside EXEC's array is `_`.
+    let send = b"HELLO 3\r\nMULTI\r\nGET tx-missing\r\nEXEC\r\nHELLO 2\r\n";
+    let mut got = Vec::new();
+    nc.write_all(send).unwrap();
+    // Both HELLO replies end with their (empty) module list.
+    let end = b"modules\r\n*0\r\n";
+    let hello_ends = |got: &[u8]| got.windows(end.len()).filter(|w| w == end).count();
+    while hello_ends(&got) < 2 {
+        let mut chunk = [0u8; 4096];
+        let n = nc.read(&mut chunk).unwrap();
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8(got).unwrap();
+    assert!(
+        text.contains("+OK\r\n+QUEUED\r\n*1\r\n_\r\n*14\r\n"),
+        "{text:?}"
+    );
+
+    // A transaction whose replies outgrow the 1 MiB write buffer: its array
+    // goes out in pieces, whole and in order.
+    let big = vec![b'z'; 8 * 1024];
+    let _: () = redis::cmd("SET")
+        .arg("tx-big")
+        .arg(&big[..])
+        .query(&mut con)
+        .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for _ in 0..300 {
+        pipe.get("tx-big");
+    }
+    let values: Vec<Vec<u8>> = pipe.query(&mut con).unwrap();
+    assert_eq!(values.len(), 300);
+    assert!(values.iter().all(|v| *v == big));
+
     let watch = redis::cmd("WATCH").arg("k").query::<String>(&mut con);
     assert!(
         watch.unwrap_err().to_string().contains("not supported"),

@@ -362,11 +362,16 @@ struct SetOptions {
 /// order, given the time `now_ms`, with Redis's errors.
 fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
     let mut parsed = SetOptions::default();
+    // Which of EX, PX, EXAT and PXAT was given: as in Redis, the same one
+    // again replaces it, another one is an error.
+    let mut expiry_option = None;
     let mut i = 0;
     while i < options.len() {
         let option = text(options[i]).to_ascii_uppercase();
         match option.as_str() {
-            "EX" | "PX" | "EXAT" | "PXAT" if parsed.expires_at_ms.is_none() => {
+            "EX" | "PX" | "EXAT" | "PXAT"
+                if expiry_option.as_ref().is_none_or(|given| *given == option) =>
+            {
                 let Some(amount) = options.get(i + 1) else {
                     return Err(Reply::err("ERR syntax error"));
                 };
@@ -379,7 +384,6 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
                 };
                 let from_ms = match option.as_str() {
                     "EX" | "PX" => i64::try_from(now_ms).ok(),
-                    // An absolute time (one already past expires the key at once).
                     _ => Some(0),
                 };
                 // As Redis: a time that is not positive, or an expiry past
@@ -392,7 +396,12 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
                 let Some(expires) = expires else {
                     return Err(Reply::err("ERR invalid expire time in 'set' command"));
                 };
-                parsed.expires_at_ms = Some(expires);
+                // An absolute time already past expires the key now, not
+                // then: compaction counts gc_grace from the expiry, and an
+                // expiry in the distant past would let it purge the cell
+                // before every replica has it.
+                parsed.expires_at_ms = Some(expires.max(now_ms));
+                expiry_option = Some(option);
                 i += 2;
             }
             "NX" | "XX" => {
@@ -501,8 +510,13 @@ mod tests {
         );
         assert_eq!(
             options(&[b"PXAT", b"5", b"XX"]),
-            Ok((Some(5), Some(true), false)),
-            "an absolute time already past is taken (the key expires at once)"
+            Ok((Some(now_ms), Some(true), false)),
+            "an absolute time already past expires the key now"
+        );
+        assert_eq!(
+            options(&[b"EX", b"1", b"ex", b"2"]),
+            Ok((Some(now_ms + 2000), None, false)),
+            "the same option again replaces it, as in Redis"
         );
         assert_eq!(error(&[b"EXAT", b"0"]), invalid);
         assert_eq!(error(&[b"PXAT", b"-5"]), invalid);

@@ -43,6 +43,13 @@ impl Reply {
         Reply::Bulk(Some(bytes.into()))
     }
 
+    /// The header of an array of `len` items, for an array whose items are
+    /// encoded one by one as they come (EXEC's).
+    pub(crate) fn encode_array_header(out: &mut Vec<u8>, len: usize) {
+        header(out, b'*', len);
+        out.extend_from_slice(b"\r\n");
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>, protocol: Protocol) {
         match self {
             Reply::Simple(s) => {

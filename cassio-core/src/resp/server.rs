@@ -18,7 +18,7 @@ use super::parse::parse_command;
 use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
-use super::transaction::is_transaction_command;
+use super::transaction::{Step, is_transaction_command};
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
@@ -215,6 +215,17 @@ where
     let _ = tokio::time::timeout(Duration::from_millis(LINGER_MS), drain).await;
 }
 
+/// Encodes the replies that go out (in command order) and empties `replies`.
+fn encode_replies(replies: &mut Vec<(Option<Reply>, Option<Protocol>)>, out: &mut Vec<u8>) {
+    for (reply, delivery) in replies.drain(..) {
+        if let Some(protocol) = delivery {
+            reply
+                .unwrap_or_else(|| Reply::err("ERR internal: a command was not run"))
+                .encode(out, protocol);
+        }
+    }
+}
+
 /// Runs one batch of parsed commands and encodes their replies, in order,
 /// into `out`. Data commands run together in runs (see [`super::pipeline`]),
 /// each drawing its write timestamps when admitted, that is in command
@@ -268,15 +279,35 @@ where
                     if !pipeline.admitted.is_empty() {
                         break;
                     }
-                    let (reply, delivery) =
-                        if session.transaction.is_some() || is_transaction_command(args) {
-                            let delivery = session.next_delivery();
-                            let reply = node.transaction_command(session, args).await;
-                            (reply, delivery.map(|_| session.protocol))
-                        } else {
-                            node.answer_session_command(session, args)
-                        };
-                    pipeline.replies.push((Some(reply), delivery));
+                    if session.transaction.is_some() || is_transaction_command(args) {
+                        let delivery = session.next_delivery();
+                        match node.transaction_command(session, args) {
+                            Step::Reply(reply) => pipeline
+                                .replies
+                                .push((Some(reply), delivery.map(|_| session.protocol))),
+                            Step::Exec(queued) => {
+                                // The replies before it go out first; EXEC's
+                                // array is written as its commands run.
+                                encode_replies(&mut pipeline.replies, out);
+                                let protocol = delivery.map(|_| session.protocol);
+                                node.exec(
+                                    session,
+                                    queued,
+                                    protocol,
+                                    stream,
+                                    out,
+                                    REPLY_FLUSH_BYTES,
+                                )
+                                .await?;
+                                // What follows starts a new run.
+                                next += 1;
+                                break;
+                            }
+                        }
+                    } else {
+                        let (reply, delivery) = node.answer_session_command(session, args);
+                        pipeline.replies.push((Some(reply), delivery));
+                    }
                 }
             }
             next += 1;
@@ -340,13 +371,7 @@ where
                 Batched::Alone => other_replies.next(),
             };
         }
-        for (reply, delivery) in pipeline.replies.drain(..) {
-            if let Some(protocol) = delivery {
-                reply
-                    .unwrap_or_else(|| Reply::err("ERR internal: a command was not run"))
-                    .encode(out, protocol);
-            }
-        }
+        encode_replies(&mut pipeline.replies, out);
         if out.len() >= REPLY_FLUSH_BYTES {
             // A long pipeline must not pile its replies up in memory.
             stream.write_all(out).await.map_err(|e| e.to_string())?;

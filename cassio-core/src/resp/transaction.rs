@@ -16,20 +16,35 @@
 
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
+
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error};
 use super::introspect::arity;
-use super::reply::Reply;
+use super::reply::{Protocol, Reply};
 use super::session::{Session, unknown_command};
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
+
+/// What a queued argument costs beyond its bytes (its own allocation),
+/// counted against the queue's bound.
+const QUEUED_ARG_OVERHEAD_BYTES: usize = 32;
 
 /// Commands queued after MULTI, with their arguments copied.
 #[derive(Default)]
 pub(crate) struct Transaction {
     queued: Vec<Vec<Vec<u8>>>,
     queued_bytes: usize,
-    /// A command was refused while queueing: EXEC discards everything.
+    /// A command was refused while queueing: EXEC discards everything, so
+    /// nothing more is kept.
     refused: bool,
+}
+
+/// What a command does to a transaction.
+pub(crate) enum Step {
+    /// Answered at once (queued, refused, MULTI, DISCARD...).
+    Reply(Reply),
+    /// EXEC of these commands: the caller runs them with [`NodeShared::exec`].
+    Exec(Vec<Vec<Vec<u8>>>),
 }
 
 /// Whether `args` is MULTI, EXEC, DISCARD, WATCH or UNWATCH, the commands
@@ -41,8 +56,9 @@ pub(crate) fn is_transaction_command(args: &[&[u8]]) -> bool {
     )
 }
 
-/// Why a command cannot be queued: the errors Redis gives before running it.
-fn queue_error(args: &[&[u8]]) -> Option<Reply> {
+/// Why a command cannot run: the errors Redis gives before running it
+/// (unknown command, wrong arity, too many arguments).
+fn shape_error(args: &[&[u8]]) -> Option<Reply> {
     let command = match Command::lookup(args[0]) {
         Some(command) => command,
         None => return Some(unknown_command(args)),
@@ -66,23 +82,41 @@ impl<T: Transport> NodeShared<T> {
     /// Answers MULTI, EXEC, DISCARD, WATCH or UNWATCH, or (inside a
     /// transaction) queues any other command; QUIT still closes the
     /// connection at once.
-    pub(crate) async fn transaction_command(
-        self: &Arc<Self>,
-        session: &mut Session,
-        args: &[&[u8]],
-    ) -> Reply {
+    pub(crate) fn transaction_command(&self, session: &mut Session, args: &[&[u8]]) -> Step {
         let command = args.first().and_then(|name| Command::lookup(name));
-        let in_transaction = session.transaction.is_some();
-        match command {
-            Some(Command::Quit) => self.session_command(session, args),
-            Some(Command::Multi | Command::Exec | Command::Discard | Command::Unwatch)
-                if args.len() != 1 =>
-            {
-                if let Some(transaction) = &mut session.transaction {
-                    transaction.refused = true;
+        let control = matches!(
+            command,
+            Some(
+                Command::Multi
+                    | Command::Exec
+                    | Command::Discard
+                    | Command::Watch
+                    | Command::Unwatch
+            )
+        );
+        if control && let Some(error) = shape_error(args) {
+            return Step::Reply(match session.transaction.as_mut() {
+                // As Redis 7: EXEC in the wrong shape ends the transaction.
+                Some(_) if command == Some(Command::Exec) => {
+                    session.transaction = None;
+                    let Reply::Error(reason) = error else {
+                        return Step::Reply(error);
+                    };
+                    let reason = reason.strip_prefix("ERR ").unwrap_or(&reason).to_string();
+                    Reply::err(format!(
+                        "EXECABORT Transaction discarded because of: {reason}"
+                    ))
                 }
-                arity_error(command.map_or("?", Command::name))
-            }
+                Some(transaction) => {
+                    transaction.refused = true;
+                    error
+                }
+                None => error,
+            });
+        }
+        let in_transaction = session.transaction.is_some();
+        Step::Reply(match command {
+            Some(Command::Quit) => self.session_command(session, args),
             Some(Command::Multi) if in_transaction => {
                 Reply::err("ERR MULTI calls can not be nested")
             }
@@ -95,7 +129,7 @@ impl<T: Transport> NodeShared<T> {
                 Some(transaction) if transaction.refused => {
                     Reply::err("EXECABORT Transaction discarded because of previous errors.")
                 }
-                Some(transaction) => self.exec(session, transaction.queued).await,
+                Some(transaction) => return Step::Exec(transaction.queued),
             },
             Some(Command::Discard) => match session.transaction.take() {
                 None => Reply::err("ERR DISCARD without MULTI"),
@@ -112,13 +146,29 @@ impl<T: Transport> NodeShared<T> {
                 Some(transaction) => queue(transaction, args, self.config.frame_bytes_max),
                 None => self.session_command(session, args),
             },
-        }
+        })
     }
 
-    /// Runs the queued commands one after another, each at the session's
-    /// consistency level, and answers with their replies.
-    async fn exec(self: &Arc<Self>, session: &mut Session, queued: Vec<Vec<Vec<u8>>>) -> Reply {
-        let mut replies = Vec::with_capacity(queued.len());
+    /// Runs EXEC's commands one after another, each at the session's
+    /// consistency level, and answers with the array of their replies
+    /// (`delivery`: in which protocol, if at all). The array goes out as it
+    /// is made, written to `stream` whenever `out` holds `flush_bytes`, so a
+    /// long transaction does not pile its replies up in memory.
+    pub(crate) async fn exec<S>(
+        self: &Arc<Self>,
+        session: &mut Session,
+        queued: Vec<Vec<Vec<u8>>>,
+        delivery: Option<Protocol>,
+        stream: &mut S,
+        out: &mut Vec<u8>,
+        flush_bytes: usize,
+    ) -> Result<(), String>
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+    {
+        if delivery.is_some() {
+            Reply::encode_array_header(out, queued.len());
+        }
         for owned in &queued {
             let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
             let reply = match Command::data(&args) {
@@ -133,23 +183,37 @@ impl<T: Transport> NodeShared<T> {
                 }
                 None => self.session_command(session, &args),
             };
-            replies.push(reply);
+            if delivery.is_some() {
+                reply.encode(out, session.protocol);
+            }
+            if out.len() >= flush_bytes {
+                stream.write_all(out).await.map_err(|e| e.to_string())?;
+                out.clear();
+            }
         }
-        Reply::Array(replies)
+        Ok(())
     }
 }
 
 /// Queues `args`, or refuses it (and with it the transaction).
 fn queue(transaction: &mut Transaction, args: &[&[u8]], queued_bytes_max: usize) -> Reply {
-    if let Some(error) = queue_error(args) {
+    if let Some(error) = shape_error(args) {
         transaction.refused = true;
+        transaction.queued = Vec::new();
         return error;
     }
-    let bytes: usize = args.iter().map(|a| a.len()).sum();
+    if transaction.refused {
+        return Reply::Simple("QUEUED");
+    }
+    let bytes: usize = args
+        .iter()
+        .map(|a| a.len() + QUEUED_ARG_OVERHEAD_BYTES)
+        .sum();
     if transaction.queued.len() >= MULTI_KEY_ARGS_MAX
         || transaction.queued_bytes + bytes > queued_bytes_max
     {
         transaction.refused = true;
+        transaction.queued = Vec::new();
         return Reply::err(format!(
             "ERR transaction too large: at most {MULTI_KEY_ARGS_MAX} commands and {queued_bytes_max} bytes may be queued"
         ));
@@ -209,7 +273,7 @@ mod tests {
     #[test]
     fn a_queue_is_bounded_in_bytes() {
         let mut transaction = Transaction::default();
-        let big = "v".repeat(600);
+        let big = "v".repeat(500);
         assert_eq!(
             queued(&mut transaction, &["SET", "a", &big]),
             Reply::Simple("QUEUED")
