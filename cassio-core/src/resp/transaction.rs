@@ -84,17 +84,9 @@ impl<T: Transport> NodeShared<T> {
     /// connection at once.
     pub(crate) fn transaction_command(&self, session: &mut Session, args: &[&[u8]]) -> Step {
         let command = args.first().and_then(|name| Command::lookup(name));
-        let control = matches!(
-            command,
-            Some(
-                Command::Multi
-                    | Command::Exec
-                    | Command::Discard
-                    | Command::Watch
-                    | Command::Unwatch
-            )
-        );
-        if control && let Some(error) = shape_error(args) {
+        if is_transaction_command(args)
+            && let Some(error) = shape_error(args)
+        {
             return Step::Reply(match session.transaction.as_mut() {
                 // As Redis 7: EXEC in the wrong shape ends the transaction.
                 Some(_) if command == Some(Command::Exec) => {
