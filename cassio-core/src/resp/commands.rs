@@ -220,6 +220,16 @@ impl<T: Transport> NodeShared<T> {
         written(self.coordinate_write(key.to_vec(), cell, level).await)
     }
 
+    /// Draws the write timestamps `command` needs (as many as
+    /// [`Command::writes`], in order) and returns the first; 0 when it
+    /// writes nothing.
+    pub(crate) fn draw_write_timestamps(&self, command: Command, args: &[&[u8]]) -> u64 {
+        match command.writes(args) {
+            0 => 0,
+            n => self.write_timestamps(n),
+        }
+    }
+
     /// Runs a data command (one [`Command::data`] accepted) at `level`.
     /// Its writes use the timestamps from `first_timestamp` on (as many as
     /// [`Command::writes`]), drawn by the caller in pipeline order.

@@ -263,12 +263,7 @@ where
                     if !pipeline.run.admit(command, args) {
                         break;
                     }
-                    let writes = command.writes(args);
-                    let first_timestamp = if writes > 0 {
-                        node.write_timestamps(writes)
-                    } else {
-                        0
-                    };
+                    let first_timestamp = node.draw_write_timestamps(command, args);
                     pipeline.admitted.push((next, command, first_timestamp));
                     pipeline.replies.push((None, session.next_delivery()));
                 }
@@ -281,15 +276,14 @@ where
                     }
                     if session.transaction.is_some() || is_transaction_command(args) {
                         let delivery = session.next_delivery();
-                        match node.transaction_command(session, args) {
-                            Step::Reply(reply) => pipeline
-                                .replies
-                                .push((Some(reply), delivery.map(|_| session.protocol))),
+                        let step = node.transaction_command(session, args);
+                        let protocol = delivery.map(|_| session.protocol);
+                        match step {
+                            Step::Reply(reply) => pipeline.replies.push((Some(reply), protocol)),
                             Step::Exec(queued) => {
                                 // The replies before it go out first; EXEC's
                                 // array is written as its commands run.
                                 encode_replies(&mut pipeline.replies, out);
-                                let protocol = delivery.map(|_| session.protocol);
                                 node.exec(
                                     session,
                                     queued,

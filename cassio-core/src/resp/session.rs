@@ -5,6 +5,7 @@
 //! without the coordinator.
 
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, text};
+use super::introspect::arity;
 use super::reply::{Protocol, Reply};
 use super::transaction::Transaction;
 use crate::coordinator::ConsistencyLevel;
@@ -62,18 +63,14 @@ impl<T: Transport> NodeShared<T> {
     /// Answers a session command, or a data command in the wrong shape
     /// (an arity or unknown-command error).
     pub(crate) fn session_command(&self, session: &mut Session, args: &[&[u8]]) -> Reply {
-        let Some(&name) = args.first() else {
+        if args.is_empty() {
             return Reply::err("ERR empty command");
-        };
-        let argc = args.len();
-        let Some(command) = Command::lookup(name) else {
-            return unknown_command(args);
-        };
-        if argc > MULTI_KEY_ARGS_MAX + 1 {
-            return Reply::err(format!(
-                "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
-            ));
         }
+        let argc = args.len();
+        let command = match checked_command(args) {
+            Ok(command) => command,
+            Err(error) => return error,
+        };
         match command {
             Command::Ping => match argc {
                 1 => Reply::Simple("PONG"),
@@ -283,9 +280,33 @@ impl<T: Transport> NodeShared<T> {
     }
 }
 
+/// The command `args` (not empty) names, or the error Redis gives before
+/// running it: unknown command, too many arguments, wrong arity.
+pub(crate) fn checked_command(args: &[&[u8]]) -> Result<Command, Reply> {
+    let Some(command) = Command::lookup(args[0]) else {
+        return Err(unknown_command(args));
+    };
+    if args.len() > MULTI_KEY_ARGS_MAX + 1 {
+        return Err(Reply::err(format!(
+            "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
+        )));
+    }
+    let shaped = match command.is_data() {
+        true => Command::data(args).is_some(),
+        false => match arity(command) {
+            exact if exact > 0 => args.len() as i64 == exact,
+            at_least => args.len() as i64 >= -at_least,
+        },
+    };
+    match shaped {
+        true => Ok(command),
+        false => Err(arity_error(command.name())),
+    }
+}
+
 /// Redis's words for a command it does not know: the name and the first
 /// arguments, quoted, each cut so the message stays short.
-pub(crate) fn unknown_command(args: &[&[u8]]) -> Reply {
+fn unknown_command(args: &[&[u8]]) -> Reply {
     const SHOWN_BYTES_MAX: usize = 128;
     let name = &args[0][..args[0].len().min(SHOWN_BYTES_MAX)];
     let mut shown = Vec::new();

@@ -18,10 +18,9 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error};
-use super::introspect::arity;
+use super::commands::{Command, MULTI_KEY_ARGS_MAX};
 use super::reply::{Protocol, Reply};
-use super::session::{Session, unknown_command};
+use super::session::{Session, checked_command};
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
 
@@ -56,28 +55,6 @@ pub(crate) fn is_transaction_command(args: &[&[u8]]) -> bool {
     )
 }
 
-/// Why a command cannot run: the errors Redis gives before running it
-/// (unknown command, wrong arity, too many arguments).
-fn shape_error(args: &[&[u8]]) -> Option<Reply> {
-    let command = match Command::lookup(args[0]) {
-        Some(command) => command,
-        None => return Some(unknown_command(args)),
-    };
-    if args.len() > MULTI_KEY_ARGS_MAX + 1 {
-        return Some(Reply::err(format!(
-            "ERR too many arguments: at most {MULTI_KEY_ARGS_MAX} per command"
-        )));
-    }
-    let shaped = match command.is_data() {
-        true => Command::data(args).is_some(),
-        false => match arity(command) {
-            exact if exact > 0 => args.len() as i64 == exact,
-            at_least => args.len() as i64 >= -at_least,
-        },
-    };
-    (!shaped).then(|| arity_error(command.name()))
-}
-
 impl<T: Transport> NodeShared<T> {
     /// Answers MULTI, EXEC, DISCARD, WATCH or UNWATCH, or (inside a
     /// transaction) queues any other command; QUIT still closes the
@@ -85,7 +62,7 @@ impl<T: Transport> NodeShared<T> {
     pub(crate) fn transaction_command(&self, session: &mut Session, args: &[&[u8]]) -> Step {
         let command = args.first().and_then(|name| Command::lookup(name));
         if is_transaction_command(args)
-            && let Some(error) = shape_error(args)
+            && let Err(error) = checked_command(args)
         {
             return Step::Reply(match session.transaction.as_mut() {
                 // As Redis 7: EXEC in the wrong shape ends the transaction.
@@ -165,11 +142,7 @@ impl<T: Transport> NodeShared<T> {
             let args: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
             let reply = match Command::data(&args) {
                 Some(command) => {
-                    let writes = command.writes(&args);
-                    let first_timestamp = match writes {
-                        0 => 0,
-                        n => self.write_timestamps(n),
-                    };
+                    let first_timestamp = self.draw_write_timestamps(command, &args);
                     self.data_command(command, &args, session.level, first_timestamp)
                         .await
                 }
@@ -189,7 +162,7 @@ impl<T: Transport> NodeShared<T> {
 
 /// Queues `args`, or refuses it (and with it the transaction).
 fn queue(transaction: &mut Transaction, args: &[&[u8]], queued_bytes_max: usize) -> Reply {
-    if let Some(error) = shape_error(args) {
+    if let Err(error) = checked_command(args) {
         transaction.refused = true;
         transaction.queued = Vec::new();
         return error;
