@@ -70,6 +70,13 @@ enum Command {
     Del { key: String },
     /// The cluster as the node at --host sees it.
     Status,
+    /// Anti-entropy repair: the node at --host compares the keys it shares
+    /// with each live peer and they swap what differs.
+    Repair {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_s: u64,
+    },
     /// An interactive shell with history.
     Shell,
     /// YCSB core workloads with latency percentiles.
@@ -165,6 +172,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shell::run(&client, &cli.host.to_string(), cli.consistency)
         }
         Command::Bench(args) => bench::run(args, cli.host, cli.consistency, cli.json),
+        Command::Repair { timeout_s } => {
+            let client = connect(&cli)?;
+            let summary = client.repair(std::time::Duration::from_secs(*timeout_s))?;
+            if cli.json {
+                println!(
+                    r#"{{"peers":{},"peers_down":{},"ranges":{},"ranges_differing":{},"cells_sent":{},"cells_received":{}}}"#,
+                    summary.peers,
+                    summary.peers_down,
+                    summary.ranges,
+                    summary.ranges_differing,
+                    summary.cells_sent,
+                    summary.cells_received
+                );
+            } else {
+                println!(
+                    "repaired {} against {} peer(s) ({} down, skipped): {} range(s) compared, {} differed; {} cell(s) sent, {} received",
+                    cli.host,
+                    summary.peers,
+                    summary.peers_down,
+                    summary.ranges,
+                    summary.ranges_differing,
+                    summary.cells_sent,
+                    summary.cells_received
+                );
+            }
+            Ok(())
+        }
         Command::Status => {
             let client = connect(&cli)?;
             let status = client.status()?;

@@ -141,6 +141,26 @@ fn up_then_set_get_del_status() {
     let (_, json, _) = cassio(&host, &["--json", "status"]);
     assert_eq!(json.matches(r#""up":true"#).count(), 3, "{json}");
 
+    // Repair: every write went to all three replicas, so nothing differs.
+    let (code, out, err) = cassio(&host, &["repair"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("against 2 peer(s) (0 down, skipped)") && out.contains(", 0 differed;"),
+        "{out}"
+    );
+    let (code, json, _) = cassio(&host, &["--json", "repair", "--timeout-s", "60"]);
+    assert_eq!(code, 0);
+    assert!(
+        json.starts_with(r#"{"peers":2,"peers_down":0,"ranges":"#),
+        "{json}"
+    );
+    assert!(
+        json.ends_with(r#""ranges_differing":0,"cells_sent":0,"cells_received":0}"#),
+        "{json}"
+    );
+    let (code, _, err) = cassio(&host, &["repair", "--timeout-s", "0"]);
+    assert_eq!(code, 2, "a zero timeout is refused by the parser: {err}");
+
     // The shell: the same commands from a REPL (here fed through a pipe).
     let mut shell = Command::new(env!("CARGO_BIN_EXE_cassio"))
         .args(["--host", &host, "shell"])

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::proto::ClusterStatus;
 
 use crate::client::{ClientConfig, Versioned};
@@ -58,5 +59,11 @@ impl Client {
 
     pub fn status(&self) -> Result<ClusterStatus, Error> {
         self.runtime.block_on(self.inner.status())
+    }
+
+    /// See [`crate::Client::repair`]; `timeout` bounds the whole repair.
+    pub fn repair(&self, timeout: Duration) -> Result<RepairSummary, Error> {
+        self.runtime
+            .block_on(self.inner.with_timeout(timeout).repair())
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::net::{Connection, Tcp};
 use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
 use parking_lot::{Mutex, RwLock};
@@ -187,6 +188,23 @@ impl Client {
     pub async fn status(&self) -> Result<ClusterStatus, Error> {
         match self.call(None, Request::ClusterStatus).await? {
             Response::ClusterStatus(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Anti-entropy repair of the first node this client was given: it
+    /// compares the keys it shares with each live peer, range by range, and
+    /// the two swap what differs (newer cells, missing cells, tombstones).
+    /// Sent to that node only, never retried elsewhere. It scans the node's
+    /// data, so give a large node a long timeout ([`Client::with_timeout`]).
+    pub async fn repair(&self) -> Result<RepairSummary, Error> {
+        let Some(addr) = self.inner.seeds.first().copied() else {
+            return Err(Error::NoNodeReachable {
+                tried: String::new(),
+            });
+        };
+        match self.try_node(addr, Request::Repair).await? {
+            Response::Repaired(summary) => Ok(summary),
             other => Err(unexpected(other)),
         }
     }

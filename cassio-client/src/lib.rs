@@ -27,5 +27,6 @@ mod error;
 mod routing;
 
 pub use cassio_core::coordinator::ConsistencyLevel;
+pub use cassio_core::coordinator::repair::RepairSummary;
 pub use client::{Client, ClientConfig, Versioned};
 pub use error::Error;

@@ -116,6 +116,11 @@ pub enum Error {
         received: usize,
     },
 
+    /// Work handed to another thread ended without its result (it panicked
+    /// or its runtime stopped).
+    #[error("{what} failed: {reason}")]
+    TaskFailed { what: String, reason: String },
+
     /// The remote node answered with an error.
     #[error("{node} answered with an error: {message}")]
     Remote { node: String, message: String },

@@ -1,10 +1,12 @@
 //! Coordination logic, without IO: consistency levels, the hybrid logical
 //! clock that stamps writes, the per-request rounds that count acks and
-//! votes, and the counters. The node (`node/coordinate.rs`) does the sending.
+//! votes, anti-entropy repair's range hashes and cell exchange, and the
+//! counters. The node (`node/coordinate.rs`) does the sending.
 
 mod consistency;
 mod hlc;
 mod metrics;
+pub mod repair;
 mod rounds;
 
 pub use consistency::ConsistencyLevel;

@@ -9,6 +9,7 @@ mod coordinate;
 mod durable;
 mod hints;
 mod peers_file;
+mod repair;
 mod replay;
 mod runtime;
 pub(crate) mod shared;

@@ -124,7 +124,7 @@ impl<T: Transport> NodeShared<T> {
 
     /// A coordinator's writes as engine writes; this node's clock moves past
     /// their timestamps.
-    fn observe(&self, writes: Vec<KeyedCell>) -> Vec<(Vec<u8>, Cell)> {
+    pub(super) fn observe(&self, writes: Vec<KeyedCell>) -> Vec<(Vec<u8>, Cell)> {
         writes
             .into_iter()
             .map(|KeyedCell { key, cell }| {
@@ -324,6 +324,8 @@ impl<T: Transport> Handler for NodeShared<T> {
                 | Request::GossipAck2(_)
                 | Request::ReplicaWrites(_)
                 | Request::ReplicaReads(_)
+                | Request::RepairDigests { .. }
+                | Request::RepairRange { .. }
         );
         if peer_only && caller.role != Role::Peer {
             return Ok(Response::Error {
@@ -375,7 +377,10 @@ impl<T: Transport> Handler for NodeShared<T> {
             waits @ (Request::Get { .. }
             | Request::Put { .. }
             | Request::Delete { .. }
-            | Request::ReplicaWrites(_)) => {
+            | Request::ReplicaWrites(_)
+            | Request::Repair
+            | Request::RepairDigests { .. }
+            | Request::RepairRange { .. }) => {
                 return Err(waits);
             }
         })
@@ -392,6 +397,10 @@ impl<T: Transport> Handler for NodeShared<T> {
             Err(request) => request,
         };
         match request {
+            Request::Repair => self.anti_entropy_repair().await,
+            step @ (Request::RepairDigests { .. } | Request::RepairRange { .. }) => {
+                self.answer_repair_step(caller, step).await
+            }
             Request::Get { key, level } => {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
                     .await

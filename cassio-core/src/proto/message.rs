@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{GossipAck, GossipAck2, GossipSyn, NodeStatus};
+use crate::coordinator::repair::{RangeDigest, RepairSummary};
 use crate::coordinator::{ConsistencyLevel, MetricsSnapshot};
 use crate::ring::Vector;
 use crate::storage::Cell;
@@ -132,6 +133,27 @@ pub enum Request {
     ReplicaWrites(Vec<KeyedCell>),
     /// Peers only: this replica's cell for each key, in order.
     ReplicaReads(Vec<serde_bytes::ByteBuf>),
+    /// Anyone: compare this node's data with every live peer's and swap
+    /// what differs (anti-entropy repair).
+    Repair,
+    /// Peers only, repair step 1: the hashes of the ranges of keys the
+    /// sender and this node both replicate, from after `start` (`None`: the
+    /// start of the key space); answered by [`Response::RangesDiffering`].
+    RepairDigests {
+        #[serde(with = "serde_bytes")]
+        start: Option<Vec<u8>>,
+        ranges: Vec<RangeDigest>,
+    },
+    /// Peers only, repair step 2: the sender's cells of the keys both
+    /// replicate, after `start` up to `end` (inclusive; `None`: the end of
+    /// the key space); answered by [`Response::RepairCells`].
+    RepairRange {
+        #[serde(with = "serde_bytes")]
+        start: Option<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
+        end: Option<Vec<u8>>,
+        cells: Vec<KeyedCell>,
+    },
 }
 
 /// Encodes exactly as [`Request::ReplicaWrites`] or
@@ -213,6 +235,20 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// Answer to `Repair`.
+    Repaired(RepairSummary),
+    /// Answer to `RepairDigests`: the indexes of the ranges that differ.
+    RangesDiffering(Vec<u32>),
+    /// Answer to `RepairRange`: how many of the sender's cells this node
+    /// kept, and its own cells that supersede the sender's or that it
+    /// lacks; `resume` is set when the answer stopped early at that key
+    /// (ask again from after it).
+    RepairCells {
+        kept: u32,
+        cells: Vec<KeyedCell>,
+        #[serde(with = "serde_bytes")]
+        resume: Option<Vec<u8>>,
     },
 }
 
