@@ -177,11 +177,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let summary = client.repair(std::time::Duration::from_secs(*timeout_s))?;
             if cli.json {
                 println!(
-                    r#"{{"peers":{},"peers_down":{},"ranges":{},"ranges_differing":{},"cells_sent":{},"cells_received":{}}}"#,
+                    r#"{{"peers":{},"peers_down":{},"ranges":{},"ranges_differing":{},"pages":{},"cells_sent":{},"cells_received":{}}}"#,
                     summary.peers,
                     summary.peers_down,
                     summary.ranges,
                     summary.ranges_differing,
+                    summary.pages,
                     summary.cells_sent,
                     summary.cells_received
                 );

@@ -155,7 +155,7 @@ fn up_then_set_get_del_status() {
         "{json}"
     );
     assert!(
-        json.ends_with(r#""ranges_differing":0,"cells_sent":0,"cells_received":0}"#),
+        json.ends_with(r#""ranges_differing":0,"pages":0,"cells_sent":0,"cells_received":0}"#),
         "{json}"
     );
     let (code, _, err) = cassio(&host, &["repair", "--timeout-s", "0"]);

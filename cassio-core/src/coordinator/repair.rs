@@ -3,13 +3,14 @@
 //! is found without reading every value over the network:
 //!
 //! 1. the initiator cuts the keys both nodes replicate into ranges of at
-//!    most [`RANGE_KEYS_MAX`] keys or [`RANGE_BYTES_MAX`] bytes, and sends
-//!    each range's end key, key count and hash ([`digest_ranges`]);
-//! 2. the peer hashes its own cells over the same ranges and answers which
-//!    differ ([`differing_ranges`]);
-//! 3. for each differing range the initiator sends its cells; the peer keeps
-//!    those that supersede its own and answers with its cells that supersede
-//!    the initiator's or that the initiator lacks ([`exchange`]).
+//!    most [`RANGE_KEYS_MAX`] keys and about [`RANGE_BYTES_MAX`] bytes, and
+//!    sends each range's end key, key count and hash ([`digest_ranges`]);
+//! 2. the peer hashes its own cells over each range and answers which
+//!    differ ([`range_differs`]);
+//! 3. for each differing range the initiator sends its cells, a page at a
+//!    time ([`take_page`]); the peer keeps those that supersede its own and
+//!    answers with its cells that supersede the initiator's or that the
+//!    initiator lacks, a page at a time too ([`exchange`]).
 //!
 //! Tombstones and expired cells take part like values: a replica that
 //! missed a delete must get the tombstone. No IO and no clock here; the node
@@ -17,14 +18,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::KeyedCell;
+use crate::proto::{KeyedCell, keyed_cell_bytes};
 use crate::storage::{Cell, CellValue};
 
 /// Keys in one range at most.
 pub const RANGE_KEYS_MAX: u32 = 1024;
 
-/// Key and value bytes in one range at most (a single larger cell makes a
-/// range of its own).
+/// Estimated message bytes of one range's cells at most (a single larger
+/// cell makes a range of its own).
 pub const RANGE_BYTES_MAX: usize = 1024 * 1024;
 
 /// One range of the keys two replicas share: from the previous range's end
@@ -48,6 +49,8 @@ pub struct RepairSummary {
     /// Ranges compared, and of those the ones whose hashes differed.
     pub ranges: u64,
     pub ranges_differing: u64,
+    /// Pages of cells swapped (one request and its answer each).
+    pub pages: u64,
     /// Cells the peers kept from this node, and cells this node kept from
     /// the peers.
     pub cells_sent: u64,
@@ -60,6 +63,7 @@ impl RepairSummary {
         self.peers_down += other.peers_down;
         self.ranges += other.ranges;
         self.ranges_differing += other.ranges_differing;
+        self.pages += other.pages;
         self.cells_sent += other.cells_sent;
         self.cells_received += other.cells_received;
     }
@@ -93,7 +97,7 @@ impl RangeHasher {
 
     fn add(&mut self, key: &[u8], cell: &Cell) {
         self.keys += 1;
-        self.bytes += key.len() + cell_value_len(cell);
+        self.bytes += keyed_cell_bytes(key, cell);
         self.bytes(&(key.len() as u64).to_le_bytes());
         self.bytes(key);
         self.bytes(&cell.timestamp.to_le_bytes());
@@ -114,10 +118,6 @@ impl RangeHasher {
         }
     }
 
-    fn full(&self) -> bool {
-        self.keys >= RANGE_KEYS_MAX || self.bytes >= RANGE_BYTES_MAX
-    }
-
     fn finish(&self, end: Option<Vec<u8>>) -> RangeDigest {
         RangeDigest {
             end,
@@ -127,91 +127,89 @@ impl RangeHasher {
     }
 }
 
-fn cell_value_len(cell: &Cell) -> usize {
-    match &cell.value {
-        CellValue::Value(value) => value.len(),
-        CellValue::Tombstone => 0,
-    }
-}
-
-/// Step 1: cuts the cells (in key order) that `shared` accepts into ranges.
-/// The last range always ends at the end of the key space, so keys the peer
-/// holds after this node's last key are compared too.
+/// Step 1: cuts the cells (in key order, only the keys both nodes
+/// replicate) into ranges. A range ends before the cell that would take it
+/// past [`RANGE_KEYS_MAX`] or [`RANGE_BYTES_MAX`]. The last range always
+/// ends at the end of the key space, so keys the peer holds after this
+/// node's last key are compared too.
 pub fn digest_ranges<E>(
     cells: impl Iterator<Item = Result<(Vec<u8>, Cell), E>>,
-    shared: impl Fn(&[u8]) -> bool,
 ) -> Result<Vec<RangeDigest>, E> {
     let mut ranges = Vec::new();
     let mut range = RangeHasher::new();
+    let mut last_key: Option<Vec<u8>> = None;
     for item in cells {
         let (key, cell) = item?;
-        if !shared(&key) {
-            continue;
-        }
-        range.add(&key, &cell);
-        if range.full() {
-            ranges.push(range.finish(Some(key)));
+        let full = range.keys >= RANGE_KEYS_MAX
+            || range.bytes + keyed_cell_bytes(&key, &cell) > RANGE_BYTES_MAX;
+        if range.keys > 0 && full {
+            ranges.push(range.finish(last_key.take()));
             range = RangeHasher::new();
         }
+        range.add(&key, &cell);
+        last_key = Some(key);
     }
     ranges.push(range.finish(None));
     Ok(ranges)
 }
 
-/// Step 2: the indexes of `ranges` whose hash or key count differs from
-/// this node's cells over the same ranges. `cells` are this node's cells in
-/// key order from the first range's start to the last range's end.
-pub fn differing_ranges<E>(
-    ranges: &[RangeDigest],
+/// Step 2: whether this node's cells of one range (in key order, only the
+/// keys both replicate) differ from the initiator's digest of it. Stops
+/// reading once it holds more keys than the initiator: a near-empty
+/// initiator costs the peer no more than it sends.
+pub fn range_differs<E>(
+    theirs: &RangeDigest,
     cells: impl Iterator<Item = Result<(Vec<u8>, Cell), E>>,
-    shared: impl Fn(&[u8]) -> bool,
-) -> Result<Vec<u32>, E> {
-    let mut mine: Vec<RangeHasher> = ranges.iter().map(|_| RangeHasher::new()).collect();
-    let mut index = 0;
+) -> Result<bool, E> {
+    let mut mine = RangeHasher::new();
     for item in cells {
         let (key, cell) = item?;
-        if !shared(&key) {
-            continue;
+        if mine.keys == theirs.keys {
+            return Ok(true);
         }
-        while index < ranges.len()
-            && ranges[index]
-                .end
-                .as_deref()
-                .is_some_and(|end| key.as_slice() > end)
-        {
-            index += 1;
-        }
-        let Some(range) = mine.get_mut(index) else {
-            break;
-        };
-        range.add(&key, &cell);
+        mine.add(&key, &cell);
     }
-    Ok(ranges
-        .iter()
-        .zip(&mine)
-        .enumerate()
-        .filter(|(_, (theirs, mine))| theirs.keys != mine.keys || theirs.hash != mine.hash)
-        .map(|(index, _)| index as u32)
-        .collect())
+    Ok(mine.keys != theirs.keys || mine.hash != theirs.hash)
 }
 
-/// What one side does with a range after [`exchange`].
+/// The first cells (in key order) that fit in `bytes_max` of message (at
+/// least one), and whether more were left.
+pub fn take_page<E>(
+    cells: impl Iterator<Item = Result<(Vec<u8>, Cell), E>>,
+    bytes_max: usize,
+) -> Result<(Vec<KeyedCell>, bool), E> {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for item in cells {
+        let (key, cell) = item?;
+        let size = keyed_cell_bytes(&key, &cell);
+        if !page.is_empty() && bytes + size > bytes_max {
+            return Ok((page, true));
+        }
+        bytes += size;
+        page.push(KeyedCell { key, cell });
+    }
+    Ok((page, false))
+}
+
+/// What the peer does with a page of the initiator's cells after
+/// [`exchange`].
 #[derive(Debug, Default, PartialEq)]
 pub struct Exchange {
     /// The initiator's cells that supersede this node's (or that it lacks):
     /// to write here.
     pub keep: Vec<KeyedCell>,
-    /// This node's cells that supersede the initiator's (or that it lacks):
-    /// to send back, at most `reply_bytes_max` of key and value bytes.
+    /// This node's cells that supersede the initiator's (or that it lacks),
+    /// at most `reply_bytes_max` of message (at least one).
     pub reply: Vec<KeyedCell>,
-    /// Set when `reply` stopped early: the last key it covers; the
-    /// initiator asks again from after it.
-    pub resume: Option<Vec<u8>>,
+    /// Set when `reply` stopped early; the initiator asks again from after
+    /// its last key (and sends its cells from there again).
+    pub more: bool,
 }
 
-/// Step 3, on the peer: merges the initiator's cells of a range (`theirs`,
-/// sorted by key) with this node's (`mine`, in key order, already limited
-/// to the range and to shared keys).
+/// Step 3, on the peer: merges a page of the initiator's cells (`theirs`,
+/// sorted by key) with this node's over the same span (`mine`, in key
+/// order, only the keys both replicate).
 pub fn exchange<E>(
     theirs: Vec<KeyedCell>,
     mine: impl Iterator<Item = Result<(Vec<u8>, Cell), E>>,
@@ -226,24 +224,25 @@ pub fn exchange<E>(
         while let Some(first) = theirs.next_if(|t| t.key < key) {
             out.keep.push(first);
         }
-        let answer = match theirs.next_if(|t| t.key == key) {
-            Some(same) if same.cell.supersedes(&cell) => {
-                out.keep.push(same);
-                false
-            }
-            Some(same) => cell.supersedes(&same.cell),
-            None => true,
-        };
-        if answer {
-            if reply_bytes >= reply_bytes_max && !out.reply.is_empty() {
-                // What is left of theirs is still kept: it was sent whole.
-                out.keep.extend(theirs);
-                out.resume = out.reply.last().map(|c| c.key.clone());
-                return Ok(out);
-            }
-            reply_bytes += key.len() + cell_value_len(&cell);
-            out.reply.push(KeyedCell { key, cell });
+        let same = theirs.next_if(|t| t.key == key);
+        if same
+            .as_ref()
+            .is_some_and(|same| !cell.supersedes(&same.cell))
+        {
+            out.keep
+                .extend(same.filter(|same| same.cell.supersedes(&cell)));
+            continue;
         }
+        let size = keyed_cell_bytes(&key, &cell);
+        if !out.reply.is_empty() && reply_bytes + size > reply_bytes_max {
+            // Stop before the cell that would pass the bound. The initiator
+            // asks again from after the reply's last key and sends its
+            // cells from there again, so the rest of theirs waits for that.
+            out.more = true;
+            return Ok(out);
+        }
+        reply_bytes += size;
+        out.reply.push(KeyedCell { key, cell });
     }
     out.keep.extend(theirs);
     Ok(out)
@@ -272,28 +271,43 @@ mod tests {
         }
     }
 
-    fn all(_: &[u8]) -> bool {
-        true
-    }
-
     fn numbered(count: u32) -> Vec<(String, Cell)> {
         (0..count)
             .map(|i| (format!("k{i:06}"), Cell::value(format!("v{i}"), 10)))
             .collect()
     }
 
-    fn digest(items: &[(String, Cell)]) -> Vec<RangeDigest> {
-        let iter = items
+    fn iter(
+        items: &[(String, Cell)],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Cell), Infallible>> + '_ {
+        items
             .iter()
-            .map(|(k, c)| Ok::<_, Infallible>((k.clone().into_bytes(), c.clone())));
-        digest_ranges(iter, all).unwrap()
+            .map(|(k, c)| Ok((k.clone().into_bytes(), c.clone())))
     }
 
+    fn digest(items: &[(String, Cell)]) -> Vec<RangeDigest> {
+        digest_ranges(iter(items)).unwrap()
+    }
+
+    /// The indexes of the ranges that differ, each range's cells read on
+    /// their own, as the node reads them.
     fn differing(ranges: &[RangeDigest], items: &[(String, Cell)]) -> Vec<u32> {
-        let iter = items
-            .iter()
-            .map(|(k, c)| Ok::<_, Infallible>((k.clone().into_bytes(), c.clone())));
-        differing_ranges(ranges, iter, all).unwrap()
+        let mut start: Option<&[u8]> = None;
+        let mut differing = Vec::new();
+        for (index, range) in ranges.iter().enumerate() {
+            let end = range.end.as_deref();
+            let inside: Vec<(String, Cell)> = items
+                .iter()
+                .filter(|(k, _)| start.is_none_or(|s| k.as_bytes() > s))
+                .filter(|(k, _)| end.is_none_or(|e| k.as_bytes() <= e))
+                .cloned()
+                .collect();
+            if range_differs(range, iter(&inside)).unwrap() {
+                differing.push(index as u32);
+            }
+            start = end;
+        }
+        differing
     }
 
     #[test]
@@ -348,23 +362,57 @@ mod tests {
     }
 
     #[test]
-    fn ranges_are_cut_by_bytes_too_and_unshared_keys_are_left_out() {
-        let big = vec![7u8; RANGE_BYTES_MAX / 2];
+    fn ranges_end_before_the_cell_that_would_pass_the_byte_bound() {
+        let value_bytes = RANGE_BYTES_MAX / 2 - 100;
         let items: Vec<(String, Cell)> = (0..5)
-            .map(|i| (format!("k{i}"), Cell::value(big.clone(), 1)))
+            .map(|i| (format!("k{i}"), Cell::value(vec![7u8; value_bytes], 1)))
             .collect();
-        let ranges = digest(&items);
+        let keys = |ranges: Vec<RangeDigest>| ranges.iter().map(|r| r.keys).collect::<Vec<_>>();
         assert_eq!(
-            ranges.iter().map(|r| r.keys).collect::<Vec<_>>(),
+            keys(digest(&items)),
             vec![2, 2, 1],
-            "two half-MiB values fill a range"
+            "two values fill a range"
         );
-        let odd_only = |key: &[u8]| key.last().is_some_and(|b| b % 2 == 1);
-        let iter = items
-            .iter()
-            .map(|(k, c)| Ok::<_, Infallible>((k.clone().into_bytes(), c.clone())));
-        let shared = digest_ranges(iter, odd_only).unwrap();
-        assert_eq!(shared.iter().map(|r| r.keys).sum::<u32>(), 2, "k1 and k3");
+        let huge = vec![(
+            "a".to_string(),
+            Cell::value(vec![0u8; 3 * RANGE_BYTES_MAX], 1),
+        )];
+        let with_huge: Vec<_> = items.iter().cloned().chain(huge).collect();
+        let mut sorted = with_huge.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            keys(digest(&sorted)),
+            vec![1, 2, 2, 1],
+            "a larger cell is a range alone"
+        );
+    }
+
+    #[test]
+    fn a_peer_stops_reading_a_range_once_it_holds_more_keys() {
+        let ranges = digest(&[]);
+        let mut read = 0;
+        let endless = std::iter::repeat_with(|| {
+            read += 1;
+            Ok::<_, Infallible>((format!("k{read:09}").into_bytes(), Cell::value("v", 1)))
+        });
+        assert!(range_differs(&ranges[0], endless).unwrap());
+        assert_eq!(read, 1);
+    }
+
+    #[test]
+    fn a_page_holds_at_least_one_cell_and_says_if_more_were_left() {
+        let items = numbered(10);
+        let one = keyed_cell_bytes(b"k000000", &items[0].1);
+        let (page, more) = take_page(iter(&items), 3 * one).unwrap();
+        assert_eq!((page.len(), more), (3, true));
+        let (page, more) = take_page(iter(&items), 1).unwrap();
+        assert_eq!(
+            (page.len(), more),
+            (1, true),
+            "a cell over the bound goes alone"
+        );
+        let (page, more) = take_page(iter(&items), usize::MAX).unwrap();
+        assert_eq!((page.len(), more), (10, false));
     }
 
     #[test]
@@ -392,28 +440,28 @@ mod tests {
         };
         assert_eq!(keys(&out.keep), ["a", "b", "f"]);
         assert_eq!(keys(&out.reply), ["c", "e"]);
-        assert_eq!(out.resume, None);
+        assert!(!out.more);
     }
 
     #[test]
-    fn exchange_stops_its_reply_at_the_byte_bound_and_says_where() {
+    fn exchange_stops_its_reply_before_the_bound_and_says_so() {
         let mine = cells(&[
             ("a", Cell::value(vec![0u8; 60], 1)),
             ("b", Cell::value(vec![0u8; 60], 1)),
             ("c", Cell::value(vec![0u8; 60], 1)),
         ]);
-        let theirs = vec![keyed("z", Cell::value("theirs", 1))];
-        let out = exchange(theirs, mine, 100).unwrap();
+        let one = keyed_cell_bytes(b"a", &Cell::value(vec![0u8; 60], 1));
+        let theirs = vec![
+            keyed("0", Cell::value("before the stop", 1)),
+            keyed("c", Cell::value("after the stop", 0)),
+        ];
+        let out = exchange(theirs, mine, 2 * one + 1).unwrap();
+        assert_eq!(out.reply.len(), 2, "a, b; c would pass the bound");
+        assert!(out.more);
         assert_eq!(
-            out.reply.len(),
-            2,
-            "the bound is passed by at most one cell"
-        );
-        assert_eq!(out.resume.as_deref(), Some(&b"b"[..]));
-        assert_eq!(
-            out.keep.len(),
-            1,
-            "their cells are kept even when the reply stops"
+            out.keep,
+            vec![keyed("0", Cell::value("before the stop", 1))],
+            "their cells after the stop come again with the next request"
         );
     }
 }

@@ -1,33 +1,37 @@
 //! Anti-entropy repair on a node (the steps are in `coordinator/repair.rs`).
 //! A client's `Repair` makes this node compare the keys it shares with each
 //! live peer, one peer after the other, and swap what differs; a peer's
-//! `RepairDigests` and `RepairRange` are answered here. Storage scans run on
+//! `RepairDigests` and `RepairRange` are answered here, after checking them
+//! as any input from the network. Storage scans and placement run on
 //! tokio's blocking threads, never on the node's own runtime.
 
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::shared::NodeShared;
-use crate::coordinator::repair::{self, RANGE_BYTES_MAX, RangeDigest, RepairSummary};
+use super::shared::{NodeShared, unexpected};
+use crate::coordinator::repair::{self, RangeDigest, RepairSummary};
 use crate::error::{Error, Result};
-use crate::net::{Caller, Transport};
+use crate::net::{Caller, Connection, Transport};
 use crate::proto::{KeyedCell, Request, Response};
 use crate::ring::Ring;
-use crate::storage::validate_write;
+use crate::storage::Cell;
 use crate::types::NodeId;
 
-/// A repair step may scan much of a node's data: it gets this long.
+/// A repair step reads at most a few hundred thousand cells: it gets this
+/// long.
 const REPAIR_STEP_TIMEOUT_MS: u64 = 120_000;
 
 /// Ranges per `RepairDigests` message at most (each up to 1024 keys).
 const RANGES_PER_MESSAGE_MAX: usize = 256;
 
-/// A peer's answer to one range stops after about this many bytes of cells.
-const REPLY_BYTES_MAX: usize = 4 * RANGE_BYTES_MAX;
+/// A page of cells (either way) stops before passing this many estimated
+/// message bytes, or the frame budget if that is smaller.
+const PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-/// One end of a key range; `None` is the start or end of the key space.
+/// One end of a key range; `None` is the start or the end of the key space.
 type RangeEnd = Option<Vec<u8>>;
 
 /// The keys two nodes both replicate, from one look at the ring.
@@ -57,49 +61,76 @@ fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
     }
 }
 
-fn unexpected(peer: &NodeId, response: Response) -> Error {
+/// Clears its flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A peer's answer that breaks the protocol.
+fn refused(peer: &Connection, what: &str) -> Error {
     Error::Remote {
-        node: peer.to_string(),
-        message: match response {
-            Response::Error { message } | Response::Invalid { message } => message,
-            other => format!("unexpected answer to a repair step: {other:?}"),
-        },
+        node: peer.remote().to_string(),
+        message: format!("repair: {what}"),
     }
 }
 
 impl<T: Transport> NodeShared<T> {
-    /// Repairs this node's data against every live peer's.
+    /// Repairs this node's data against every live peer's; one repair at a
+    /// time. A peer that fails is reported after the others are done.
     pub(crate) async fn anti_entropy_repair(self: &Arc<Self>) -> Response {
+        if self.repair_running.swap(true, Ordering::AcqRel) {
+            return Response::Error {
+                message: "a repair is already running on this node".into(),
+            };
+        }
+        // Cleared however the repair ends, dropped mid-way included.
+        let _running = ClearOnDrop(&self.repair_running);
+        self.repair_with_every_peer().await
+    }
+
+    async fn repair_with_every_peer(self: &Arc<Self>) -> Response {
         let now = self.now_ms();
-        let peers: Vec<(NodeId, SocketAddr, bool)> = {
+        let peers: Vec<(NodeId, Option<(SocketAddr, bool)>)> = {
             let gossiper = self.gossiper.lock();
             let ring = gossiper.ring();
+            if !ring.nodes().contains(&self.node_id) {
+                return Response::Invalid {
+                    message: format!("{} holds no data to repair (not in the ring)", self.node_id),
+                };
+            }
             ring.nodes()
                 .iter()
                 .filter(|node| **node != self.node_id)
-                .filter_map(|node| {
-                    let (addr, up) = gossiper.reach(node, now)?;
-                    Some((node.clone(), addr, up))
-                })
+                .map(|node| (node.clone(), gossiper.reach(node, now)))
                 .collect()
         };
         let mut summary = RepairSummary::default();
-        for (peer, addr, up) in peers {
-            if !up {
+        let mut failed = Vec::new();
+        for (peer, reach) in peers {
+            let Some((addr, true)) = reach else {
                 summary.peers_down += 1;
                 continue;
-            }
+            };
             match self.repair_with(&peer, addr).await {
                 Ok(done) => summary.add(&done),
-                Err(e) => {
-                    return Response::Error {
-                        message: format!("repair with {peer} at {addr} failed: {e}"),
-                    };
-                }
+                Err(e) => failed.push(format!("with {peer} at {addr}: {e}")),
             }
         }
-        tracing::info!(?summary, "repair done");
-        Response::Repaired(summary)
+        tracing::info!(?summary, failed = failed.len(), "repair done");
+        if failed.is_empty() {
+            Response::Repaired(summary)
+        } else {
+            Response::Error {
+                message: format!(
+                    "repair failed {}; the other peers were repaired: {summary:?}",
+                    failed.join("; ")
+                ),
+            }
+        }
     }
 
     fn shared_keys(&self, peer: &NodeId) -> Option<Arc<SharedKeys>> {
@@ -113,7 +144,20 @@ impl<T: Transport> NodeShared<T> {
         }))
     }
 
-    /// Runs `work` on a blocking thread (it scans storage).
+    /// This node's cells of keys shared with a peer, after `start` up to
+    /// `end` (inclusive), in key order.
+    fn shared_cells<'a>(
+        &self,
+        shared: &'a SharedKeys,
+        start: &RangeEnd,
+        end: &RangeEnd,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Cell)>> + 'a {
+        self.engine
+            .scan_cells(bound(start, false), bound(end, true))
+            .filter(move |item| item.as_ref().map_or(true, |(key, _)| shared.contains(key)))
+    }
+
+    /// Runs `work` on a blocking thread (it scans storage or places keys).
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&NodeShared<T>) -> Result<R> + Send + 'static,
@@ -127,6 +171,11 @@ impl<T: Transport> NodeShared<T> {
             })?
     }
 
+    /// The most estimated bytes of cells one repair message carries.
+    fn page_bytes_max(&self) -> usize {
+        PAGE_BYTES_MAX.min(self.message_budget_bytes())
+    }
+
     async fn repair_with(
         self: &Arc<Self>,
         peer: &NodeId,
@@ -136,132 +185,147 @@ impl<T: Transport> NodeShared<T> {
             peers: 1,
             ..RepairSummary::default()
         };
-        let Some(shared) = self.shared_keys(peer) else {
-            return Ok(summary);
-        };
+        let shared = self.shared_keys(peer).ok_or_else(|| Error::Remote {
+            node: peer.to_string(),
+            message: "left the ring during the repair".into(),
+        })?;
         let scan_shared = shared.clone();
         let ranges = self
             .blocking(move |node| {
-                let cells = node.engine.scan_cells(Bound::Unbounded, Bound::Unbounded);
-                repair::digest_ranges(cells, |key| scan_shared.contains(key))
+                repair::digest_ranges(node.shared_cells(&scan_shared, &None, &None))
             })
             .await?;
         summary.ranges = ranges.len() as u64;
         let conn = self.peer(addr).await?;
-        let timeout = Duration::from_millis(REPAIR_STEP_TIMEOUT_MS);
+        let differing = self.differing_ranges(&conn, ranges).await?;
+        summary.ranges_differing = differing.len() as u64;
+        for (start, end) in differing {
+            self.swap_range(&conn, &shared, start, end, &mut summary)
+                .await?;
+        }
+        Ok(summary)
+    }
 
-        // Step 1: which ranges differ, as (start exclusive, end inclusive).
-        let mut differing: Vec<(RangeEnd, RangeEnd)> = Vec::new();
+    /// Step 1: sends the digests in messages of at most
+    /// [`RANGES_PER_MESSAGE_MAX`] ranges and the frame budget; the ranges
+    /// that differ, as (start exclusive, end inclusive).
+    async fn differing_ranges(
+        &self,
+        conn: &Connection,
+        ranges: Vec<RangeDigest>,
+    ) -> Result<Vec<(RangeEnd, RangeEnd)>> {
+        let timeout = Duration::from_millis(REPAIR_STEP_TIMEOUT_MS);
+        let budget = self.message_budget_bytes();
+        let mut differing = Vec::new();
         let mut start: RangeEnd = None;
-        for chunk in ranges.chunks(RANGES_PER_MESSAGE_MAX) {
+        let mut rest = &ranges[..];
+        while !rest.is_empty() {
+            let mut count = 0;
+            let mut bytes = 0;
+            while count < rest.len().min(RANGES_PER_MESSAGE_MAX) {
+                bytes += rest[count].end.as_ref().map_or(0, Vec::len) + 32;
+                if count > 0 && bytes > budget {
+                    break;
+                }
+                count += 1;
+            }
+            let (chunk, after) = rest.split_at(count);
             let request = Request::RepairDigests {
                 start: start.clone(),
                 ranges: chunk.to_vec(),
             };
             let indexes = match conn.request(request, timeout).await? {
                 Response::RangesDiffering(indexes) => indexes,
-                other => return Err(unexpected(peer, other)),
+                other => return Err(unexpected(conn, other)),
             };
             for index in indexes {
                 let index = index as usize;
-                let Some(range) = chunk.get(index) else {
-                    return Err(unexpected(
-                        peer,
-                        Response::Error {
-                            message: format!("range {index} of {} differs", chunk.len()),
-                        },
-                    ));
-                };
                 let range_start = match index {
                     0 => start.clone(),
                     _ => chunk[index - 1].end.clone(),
                 };
+                let Some(range) = chunk.get(index) else {
+                    return Err(refused(conn, "a range index past the message"));
+                };
                 differing.push((range_start, range.end.clone()));
             }
-            start = chunk
-                .last()
-                .and_then(|range: &RangeDigest| range.end.clone());
+            start = chunk.last().and_then(|range| range.end.clone());
+            rest = after;
         }
-        summary.ranges_differing = differing.len() as u64;
-
-        // Step 2: swap the cells of each differing range.
-        for (mut start, end) in differing {
-            loop {
-                let (scan_shared, scan_start, scan_end) =
-                    (shared.clone(), start.clone(), end.clone());
-                let cells = self
-                    .blocking(move |node| {
-                        let scan = node
-                            .engine
-                            .scan_cells(bound(&scan_start, false), bound(&scan_end, true));
-                        let mut cells = Vec::new();
-                        for item in scan {
-                            let (key, cell) = item?;
-                            if scan_shared.contains(&key) {
-                                cells.push(KeyedCell { key, cell });
-                            }
-                        }
-                        Ok(cells)
-                    })
-                    .await?;
-                let request = Request::RepairRange {
-                    start: start.clone(),
-                    end: end.clone(),
-                    cells,
-                };
-                let (kept, theirs, resume) = match conn.request(request, timeout).await? {
-                    Response::RepairCells {
-                        kept,
-                        cells,
-                        resume,
-                    } => (kept, cells, resume),
-                    other => return Err(unexpected(peer, other)),
-                };
-                summary.cells_sent += u64::from(kept);
-                summary.cells_received += self.keep_newer(theirs, shared.clone()).await? as u64;
-                match resume {
-                    Some(key) => start = Some(key),
-                    None => break,
-                }
-            }
-        }
-        Ok(summary)
+        Ok(differing)
     }
 
-    /// Writes the cells of shared keys that supersede what this node holds
-    /// (or that it lacks); how many.
-    async fn keep_newer(
+    /// Step 3 for one range: this node's cells go a page at a time, and the
+    /// peer answers a page at a time, until both are through to `end`.
+    async fn swap_range(
         self: &Arc<Self>,
-        cells: Vec<KeyedCell>,
-        shared: Arc<SharedKeys>,
-    ) -> Result<usize> {
-        if cells.is_empty() {
-            return Ok(0);
+        conn: &Connection,
+        shared: &Arc<SharedKeys>,
+        mut start: RangeEnd,
+        end: RangeEnd,
+        summary: &mut RepairSummary,
+    ) -> Result<()> {
+        let timeout = Duration::from_millis(REPAIR_STEP_TIMEOUT_MS);
+        let page_bytes_max = self.page_bytes_max();
+        loop {
+            let (scan_shared, scan_start, scan_end) = (shared.clone(), start.clone(), end.clone());
+            let (cells, more_here) = self
+                .blocking(move |node| {
+                    let cells = node.shared_cells(&scan_shared, &scan_start, &scan_end);
+                    repair::take_page(cells, page_bytes_max)
+                })
+                .await?;
+            // A page that stopped early covers the range up to its last key.
+            let upto = match (more_here, cells.last()) {
+                (true, Some(last)) => Some(last.key.clone()),
+                _ => end.clone(),
+            };
+            let request = Request::RepairRange {
+                start: start.clone(),
+                end: upto.clone(),
+                cells,
+            };
+            let (kept, theirs, more_there) = match conn.request(request, timeout).await? {
+                Response::RepairCells { kept, cells, more } => (kept, cells, more),
+                other => return Err(unexpected(conn, other)),
+            };
+            if let Some(problem) = check_range_cells(&start, &upto, &theirs) {
+                return Err(refused(conn, &problem));
+            }
+            summary.pages += 1;
+            summary.cells_sent += u64::from(kept);
+            // Whichever side stopped early, the next page starts after the
+            // last key both have been through.
+            let next = match (more_there, theirs.last(), more_here) {
+                (true, Some(last), _) => Some(Some(last.key.clone())),
+                (true, None, _) => return Err(refused(conn, "an empty page with more to come")),
+                (false, _, true) => Some(upto),
+                (false, _, false) => None,
+            };
+            let shared = shared.clone();
+            summary.cells_received += self
+                .blocking(move |node| {
+                    let mut theirs = theirs;
+                    theirs.retain(|cell| shared.contains(&cell.key));
+                    node.write_repaired(theirs)
+                })
+                .await? as u64;
+            match next {
+                Some(after) => start = after,
+                None => return Ok(()),
+            }
         }
-        let value_bytes_max = self.config.storage.value_bytes_max;
-        self.blocking(move |node| {
-            let mut newer = Vec::new();
-            for KeyedCell { key, cell } in cells {
-                validate_write(&key, &cell, value_bytes_max)?;
-                if !shared.contains(&key) {
-                    // The peer's ring differs from this node's for now.
-                    continue;
-                }
-                let supersedes = match node.engine.get_cell(&key)? {
-                    Some(local) => cell.supersedes(&local),
-                    None => true,
-                };
-                if supersedes {
-                    newer.push(KeyedCell { key, cell });
-                }
-            }
-            let count = newer.len();
-            if count > 0 {
-                node.engine.write_batch(node.observe(newer))?;
-            }
-            Ok(count)
-        })
-        .await
+    }
+
+    /// Writes cells a repair found missing or older here (the side that
+    /// sent them compared them with this node's); a write racing the repair
+    /// still wins on every read by last-write-wins. How many.
+    fn write_repaired(&self, cells: Vec<KeyedCell>) -> Result<usize> {
+        let count = cells.len();
+        if count > 0 {
+            self.engine.write_batch(self.observe(cells))?;
+        }
+        Ok(count)
     }
 
     /// A peer's repair step (`RepairDigests` or `RepairRange`).
@@ -279,65 +343,94 @@ impl<T: Transport> NodeShared<T> {
                 message: "repair steps come from a peer in this node's ring".into(),
             };
         };
-        let answer = match request {
-            Request::RepairDigests { start, ranges } => {
-                self.blocking(move |node| {
-                    let end = ranges.last().and_then(|range| range.end.clone());
-                    let cells = node
-                        .engine
-                        .scan_cells(bound(&start, false), bound(&end, true));
-                    repair::differing_ranges(&ranges, cells, |key| shared.contains(key))
-                        .map(Response::RangesDiffering)
-                })
-                .await
+        let problem = match &request {
+            Request::RepairDigests { start, ranges } => check_digests(start, ranges),
+            Request::RepairRange { start, end, cells } => {
+                check_range(start, end).or_else(|| check_range_cells(start, end, cells))
             }
-            Request::RepairRange {
-                start,
-                end,
-                mut cells,
-            } => {
-                if let Some(message) = check_range_cells(&start, &end, &cells) {
-                    return Response::Invalid { message };
-                }
-                // Keys this node does not replicate by its own ring (the
-                // sender's view may differ for a moment) are not taken.
-                cells.retain(|cell| shared.contains(&cell.key));
-                let value_bytes_max = self.config.storage.value_bytes_max;
-                self.blocking(move |node| {
-                    for KeyedCell { key, cell } in &cells {
-                        validate_write(key, cell, value_bytes_max)?;
-                    }
-                    let mine = node
-                        .engine
-                        .scan_cells(bound(&start, false), bound(&end, true))
-                        .filter(|item| item.as_ref().map_or(true, |(key, _)| shared.contains(key)));
-                    let exchange = repair::exchange(cells, mine, REPLY_BYTES_MAX)?;
-                    let kept = exchange.keep.len() as u32;
-                    if kept > 0 {
-                        node.engine.write_batch(node.observe(exchange.keep))?;
-                    }
-                    Ok(Response::RepairCells {
-                        kept,
-                        cells: exchange.reply,
-                        resume: exchange.resume,
-                    })
-                })
-                .await
-            }
-            _ => {
-                return Response::Error {
-                    message: "internal: not a repair step".into(),
-                };
-            }
+            _ => Some("not a repair step".into()),
         };
+        if let Some(message) = problem {
+            return Response::Invalid { message };
+        }
+        let page_bytes_max = self.page_bytes_max();
+        let answer = self
+            .blocking(move |node| match request {
+                Request::RepairDigests { start, ranges } => {
+                    let mut differing = Vec::new();
+                    let mut range_start = start;
+                    for (index, range) in ranges.iter().enumerate() {
+                        let cells = node.shared_cells(&shared, &range_start, &range.end);
+                        if repair::range_differs(range, cells)? {
+                            differing.push(index as u32);
+                        }
+                        range_start = range.end.clone();
+                    }
+                    Ok(Response::RangesDiffering(differing))
+                }
+                Request::RepairRange {
+                    start,
+                    end,
+                    mut cells,
+                } => {
+                    // Keys this node does not replicate by its own ring (the
+                    // sender's may differ for a moment) are not taken.
+                    cells.retain(|cell| shared.contains(&cell.key));
+                    let mine = node.shared_cells(&shared, &start, &end);
+                    let exchange = repair::exchange(cells, mine, page_bytes_max)?;
+                    let kept = node.write_repaired(exchange.keep)?;
+                    Ok(Response::RepairCells {
+                        kept: kept as u32,
+                        cells: exchange.reply,
+                        more: exchange.more,
+                    })
+                }
+                _ => Ok(Response::Error {
+                    message: "internal: not a repair step".into(),
+                }),
+            })
+            .await;
         answer.unwrap_or_else(|e| Response::Error {
             message: e.to_string(),
         })
     }
 }
 
-/// Why a `RepairRange`'s cells cannot be merged, if they cannot: they must
-/// be sorted by key, without repeats, inside the range.
+/// Why a range (after `start`, up to `end`) is empty or reversed, if it is.
+fn check_range(start: &RangeEnd, end: &RangeEnd) -> Option<String> {
+    match (start, end) {
+        (Some(start), Some(end)) if start >= end => {
+            Some("a repair range must end after it starts".into())
+        }
+        _ => None,
+    }
+}
+
+/// Why a `RepairDigests` message cannot be answered, if it cannot: 1 to
+/// [`RANGES_PER_MESSAGE_MAX`] ranges whose ends rise after `start`, only the
+/// last open.
+fn check_digests(start: &RangeEnd, ranges: &[RangeDigest]) -> Option<String> {
+    if ranges.is_empty() || ranges.len() > RANGES_PER_MESSAGE_MAX {
+        return Some(format!(
+            "a repair digest message holds 1 to {RANGES_PER_MESSAGE_MAX} ranges, not {}",
+            ranges.len()
+        ));
+    }
+    let mut previous = start;
+    for (index, range) in ranges.iter().enumerate() {
+        if range.end.is_none() && index + 1 < ranges.len() {
+            return Some("only the last repair range may run to the end of the keys".into());
+        }
+        if let Some(problem) = check_range(previous, &range.end) {
+            return Some(problem);
+        }
+        previous = &range.end;
+    }
+    None
+}
+
+/// Why cells of a range cannot be merged, if they cannot: they must be
+/// sorted by key, without repeats, after `start` and up to `end`.
 fn check_range_cells(start: &RangeEnd, end: &RangeEnd, cells: &[KeyedCell]) -> Option<String> {
     let mut previous = start.as_deref();
     for KeyedCell { key, .. } in cells {
@@ -357,7 +450,6 @@ fn check_range_cells(start: &RangeEnd, end: &RangeEnd, cells: &[KeyedCell]) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Cell;
 
     fn cells(keys: &[&str]) -> Vec<KeyedCell> {
         keys.iter()
@@ -368,8 +460,16 @@ mod tests {
             .collect()
     }
 
-    fn key(key: &str) -> Option<Vec<u8>> {
+    fn key(key: &str) -> RangeEnd {
         Some(key.as_bytes().to_vec())
+    }
+
+    fn range(end: RangeEnd) -> RangeDigest {
+        RangeDigest {
+            end,
+            keys: 0,
+            hash: 0,
+        }
     }
 
     #[test]
@@ -392,5 +492,23 @@ mod tests {
                 "{start:?}..={end:?} {cells:?}"
             );
         }
+    }
+
+    #[test]
+    fn ranges_must_rise_and_only_the_last_may_be_open() {
+        assert_eq!(check_range(&None, &None), None);
+        assert_eq!(check_range(&key("a"), &key("b")), None);
+        assert!(check_range(&key("b"), &key("b")).is_some());
+        assert!(check_range(&key("c"), &key("b")).is_some());
+
+        assert_eq!(check_digests(&None, &[range(key("a")), range(None)]), None);
+        assert!(check_digests(&None, &[]).is_some());
+        assert!(check_digests(&None, &[range(None), range(key("a"))]).is_some());
+        assert!(check_digests(&key("b"), &[range(key("a"))]).is_some());
+        assert!(check_digests(&None, &[range(key("b")), range(key("a"))]).is_some());
+        let too_many: Vec<RangeDigest> = (0..=RANGES_PER_MESSAGE_MAX)
+            .map(|i| range(key(&format!("{i:04}"))))
+            .collect();
+        assert!(check_digests(&None, &too_many).is_some());
     }
 }

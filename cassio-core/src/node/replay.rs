@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::coordinate::keyed_cell_bytes;
 use super::shared::NodeShared;
 use crate::coordinator::Metrics;
 use crate::error::Result;
 use crate::net::Transport;
 use crate::proto::KeyedCell;
+use crate::proto::keyed_cell_bytes;
 use crate::types::NodeId;
 
 /// Hints sent per message.

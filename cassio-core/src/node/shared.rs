@@ -11,7 +11,6 @@ use parking_lot::Mutex;
 use super::background::Background;
 use super::config::NodeConfig;
 use super::coordinate::ReplicasCache;
-use super::coordinate::keyed_cell_bytes;
 use super::durable::write_durably;
 use super::hints::HintStore;
 use super::workers::current_thread_index;
@@ -19,6 +18,7 @@ use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Handler, Transport};
+use crate::proto::keyed_cell_bytes;
 use crate::proto::{ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role};
 use crate::storage::{Cell, CellValue, Clock, Engine, SyncMode};
 use crate::types::NodeId;
@@ -60,6 +60,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// The replica list batches share while the replication factor covers
     /// the ring.
     pub(super) replicas_cache: ReplicasCache,
+    /// Set while this node runs a repair it was asked for (one at a time).
+    pub(super) repair_running: std::sync::atomic::AtomicBool,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -90,6 +92,7 @@ impl<T: Transport> NodeShared<T> {
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
+            repair_running: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -299,7 +302,7 @@ fn replica_writes_answer(written: Result<()>) -> Response {
     }
 }
 
-fn unexpected(conn: &Connection, response: Response) -> Error {
+pub(super) fn unexpected(conn: &Connection, response: Response) -> Error {
     let message = match response {
         Response::Error { message } => message,
         other => format!("unexpected response {other:?}"),

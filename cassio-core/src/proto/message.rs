@@ -197,6 +197,16 @@ pub struct KeyedCellRef<'a> {
     pub cell: &'a Cell,
 }
 
+/// A generous estimate of one (key, cell)'s encoded size in a message, for
+/// keeping batches under a frame.
+pub fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
+    let value = match &cell.value {
+        crate::storage::CellValue::Value(v) => v.len(),
+        crate::storage::CellValue::Tombstone => 0,
+    };
+    key.len() + value + 64
+}
+
 /// A key and the cell to apply to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyedCell {
@@ -242,13 +252,12 @@ pub enum Response {
     RangesDiffering(Vec<u32>),
     /// Answer to `RepairRange`: how many of the sender's cells this node
     /// kept, and its own cells that supersede the sender's or that it
-    /// lacks; `resume` is set when the answer stopped early at that key
-    /// (ask again from after it).
+    /// lacks, in key order; `more` when the answer stopped early (ask again
+    /// from after its last key).
     RepairCells {
         kept: u32,
         cells: Vec<KeyedCell>,
-        #[serde(with = "serde_bytes")]
-        resume: Option<Vec<u8>>,
+        more: bool,
     },
 }
 

@@ -12,5 +12,5 @@ pub use codec::{
 pub use message::{
     ClusterStatus, Frame, Hello, HelloReply, KeyedCell, KeyedCellRef, MAGIC, MemberStatus,
     PROTOCOL_VERSION, ReplicaRequest, Request, RequestFrame, Response, Role, Topology,
-    TopologyMember,
+    TopologyMember, keyed_cell_bytes,
 };

@@ -29,8 +29,8 @@ use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
-use crate::proto::{KeyedCell, ReplicaRequest, Request, Response};
-use crate::storage::{Cell, CellValue};
+use crate::proto::{KeyedCell, ReplicaRequest, Request, Response, keyed_cell_bytes};
+use crate::storage::Cell;
 use crate::types::NodeId;
 
 /// Responses awaited from remote replicas: a handful at most (one per
@@ -110,15 +110,6 @@ struct Group {
 
 /// Room kept in a frame for the headers around a batch.
 const FRAME_MARGIN_BYTES: usize = 4096;
-
-/// A generous estimate of one (key, cell)'s encoded size in a message.
-pub(super) fn keyed_cell_bytes(key: &[u8], cell: &Cell) -> usize {
-    let value = match &cell.value {
-        CellValue::Value(v) => v.len(),
-        CellValue::Tombstone => 0,
-    };
-    key.len() + value + 64
-}
 
 /// How long a batch may reuse the replica list an earlier batch computed,
 /// when every key has the same replicas. Membership and liveness change in
