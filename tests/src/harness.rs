@@ -156,25 +156,28 @@ impl TestClient {
 
     /// Reads one replica's stored cell directly (as a peer would).
     pub fn replica_cell(addr: SocketAddr, key: &[u8]) -> Option<cassio_core::storage::Cell> {
+        let request = Request::ReplicaReads(vec![key.to_vec().into()]);
+        match TestClient::peer_request(addr, "test-probe", request) {
+            Response::ReplicaCells(mut cells) if cells.len() == 1 => cells.pop().flatten(),
+            other => panic!("replica read: {other:?}"),
+        }
+    }
+
+    /// Sends one request on a new connection that says it is the peer
+    /// `as_node`.
+    pub fn peer_request(addr: SocketAddr, as_node: &str, request: Request) -> Response {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let hello = Hello::new("cassio", Role::Peer, Some("test-probe".into()));
+            let hello = Hello::new("cassio", Role::Peer, Some(as_node.into()));
             let conn = Connection::open(&Tcp, addr, hello, 32 << 20, Duration::from_secs(5))
                 .await
                 .expect("connect");
-            match conn
-                .request(
-                    Request::ReplicaReads(vec![key.to_vec().into()]),
-                    Duration::from_secs(5),
-                )
+            conn.request(request, Duration::from_secs(5))
                 .await
-            {
-                Ok(Response::ReplicaCells(mut cells)) if cells.len() == 1 => cells.pop().flatten(),
-                other => panic!("replica read: {other:?}"),
-            }
+                .expect("peer request")
         })
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cassio_core::NodeHandle;
 use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
-use cassio_core::coordinator::repair::RepairSummary;
+use cassio_core::coordinator::repair::{RangeDigest, RepairSummary};
 use cassio_core::proto::{KeyedCell, Request, Response};
 use cassio_core::ring::Ring;
 use cassio_core::storage::Cell;
@@ -181,6 +181,68 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
         "{refused:?}"
     );
     assert_eq!(held(&nodes[1], 1), Some(b"newest".to_vec()));
+
+    // A peer's malformed steps get a clear refusal; the node keeps serving.
+    let as_n1 = |request| TestClient::peer_request(nodes[0].native_addr(), "n1", request);
+    let bad = |key: &str| Some(key.as_bytes().to_vec());
+    let digest = |end| RangeDigest {
+        end,
+        keys: 0,
+        hash: 0,
+    };
+    let malformed = [
+        Request::RepairRange {
+            start: bad("b"),
+            end: bad("a"),
+            cells: vec![],
+        },
+        Request::RepairRange {
+            start: None,
+            end: None,
+            cells: vec![
+                KeyedCell {
+                    key: key(2),
+                    cell: Cell::value("x", 1),
+                },
+                KeyedCell {
+                    key: key(1),
+                    cell: Cell::value("x", 1),
+                },
+            ],
+        },
+        Request::RepairDigests {
+            start: bad("b"),
+            ranges: vec![digest(bad("a"))],
+        },
+        Request::RepairDigests {
+            start: None,
+            ranges: vec![digest(None), digest(bad("a"))],
+        },
+        Request::RepairDigests {
+            start: None,
+            ranges: vec![],
+        },
+    ];
+    for request in malformed {
+        let answer = as_n1(request.clone());
+        assert!(
+            matches!(answer, Response::Invalid { .. }),
+            "{request:?}: {answer:?}"
+        );
+    }
+    let stranger = TestClient::peer_request(
+        nodes[0].native_addr(),
+        "stranger",
+        Request::RepairDigests {
+            start: None,
+            ranges: vec![digest(None)],
+        },
+    );
+    assert!(
+        matches!(&stranger, Response::Invalid { message } if message.contains("in this node's ring")),
+        "{stranger:?}"
+    );
+    assert_eq!(client.value(&key(1), All), Some(b"newest".to_vec()));
     for node in nodes {
         node.shutdown().unwrap();
     }
