@@ -188,12 +188,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "repaired {} against {} peer(s) ({} down, skipped): {} range(s) compared, {} differed; {} cell(s) sent, {} received",
+                    "repaired {} against {} peer(s) ({} down, skipped): {} range(s) compared, {} differed; {} page(s) swapped, {} cell(s) sent, {} received",
                     cli.host,
                     summary.peers,
                     summary.peers_down,
                     summary.ranges,
                     summary.ranges_differing,
+                    summary.pages,
                     summary.cells_sent,
                     summary.cells_received
                 );
