@@ -2,7 +2,8 @@
 //! handoff off so only repair can heal): a replica that was down while
 //! values were overwritten, deleted and added gets every change from one
 //! `Repair`, whichever side starts it; a second repair finds nothing to do;
-//! with RF 2 of 3 a node receives only the keys it is a replica of.
+//! with RF 2 of 3 a node receives only the keys it is a replica of; with
+//! `repair_interval_ms` the nodes heal it on their own.
 
 use std::time::Duration;
 
@@ -322,6 +323,30 @@ fn an_answer_larger_than_one_message_comes_in_parts() {
     for i in 0..6 {
         assert_eq!(held(&nodes[1], i), Some(big(i)), "key {i}");
     }
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn scheduled_repair_heals_a_replica_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let often = |config: &mut NodeConfig| {
+        no_hints(config);
+        config.repair_interval_ms = 500;
+    };
+    let mut nodes = start_cluster(3, dir.path(), often);
+    with_node_down(&mut nodes, 2, dir.path(), often, |client| {
+        for i in 0..200 {
+            written(client.put(&key(i), format!("v{i}").as_bytes(), Quorum));
+        }
+    });
+    // Hints are off and nothing reads: only a repair can bring these.
+    wait_for(Duration::from_secs(15), "n2 repaired on schedule", || {
+        (0..200)
+            .step_by(19)
+            .all(|i| held(&nodes[2], i) == Some(format!("v{i}").into_bytes()))
+    });
     for node in nodes {
         node.shutdown().unwrap();
     }

@@ -58,6 +58,12 @@ pub struct NodeConfig {
     pub hint_window_ms: u64,
     /// Hints kept at most (bytes on disk); beyond it new hints are dropped.
     pub hints_bytes_max: u64,
+    /// Each node repairs against its live peers this often (anti-entropy,
+    /// as `cassio repair`), first at a random time in the second half of
+    /// the first interval so that nodes do not all start at once; 0 turns
+    /// it off. Keep it under `storage.gc_grace_ms`: a replica that missed a
+    /// delete must get the tombstone before compaction may purge it.
+    pub repair_interval_ms: u64,
     /// Threads serving Redis-protocol connections, each with its own
     /// runtime (`--client-threads`); 0 serves them on the node's own thread.
     /// Default: one per core, at most 8.
@@ -90,6 +96,7 @@ impl Default for NodeConfig {
             hinted_handoff: true,
             hint_window_ms: 3 * 60 * 60 * 1000,
             hints_bytes_max: 256 * 1024 * 1024,
+            repair_interval_ms: 24 * 60 * 60 * 1000,
             client_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             storage: StorageConfig::default(),
         }

@@ -1,5 +1,6 @@
 //! Anti-entropy repair on a node (the steps are in `coordinator/repair.rs`).
-//! A client's `Repair` makes this node compare the keys it shares with each
+//! A client's `Repair`, or the node's own schedule (`repair_interval_ms`,
+//! [`RepairSchedule`]), makes this node compare the keys it shares with each
 //! live peer, one peer after the other, and swap what differs; a peer's
 //! `RepairDigests` and `RepairRange` are answered here, after checking them
 //! as any input from the network. Storage scans and placement run on
@@ -11,6 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rand::Rng;
+
+use super::config::NodeConfig;
 use super::shared::{NodeShared, unexpected};
 use crate::coordinator::repair::{self, RangeDigest, RepairSummary};
 use crate::error::{Error, Result};
@@ -58,6 +62,60 @@ fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
         (None, _) => Bound::Unbounded,
         (Some(key), true) => Bound::Included(key),
         (Some(key), false) => Bound::Excluded(key),
+    }
+}
+
+/// When this node repairs on its own (`repair_interval_ms`), and the
+/// repair running now.
+pub(super) struct RepairSchedule {
+    interval_ms: u64,
+    next_ms: Option<u64>,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RepairSchedule {
+    /// The first repair falls at a random time in the second half of the
+    /// first interval, so that nodes started together spread out.
+    pub(super) fn new(config: &NodeConfig, now_ms: u64, rng: &mut impl Rng) -> RepairSchedule {
+        let interval_ms = config.repair_interval_ms;
+        if interval_ms > 0 && interval_ms >= config.storage.gc_grace_ms {
+            tracing::warn!(
+                repair_interval_ms = interval_ms,
+                gc_grace_ms = config.storage.gc_grace_ms,
+                "scheduled repair is not shorter than gc_grace: a replica that missed a delete may get its value back"
+            );
+        }
+        let half = interval_ms / 2;
+        RepairSchedule {
+            interval_ms,
+            next_ms: (interval_ms > 0)
+                .then(|| now_ms + half + rng.random_range(0..=interval_ms - half)),
+            running: None,
+        }
+    }
+
+    /// Starts a repair in the background if one is due.
+    pub(super) fn start_if_due<T: Transport>(&mut self, node: &Arc<NodeShared<T>>) {
+        let now_ms = node.now_ms();
+        if self.next_ms.is_none_or(|due| now_ms < due) {
+            return;
+        }
+        self.next_ms = Some(now_ms + self.interval_ms);
+        let node = node.clone();
+        self.running = Some(tokio::spawn(async move {
+            if let answer @ (Response::Error { .. } | Response::Invalid { .. }) =
+                node.anti_entropy_repair().await
+            {
+                tracing::warn!(?answer, "scheduled repair did not complete");
+            }
+        }));
+    }
+
+    /// Stops a repair still running (the node is stopping).
+    pub(super) fn stop(self) {
+        if let Some(running) = self.running {
+            running.abort();
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::config::NodeConfig;
 use super::hints::HintStore;
 use super::peers_file;
+use super::repair::RepairSchedule;
 use super::shared::NodeShared;
 use super::workers::ClientThreads;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
@@ -197,6 +198,7 @@ pub(crate) async fn run_node<T: Transport>(
     let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
     // Each peer's last seen liveness, to log changes.
     let mut peers_up = std::collections::BTreeMap::new();
+    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), &mut rng);
     loop {
         tokio::select! {
             biased;
@@ -238,6 +240,7 @@ pub(crate) async fn run_node<T: Transport>(
             shared.joined.send_replace(true);
         }
         shared.replay_hints();
+        repairs.start_if_due(&shared);
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);
         for (addr, syn) in rounds {
             let shared = shared.clone();
@@ -250,6 +253,7 @@ pub(crate) async fn run_node<T: Transport>(
         }
     }
     server.abort();
+    repairs.stop();
     if let Some(resp) = resp_server {
         resp.abort();
     }
