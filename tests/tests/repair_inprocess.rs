@@ -3,7 +3,8 @@
 //! values were overwritten, deleted and added gets every change from one
 //! `Repair`, whichever side starts it; a second repair finds nothing to do;
 //! with RF 2 of 3 a node receives only the keys it is a replica of; with
-//! `repair_interval_ms` the nodes heal it on their own.
+//! `repair_interval_ms` the nodes heal it on their own; a new node gets
+//! the keys it replicates as soon as it joins.
 
 use std::time::Duration;
 
@@ -63,6 +64,21 @@ fn with_node_down(
             members.len() == nodes.len() && members.iter().all(|m| m.up)
         },
     );
+}
+
+/// The ring as `node` places keys.
+fn ring_seen_by(node: &NodeHandle) -> Ring {
+    let topology = match TestClient::connect(node.native_addr()).request(Request::Topology) {
+        Response::Topology(topology) => topology,
+        other => panic!("topology: {other:?}"),
+    };
+    Ring::new(
+        topology
+            .members
+            .iter()
+            .filter(|m| m.owns_data)
+            .map(|m| (m.node.clone(), &m.vnodes[..])),
+    )
 }
 
 /// The value `node` holds for key `i`, or `None` for no cell or a tombstone.
@@ -262,17 +278,7 @@ fn repair_with_rf_2_moves_only_the_keys_a_node_replicates() {
             written(client.put(&key(i), format!("v{i}").as_bytes(), One));
         }
     });
-    let topology = match TestClient::connect(nodes[0].native_addr()).request(Request::Topology) {
-        Response::Topology(topology) => topology,
-        other => panic!("topology: {other:?}"),
-    };
-    let ring = Ring::new(
-        topology
-            .members
-            .iter()
-            .filter(|m| m.owns_data)
-            .map(|m| (m.node.clone(), &m.vnodes[..])),
-    );
+    let ring = ring_seen_by(&nodes[0]);
     let n2 = nodes[2].node_id().clone();
     let replicated_by_n2 = |i: u32| ring.replica_set(&key(i), 2).contains(&&n2);
     let expected_count = (0..600).filter(|&i| replicated_by_n2(i)).count() as u64;
@@ -347,6 +353,48 @@ fn scheduled_repair_heals_a_replica_without_being_asked() {
             .step_by(19)
             .all(|i| held(&nodes[2], i) == Some(format!("v{i}").into_bytes()))
     });
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_new_node_gets_its_keys_by_repair_when_it_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(3, dir.path(), no_hints);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..400 {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+    }
+    let mut config = node_config("n3", dir.path(), vec![nodes[0].native_addr()]);
+    no_hints(&mut config);
+    nodes.push(Node::start(config).unwrap());
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_until_all_see(&all, &nodes[3], Duration::from_secs(10));
+    let ring = ring_seen_by(&nodes[0]);
+    assert_eq!(ring.nodes().len(), 4);
+    let n3 = nodes[3].node_id().clone();
+    let mine: Vec<u32> = (0..400)
+        .filter(|&i| ring.replica_set(&key(i), 3).contains(&&n3))
+        .collect();
+    assert!(
+        mine.len() > 100 && mine.len() < 400,
+        "{} of 400 on n3",
+        mine.len()
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "n3 to hold the keys it replicates",
+        || {
+            mine.iter()
+                .step_by(7)
+                .all(|&i| held(&nodes[3], i) == Some(format!("v{i}").into_bytes()))
+        },
+    );
+    let others = (0..400).filter(|i| !mine.contains(i)).step_by(7);
+    for i in others {
+        assert_eq!(held(&nodes[3], i), None, "key {i} is not n3's");
+    }
     for node in nodes {
         node.shutdown().unwrap();
     }

@@ -65,18 +65,39 @@ fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
     }
 }
 
-/// When this node repairs on its own (`repair_interval_ms`), and the
-/// repair running now.
+/// A joining node that has not seen every peer UP repairs with those it
+/// sees after this many gossip intervals.
+const JOIN_REPAIR_WAIT_INTERVALS: u64 = 30;
+
+/// A joining node's repair is tried again after this many gossip intervals
+/// while a peer was down or refused (it may not know the new node yet), at
+/// most [`JOIN_REPAIR_ATTEMPTS`] times.
+const JOIN_REPAIR_RETRY_INTERVALS: u64 = 10;
+const JOIN_REPAIR_ATTEMPTS: u32 = 10;
+
+/// When this node repairs on its own (`repair_interval_ms`, and once on
+/// joining), and the repair running now.
 pub(super) struct RepairSchedule {
     interval_ms: u64,
     next_ms: Option<u64>,
-    running: Option<tokio::task::JoinHandle<()>>,
+    /// A joining node's first repair: due once every peer is UP, or at
+    /// this time with those that are.
+    join_by_ms: Option<u64>,
+    gossip_interval_ms: u64,
+    running: tokio::task::JoinSet<()>,
 }
 
 impl RepairSchedule {
-    /// The first repair falls at a random time in the second half of the
-    /// first interval, so that nodes started together spread out.
-    pub(super) fn new(config: &NodeConfig, now_ms: u64, rng: &mut impl Rng) -> RepairSchedule {
+    /// The first scheduled repair falls at a random time in the second half
+    /// of the first interval, so that nodes started together spread out. A
+    /// `joining` node (new, given seeds) also repairs as soon as it sees its
+    /// peers: that is how it gets the data it now replicates.
+    pub(super) fn new(
+        config: &NodeConfig,
+        now_ms: u64,
+        joining: bool,
+        rng: &mut impl Rng,
+    ) -> RepairSchedule {
         let interval_ms = config.repair_interval_ms;
         if interval_ms > 0 && interval_ms >= config.storage.gc_grace_ms {
             tracing::warn!(
@@ -90,35 +111,58 @@ impl RepairSchedule {
             interval_ms,
             next_ms: (interval_ms > 0)
                 .then(|| now_ms + half + rng.random_range(0..=interval_ms - half)),
-            running: None,
+            join_by_ms: joining
+                .then(|| now_ms + JOIN_REPAIR_WAIT_INTERVALS * config.gossip_interval_ms),
+            gossip_interval_ms: config.gossip_interval_ms,
+            running: tokio::task::JoinSet::new(),
         }
     }
 
     /// Starts a repair in the background if one is due.
     pub(super) fn start_if_due<T: Transport>(&mut self, node: &Arc<NodeShared<T>>) {
+        while self.running.try_join_next().is_some() {}
         let now_ms = node.now_ms();
-        if self.next_ms.is_none_or(|due| now_ms < due) {
-            return;
-        }
-        self.next_ms = Some(now_ms + self.interval_ms);
+        let join_due = self.join_by_ms.is_some_and(|by_ms| {
+            let members = node.members();
+            now_ms >= by_ms || (members.len() > 1 && members.iter().all(|m| m.up))
+        });
         let node = node.clone();
-        self.running = Some(tokio::spawn(async move {
-            if let answer @ (Response::Error { .. } | Response::Invalid { .. }) =
-                node.anti_entropy_repair().await
-            {
-                tracing::warn!(?answer, "scheduled repair did not complete");
-            }
-        }));
+        if join_due {
+            self.join_by_ms = None;
+            let retry =
+                Duration::from_millis(JOIN_REPAIR_RETRY_INTERVALS * self.gossip_interval_ms);
+            self.running.spawn(async move {
+                tracing::info!("joined: repairing from peers to get this node's data");
+                for attempt in 1..=JOIN_REPAIR_ATTEMPTS {
+                    match node.anti_entropy_repair().await {
+                        Response::Repaired(summary) if summary.peers_down == 0 => return,
+                        answer => {
+                            tracing::info!(attempt, ?answer, "joining repair to be tried again")
+                        }
+                    }
+                    tokio::time::sleep(retry).await;
+                }
+                tracing::warn!(
+                    "joining repair did not reach every peer; the scheduled repair will"
+                );
+            });
+        } else if self.next_ms.is_some_and(|due| now_ms >= due) {
+            self.next_ms = Some(now_ms + self.interval_ms);
+            self.running.spawn(async move {
+                if let answer @ (Response::Error { .. } | Response::Invalid { .. }) =
+                    node.anti_entropy_repair().await
+                {
+                    tracing::warn!(?answer, "scheduled repair did not complete");
+                }
+            });
+        }
     }
 
-    /// Stops a repair still running (the node is stopping).
-    pub(super) fn stop(self) {
-        if let Some(running) = self.running {
-            running.abort();
-        }
+    /// Stops the repairs still running (the node is stopping).
+    pub(super) fn stop(mut self) {
+        self.running.abort_all();
     }
 }
-
 /// Clears its flag when dropped.
 struct ClearOnDrop<'a>(&'a AtomicBool);
 
@@ -215,11 +259,16 @@ impl<T: Transport> NodeShared<T> {
             .filter(move |item| item.as_ref().map_or(true, |(key, _)| shared.contains(key)))
     }
 
-    /// Runs `work` on a blocking thread (it scans storage or places keys).
+    /// Runs `work` on a blocking thread (it scans storage or places keys),
+    /// or right here when storage runs without threads of its own (the
+    /// deterministic mode of simulation tests).
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&NodeShared<T>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
+        if !self.config.storage.background_threads {
+            return work(self);
+        }
         let node = self.clone();
         tokio::task::spawn_blocking(move || work(&node))
             .await

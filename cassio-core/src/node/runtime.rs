@@ -198,7 +198,10 @@ pub(crate) async fn run_node<T: Transport>(
     let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
     // Each peer's last seen liveness, to log changes.
     let mut peers_up = std::collections::BTreeMap::new();
-    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), &mut rng);
+    // A node with no peers on record that was given seeds joins a cluster
+    // that may hold data: it repairs from its peers as soon as it sees them.
+    let joining = !ring_on_disk && config.seeds.iter().any(|seed| *seed != config.listen);
+    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), joining, &mut rng);
     loop {
         tokio::select! {
             biased;
