@@ -26,7 +26,8 @@ pub fn node_config(name: &str, dir: &Path, seeds: Vec<SocketAddr>) -> NodeConfig
     }
 }
 
-/// Starts `n` nodes (`n0` is everyone's seed) and waits until all see all UP.
+/// Starts `n` nodes (`n0` is everyone's seed) and waits until all see all UP
+/// and each has run its first repair.
 pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<NodeHandle> {
     let mut first = node_config("n0", dir, vec![]);
     tweak(&mut first);
@@ -44,6 +45,23 @@ pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> V
             members.len() == n && members.iter().all(|m| m.up)
         })
     });
+    if n > 1 {
+        // Each new node repairs from its peers once it sees them; tests
+        // that stop a node to make it stale start after those repairs.
+        wait_for(
+            Duration::from_secs(10),
+            "every new node's first repair",
+            || {
+                nodes.iter().all(|node| {
+                    TestClient::connect(node.native_addr())
+                        .status()
+                        .metrics
+                        .repairs
+                        >= 1
+                })
+            },
+        );
+    }
     nodes
 }
 

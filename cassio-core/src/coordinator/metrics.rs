@@ -17,6 +17,8 @@ pub struct Metrics {
     pub hints_expired: AtomicU64,
     pub hints_dropped: AtomicU64,
     pub read_repairs: AtomicU64,
+    /// Anti-entropy repairs this node ran to the end, with every live peer.
+    pub repairs: AtomicU64,
 }
 
 /// A copy of [`Metrics`] for the wire.
@@ -32,6 +34,7 @@ pub struct MetricsSnapshot {
     pub hints_expired: u64,
     pub hints_dropped: u64,
     pub read_repairs: u64,
+    pub repairs: u64,
 }
 
 impl Metrics {
@@ -52,6 +55,7 @@ impl Metrics {
             hints_expired: get(&self.hints_expired),
             hints_dropped: get(&self.hints_dropped),
             read_repairs: get(&self.read_repairs),
+            repairs: get(&self.repairs),
         }
     }
 }

@@ -10,6 +10,7 @@ mod durable;
 mod hints;
 mod peers_file;
 mod repair;
+mod repair_schedule;
 mod replay;
 mod runtime;
 pub(crate) mod shared;

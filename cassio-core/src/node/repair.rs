@@ -1,6 +1,6 @@
 //! Anti-entropy repair on a node (the steps are in `coordinator/repair.rs`).
-//! A client's `Repair`, or the node's own schedule (`repair_interval_ms`,
-//! [`RepairSchedule`]), makes this node compare the keys it shares with each
+//! A client's `Repair`, or the node's own schedule (`repair_schedule.rs`),
+//! makes this node compare the keys it shares with each
 //! live peer, one peer after the other, and swap what differs; a peer's
 //! `RepairDigests` and `RepairRange` are answered here, after checking them
 //! as any input from the network. Storage scans and placement run on
@@ -12,10 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
-
-use super::config::NodeConfig;
 use super::shared::{NodeShared, unexpected};
+use crate::coordinator::Metrics;
 use crate::coordinator::repair::{self, RangeDigest, RepairSummary};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Transport};
@@ -65,104 +63,6 @@ fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
     }
 }
 
-/// A joining node that has not seen every peer UP repairs with those it
-/// sees after this many gossip intervals.
-const JOIN_REPAIR_WAIT_INTERVALS: u64 = 30;
-
-/// A joining node's repair is tried again after this many gossip intervals
-/// while a peer was down or refused (it may not know the new node yet), at
-/// most [`JOIN_REPAIR_ATTEMPTS`] times.
-const JOIN_REPAIR_RETRY_INTERVALS: u64 = 10;
-const JOIN_REPAIR_ATTEMPTS: u32 = 10;
-
-/// When this node repairs on its own (`repair_interval_ms`, and once on
-/// joining), and the repair running now.
-pub(super) struct RepairSchedule {
-    interval_ms: u64,
-    next_ms: Option<u64>,
-    /// A joining node's first repair: due once every peer is UP, or at
-    /// this time with those that are.
-    join_by_ms: Option<u64>,
-    gossip_interval_ms: u64,
-    running: tokio::task::JoinSet<()>,
-}
-
-impl RepairSchedule {
-    /// The first scheduled repair falls at a random time in the second half
-    /// of the first interval, so that nodes started together spread out. A
-    /// `joining` node (new, given seeds) also repairs as soon as it sees its
-    /// peers: that is how it gets the data it now replicates.
-    pub(super) fn new(
-        config: &NodeConfig,
-        now_ms: u64,
-        joining: bool,
-        rng: &mut impl Rng,
-    ) -> RepairSchedule {
-        let interval_ms = config.repair_interval_ms;
-        if interval_ms > 0 && interval_ms >= config.storage.gc_grace_ms {
-            tracing::warn!(
-                repair_interval_ms = interval_ms,
-                gc_grace_ms = config.storage.gc_grace_ms,
-                "scheduled repair is not shorter than gc_grace: a replica that missed a delete may get its value back"
-            );
-        }
-        let half = interval_ms / 2;
-        RepairSchedule {
-            interval_ms,
-            next_ms: (interval_ms > 0)
-                .then(|| now_ms + half + rng.random_range(0..=interval_ms - half)),
-            join_by_ms: joining
-                .then(|| now_ms + JOIN_REPAIR_WAIT_INTERVALS * config.gossip_interval_ms),
-            gossip_interval_ms: config.gossip_interval_ms,
-            running: tokio::task::JoinSet::new(),
-        }
-    }
-
-    /// Starts a repair in the background if one is due.
-    pub(super) fn start_if_due<T: Transport>(&mut self, node: &Arc<NodeShared<T>>) {
-        while self.running.try_join_next().is_some() {}
-        let now_ms = node.now_ms();
-        let join_due = self.join_by_ms.is_some_and(|by_ms| {
-            let members = node.members();
-            now_ms >= by_ms || (members.len() > 1 && members.iter().all(|m| m.up))
-        });
-        let node = node.clone();
-        if join_due {
-            self.join_by_ms = None;
-            let retry =
-                Duration::from_millis(JOIN_REPAIR_RETRY_INTERVALS * self.gossip_interval_ms);
-            self.running.spawn(async move {
-                tracing::info!("joined: repairing from peers to get this node's data");
-                for attempt in 1..=JOIN_REPAIR_ATTEMPTS {
-                    match node.anti_entropy_repair().await {
-                        Response::Repaired(summary) if summary.peers_down == 0 => return,
-                        answer => {
-                            tracing::info!(attempt, ?answer, "joining repair to be tried again")
-                        }
-                    }
-                    tokio::time::sleep(retry).await;
-                }
-                tracing::warn!(
-                    "joining repair did not reach every peer; the scheduled repair will"
-                );
-            });
-        } else if self.next_ms.is_some_and(|due| now_ms >= due) {
-            self.next_ms = Some(now_ms + self.interval_ms);
-            self.running.spawn(async move {
-                if let answer @ (Response::Error { .. } | Response::Invalid { .. }) =
-                    node.anti_entropy_repair().await
-                {
-                    tracing::warn!(?answer, "scheduled repair did not complete");
-                }
-            });
-        }
-    }
-
-    /// Stops the repairs still running (the node is stopping).
-    pub(super) fn stop(mut self) {
-        self.running.abort_all();
-    }
-}
 /// Clears its flag when dropped.
 struct ClearOnDrop<'a>(&'a AtomicBool);
 
@@ -224,6 +124,7 @@ impl<T: Transport> NodeShared<T> {
         }
         tracing::info!(?summary, failed = failed.len(), "repair done");
         if failed.is_empty() {
+            Metrics::add(&self.metrics.repairs, 1);
             Response::Repaired(summary)
         } else {
             Response::Error {
@@ -249,14 +150,20 @@ impl<T: Transport> NodeShared<T> {
     /// This node's cells of keys shared with a peer, after `start` up to
     /// `end` (inclusive), in key order.
     fn shared_cells<'a>(
-        &self,
+        &'a self,
         shared: &'a SharedKeys,
         start: &RangeEnd,
         end: &RangeEnd,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Cell)>> + 'a {
+        let stopping = &self.repair_stopping;
         self.engine
             .scan_cells(bound(start, false), bound(end, true))
             .filter(move |item| item.as_ref().map_or(true, |(key, _)| shared.contains(key)))
+            .map(move |item| match stopping.load(Ordering::Acquire) {
+                // The node is stopping: a long scan ends at the next key.
+                true => Err(Error::Closed),
+                false => item,
+            })
     }
 
     /// Runs `work` on a blocking thread (it scans storage or places keys),
@@ -345,16 +252,21 @@ impl<T: Transport> NodeShared<T> {
                 Response::RangesDiffering(indexes) => indexes,
                 other => return Err(unexpected(conn, other)),
             };
+            let mut previous = None;
             for index in indexes {
                 let index = index as usize;
-                let range_start = match index {
-                    0 => start.clone(),
-                    _ => chunk[index - 1].end.clone(),
+                if chunk.get(index).is_none() || previous.is_some_and(|p| index <= p) {
+                    return Err(refused(
+                        conn,
+                        "range indexes must rise and stay in the message",
+                    ));
+                }
+                previous = Some(index);
+                let range_start = match index.checked_sub(1) {
+                    None => start.clone(),
+                    Some(before) => chunk[before].end.clone(),
                 };
-                let Some(range) = chunk.get(index) else {
-                    return Err(refused(conn, "a range index past the message"));
-                };
-                differing.push((range_start, range.end.clone()));
+                differing.push((range_start, chunk[index].end.clone()));
             }
             start = chunk.last().and_then(|range| range.end.clone());
             rest = after;
@@ -428,6 +340,9 @@ impl<T: Transport> NodeShared<T> {
     /// sent them compared them with this node's); a write racing the repair
     /// still wins on every read by last-write-wins. How many.
     fn write_repaired(&self, cells: Vec<KeyedCell>) -> Result<usize> {
+        if self.repair_stopping.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let count = cells.len();
         if count > 0 {
             self.engine.write_batch(self.observe(cells))?;

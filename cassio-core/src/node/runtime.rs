@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::config::NodeConfig;
 use super::hints::HintStore;
 use super::peers_file;
-use super::repair::RepairSchedule;
+use super::repair_schedule::RepairSchedule;
 use super::shared::NodeShared;
 use super::workers::ClientThreads;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
@@ -198,10 +198,9 @@ pub(crate) async fn run_node<T: Transport>(
     let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
     // Each peer's last seen liveness, to log changes.
     let mut peers_up = std::collections::BTreeMap::new();
-    // A node with no peers on record that was given seeds joins a cluster
-    // that may hold data: it repairs from its peers as soon as it sees them.
-    let joining = !ring_on_disk && config.seeds.iter().any(|seed| *seed != config.listen);
-    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), joining, &mut rng);
+    let stats = shared.engine.stats();
+    let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
+    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), storage_empty, &mut rng);
     loop {
         tokio::select! {
             biased;
@@ -256,7 +255,7 @@ pub(crate) async fn run_node<T: Transport>(
         }
     }
     server.abort();
-    repairs.stop();
+    repairs.stop(&shared);
     if let Some(resp) = resp_server {
         resp.abort();
     }

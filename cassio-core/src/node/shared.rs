@@ -62,6 +62,8 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(super) replicas_cache: ReplicasCache,
     /// Set while this node runs a repair it was asked for (one at a time).
     pub(super) repair_running: std::sync::atomic::AtomicBool,
+    /// Set when the node stops: repair scans and writes end early.
+    pub(super) repair_stopping: std::sync::atomic::AtomicBool,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -93,6 +95,7 @@ impl<T: Transport> NodeShared<T> {
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
+            repair_stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

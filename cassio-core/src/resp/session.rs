@@ -263,7 +263,7 @@ impl<T: Transport> NodeShared<T> {
         section(
             "Stats",
             format!(
-                "reads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\n",
+                "reads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\nrepairs:{}\r\n",
                 m.reads,
                 m.writes,
                 m.unavailable,
@@ -273,7 +273,8 @@ impl<T: Transport> NodeShared<T> {
                 m.hints_replayed,
                 m.hints_expired,
                 m.hints_dropped,
-                m.read_repairs
+                m.read_repairs,
+                m.repairs
             ),
         );
         out
