@@ -207,6 +207,7 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
         keys: 0,
         hash: 0,
     };
+    let placement = ring_seen_by(&nodes[0]).fingerprint(3);
     let malformed = [
         Request::RepairRange {
             start: bad("b"),
@@ -230,16 +231,37 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
         Request::RepairDigests {
             start: bad("b"),
             ranges: vec![digest(bad("a"))],
+            placement,
         },
         Request::RepairDigests {
             start: None,
             ranges: vec![digest(None), digest(bad("a"))],
+            placement,
         },
         Request::RepairDigests {
             start: None,
             ranges: vec![],
+            placement,
         },
     ];
+    let elsewhere = as_n1(Request::RepairDigests {
+        start: None,
+        ranges: vec![digest(None)],
+        placement: placement ^ 1,
+    });
+    assert!(
+        matches!(&elsewhere, Response::Invalid { message } if message.contains("place keys differently")),
+        "{elsewhere:?}"
+    );
+    let well_formed = Request::RepairDigests {
+        start: None,
+        ranges: vec![digest(None)],
+        placement,
+    };
+    assert!(
+        matches!(as_n1(well_formed), Response::RangesDiffering(_)),
+        "the same step, well formed, is answered"
+    );
     for request in malformed {
         let answer = as_n1(request.clone());
         assert!(
@@ -253,6 +275,7 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
         Request::RepairDigests {
             start: None,
             ranges: vec![digest(None)],
+            placement,
         },
     );
     assert!(

@@ -138,11 +138,13 @@ pub enum Request {
     Repair,
     /// Peers only, repair step 1: the hashes of the ranges of keys the
     /// sender and this node both replicate, from after `start` (`None`: the
-    /// start of the key space); answered by [`Response::RangesDiffering`].
+    /// start of the key space), and the fingerprint of the placement the
+    /// sender cut them by; answered by [`Response::RangesDiffering`].
     RepairDigests {
         #[serde(with = "serde_bytes")]
         start: Option<Vec<u8>>,
         ranges: Vec<RangeDigest>,
+        placement: u64,
     },
     /// Peers only, repair step 2: the sender's cells of the keys both
     /// replicate, after `start` up to `end` (inclusive; `None`: the end of

@@ -44,6 +44,28 @@ impl Ring {
         ring
     }
 
+    /// A hash of the whole ring (nodes and their vnode vectors) and the
+    /// replication factor: two nodes with the same fingerprint give every
+    /// key the same replicas.
+    pub fn fingerprint(&self, replication_factor: usize) -> u64 {
+        use std::hash::Hasher;
+        let mut h = fnv::FnvHasher::default();
+        h.write_u64(replication_factor as u64);
+        for node in &self.nodes {
+            h.write(node.as_str().as_bytes());
+            h.write_u8(0);
+        }
+        for owner in &self.vnode_node {
+            h.write_u32(*owner);
+        }
+        for dimension in &self.coordinates {
+            for coordinate in dimension {
+                h.write_u32(coordinate.to_bits());
+            }
+        }
+        h.finish()
+    }
+
     /// Nodes in ring order.
     pub fn nodes(&self) -> &[NodeId] {
         &self.nodes
@@ -172,6 +194,33 @@ mod tests {
         let mut v = [0.0; DIMENSIONS];
         v[d] = sign;
         v
+    }
+
+    #[test]
+    fn fingerprint_is_placement_not_input_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let a = random_vnode_vectors(8, &mut rng);
+        let b = random_vnode_vectors(8, &mut rng);
+        let ring = Ring::new([(NodeId::from("a"), &a[..]), (NodeId::from("b"), &b[..])]);
+        let reversed = Ring::new([(NodeId::from("b"), &b[..]), (NodeId::from("a"), &a[..])]);
+        assert_eq!(ring.fingerprint(3), reversed.fingerprint(3));
+        assert_ne!(
+            ring.fingerprint(3),
+            ring.fingerprint(2),
+            "replication factor"
+        );
+        let redrawn = random_vnode_vectors(8, &mut rng);
+        let moved = Ring::new([
+            (NodeId::from("a"), &a[..]),
+            (NodeId::from("b"), &redrawn[..]),
+        ]);
+        assert_ne!(ring.fingerprint(3), moved.fingerprint(3), "new vnodes");
+        let grown = Ring::new([
+            (NodeId::from("a"), &a[..]),
+            (NodeId::from("b"), &b[..]),
+            (NodeId::from("c"), &redrawn[..]),
+        ]);
+        assert_ne!(ring.fingerprint(3), grown.fingerprint(3), "a new node");
     }
 
     #[test]
