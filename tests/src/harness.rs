@@ -12,6 +12,19 @@ use cassio_core::{Node, NodeConfig, NodeHandle};
 
 pub const GOSSIP_INTERVAL_MS: u64 = 100;
 
+/// The test key numbered `i`, in key order with the others.
+pub fn key(i: u32) -> Vec<u8> {
+    format!("key{i:05}").into_bytes()
+}
+
+/// Asserts that a write was acknowledged.
+pub fn written(response: Response) {
+    assert!(
+        matches!(response, Response::Written { .. }),
+        "write failed: {response:?}"
+    );
+}
+
 /// A test node's configuration: loopback, free port, fast gossip.
 pub fn node_config(name: &str, dir: &Path, seeds: Vec<SocketAddr>) -> NodeConfig {
     NodeConfig {

@@ -10,18 +10,9 @@ use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
 use cassio_core::proto::Response;
 use cassio_core::storage::SyncMode;
 use cassio_core::{Node, NodeConfig};
-use cassio_tests::harness::{TestClient, node_config, start_cluster, wait_for, wait_until_all_see};
-
-fn key(i: u32) -> Vec<u8> {
-    format!("key{i:05}").into_bytes()
-}
-
-fn written(response: Response) {
-    assert!(
-        matches!(response, Response::Written { .. }),
-        "write failed: {response:?}"
-    );
-}
+use cassio_tests::harness::{
+    TestClient, key, node_config, start_cluster, wait_for, wait_until_all_see, written,
+};
 
 #[test]
 fn quorum_writes_survive_a_failure_and_hints_catch_the_node_up() {

@@ -15,18 +15,9 @@ use cassio_core::proto::{KeyedCell, Request, Response};
 use cassio_core::ring::Ring;
 use cassio_core::storage::Cell;
 use cassio_core::{Node, NodeConfig};
-use cassio_tests::harness::{TestClient, node_config, start_cluster, wait_for, wait_until_all_see};
-
-fn key(i: u32) -> Vec<u8> {
-    format!("key{i:05}").into_bytes()
-}
-
-fn written(response: Response) {
-    assert!(
-        matches!(response, Response::Written { .. }),
-        "write failed: {response:?}"
-    );
-}
+use cassio_tests::harness::{
+    TestClient, key, node_config, start_cluster, wait_for, wait_until_all_see, written,
+};
 
 fn no_hints(config: &mut NodeConfig) {
     config.hinted_handoff = false;

@@ -1,10 +1,11 @@
 //! Anti-entropy repair on a node (the steps are in `coordinator/repair.rs`).
 //! A client's `Repair`, or the node's own schedule (`repair_schedule.rs`),
-//! makes this node compare the keys it shares with each
-//! live peer, one peer after the other, and swap what differs; a peer's
-//! `RepairDigests` and `RepairRange` are answered here, after checking them
-//! as any input from the network. Storage scans and placement run on
-//! tokio's blocking threads, never on the node's own runtime.
+//! makes this node compare the keys it shares with each live peer, one peer
+//! after the other, and swap what differs; a peer's `RepairDigests` and
+//! `RepairRange` are answered here, after checking them as any input from
+//! the network. Storage scans and placement run on tokio's blocking
+//! threads, never on the node's own runtime (inline only in the
+//! deterministic mode of simulation tests).
 
 use std::net::SocketAddr;
 use std::ops::Bound;
