@@ -18,8 +18,9 @@ use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Handler, Transport};
-use crate::proto::keyed_cell_bytes;
-use crate::proto::{ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role};
+use crate::proto::{
+    ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role, keyed_cell_bytes,
+};
 use crate::storage::{Cell, CellValue, Clock, Engine, SyncMode};
 use crate::types::NodeId;
 
@@ -60,7 +61,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// The replica list batches share while the replication factor covers
     /// the ring.
     pub(super) replicas_cache: ReplicasCache,
-    /// Set while this node runs a repair it was asked for (one at a time).
+    /// Set while this node runs a repair, asked for or scheduled (one at a
+    /// time).
     pub(super) repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
