@@ -72,6 +72,11 @@ fn ring_seen_by(node: &NodeHandle) -> Ring {
     )
 }
 
+/// The value first written to key `i`.
+fn value(i: u32) -> Vec<u8> {
+    format!("v{i}").into_bytes()
+}
+
 /// The value `node` holds for key `i`, or `None` for no cell or a tombstone.
 fn held(node: &NodeHandle, i: u32) -> Option<Vec<u8>> {
     TestClient::replica_cell(node.native_addr(), &key(i))
@@ -90,7 +95,7 @@ fn expected(i: u32) -> Option<Vec<u8>> {
     match i {
         0..500 => Some(format!("new{i}").into_bytes()),
         500..700 => None,
-        _ => Some(format!("v{i}").into_bytes()),
+        _ => Some(value(i)),
     }
 }
 
@@ -100,7 +105,7 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
     let mut nodes = start_cluster(3, dir.path(), no_hints);
     let client = TestClient::connect(nodes[0].native_addr());
     for i in 0..3000 {
-        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+        written(client.put(&key(i), &value(i), All));
     }
     let change = |client: &TestClient| {
         for i in 0..500 {
@@ -110,7 +115,7 @@ fn repair_brings_a_replica_that_was_down_up_to_date_from_either_side() {
             written(client.delete(&key(i), Quorum));
         }
         for i in 3000..3500 {
-            written(client.put(&key(i), format!("v{i}").as_bytes(), Quorum));
+            written(client.put(&key(i), &value(i), Quorum));
         }
     };
 
@@ -289,7 +294,7 @@ fn repair_with_rf_2_moves_only_the_keys_a_node_replicates() {
     let mut nodes = start_cluster(3, dir.path(), rf2);
     with_node_down(&mut nodes, 2, dir.path(), rf2, |client| {
         for i in 0..600 {
-            written(client.put(&key(i), format!("v{i}").as_bytes(), One));
+            written(client.put(&key(i), &value(i), One));
         }
     });
     let ring = ring_seen_by(&nodes[0]);
@@ -307,11 +312,7 @@ fn repair_with_rf_2_moves_only_the_keys_a_node_replicates() {
     for i in (0..600).step_by(5) {
         let on_n2 = held(&nodes[2], i);
         if replicated_by_n2(i) {
-            assert_eq!(
-                on_n2,
-                Some(format!("v{i}").into_bytes()),
-                "key {i} belongs on n2"
-            );
+            assert_eq!(on_n2, Some(value(i)), "key {i} belongs on n2");
         } else {
             assert_eq!(on_n2, None, "key {i} is not n2's to hold");
         }
@@ -358,14 +359,14 @@ fn scheduled_repair_heals_a_replica_without_being_asked() {
     let mut nodes = start_cluster(3, dir.path(), often);
     with_node_down(&mut nodes, 2, dir.path(), often, |client| {
         for i in 0..200 {
-            written(client.put(&key(i), format!("v{i}").as_bytes(), Quorum));
+            written(client.put(&key(i), &value(i), Quorum));
         }
     });
     // Hints are off and nothing reads: only a repair can bring these.
     wait_for(Duration::from_secs(15), "n2 repaired on schedule", || {
         (0..200)
             .step_by(19)
-            .all(|i| held(&nodes[2], i) == Some(format!("v{i}").into_bytes()))
+            .all(|i| held(&nodes[2], i) == Some(value(i)))
     });
     for node in nodes {
         node.shutdown().unwrap();
@@ -378,7 +379,7 @@ fn a_new_node_gets_its_keys_by_repair_when_it_joins() {
     let mut nodes = start_cluster(3, dir.path(), no_hints);
     let client = TestClient::connect(nodes[0].native_addr());
     for i in 0..400 {
-        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+        written(client.put(&key(i), &value(i), All));
     }
     let mut config = node_config("n3", dir.path(), vec![nodes[0].native_addr()]);
     no_hints(&mut config);
@@ -402,7 +403,7 @@ fn a_new_node_gets_its_keys_by_repair_when_it_joins() {
         || {
             mine.iter()
                 .step_by(7)
-                .all(|&i| held(&nodes[3], i) == Some(format!("v{i}").into_bytes()))
+                .all(|&i| held(&nodes[3], i) == Some(value(i)))
         },
     );
     let others = (0..400).filter(|i| !mine.contains(i)).step_by(7);

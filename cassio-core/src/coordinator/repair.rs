@@ -69,11 +69,40 @@ impl RepairSummary {
     }
 }
 
+/// The bound every range and page of repair keeps: items are taken while
+/// their estimated message bytes fit, and always at least one (a single
+/// larger item goes alone).
+pub struct MessageBudget {
+    bytes_max: usize,
+    bytes: usize,
+    items: usize,
+}
+
+impl MessageBudget {
+    pub fn new(bytes_max: usize) -> MessageBudget {
+        MessageBudget {
+            bytes_max,
+            bytes: 0,
+            items: 0,
+        }
+    }
+
+    /// Takes an item of `size` bytes if it fits; false when it would pass
+    /// the bound (it then starts the next range or page).
+    pub fn take(&mut self, size: usize) -> bool {
+        if self.items > 0 && self.bytes + size > self.bytes_max {
+            return false;
+        }
+        self.bytes += size;
+        self.items += 1;
+        true
+    }
+}
+
 /// A range's running hash: FNV-1a over each cell's fields in key order,
 /// written out explicitly so every node computes the same number.
 struct RangeHasher {
     keys: u32,
-    bytes: usize,
     hash: u64,
 }
 
@@ -84,12 +113,11 @@ impl RangeHasher {
     fn new() -> RangeHasher {
         RangeHasher {
             keys: 0,
-            bytes: 0,
             hash: FNV_OFFSET,
         }
     }
 
-    fn bytes(&mut self, bytes: &[u8]) {
+    fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.hash = (self.hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
         }
@@ -97,23 +125,22 @@ impl RangeHasher {
 
     fn add(&mut self, key: &[u8], cell: &Cell) {
         self.keys += 1;
-        self.bytes += keyed_cell_bytes(key, cell);
-        self.bytes(&(key.len() as u64).to_le_bytes());
-        self.bytes(key);
-        self.bytes(&cell.timestamp.to_le_bytes());
+        self.feed(&(key.len() as u64).to_le_bytes());
+        self.feed(key);
+        self.feed(&cell.timestamp.to_le_bytes());
         match cell.expires_at_ms {
-            None => self.bytes(&[0]),
+            None => self.feed(&[0]),
             Some(at) => {
-                self.bytes(&[1]);
-                self.bytes(&at.to_le_bytes());
+                self.feed(&[1]);
+                self.feed(&at.to_le_bytes());
             }
         }
         match &cell.value {
-            CellValue::Tombstone => self.bytes(&[0]),
+            CellValue::Tombstone => self.feed(&[0]),
             CellValue::Value(value) => {
-                self.bytes(&[1]);
-                self.bytes(&(value.len() as u64).to_le_bytes());
-                self.bytes(value);
+                self.feed(&[1]);
+                self.feed(&(value.len() as u64).to_le_bytes());
+                self.feed(value);
             }
         }
     }
@@ -137,14 +164,16 @@ pub fn digest_ranges<E>(
 ) -> Result<Vec<RangeDigest>, E> {
     let mut ranges = Vec::new();
     let mut range = RangeHasher::new();
+    let mut budget = MessageBudget::new(RANGE_BYTES_MAX);
     let mut last_key: Option<Vec<u8>> = None;
     for item in cells {
         let (key, cell) = item?;
-        let full = range.keys >= RANGE_KEYS_MAX
-            || range.bytes + keyed_cell_bytes(&key, &cell) > RANGE_BYTES_MAX;
-        if range.keys > 0 && full {
+        let size = keyed_cell_bytes(&key, &cell);
+        if range.keys >= RANGE_KEYS_MAX || !budget.take(size) {
             ranges.push(range.finish(last_key.take()));
             range = RangeHasher::new();
+            budget = MessageBudget::new(RANGE_BYTES_MAX);
+            budget.take(size);
         }
         range.add(&key, &cell);
         last_key = Some(key);
@@ -179,14 +208,12 @@ pub fn take_page<E>(
     bytes_max: usize,
 ) -> Result<(Vec<KeyedCell>, bool), E> {
     let mut page = Vec::new();
-    let mut bytes = 0;
+    let mut budget = MessageBudget::new(bytes_max);
     for item in cells {
         let (key, cell) = item?;
-        let size = keyed_cell_bytes(&key, &cell);
-        if !page.is_empty() && bytes + size > bytes_max {
+        if !budget.take(keyed_cell_bytes(&key, &cell)) {
             return Ok((page, true));
         }
-        bytes += size;
         page.push(KeyedCell { key, cell });
     }
     Ok((page, false))
@@ -216,7 +243,7 @@ pub fn exchange<E>(
     reply_bytes_max: usize,
 ) -> Result<Exchange, E> {
     let mut out = Exchange::default();
-    let mut reply_bytes = 0;
+    let mut budget = MessageBudget::new(reply_bytes_max);
     let mut theirs = theirs.into_iter().peekable();
     for item in mine {
         let (key, cell) = item?;
@@ -224,24 +251,23 @@ pub fn exchange<E>(
         while let Some(first) = theirs.next_if(|t| t.key < key) {
             out.keep.push(first);
         }
-        let same = theirs.next_if(|t| t.key == key);
-        if same
-            .as_ref()
-            .is_some_and(|same| !cell.supersedes(&same.cell))
-        {
-            out.keep
-                .extend(same.filter(|same| same.cell.supersedes(&cell)));
-            continue;
+        if let Some(same) = theirs.next_if(|t| t.key == key) {
+            if same.cell.supersedes(&cell) {
+                out.keep.push(same);
+                continue;
+            }
+            if !cell.supersedes(&same.cell) {
+                // The same cell on both sides.
+                continue;
+            }
         }
-        let size = keyed_cell_bytes(&key, &cell);
-        if !out.reply.is_empty() && reply_bytes + size > reply_bytes_max {
+        if !budget.take(keyed_cell_bytes(&key, &cell)) {
             // Stop before the cell that would pass the bound. The initiator
             // asks again from after the reply's last key and sends its
             // cells from there again, so the rest of theirs waits for that.
             out.more = true;
             return Ok(out);
         }
-        reply_bytes += size;
         out.reply.push(KeyedCell { key, cell });
     }
     out.keep.extend(theirs);

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use super::shared::{NodeShared, unexpected};
 use crate::coordinator::Metrics;
-use crate::coordinator::repair::{self, RangeDigest, RepairSummary};
+use crate::coordinator::repair::{self, MessageBudget, RangeDigest, RepairSummary};
 use crate::error::{Error, Result};
 use crate::net::{Caller, Connection, Transport};
 use crate::proto::{KeyedCell, Request, Response};
@@ -238,18 +238,15 @@ impl<T: Transport> NodeShared<T> {
         placement: u64,
     ) -> Result<Vec<(RangeEnd, RangeEnd)>> {
         let timeout = Duration::from_millis(REPAIR_STEP_TIMEOUT_MS);
-        let budget = self.message_budget_bytes();
         let mut differing = Vec::new();
         let mut start: RangeEnd = None;
         let mut rest = &ranges[..];
         while !rest.is_empty() {
+            let mut budget = MessageBudget::new(self.message_budget_bytes());
             let mut count = 0;
-            let mut bytes = 0;
-            while count < rest.len().min(RANGES_PER_MESSAGE_MAX) {
-                bytes += rest[count].end.as_ref().map_or(0, Vec::len) + 32;
-                if count > 0 && bytes > budget {
-                    break;
-                }
+            while count < rest.len().min(RANGES_PER_MESSAGE_MAX)
+                && budget.take(rest[count].end.as_ref().map_or(0, Vec::len) + 32)
+            {
                 count += 1;
             }
             let (chunk, after) = rest.split_at(count);
@@ -333,11 +330,7 @@ impl<T: Transport> NodeShared<T> {
             };
             let shared = shared.clone();
             summary.cells_received += self
-                .blocking(move |node| {
-                    let mut theirs = theirs;
-                    theirs.retain(|cell| shared.contains(&cell.key));
-                    node.write_repaired(theirs)
-                })
+                .blocking(move |node| node.write_repaired(&shared, theirs))
                 .await? as u64;
             match next {
                 Some(after) => start = after,
@@ -348,11 +341,14 @@ impl<T: Transport> NodeShared<T> {
 
     /// Writes cells a repair found missing or older here (the side that
     /// sent them compared them with this node's); a write racing the repair
-    /// still wins on every read by last-write-wins. How many.
-    fn write_repaired(&self, cells: Vec<KeyedCell>) -> Result<usize> {
+    /// still wins on every read by last-write-wins. Keys this node does not
+    /// replicate by its own ring (the peer's may differ for a moment) are
+    /// not taken. How many were written.
+    fn write_repaired(&self, shared: &SharedKeys, mut cells: Vec<KeyedCell>) -> Result<usize> {
         if self.repair_stopping.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        cells.retain(|cell| shared.contains(&cell.key));
         let count = cells.len();
         if count > 0 {
             self.engine.write_batch(self.observe(cells))?;
@@ -403,17 +399,10 @@ impl<T: Transport> NodeShared<T> {
                     }
                     Ok(Response::RangesDiffering(differing))
                 }
-                Request::RepairRange {
-                    start,
-                    end,
-                    mut cells,
-                } => {
-                    // Keys this node does not replicate by its own ring (the
-                    // sender's may differ for a moment) are not taken.
-                    cells.retain(|cell| shared.contains(&cell.key));
+                Request::RepairRange { start, end, cells } => {
                     let mine = node.shared_cells(&shared, &start, &end);
                     let exchange = repair::exchange(cells, mine, page_bytes_max)?;
-                    let kept = node.write_repaired(exchange.keep)?;
+                    let kept = node.write_repaired(&shared, exchange.keep)?;
                     Ok(Response::RepairCells {
                         kept: kept as u32,
                         cells: exchange.reply,
