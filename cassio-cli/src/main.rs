@@ -77,6 +77,23 @@ enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_s: u64,
     },
+    /// Make the node at --host leave the cluster: it streams its data to
+    /// the nodes that take its keys over, then stops. Every other node
+    /// holding data must be UP.
+    Decommission {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_s: u64,
+    },
+    /// Remove NODE, down for good, from the cluster; every live node then
+    /// repairs so the keys it held get their replicas back.
+    Removenode {
+        /// The node's name, as `cassio status` shows it.
+        node: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_s: u64,
+    },
     /// An interactive shell with history.
     Shell,
     /// YCSB core workloads with latency percentiles.
@@ -176,16 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli)?;
             let summary = client.repair(std::time::Duration::from_secs(*timeout_s))?;
             if cli.json {
-                println!(
-                    r#"{{"peers":{},"peers_down":{},"ranges":{},"ranges_differing":{},"pages":{},"cells_sent":{},"cells_received":{}}}"#,
-                    summary.peers,
-                    summary.peers_down,
-                    summary.ranges,
-                    summary.ranges_differing,
-                    summary.pages,
-                    summary.cells_sent,
-                    summary.cells_received
-                );
+                println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!(
                     "repaired {} against {} peer(s) ({} down, skipped): {} range(s) compared, {} differed; {} page(s) swapped, {} cell(s) sent, {} received",
@@ -200,6 +208,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Decommission { timeout_s } => {
+            let client = connect(&cli)?;
+            let summary = client.decommission(std::time::Duration::from_secs(*timeout_s))?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                let streamed = &summary.streamed;
+                println!(
+                    "{} left the cluster and stops: {} cell(s) read, {} sent to {} node(s); {} write(s) passed on while leaving",
+                    cli.host,
+                    streamed.cells_scanned,
+                    streamed.cells_streamed,
+                    streamed.nodes_streamed_to,
+                    summary.writes_forwarded,
+                );
+                if summary.writes_not_forwarded > 0 {
+                    println!(
+                        "warning: {} write(s) could not be passed on; run `cassio repair` on the nodes that took its keys over",
+                        summary.writes_not_forwarded
+                    );
+                }
+                if summary.peers_unconfirmed > 0 {
+                    println!(
+                        "warning: {} live node(s) had not seen it leave when it stopped; they will through gossip",
+                        summary.peers_unconfirmed
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Removenode { node, timeout_s } => {
+            let client = connect(&cli)?;
+            let timeout = std::time::Duration::from_secs(*timeout_s);
+            let summary = client.remove_node(node, timeout)?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "removed {}; {} live node(s) sent {} cell(s) to the nodes that took its keys over",
+                    summary.node,
+                    summary.streamed_from.len(),
+                    summary.streamed.cells_streamed
+                );
+                for failure in &summary.failed {
+                    println!("warning: {failure}");
+                }
+            }
+            if summary.failed.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "some nodes could not send their keys; run `cassio repair` on each of them"
+                )
+            }
         }
         Command::Status => {
             let client = connect(&cli)?;

@@ -19,7 +19,7 @@ fn human_bytes(bytes: u64) -> String {
 
 pub(crate) fn table(status: &ClusterStatus) -> String {
     let mut out = format!(
-        "Cluster: {}  (replication factor {}, as seen by {})\nStatus=Up/Down  State=Normal/Joining/Leaving\n",
+        "Cluster: {}  (replication factor {}, as seen by {})\nStatus=Up/Down  State=Normal/Joining/Leaving/Left\n",
         status.cluster_name, status.replication_factor, status.answered_by
     );
     out.push_str(&format!(

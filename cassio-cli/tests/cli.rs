@@ -261,6 +261,33 @@ fn up_then_set_get_del_status() {
     assert_eq!(code, 1);
     assert!(err.contains("workload E needs range scans"), "{err}");
 
+    // A node leaves: the third hands its data over and stops; the others
+    // show it DOWN and LEFT and keep serving what was written before.
+    assert_eq!(cassio(&host, &["set", "before-leave", "kept"]).0, 0);
+    let (code, out, err) = cassio(&other, &["decommission"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("left the cluster and stops"), "{out}");
+    let start = Instant::now();
+    loop {
+        let (_, status, _) = cassio(&host, &["status"]);
+        let lines = |code: &str| status.lines().filter(|l| l.starts_with(code)).count();
+        if lines("UN ") == 2 && lines("DL ") == 1 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the third node shown DOWN and LEFT:\n{status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        cassio(&host, &["-c", "ALL", "get", "before-leave"]).1,
+        "kept"
+    );
+    let (code, _, err) = cassio(&host, &["removenode", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no node named nobody"), "{err}");
+
     let pid = up.0.id().to_string();
     assert!(
         Command::new("kill")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::proto::ClusterStatus;
+use cassio_core::proto::{LeaveSummary, RemovalSummary};
 
 use crate::client::{ClientConfig, Versioned};
 use crate::error::Error;
@@ -65,5 +66,18 @@ impl Client {
     pub fn repair(&self, timeout: Duration) -> Result<RepairSummary, Error> {
         self.runtime
             .block_on(self.inner.with_timeout(timeout).repair())
+    }
+
+    /// See [`crate::Client::decommission`]; `timeout` bounds the whole leave.
+    pub fn decommission(&self, timeout: Duration) -> Result<LeaveSummary, Error> {
+        self.runtime
+            .block_on(self.inner.with_timeout(timeout).decommission())
+    }
+
+    /// See [`crate::Client::remove_node`]; `timeout` bounds the removal and
+    /// the repairs after it.
+    pub fn remove_node(&self, node: &str, timeout: Duration) -> Result<RemovalSummary, Error> {
+        self.runtime
+            .block_on(self.inner.with_timeout(timeout).remove_node(node))
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::net::{Connection, Tcp};
-use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
+use cassio_core::proto::{
+    ClusterStatus, Hello, LeaveSummary, RemovalSummary, Request, Response, Role,
+};
+use cassio_core::types::NodeId;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
@@ -198,15 +201,45 @@ impl Client {
     /// Sent to that node only, never retried elsewhere. It scans the node's
     /// data, so give a large node a long timeout ([`Client::with_timeout`]).
     pub async fn repair(&self) -> Result<RepairSummary, Error> {
+        match self.first_node(Request::Repair).await? {
+            Response::Repaired(summary) => Ok(summary),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Makes the first node this client was given leave the cluster: it
+    /// streams its data to the nodes that take its keys over, then stops.
+    /// Every other node holding data must be UP. Sent to that node only; it
+    /// reads all its data, so give a large node a long timeout.
+    pub async fn decommission(&self) -> Result<LeaveSummary, Error> {
+        match self.first_node(Request::Decommission).await? {
+            Response::Decommissioned(summary) => Ok(summary),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes `node`, which must be down for good, from the cluster,
+    /// through the first node this client was given; every live node then
+    /// repairs, so the keys `node` held get their replicas back.
+    pub async fn remove_node(&self, node: &str) -> Result<RemovalSummary, Error> {
+        let request = Request::RemoveNode {
+            node: NodeId::new(node),
+        };
+        match self.first_node(request).await? {
+            Response::NodeRemoved(summary) => Ok(summary),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `request` to the first node this client was given, never
+    /// elsewhere: for requests about that node itself.
+    async fn first_node(&self, request: Request) -> Result<Response, Error> {
         let Some(addr) = self.inner.seeds.first().copied() else {
             return Err(Error::NoNodeReachable {
                 tried: String::new(),
             });
         };
-        match self.try_node(addr, Request::Repair).await? {
-            Response::Repaired(summary) => Ok(summary),
-            other => Err(unexpected(other)),
-        }
+        self.try_node(addr, request).await
     }
 
     /// Sends `request` to the best node for `key`, trying the next on a

@@ -154,15 +154,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the signal runtime")?;
-    let signal = runtime.block_on(async {
+    let mut left = node.left();
+    let reason = runtime.block_on(async {
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = terminate.recv() => Ok::<_, std::io::Error>("SIGTERM"),
             result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT"),
+            _ = left.wait_for(|left| *left) => Ok("left the cluster"),
         }
     })?;
-    tracing::info!(signal, "shutting down");
+    tracing::info!(reason, "shutting down");
     node.shutdown().context("shutdown failed")?;
     Ok(())
 }

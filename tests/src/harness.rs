@@ -212,3 +212,18 @@ impl TestClient {
         })
     }
 }
+
+/// The ring as `node` places keys (its members that own data).
+pub fn ring_seen_by(node: &NodeHandle) -> cassio_core::ring::Ring {
+    let topology = match TestClient::connect(node.native_addr()).request(Request::Topology) {
+        Response::Topology(topology) => topology,
+        other => panic!("topology: {other:?}"),
+    };
+    cassio_core::ring::Ring::new(
+        topology
+            .members
+            .iter()
+            .filter(|m| m.owns_data)
+            .map(|m| (m.node.clone(), &m.vnodes[..])),
+    )
+}

@@ -12,11 +12,11 @@ use cassio_core::NodeHandle;
 use cassio_core::coordinator::ConsistencyLevel::{All, One, Quorum};
 use cassio_core::coordinator::repair::{RangeDigest, RepairSummary};
 use cassio_core::proto::{KeyedCell, Request, Response};
-use cassio_core::ring::Ring;
 use cassio_core::storage::Cell;
 use cassio_core::{Node, NodeConfig};
 use cassio_tests::harness::{
-    TestClient, key, node_config, start_cluster, wait_for, wait_until_all_see, written,
+    TestClient, key, node_config, ring_seen_by, start_cluster, wait_for, wait_until_all_see,
+    written,
 };
 
 fn no_hints(config: &mut NodeConfig) {
@@ -55,21 +55,6 @@ fn with_node_down(
             members.len() == nodes.len() && members.iter().all(|m| m.up)
         },
     );
-}
-
-/// The ring as `node` places keys.
-fn ring_seen_by(node: &NodeHandle) -> Ring {
-    let topology = match TestClient::connect(node.native_addr()).request(Request::Topology) {
-        Response::Topology(topology) => topology,
-        other => panic!("topology: {other:?}"),
-    };
-    Ring::new(
-        topology
-            .members
-            .iter()
-            .filter(|m| m.owns_data)
-            .map(|m| (m.node.clone(), &m.vnodes[..])),
-    )
 }
 
 /// The value first written to key `i`.

@@ -401,6 +401,34 @@ impl Gossiper {
         self.rebuild_ring();
     }
 
+    /// Announces that a peer which is down for good has left the cluster
+    /// (an operator's `removenode`): its status becomes LEFT at a version
+    /// above any it gossiped, so the change spreads as if the peer had said
+    /// it, and its vnodes leave the ring. The peer must be known, not this
+    /// node, and not LEFT already.
+    pub fn remove_peer(&mut self, node: &NodeId) -> Result<(), String> {
+        if *node == self.local {
+            return Err(format!("{node} is this node: decommission it instead"));
+        }
+        let Some(state) = self.endpoints.get_mut(node) else {
+            return Err(format!("no node named {node} is known to this node"));
+        };
+        if state.status.value == NodeStatus::Left {
+            return Err(format!("{node} has left the cluster already"));
+        }
+        state.status = Versioned {
+            value: NodeStatus::Left,
+            version: state.max_version() + 1,
+        };
+        self.rebuild_ring();
+        Ok(())
+    }
+
+    /// The status this node knows for `node`.
+    pub fn status(&self, node: &NodeId) -> Option<NodeStatus> {
+        self.endpoints.get(node).map(|s| s.status.value)
+    }
+
     /// Every endpoint's placement inputs, for clients that route by key.
     pub fn topology(&self, now_ms: u64) -> Vec<(NodeId, SocketAddr, bool, bool, Vec<Vector>)> {
         self.endpoints
@@ -640,6 +668,36 @@ mod tests {
         assert_eq!(targets, vec![addr(5)]);
         let mut seed_itself = node(0, 1, vec![addr(0)]);
         assert!(seed_itself.tick(0, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn a_removed_peer_leaves_every_ring_and_the_change_spreads() {
+        let (mut a, mut b, mut c) = (node(0, 1, vec![]), node(1, 1, vec![]), node(2, 1, vec![]));
+        round(&mut a, &mut b, 0);
+        round(&mut c, &mut b, 0);
+        round(&mut a, &mut b, 0);
+        let c_id = c.local().clone();
+        assert_eq!(a.ring().nodes().len(), 3);
+        let a_id = a.local().clone();
+        assert!(a.remove_peer(&a_id).is_err(), "not itself");
+        assert!(a.remove_peer(&NodeId::new("n9")).is_err(), "not a stranger");
+        a.remove_peer(&c_id).unwrap();
+        assert_eq!(a.status(&c_id), Some(NodeStatus::Left));
+        assert!(!a.ring().nodes().contains(&c_id));
+        assert!(a.remove_peer(&c_id).is_err(), "not twice");
+        round(&mut a, &mut b, 100);
+        assert_eq!(b.status(&c_id), Some(NodeStatus::Left), "spread by gossip");
+        assert!(!b.ring().nodes().contains(&c_id));
+        // c's own later heartbeats (same generation) do not undo it.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        c.tick(200, &mut rng);
+        round(&mut c, &mut b, 200);
+        assert_eq!(b.status(&c_id), Some(NodeStatus::Left));
+        // Restarted (a new generation), c is a member again.
+        let mut c2 = node(2, 2, vec![]);
+        round(&mut c2, &mut b, 300);
+        assert_eq!(b.status(&c_id), Some(NodeStatus::Normal));
+        assert!(b.ring().nodes().contains(&c_id));
     }
 
     #[test]

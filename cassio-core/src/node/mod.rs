@@ -7,7 +7,9 @@ mod background;
 mod config;
 mod coordinate;
 mod durable;
+mod handover;
 mod hints;
+mod leave;
 mod peers_file;
 mod repair;
 mod repair_schedule;
@@ -130,6 +132,12 @@ impl NodeHandle {
     /// What `cassio status` shows, as answered by this node.
     pub fn cluster_status(&self) -> ClusterStatus {
         self.shared.cluster_status()
+    }
+
+    /// Turns true once the node has left the cluster (`Decommission`); it
+    /// then stops on its own.
+    pub fn left(&self) -> watch::Receiver<bool> {
+        self.shared.left.subscribe()
     }
 
     /// Stops serving and gossiping, flushes storage and waits for the node's

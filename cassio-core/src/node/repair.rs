@@ -35,7 +35,7 @@ const RANGES_PER_MESSAGE_MAX: usize = 256;
 const PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// One end of a key range; `None` is the start or the end of the key space.
-type RangeEnd = Option<Vec<u8>>;
+pub(super) type RangeEnd = Option<Vec<u8>>;
 
 /// The keys two nodes both replicate, from one look at the ring.
 struct SharedKeys {
@@ -61,7 +61,7 @@ impl SharedKeys {
     }
 }
 
-fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
+pub(super) fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
     match (key.as_deref(), inclusive) {
         (None, _) => Bound::Unbounded,
         (Some(key), true) => Bound::Included(key),
@@ -70,7 +70,7 @@ fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
 }
 
 /// Clears its flag when dropped.
-struct ClearOnDrop<'a>(&'a AtomicBool);
+pub(super) struct ClearOnDrop<'a>(pub(super) &'a AtomicBool);
 
 impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
@@ -175,7 +175,7 @@ impl<T: Transport> NodeShared<T> {
     /// Runs `work` on a blocking thread (it scans storage or places keys),
     /// or right here when storage runs without threads of its own (the
     /// deterministic mode of simulation tests).
-    async fn blocking<R: Send + 'static>(
+    pub(super) async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&NodeShared<T>) -> Result<R> + Send + 'static,
     ) -> Result<R> {
@@ -192,7 +192,7 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// The most estimated bytes of cells one repair message carries.
-    fn page_bytes_max(&self) -> usize {
+    pub(super) fn page_bytes_max(&self) -> usize {
         PAGE_BYTES_MAX.min(self.message_budget_bytes())
     }
 
@@ -351,7 +351,9 @@ impl<T: Transport> NodeShared<T> {
         cells.retain(|cell| shared.contains(&cell.key));
         let count = cells.len();
         if count > 0 {
-            self.engine.write_batch(self.observe(cells))?;
+            let writes = self.observe(cells);
+            self.forward_if_leaving(&writes);
+            self.engine.write_batch(writes)?;
         }
         Ok(count)
     }

@@ -1,6 +1,8 @@
 //! When a node repairs on its own: every `repair_interval_ms`, and once
-//! when it starts with empty storage and a peer appears (how a new node gets
-//! the keys it now replicates). The repair itself is `node/repair.rs`.
+//! when it starts with empty storage and a peer appears: then it first asks
+//! every peer to stream the keys the ring change moved (`handover.rs`); that
+//! is how a new node, and the nodes whose keys it reshuffled, get the keys
+//! they now replicate. The repair itself is `node/repair.rs`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,14 +86,33 @@ impl RepairSchedule {
             let retry =
                 Duration::from_millis(JOIN_REPAIR_RETRY_INTERVALS * self.gossip_interval_ms);
             self.running.spawn(async move {
-                tracing::info!("repairing from peers to get this new node's data");
+                tracing::info!("asking peers to stream this new node's data, then repairing");
                 for attempt in 1..=JOIN_REPAIR_ATTEMPTS {
+                    // Each peer sends the keys that now belong to nodes that
+                    // did not hold them (this one, and others: see
+                    // `handover.rs`); the repair then checks what this node
+                    // shares with each.
+                    let refused: Vec<String> = node
+                        .stream_everywhere(&node.node_id, true)
+                        .await
+                        .into_iter()
+                        .filter_map(|(peer, streamed)| {
+                            streamed.err().map(|e| format!("{peer}: {e}"))
+                        })
+                        .collect();
                     match node.anti_entropy_repair().await {
-                        Response::Repaired(done) if done.peers > 0 && done.peers_down == 0 => {
+                        Response::Repaired(done)
+                            if refused.is_empty() && done.peers > 0 && done.peers_down == 0 =>
+                        {
                             return;
                         }
                         answer => {
-                            tracing::info!(attempt, ?answer, "new node's repair to be tried again")
+                            tracing::info!(
+                                attempt,
+                                ?refused,
+                                ?answer,
+                                "new node's join to be tried again"
+                            )
                         }
                     }
                     tokio::time::sleep(retry).await;

@@ -81,6 +81,9 @@ pub(crate) async fn run_node<T: Transport>(
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
     let data_dir = config.data_dir();
     crate::storage::create_dir(&data_dir)?;
+    if let Some(refusal) = super::leave::left_marker_refusal(&data_dir, &config.name) {
+        return Err(refusal);
+    }
     let engine =
         Engine::open_with_clock(data_dir.join("data"), config.storage.clone(), clock.clone())?;
     let hints = if config.hinted_handoff {
@@ -201,10 +204,12 @@ pub(crate) async fn run_node<T: Transport>(
     let stats = shared.engine.stats();
     let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
     let mut repairs = RepairSchedule::new(&config, shared.now_ms(), storage_empty, &mut rng);
+    let mut left = shared.left.subscribe();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
+            _ = left.wait_for(|left| *left) => break,
             _ = ticks.tick() => {}
         }
         tick_count += 1;

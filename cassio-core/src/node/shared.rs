@@ -66,6 +66,13 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(super) repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
+    /// Set while this node leaves the cluster: the writes it applies are
+    /// passed on to the nodes that take their keys over (`leave.rs`).
+    pub(super) leaving: Mutex<Option<super::leave::Leaving>>,
+    /// Whether `leaving` is set, read on every write without the lock.
+    pub(super) is_leaving: std::sync::atomic::AtomicBool,
+    /// Turns true once this node has left the cluster; the node then stops.
+    pub(crate) left: tokio::sync::watch::Sender<bool>,
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -98,6 +105,9 @@ impl<T: Transport> NodeShared<T> {
             replicas_cache: ReplicasCache::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
+            leaving: Mutex::new(None),
+            is_leaving: std::sync::atomic::AtomicBool::new(false),
+            left: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -334,6 +344,7 @@ impl<T: Transport> Handler for NodeShared<T> {
                 | Request::ReplicaReads(_)
                 | Request::RepairDigests { .. }
                 | Request::RepairRange { .. }
+                | Request::StreamRingChange { .. }
         );
         if peer_only && caller.role != Role::Peer {
             return Ok(Response::Error {
@@ -379,7 +390,9 @@ impl<T: Transport> Handler for NodeShared<T> {
             Request::ReplicaWrites(writes)
                 if self.config.storage.sync_mode == SyncMode::Periodic =>
             {
-                replica_writes_answer(self.engine.write_batch(self.observe(writes)))
+                let writes = self.observe(writes);
+                self.forward_if_leaving(&writes);
+                replica_writes_answer(self.engine.write_batch(writes))
             }
             Request::ReplicaReads(keys) => self.replica_reads(&keys),
             waits @ (Request::Get { .. }
@@ -387,6 +400,9 @@ impl<T: Transport> Handler for NodeShared<T> {
             | Request::Delete { .. }
             | Request::ReplicaWrites(_)
             | Request::Repair
+            | Request::Decommission
+            | Request::RemoveNode { .. }
+            | Request::StreamRingChange { .. }
             | Request::RepairDigests { .. }
             | Request::RepairRange { .. }) => {
                 return Err(waits);
@@ -398,14 +414,19 @@ impl<T: Transport> Handler for NodeShared<T> {
         let request = match self.answer_now(caller, request) {
             Ok(answer) => return answer,
             Err(Request::ReplicaWrites(writes)) => {
-                return replica_writes_answer(
-                    write_durably(&self.engine, self.observe(writes)).await,
-                );
+                let writes = self.observe(writes);
+                self.forward_if_leaving(&writes);
+                return replica_writes_answer(write_durably(&self.engine, writes).await);
             }
             Err(request) => request,
         };
         match request {
             Request::Repair => self.anti_entropy_repair().await,
+            Request::Decommission => self.decommission().await,
+            Request::RemoveNode { node } => self.remove_node(node).await,
+            Request::StreamRingChange { node, joined } => {
+                self.answer_ring_change(node, joined).await
+            }
             step @ (Request::RepairDigests { .. } | Request::RepairRange { .. }) => {
                 self.answer_repair_step(caller, step).await
             }

@@ -156,6 +156,18 @@ pub enum Request {
         end: Option<Vec<u8>>,
         cells: Vec<KeyedCell>,
     },
+    /// Anyone: this node leaves the cluster (LEAVING, then LEFT): it streams
+    /// its data to the nodes that take its keys over, waits until its peers
+    /// know, and stops. Answered by [`Response::Decommissioned`].
+    Decommission,
+    /// Anyone: `node`, down for good, is removed from the ring (its status
+    /// becomes LEFT on its behalf), then every live node repairs so the keys
+    /// it held get their replicas back. Answered by [`Response::NodeRemoved`].
+    RemoveNode { node: NodeId },
+    /// Peers only: `node` joined the ring (`joined`) or left it; this node
+    /// sends each cell it holds to the nodes that replicate its key now but
+    /// did not before. Answered by [`Response::Streamed`].
+    StreamRingChange { node: NodeId, joined: bool },
 }
 
 /// Encodes exactly as [`Request::ReplicaWrites`] or
@@ -261,6 +273,59 @@ pub enum Response {
         cells: Vec<KeyedCell>,
         more: bool,
     },
+    /// Answer to `Decommission`.
+    Decommissioned(LeaveSummary),
+    /// Answer to `RemoveNode`.
+    NodeRemoved(RemovalSummary),
+    /// Answer to `StreamRingChange`.
+    Streamed(StreamSummary),
+}
+
+/// What one node sent when the ring changed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    /// Cells the node held, read once.
+    pub cells_scanned: u64,
+    /// Cells sent (a cell goes to each node that gains its key).
+    pub cells_streamed: u64,
+    /// Nodes that received any.
+    pub nodes_streamed_to: u32,
+}
+
+impl StreamSummary {
+    pub fn add(&mut self, other: &StreamSummary) {
+        self.cells_scanned += other.cells_scanned;
+        self.cells_streamed += other.cells_streamed;
+        self.nodes_streamed_to = self.nodes_streamed_to.max(other.nodes_streamed_to);
+    }
+}
+
+/// What a decommission did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeaveSummary {
+    /// This node's cells sent to the nodes that took its keys over.
+    pub streamed: StreamSummary,
+    /// Writes that reached this node while it was leaving, passed on to the
+    /// nodes that take their keys over.
+    pub writes_forwarded: u64,
+    /// Of those, writes that could not be passed on (the other replicas
+    /// have them; a repair restores the new one's copy).
+    pub writes_not_forwarded: u64,
+    /// Live peers that did not confirm they saw this node LEFT in time.
+    pub peers_unconfirmed: u32,
+}
+
+/// What a removal did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RemovalSummary {
+    pub node: NodeId,
+    /// Live nodes that sent the cells they hold to the nodes that gained
+    /// their keys, the answering node included.
+    pub streamed_from: Vec<NodeId>,
+    /// What they sent, summed (`nodes_streamed_to`: the most any sent to).
+    pub streamed: StreamSummary,
+    /// Nodes that could not, each with why (run `cassio repair` there).
+    pub failed: Vec<String>,
 }
 
 /// The placement inputs: who is in the ring and their vectors.

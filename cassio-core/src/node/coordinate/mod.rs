@@ -218,8 +218,9 @@ impl<T: Transport> NodeShared<T> {
         writes: Vec<KeyedCell>,
     ) -> Result<()> {
         if *node == self.node_id {
-            let writes = writes.into_iter().map(|w| (w.key, w.cell));
-            return write_durably(&self.engine, writes.collect()).await;
+            let writes: Vec<_> = writes.into_iter().map(|w| (w.key, w.cell)).collect();
+            self.forward_if_leaving(&writes);
+            return write_durably(&self.engine, writes).await;
         }
         let conn = self.peer(addr).await?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);

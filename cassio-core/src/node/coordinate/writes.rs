@@ -152,7 +152,9 @@ impl<T: Transport> NodeShared<T> {
         let local = local_jobs
             .iter()
             .map(|&job| (&writes[job].0[..], writes[job].1.clone()));
-        let applied = self.engine.write_batch_unsynced(local.collect());
+        let local: Vec<(&[u8], Cell)> = local.collect();
+        self.forward_if_leaving(&local);
+        let applied = self.engine.write_batch_unsynced(local);
         let mut batch = WriteBatch {
             writes,
             rounds,

@@ -1,0 +1,289 @@
+//! Nodes joining and leaving a cluster of in-process nodes (real TCP on
+//! loopback, hinted handoff off so nothing but the membership change itself
+//! can move data): a decommissioned node hands every key it held, and every
+//! write that reached it while it left, to the nodes that take its keys
+//! over, then stops and refuses to start again on its old data; when a dead
+//! node is removed, or a new one joins, every key ends up on all of its
+//! replicas by the new ring, also where the change moved a key between two
+//! nodes that did not change; and what may not happen (the last node
+//! leaving, a leave while a peer is down, removing a live node) is refused
+//! with a clear answer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cassio_core::NodeConfig;
+use cassio_core::cluster::NodeStatus;
+use cassio_core::coordinator::ConsistencyLevel::{All, One};
+use cassio_core::proto::{LeaveSummary, RemovalSummary, Request, Response};
+use cassio_core::types::NodeId;
+use cassio_core::{Node, NodeHandle};
+use cassio_tests::harness::{
+    TestClient, key, node_config, ring_seen_by, start_cluster, wait_for, wait_until_all_see,
+    written,
+};
+
+fn no_hints(config: &mut NodeConfig) {
+    config.hinted_handoff = false;
+}
+
+fn decommission(node: &NodeHandle) -> LeaveSummary {
+    match TestClient::connect(node.native_addr()).request(Request::Decommission) {
+        Response::Decommissioned(summary) => summary,
+        other => panic!("decommission: {other:?}"),
+    }
+}
+
+fn remove(via: &NodeHandle, node: &NodeId) -> RemovalSummary {
+    let request = Request::RemoveNode { node: node.clone() };
+    match TestClient::connect(via.native_addr()).request(request) {
+        Response::NodeRemoved(summary) => summary,
+        other => panic!("removenode: {other:?}"),
+    }
+}
+
+/// The value every replica of key `i` holds by `ring_of`'s ring, which
+/// must be the same on all of them.
+fn held_by_every_replica(
+    ring_of: &NodeHandle,
+    nodes: &[NodeHandle],
+    replication_factor: usize,
+    i: u32,
+) -> Option<Vec<u8>> {
+    let ring = ring_seen_by(ring_of);
+    let replicas = ring.replica_set(&key(i), replication_factor);
+    assert_eq!(replicas.len(), replication_factor);
+    let values: Vec<Option<Vec<u8>>> = replicas
+        .iter()
+        .map(|name| {
+            let node = nodes.iter().find(|n| n.node_id() == *name).unwrap();
+            TestClient::replica_cell(node.native_addr(), &key(i))
+                .and_then(|cell| cell.live_value(0).map(<[u8]>::to_vec))
+        })
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] == w[1]),
+        "replicas of key {i} differ: {values:?}"
+    );
+    values[0].clone()
+}
+
+#[test]
+fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    // One copy of each key: only the leave itself can keep a key alive.
+    let rf1 = |config: &mut NodeConfig| {
+        no_hints(config);
+        config.replication_factor = 1;
+    };
+    let nodes = start_cluster(4, dir.path(), rf1);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..1000 {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), One));
+    }
+    let leaver = nodes[3].node_id().clone();
+    let ring = ring_seen_by(&nodes[0]);
+    let held = (0..1000)
+        .filter(|i| ring.replica_set(&key(*i), 1)[0] == &leaver)
+        .count() as u64;
+    assert!(held > 100, "n3 holds a share of the keys: {held}");
+
+    // A writer keeps writing new keys through n0 the whole time.
+    let stop = AtomicBool::new(false);
+    let (summary, acknowledged) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let client = TestClient::connect(nodes[0].native_addr());
+            let mut acknowledged = Vec::new();
+            for i in 1000..20_000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Response::Written { .. } = client.put(&key(i), b"during", One) {
+                    acknowledged.push(i);
+                }
+            }
+            acknowledged
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let summary = decommission(&nodes[3]);
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Release);
+        (summary, writer.join().unwrap())
+    });
+    let streamed = &summary.streamed;
+    assert_eq!(
+        streamed.cells_streamed, streamed.cells_scanned,
+        "with one copy, every key n3 holds moves: {summary:?}"
+    );
+    assert!(
+        streamed.cells_streamed >= held,
+        "every key n3 held was streamed: {summary:?}, held {held}"
+    );
+    assert_eq!(streamed.nodes_streamed_to, 3, "{summary:?}");
+    assert!(summary.writes_forwarded > 0, "{summary:?}");
+    assert_eq!(summary.writes_not_forwarded, 0, "{summary:?}");
+    assert_eq!(summary.peers_unconfirmed, 0, "{summary:?}");
+    assert!(acknowledged.len() > 100, "the writer kept writing");
+
+    // n3 stops on its own; the others see it LEFT and place keys without it.
+    let mut left = nodes[3].left();
+    wait_for(Duration::from_secs(5), "n3 to stop", || {
+        *left.borrow_and_update()
+    });
+    for node in &nodes[..3] {
+        let status = node.members();
+        let n3 = status.iter().find(|m| m.node == leaver).unwrap();
+        assert_eq!(n3.status, NodeStatus::Left);
+        assert!(!ring_seen_by(node).nodes().contains(&leaver));
+    }
+    for i in 0..1000 {
+        assert_eq!(
+            client.value(&key(i), One),
+            Some(format!("v{i}").into_bytes()),
+            "key {i} after n3 left"
+        );
+    }
+    let lost: Vec<u32> = acknowledged
+        .iter()
+        .copied()
+        .filter(|i| client.value(&key(*i), One).is_none())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, first {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+
+    // Its old data directory will not start again.
+    let mut nodes = nodes;
+    nodes.pop().unwrap().shutdown().unwrap();
+    let mut config = node_config("n3", dir.path(), vec![nodes[0].native_addr()]);
+    rf1(&mut config);
+    let refusal = Node::start(config)
+        .err()
+        .expect("a left node must not start");
+    assert!(
+        refusal.to_string().contains("has left the cluster"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let rf2 = |config: &mut NodeConfig| {
+        no_hints(config);
+        config.replication_factor = 2;
+    };
+    let mut nodes = start_cluster(4, dir.path(), rf2);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..400 {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+    }
+    let dead = nodes[3].node_id().clone();
+    nodes.pop().unwrap().shutdown().unwrap();
+    wait_for(Duration::from_secs(20), "n0 to see n3 DOWN", || {
+        nodes[0].members().iter().any(|m| m.node == dead && !m.up)
+    });
+
+    // What may not happen now is refused, and changes nothing.
+    match TestClient::connect(nodes[0].native_addr()).request(Request::Decommission) {
+        Response::Error { message } => assert!(message.contains("n3"), "{message}"),
+        other => panic!("a leave while n3 is down: {other:?}"),
+    }
+    for (node, why) in [("n1", "is UP"), ("n9", "no node named")] {
+        let request = Request::RemoveNode { node: node.into() };
+        match client.request(request) {
+            Response::Invalid { message } => assert!(message.contains(why), "{message}"),
+            other => panic!("removing {node}: {other:?}"),
+        }
+    }
+    assert_eq!(ring_seen_by(&nodes[0]).nodes().len(), 4);
+
+    let summary = remove(&nodes[1], &dead);
+    assert_eq!(summary.node, dead);
+    assert!(summary.failed.is_empty(), "{summary:?}");
+    assert_eq!(summary.streamed_from.len(), 3, "{summary:?}");
+    assert!(summary.streamed.cells_streamed > 0, "{summary:?}");
+    for node in &nodes {
+        assert!(!ring_seen_by(node).nodes().contains(&dead));
+    }
+    // Every key is on both of its replicas by the new ring, without a read
+    // to repair it: also keys whose new replicas are two nodes that held
+    // nothing of them (a removed owner moves a key to its next most
+    // similar vnode and that node's ring neighbour).
+    for i in 0..400 {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(format!("v{i}").into_bytes()),
+            "key {i}"
+        );
+    }
+    match client.request(Request::RemoveNode { node: dead.clone() }) {
+        Response::Invalid { message } => assert!(message.contains("left"), "{message}"),
+        other => panic!("removing n3 twice: {other:?}"),
+    }
+}
+
+#[test]
+fn the_only_node_holding_data_cannot_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(1, dir.path(), no_hints);
+    match TestClient::connect(nodes[0].native_addr()).request(Request::Decommission) {
+        Response::Invalid { message } => assert!(message.contains("only node"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!*nodes[0].left().borrow());
+    let client = TestClient::connect(nodes[0].native_addr());
+    written(client.put(&key(1), b"v", One));
+    assert_eq!(client.value(&key(1), One), Some(b"v".to_vec()));
+}
+
+#[test]
+fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let rf2 = |config: &mut NodeConfig| {
+        no_hints(config);
+        config.replication_factor = 2;
+    };
+    let mut nodes = start_cluster(4, dir.path(), rf2);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..600 {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+    }
+    let before = ring_seen_by(&nodes[0]);
+    let mut config = node_config("n4", dir.path(), vec![nodes[0].native_addr()]);
+    rf2(&mut config);
+    nodes.push(Node::start(config).unwrap());
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_until_all_see(&all, &nodes[4], Duration::from_secs(10));
+    wait_for(Duration::from_secs(30), "n4's join to finish", || {
+        TestClient::connect(nodes[4].native_addr())
+            .status()
+            .metrics
+            .repairs
+            >= 1
+    });
+    let after = ring_seen_by(&nodes[0]);
+    assert_eq!(after.nodes().len(), 5);
+    // Keys that moved to a node other than n4 which did not hold them.
+    let n4 = nodes[4].node_id().clone();
+    let reshuffled = (0..600)
+        .filter(|i| {
+            let old = before.replica_set(&key(*i), 2);
+            after
+                .replica_set(&key(*i), 2)
+                .iter()
+                .any(|node| **node != n4 && !old.contains(node))
+        })
+        .count();
+    assert!(reshuffled > 0, "the join moved keys between old nodes too");
+    for i in 0..600 {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(format!("v{i}").into_bytes()),
+            "key {i}"
+        );
+    }
+}
