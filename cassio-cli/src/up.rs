@@ -66,6 +66,8 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
             seeds: vec![seed],
             data_dir: Some(args.data_dir.join(&name)),
             replication_factor,
+            // A new cluster: its nodes start empty, with nothing to stream.
+            bootstrap: false,
             ..NodeConfig::default()
         };
         let node = Node::start(config)

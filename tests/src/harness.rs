@@ -39,8 +39,8 @@ pub fn node_config(name: &str, dir: &Path, seeds: Vec<SocketAddr>) -> NodeConfig
     }
 }
 
-/// Starts `n` nodes (`n0` is everyone's seed) and waits until all see all UP
-/// and each has run its first repair.
+/// Starts `n` nodes of a new cluster (`n0` is everyone's seed) and waits
+/// until all see all UP.
 pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> Vec<NodeHandle> {
     let mut first = node_config("n0", dir, vec![]);
     tweak(&mut first);
@@ -49,6 +49,8 @@ pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> V
     let mut nodes = vec![seed];
     for i in 1..n {
         let mut config = node_config(&format!("n{i}"), dir, vec![seed_addr]);
+        // The nodes of a new cluster: nothing to stream.
+        config.bootstrap = false;
         tweak(&mut config);
         nodes.push(Node::start(config).expect("start node"));
     }
@@ -58,23 +60,6 @@ pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> V
             members.len() == n && members.iter().all(|m| m.up)
         })
     });
-    if n > 1 {
-        // Each new node repairs from its peers once it sees them; tests
-        // that stop a node to make it stale start after those repairs.
-        wait_for(
-            Duration::from_secs(10),
-            "every new node's first repair",
-            || {
-                nodes.iter().all(|node| {
-                    TestClient::connect(node.native_addr())
-                        .status()
-                        .metrics
-                        .repairs
-                        >= 1
-                })
-            },
-        );
-    }
     nodes
 }
 
@@ -197,18 +182,25 @@ impl TestClient {
     /// Sends one request on a new connection that says it is the peer
     /// `as_node`.
     pub fn peer_request(addr: SocketAddr, as_node: &str, request: Request) -> Response {
+        TestClient::try_peer_request(addr, as_node, request).expect("peer request")
+    }
+
+    /// [`TestClient::peer_request`], or the error if the node cannot be
+    /// reached or did not answer.
+    pub fn try_peer_request(
+        addr: SocketAddr,
+        as_node: &str,
+        request: Request,
+    ) -> cassio_core::Result<Response> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         runtime.block_on(async {
             let hello = Hello::new("cassio", Role::Peer, Some(as_node.into()));
-            let conn = Connection::open(&Tcp, addr, hello, 32 << 20, Duration::from_secs(5))
-                .await
-                .expect("connect");
-            conn.request(request, Duration::from_secs(5))
-                .await
-                .expect("peer request")
+            let conn =
+                Connection::open(&Tcp, addr, hello, 32 << 20, Duration::from_secs(5)).await?;
+            conn.request(request, Duration::from_secs(5)).await
         })
     }
 }

@@ -12,10 +12,12 @@ use cassio_tests::harness::{node_config, wait_for};
 
 const GOSSIP_INTERVAL_MS: u64 = 200;
 
-/// The harness's test node, gossiping at this test's slower pace.
+/// The harness's test node, gossiping at this test's slower pace, in a new
+/// cluster (nothing to stream when it starts).
 fn config(name: &str, dir: &std::path::Path, seeds: Vec<std::net::SocketAddr>) -> NodeConfig {
     NodeConfig {
         gossip_interval_ms: GOSSIP_INTERVAL_MS,
+        bootstrap: false,
         ..node_config(name, dir, seeds)
     }
 }

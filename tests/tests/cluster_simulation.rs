@@ -121,6 +121,8 @@ fn run_seed(seed: u64) -> Result<Vec<Duration>, String> {
                     resp: None,
                     seeds: vec![seed_addr],
                     data_dir: Some(data_dir.clone()),
+                    // The nodes of a new cluster: nothing to stream.
+                    bootstrap: false,
                     vnodes: 8,
                     gossip_interval_ms: GOSSIP_INTERVAL_MS,
                     peer_request_timeout_ms: 500,

@@ -15,7 +15,8 @@ use std::time::Duration;
 use cassio_core::NodeConfig;
 use cassio_core::cluster::NodeStatus;
 use cassio_core::coordinator::ConsistencyLevel::{All, One};
-use cassio_core::proto::{LeaveSummary, RemovalSummary, Request, Response};
+use cassio_core::proto::{KeyedCell, LeaveSummary, RemovalSummary, Request, Response};
+use cassio_core::storage::{Cell, CellValue};
 use cassio_core::types::NodeId;
 use cassio_core::{Node, NodeHandle};
 use cassio_tests::harness::{
@@ -88,9 +89,18 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
         .count() as u64;
     assert!(held > 100, "n3 holds a share of the keys: {held}");
 
-    // A writer keeps writing new keys through n0 the whole time.
+    // While n3 leaves, a client keeps writing new keys through n0, and a
+    // coordinator (as n0 would) keeps writing keys n3 owns straight to n3
+    // until n3 stops taking them: what n3 acknowledged after its stream
+    // passed those keys reaches their new owners only if n3 passes it on.
     let stop = AtomicBool::new(false);
-    let (summary, acknowledged) = std::thread::scope(|scope| {
+    let owned_by_n3: Vec<Vec<u8>> = (0..100_000u32)
+        .map(|j| format!("late{j:06}").into_bytes())
+        .filter(|k| ring.replica_set(k, 1)[0] == &leaver)
+        .take(20_000)
+        .collect();
+    let n3_addr = nodes[3].native_addr();
+    let (summary, acknowledged, acknowledged_by_n3) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             let client = TestClient::connect(nodes[0].native_addr());
             let mut acknowledged = Vec::new();
@@ -104,11 +114,39 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
             }
             acknowledged
         });
+        let replica_writer = scope.spawn(|| {
+            let mut acknowledged = Vec::new();
+            let started = std::time::Instant::now();
+            for key in &owned_by_n3 {
+                if started.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let cell = Cell {
+                    timestamp: 1_000_000,
+                    expires_at_ms: None,
+                    value: CellValue::Value(b"late".to_vec()),
+                };
+                let write = Request::ReplicaWrites(vec![KeyedCell {
+                    key: key.clone(),
+                    cell,
+                }]);
+                match TestClient::try_peer_request(n3_addr, "n0", write) {
+                    Ok(Response::Done) => acknowledged.push(key.clone()),
+                    Ok(_) => {}      // refused: n3 has left
+                    Err(_) => break, // n3 stopped
+                }
+            }
+            acknowledged
+        });
         std::thread::sleep(Duration::from_millis(100));
         let summary = decommission(&nodes[3]);
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Release);
-        (summary, writer.join().unwrap())
+        (
+            summary,
+            writer.join().unwrap(),
+            replica_writer.join().unwrap(),
+        )
     });
     let streamed = &summary.streamed;
     assert_eq!(
@@ -155,6 +193,19 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
         &lost[..lost.len().min(10)]
     );
 
+    let missing: Vec<String> = acknowledged_by_n3
+        .iter()
+        .filter(|key| client.value(key, One).is_none())
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .collect();
+    assert!(
+        acknowledged_by_n3.len() > 10 && missing.is_empty(),
+        "of {} writes n3 acknowledged while leaving, {} lost, first {:?}",
+        acknowledged_by_n3.len(),
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+
     // Its old data directory will not start again.
     let mut nodes = nodes;
     nodes.pop().unwrap().shutdown().unwrap();
@@ -183,8 +234,10 @@ fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
     }
     let dead = nodes[3].node_id().clone();
     nodes.pop().unwrap().shutdown().unwrap();
-    wait_for(Duration::from_secs(20), "n0 to see n3 DOWN", || {
-        nodes[0].members().iter().any(|m| m.node == dead && !m.up)
+    wait_for(Duration::from_secs(20), "every node to see n3 DOWN", || {
+        nodes
+            .iter()
+            .all(|node| node.members().iter().any(|m| m.node == dead && !m.up))
     });
 
     // What may not happen now is refused, and changes nothing.
@@ -253,18 +306,55 @@ fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
         written(client.put(&key(i), format!("v{i}").as_bytes(), All));
     }
     let before = ring_seen_by(&nodes[0]);
+    // A client keeps writing through n0 while n4 joins: writes that reach
+    // only the old replicas (n0 does not know n4 is NORMAL yet) must reach
+    // the new ones too, passed on by the old.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (n0, stop) = (nodes[0].native_addr(), stop.clone());
+        std::thread::spawn(move || {
+            let client = TestClient::connect(n0);
+            let mut acknowledged = Vec::new();
+            for i in 600..20_000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Response::Written { .. } = client.put(&key(i), b"during", All) {
+                    acknowledged.push(i);
+                }
+            }
+            acknowledged
+        })
+    };
     let mut config = node_config("n4", dir.path(), vec![nodes[0].native_addr()]);
     rf2(&mut config);
     nodes.push(Node::start(config).unwrap());
+    let own_status = |node: &NodeHandle| {
+        let members = node.members();
+        members
+            .iter()
+            .find(|m| m.node == *node.node_id())
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        own_status(&nodes[4]),
+        NodeStatus::Joining,
+        "a new node starts JOINING"
+    );
     let all: Vec<&NodeHandle> = nodes.iter().collect();
     wait_until_all_see(&all, &nodes[4], Duration::from_secs(10));
-    wait_for(Duration::from_secs(30), "n4's join to finish", || {
-        TestClient::connect(nodes[4].native_addr())
-            .status()
-            .metrics
-            .repairs
-            >= 1
+    wait_for(Duration::from_secs(30), "n4 NORMAL everywhere", || {
+        nodes.iter().all(|node| {
+            node.members()
+                .iter()
+                .all(|m| m.status == NodeStatus::Normal)
+        })
     });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let acknowledged = writer.join().unwrap();
+    assert!(acknowledged.len() > 10, "the writer kept writing");
     let after = ring_seen_by(&nodes[0]);
     assert_eq!(after.nodes().len(), 5);
     // Keys that moved to a node other than n4 which did not hold them.
@@ -284,6 +374,13 @@ fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
             held_by_every_replica(&nodes[0], &nodes, 2, i),
             Some(format!("v{i}").into_bytes()),
             "key {i}"
+        );
+    }
+    for i in acknowledged {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(b"during".to_vec()),
+            "key {i}, written during the join"
         );
     }
 }

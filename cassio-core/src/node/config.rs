@@ -64,6 +64,12 @@ pub struct NodeConfig {
     /// it off. Keep it under `storage.gc_grace_ms`: a replica that missed a
     /// delete must get the tombstone before compaction may purge it.
     pub repair_interval_ms: u64,
+    /// A new node (empty storage, no peer known, not among its own seeds)
+    /// joins by streaming: it starts JOINING and turns NORMAL once the nodes
+    /// holding data have sent it its keys. `false` starts it NORMAL at once:
+    /// for the nodes of a new cluster, which all start empty (as
+    /// Cassandra's `auto_bootstrap`).
+    pub bootstrap: bool,
     /// Threads serving Redis-protocol connections, each with its own
     /// runtime (`--client-threads`); 0 serves them on the node's own thread.
     /// Default: one per core, at most 8.
@@ -97,6 +103,7 @@ impl Default for NodeConfig {
             hint_window_ms: 3 * 60 * 60 * 1000,
             hints_bytes_max: 256 * 1024 * 1024,
             repair_interval_ms: 24 * 60 * 60 * 1000,
+            bootstrap: true,
             client_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             storage: StorageConfig::default(),
         }

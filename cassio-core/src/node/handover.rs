@@ -7,12 +7,20 @@
 //! for its own data (`leave.rs`), and every live node when a dead node is
 //! removed or a new node joins (`StreamRingChange`). Several old replicas
 //! send the same key; the receivers keep the newest cell, as every write.
+//!
+//! While data moves, writes keep coming to the old replicas; a node that
+//! streams for a leave or a join also passes each write it applies on to
+//! the nodes that gain its key ([`Forwarding`]): the leaving node until it
+//! stops, the others until the joining node is NORMAL everywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::repair::{RangeEnd, bound};
 use super::shared::{NodeShared, unexpected};
@@ -22,10 +30,53 @@ use crate::error::{Error, Result};
 use crate::net::Transport;
 use crate::proto::{KeyedCell, Request, Response, StreamSummary};
 use crate::ring::{Ring, Vector};
+use crate::storage::Cell;
 use crate::types::NodeId;
 
 /// A node streams every cell it holds in one request: it gets this long.
 const STREAM_TIMEOUT_MS: u64 = 6 * 60 * 60 * 1000;
+
+/// Batches of passed-on writes waiting to be sent, at most; a write that
+/// finds the queue full is counted as not passed on (its other replicas
+/// have it; a repair restores the new one's copy).
+const FORWARD_QUEUE_BATCHES_MAX: usize = 4096;
+
+/// Gossip intervals a node keeps passing writes on after it saw a joining
+/// node NORMAL: coordinators that have not seen it yet still write to the
+/// old replicas only.
+const JOIN_FORWARD_GRACE_INTERVALS: u64 = 10;
+
+/// A join that takes longer than this (the joining node died, say) stops
+/// the passing on.
+const JOIN_FORWARD_MAX_MS: u64 = 30 * 60 * 1000;
+
+/// Why a node passes the writes it applies on.
+pub(crate) enum ForwardFor {
+    /// It is leaving; it stops when done.
+    Leaving,
+    /// `node` is joining; it stops [`JOIN_FORWARD_GRACE_INTERVALS`] after
+    /// `node` is seen NORMAL.
+    Join {
+        node: NodeId,
+        started_ms: u64,
+        normal_seen_ms: Option<u64>,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct ForwardCounts {
+    pub(crate) forwarded: AtomicU64,
+    pub(crate) not_forwarded: AtomicU64,
+}
+
+/// Set on a node while data moves for a ring change: writes it applies are
+/// passed on to the nodes that gain their keys.
+pub(crate) struct Forwarding {
+    handover: Arc<Handover>,
+    queue: mpsc::Sender<Vec<KeyedCell>>,
+    counts: Arc<ForwardCounts>,
+    reason: ForwardFor,
+}
 
 /// Where each key goes when the ring changes from `old` to `new`.
 pub(crate) struct Handover {
@@ -143,7 +194,9 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// A peer's `StreamRingChange`: `node` joined or left this node's ring.
+    /// A peer's `StreamRingChange`: `node` is joining (`joined`), or left
+    /// this node's ring. For a join this node passes writes on until the
+    /// joining node is NORMAL ([`ForwardFor::Join`]).
     pub(crate) async fn answer_ring_change(
         self: &Arc<Self>,
         node: NodeId,
@@ -151,40 +204,72 @@ impl<T: Transport> NodeShared<T> {
     ) -> Response {
         let handover = {
             let gossiper = self.gossiper.lock();
-            let status = gossiper.status(&node);
-            let known = match joined {
-                true => status.is_some_and(NodeStatus::owns_data),
-                false => status == Some(NodeStatus::Left),
+            let expected = if joined {
+                NodeStatus::Joining
+            } else {
+                NodeStatus::Left
             };
-            if !known {
+            if gossiper.status(&node) != Some(expected) {
                 return Response::Invalid {
                     message: format!(
                         "{} does not know {node} as {} yet; ask again once gossip settles",
                         self.node_id,
-                        if joined { "a member" } else { "LEFT" }
+                        expected.as_str()
                     ),
                 };
             }
             let topology = gossiper.topology(self.now_ms());
-            let old = ring_of(&topology, |n, owns_data| match joined {
-                true => owns_data && *n != node,
-                false => owns_data || *n == node,
-            });
-            Handover {
-                old: Arc::new(old),
-                new: gossiper.ring(),
+            let (old, new) = if joined {
+                let with_joiner = ring_of(&topology, |n, owns_data| owns_data || *n == node);
+                (gossiper.ring(), Arc::new(with_joiner))
+            } else {
+                let with_gone = ring_of(&topology, |n, owns_data| owns_data || *n == node);
+                (Arc::new(with_gone), gossiper.ring())
+            };
+            Arc::new(Handover {
+                old,
+                new,
                 replication_factor: self.config.replication_factor as usize,
-            }
+            })
         };
-        match self.stream_handover(&Arc::new(handover)).await {
+        if joined && !self.forwarding_for_join_of(&node) {
+            let reason = ForwardFor::Join {
+                node: node.clone(),
+                started_ms: self.now_ms(),
+                normal_seen_ms: None,
+            };
+            if self.start_forwarding(handover.clone(), reason).is_none() {
+                return Response::Invalid {
+                    message: format!(
+                        "{} is moving data for another ring change; ask again later",
+                        self.node_id
+                    ),
+                };
+            }
+        }
+        match self.stream_handover(&handover).await {
             Ok(summary) => {
                 tracing::info!(%node, joined, ?summary, "streamed for a ring change");
                 Response::Streamed(summary)
             }
-            Err(e) => Response::Error {
-                message: format!("streaming for {node}'s ring change: {e}"),
-            },
+            Err(e) => {
+                if joined {
+                    self.stop_forwarding();
+                }
+                Response::Error {
+                    message: format!("streaming for {node}'s ring change: {e}"),
+                }
+            }
         }
+    }
+
+    /// Whether this node passes writes on for `node`'s join already (the
+    /// joining node asks again after a failure elsewhere).
+    fn forwarding_for_join_of(&self, node: &NodeId) -> bool {
+        matches!(
+            &*self.forwarding.lock(),
+            Some(Forwarding { reason: ForwardFor::Join { node: joining, .. }, .. }) if joining == node
+        )
     }
 
     /// Asks every live node holding data (this one inline) to stream for
@@ -229,5 +314,143 @@ impl<T: Transport> NodeShared<T> {
             outcomes.push((target, outcome));
         }
         outcomes
+    }
+
+    /// Starts passing applied writes on for `handover`; `None` if this node
+    /// does so for another ring change already. The counts, and the task
+    /// that sends (it ends once [`NodeShared::stop_forwarding`] was called
+    /// and the queue is sent).
+    pub(super) fn start_forwarding(
+        self: &Arc<Self>,
+        handover: Arc<Handover>,
+        reason: ForwardFor,
+    ) -> Option<(Arc<ForwardCounts>, JoinHandle<()>)> {
+        let mut slot = self.forwarding.lock();
+        if slot.is_some() {
+            return None;
+        }
+        let (queue, batches) = mpsc::channel(FORWARD_QUEUE_BATCHES_MAX);
+        let counts = Arc::new(ForwardCounts::default());
+        let sender = tokio::spawn(self.clone().forward_writes(
+            handover.clone(),
+            counts.clone(),
+            batches,
+        ));
+        *slot = Some(Forwarding {
+            handover,
+            queue,
+            counts: counts.clone(),
+            reason,
+        });
+        self.is_forwarding.store(true, Ordering::Release);
+        Some((counts, sender))
+    }
+
+    pub(super) fn stop_forwarding(&self) {
+        self.is_forwarding.store(false, Ordering::Release);
+        // Dropping the queue's sender ends the task once the queue is sent.
+        self.forwarding.lock().take();
+    }
+
+    /// Passes `writes` on to the nodes that gain their keys, if data is
+    /// moving; through a queue, so the caller never waits.
+    pub(crate) fn forward_if_moving<K: AsRef<[u8]>>(&self, writes: &[(K, Cell)]) {
+        if !self.is_forwarding.load(Ordering::Acquire) {
+            return;
+        }
+        let forwarding = self.forwarding.lock();
+        let Some(Forwarding {
+            handover,
+            queue,
+            counts,
+            ..
+        }) = forwarding.as_ref()
+        else {
+            return;
+        };
+        let batch: Vec<KeyedCell> = writes
+            .iter()
+            .filter(|(key, _)| !handover.gainers(key.as_ref()).is_empty())
+            .map(|(key, cell)| KeyedCell {
+                key: key.as_ref().to_vec(),
+                cell: cell.clone(),
+            })
+            .collect();
+        let count = batch.len() as u64;
+        if count > 0 && queue.try_send(batch).is_err() {
+            counts.not_forwarded.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends passed-on writes until the queue closes.
+    async fn forward_writes(
+        self: Arc<Self>,
+        handover: Arc<Handover>,
+        counts: Arc<ForwardCounts>,
+        mut batches: mpsc::Receiver<Vec<KeyedCell>>,
+    ) {
+        while let Some(batch) = batches.recv().await {
+            let count = batch.len() as u64;
+            match self.send_to_gainers(&handover, batch).await {
+                Ok(_) => counts.forwarded.fetch_add(count, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(error = %e, writes = count, "cannot pass writes on to the nodes that gain their keys");
+                    counts.not_forwarded.fetch_add(count, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Ends the passing on for a join once the joining node has been
+    /// NORMAL for a while, or is gone, or took too long (every gossip tick).
+    pub(crate) fn end_join_forwarding_if_done(&self) {
+        if !self.is_forwarding.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(joiner) = (match &*self.forwarding.lock() {
+            Some(Forwarding {
+                reason: ForwardFor::Join { node, .. },
+                ..
+            }) => Some(node.clone()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let now = self.now_ms();
+        let (status, up) = {
+            let gossiper = self.gossiper.lock();
+            (gossiper.status(&joiner), gossiper.is_up(&joiner, now))
+        };
+        let grace_ms = JOIN_FORWARD_GRACE_INTERVALS * self.config.gossip_interval_ms;
+        let mut forwarding = self.forwarding.lock();
+        let Some(Forwarding {
+            reason:
+                ForwardFor::Join {
+                    started_ms,
+                    normal_seen_ms,
+                    ..
+                },
+            counts,
+            ..
+        }) = forwarding.as_mut()
+        else {
+            return;
+        };
+        let done = match status {
+            Some(NodeStatus::Normal) => now >= *normal_seen_ms.get_or_insert(now) + grace_ms,
+            Some(NodeStatus::Joining) => !up || now >= *started_ms + JOIN_FORWARD_MAX_MS,
+            _ => true,
+        };
+        if done {
+            tracing::info!(
+                node = %joiner,
+                status = status.map_or("unknown", NodeStatus::as_str),
+                forwarded = counts.forwarded.load(Ordering::Relaxed),
+                not_forwarded = counts.not_forwarded.load(Ordering::Relaxed),
+                "done passing writes on for a join"
+            );
+            forwarding.take();
+            self.is_forwarding.store(false, Ordering::Release);
+        }
     }
 }

@@ -15,44 +15,23 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::handover::{Handover, ring_of};
+use super::handover::{ForwardFor, Handover, ring_of};
 use super::repair::ClearOnDrop;
 use super::shared::NodeShared;
 use crate::cluster::NodeStatus;
 use crate::error::Error;
 use crate::net::Transport;
-use crate::proto::{KeyedCell, LeaveSummary, RemovalSummary, Request, Response, StreamSummary};
-use crate::storage::Cell;
+use crate::proto::{LeaveSummary, RemovalSummary, Request, Response, StreamSummary};
 use crate::types::NodeId;
 
 /// The file in a data directory that says its node has left the cluster.
 pub(crate) const LEFT_MARKER: &str = "left";
 
-/// Batches of passed-on writes waiting to be sent, at most; a write that
-/// finds the queue full is counted as not passed on (its other replicas
-/// have it; a repair restores the new one's copy).
-const FORWARD_QUEUE_BATCHES_MAX: usize = 4096;
-
 /// Gossip intervals to wait for every live peer to see a node LEFT.
 const SPREAD_WAIT_INTERVALS: u64 = 30;
-
-#[derive(Default)]
-struct ForwardCounts {
-    forwarded: AtomicU64,
-    not_forwarded: AtomicU64,
-}
-
-/// Set on a node while it leaves: writes it applies are passed on.
-pub(crate) struct Leaving {
-    handover: Arc<Handover>,
-    forward: mpsc::Sender<Vec<KeyedCell>>,
-    counts: Arc<ForwardCounts>,
-}
 
 /// The marker's text, and where it is.
 pub(crate) fn left_marker_refusal(data_dir: &Path, name: &str) -> Option<Error> {
@@ -66,54 +45,6 @@ pub(crate) fn left_marker_refusal(data_dir: &Path, name: &str) -> Option<Error> 
 }
 
 impl<T: Transport> NodeShared<T> {
-    /// Passes `writes` on to the nodes that take their keys over, if this
-    /// node is leaving; a queue, so the caller never waits.
-    pub(crate) fn forward_if_leaving<K: AsRef<[u8]>>(&self, writes: &[(K, Cell)]) {
-        if !self.is_leaving.load(Ordering::Acquire) {
-            return;
-        }
-        let leaving = self.leaving.lock();
-        let Some(Leaving {
-            handover,
-            forward,
-            counts,
-        }) = leaving.as_ref()
-        else {
-            return;
-        };
-        let batch: Vec<KeyedCell> = writes
-            .iter()
-            .filter(|(key, _)| !handover.gainers(key.as_ref()).is_empty())
-            .map(|(key, cell)| KeyedCell {
-                key: key.as_ref().to_vec(),
-                cell: cell.clone(),
-            })
-            .collect();
-        let count = batch.len() as u64;
-        if count > 0 && forward.try_send(batch).is_err() {
-            counts.not_forwarded.fetch_add(count, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends passed-on writes until the queue closes (the leave ended).
-    async fn forward_writes(
-        self: Arc<Self>,
-        handover: Arc<Handover>,
-        counts: Arc<ForwardCounts>,
-        mut queue: mpsc::Receiver<Vec<KeyedCell>>,
-    ) {
-        while let Some(batch) = queue.recv().await {
-            let count = batch.len() as u64;
-            match self.send_to_gainers(&handover, batch).await {
-                Ok(_) => counts.forwarded.fetch_add(count, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(error = %e, writes = count, "cannot pass writes on while leaving");
-                    counts.not_forwarded.fetch_add(count, Ordering::Relaxed)
-                }
-            };
-        }
-    }
-
     /// This node leaves the cluster: see the module docs.
     pub(crate) async fn decommission(self: &Arc<Self>) -> Response {
         // Repairs and a leave exclude each other: a repair would compare
@@ -128,21 +59,16 @@ impl<T: Transport> NodeShared<T> {
             Ok(handover) => Arc::new(handover),
             Err(refusal) => return *refusal,
         };
-        let (forward, queue) = mpsc::channel(FORWARD_QUEUE_BATCHES_MAX);
-        let counts = Arc::new(ForwardCounts::default());
-        *self.leaving.lock() = Some(Leaving {
-            handover: handover.clone(),
-            forward,
-            counts: counts.clone(),
-        });
-        self.is_leaving.store(true, Ordering::Release);
+        let Some((counts, forwarder)) =
+            self.start_forwarding(handover.clone(), ForwardFor::Leaving)
+        else {
+            return Response::Error {
+                message: "a node is joining through this one; decommission once it is NORMAL"
+                    .into(),
+            };
+        };
         self.gossiper.lock().set_status(NodeStatus::Leaving);
         tracing::info!(node = %self.node_id, "leaving the cluster: streaming data");
-        let forwarder = tokio::spawn(self.clone().forward_writes(
-            handover.clone(),
-            counts.clone(),
-            queue,
-        ));
         let streamed = match self.stream_handover(&handover).await {
             Ok(streamed) => streamed,
             Err(e) => {
@@ -161,7 +87,9 @@ impl<T: Transport> NodeShared<T> {
         tracing::info!(node = %self.node_id, ?streamed, "streamed; announcing LEFT");
         let peers_unconfirmed = self.wait_until_peers_see_left(&self.node_id).await;
         // Writes from coordinators that had not seen LEFT yet are passed
-        // on until here.
+        // on until here; later ones are refused (the coordinator hints or
+        // fails them), never taken and dropped.
+        self.refuse_replica_writes.store(true, Ordering::Release);
         self.stop_forwarding();
         let _ = forwarder.await;
         let summary = LeaveSummary {
@@ -227,12 +155,6 @@ impl<T: Transport> NodeShared<T> {
             new: Arc::new(ring_of(&others, |_, _| true)),
             replication_factor: self.config.replication_factor as usize,
         })
-    }
-
-    fn stop_forwarding(&self) {
-        self.is_leaving.store(false, Ordering::Release);
-        // Dropping the sender ends the forwarder once the queue is sent.
-        self.leaving.lock().take();
     }
 
     /// Waits (up to [`SPREAD_WAIT_INTERVALS`] gossip intervals) until every

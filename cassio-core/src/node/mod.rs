@@ -9,6 +9,7 @@ mod coordinate;
 mod durable;
 mod handover;
 mod hints;
+mod join;
 mod leave;
 mod peers_file;
 mod repair;

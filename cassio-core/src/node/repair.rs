@@ -352,7 +352,7 @@ impl<T: Transport> NodeShared<T> {
         let count = cells.len();
         if count > 0 {
             let writes = self.observe(cells);
-            self.forward_if_leaving(&writes);
+            self.forward_if_moving(&writes);
             self.engine.write_batch(writes)?;
         }
         Ok(count)

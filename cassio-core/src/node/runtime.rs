@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::config::NodeConfig;
 use super::hints::HintStore;
+use super::join::Join;
 use super::peers_file;
 use super::repair_schedule::RepairSchedule;
 use super::shared::NodeShared;
@@ -127,6 +128,15 @@ pub(crate) async fn run_node<T: Transport>(
     // node of a new cluster. Anyone else first tries to hear from a peer.
     let alone = known_peers.is_empty() && config.seeds.iter().all(is_self);
     let ring_on_disk = !known_peers.states.is_empty();
+    // New: no data, no peer ever known, and not a seed of its own (a seed
+    // starts a cluster, as Cassandra's seeds do not bootstrap).
+    let stats = engine.stats();
+    let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
+    let joining = config.bootstrap
+        && storage_empty
+        && known_peers.is_empty()
+        && !alone
+        && !config.seeds.iter().any(is_self);
     let mut contacts = config.seeds.clone();
     for addr in known_peers.contacts() {
         if !is_self(&addr) && !contacts.contains(&addr) {
@@ -140,7 +150,11 @@ pub(crate) async fn run_node<T: Transport>(
             native_addr,
             resp_addr: resp_listener.as_ref().map(|(_, bound)| *bound),
             vnodes,
-            status: NodeStatus::Normal,
+            status: if joining {
+                NodeStatus::Joining
+            } else {
+                NodeStatus::Normal
+            },
         },
         GossipConfig {
             interval_ms: config.gossip_interval_ms,
@@ -201,9 +215,11 @@ pub(crate) async fn run_node<T: Transport>(
     let mut persisted_peers = shared.gossiper.lock().peers_fingerprint();
     // Each peer's last seen liveness, to log changes.
     let mut peers_up = std::collections::BTreeMap::new();
-    let stats = shared.engine.stats();
-    let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
-    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), storage_empty, &mut rng);
+    let mut repairs = RepairSchedule::new(&config, shared.now_ms(), &mut rng);
+    let mut join = Join::new(config.gossip_interval_ms);
+    if joining {
+        tracing::info!(node = %node_id, "new node: JOINING until the nodes holding data have streamed its keys");
+    }
     let mut left = shared.left.subscribe();
     loop {
         tokio::select! {
@@ -247,6 +263,10 @@ pub(crate) async fn run_node<T: Transport>(
             shared.joined.send_replace(true);
         }
         shared.replay_hints();
+        shared.end_join_forwarding_if_done();
+        if shared.gossiper.lock().status(&node_id) == Some(NodeStatus::Joining) {
+            join.start_if_due(&shared);
+        }
         repairs.start_if_due(&shared);
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);
         for (addr, syn) in rounds {
@@ -261,6 +281,7 @@ pub(crate) async fn run_node<T: Transport>(
     }
     server.abort();
     repairs.stop(&shared);
+    join.stop();
     if let Some(resp) = resp_server {
         resp.abort();
     }

@@ -66,11 +66,14 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(super) repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
-    /// Set while this node leaves the cluster: the writes it applies are
-    /// passed on to the nodes that take their keys over (`leave.rs`).
-    pub(super) leaving: Mutex<Option<super::leave::Leaving>>,
-    /// Whether `leaving` is set, read on every write without the lock.
-    pub(super) is_leaving: std::sync::atomic::AtomicBool,
+    /// Set while data moves for a ring change this node streams for: the
+    /// writes it applies are passed on (`handover.rs`).
+    pub(super) forwarding: Mutex<Option<super::handover::Forwarding>>,
+    /// Whether `forwarding` is set, read on every write without the lock.
+    pub(super) is_forwarding: std::sync::atomic::AtomicBool,
+    /// Set once this node has left the cluster and stopped passing writes
+    /// on: replica writes that still come are refused, not lost.
+    pub(super) refuse_replica_writes: std::sync::atomic::AtomicBool,
     /// Turns true once this node has left the cluster; the node then stops.
     pub(crate) left: tokio::sync::watch::Sender<bool>,
 }
@@ -105,8 +108,9 @@ impl<T: Transport> NodeShared<T> {
             replicas_cache: ReplicasCache::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
-            leaving: Mutex::new(None),
-            is_leaving: std::sync::atomic::AtomicBool::new(false),
+            forwarding: Mutex::new(None),
+            is_forwarding: std::sync::atomic::AtomicBool::new(false),
+            refuse_replica_writes: std::sync::atomic::AtomicBool::new(false),
             left: tokio::sync::watch::Sender::new(false),
         }
     }
@@ -351,6 +355,15 @@ impl<T: Transport> Handler for NodeShared<T> {
                 message: "gossip and replica messages are for peers".into(),
             });
         }
+        if matches!(request, Request::ReplicaWrites(_))
+            && self
+                .refuse_replica_writes
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(Response::Error {
+                message: format!("{} has left the cluster", self.node_id),
+            });
+        }
         Ok(match request {
             Request::GossipSyn(syn) => {
                 Response::GossipAck(self.gossiper.lock().handle_syn(syn, self.now_ms()))
@@ -391,7 +404,7 @@ impl<T: Transport> Handler for NodeShared<T> {
                 if self.config.storage.sync_mode == SyncMode::Periodic =>
             {
                 let writes = self.observe(writes);
-                self.forward_if_leaving(&writes);
+                self.forward_if_moving(&writes);
                 replica_writes_answer(self.engine.write_batch(writes))
             }
             Request::ReplicaReads(keys) => self.replica_reads(&keys),
@@ -415,7 +428,7 @@ impl<T: Transport> Handler for NodeShared<T> {
             Ok(answer) => return answer,
             Err(Request::ReplicaWrites(writes)) => {
                 let writes = self.observe(writes);
-                self.forward_if_leaving(&writes);
+                self.forward_if_moving(&writes);
                 return replica_writes_answer(write_durably(&self.engine, writes).await);
             }
             Err(request) => request,

@@ -219,7 +219,7 @@ impl<T: Transport> NodeShared<T> {
     ) -> Result<()> {
         if *node == self.node_id {
             let writes: Vec<_> = writes.into_iter().map(|w| (w.key, w.cell)).collect();
-            self.forward_if_leaving(&writes);
+            self.forward_if_moving(&writes);
             return write_durably(&self.engine, writes).await;
         }
         let conn = self.peer(addr).await?;

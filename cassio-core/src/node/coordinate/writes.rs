@@ -153,7 +153,7 @@ impl<T: Transport> NodeShared<T> {
             .iter()
             .map(|&job| (&writes[job].0[..], writes[job].1.clone()));
         let local: Vec<(&[u8], Cell)> = local.collect();
-        self.forward_if_leaving(&local);
+        self.forward_if_moving(&local);
         let applied = self.engine.write_batch_unsynced(local);
         let mut batch = WriteBatch {
             writes,

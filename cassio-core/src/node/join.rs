@@ -1,0 +1,107 @@
+//! A new node's join. A node that starts with empty storage, knowing no
+//! peers and not among its own seeds, is new: it starts JOINING, outside
+//! every ring (no reads and no writes come to it; it coordinates like any
+//! node). Once it sees the nodes that hold data UP (or a while after it saw
+//! the first), it asks each to stream what the ring with it gives to nodes
+//! that did not hold it (`handover.rs`); they pass on the writes they apply
+//! until it is NORMAL everywhere. When every one of them has streamed, it
+//! turns NORMAL and takes its place in the ring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::shared::NodeShared;
+use crate::cluster::NodeStatus;
+use crate::net::Transport;
+
+/// A new node streams once every node holding data is UP, or this many
+/// gossip intervals after it first saw one, from those that are.
+const JOIN_WAIT_INTERVALS: u64 = 30;
+
+/// Streaming is asked for again after this many gossip intervals while a
+/// peer refused (it may not know the new node yet, or is busy with another
+/// join), at most [`JOIN_ATTEMPTS`] times.
+const JOIN_RETRY_INTERVALS: u64 = 3;
+const JOIN_ATTEMPTS: u32 = 60;
+
+enum Phase {
+    /// No node holding data seen yet.
+    Waiting,
+    /// One seen at this time.
+    Seen { at_ms: u64 },
+    /// Streaming asked for (the task runs or ended).
+    Started,
+}
+
+pub(super) struct Join {
+    phase: Phase,
+    gossip_interval_ms: u64,
+    running: JoinSet<()>,
+}
+
+impl Join {
+    pub(super) fn new(gossip_interval_ms: u64) -> Join {
+        Join {
+            phase: Phase::Waiting,
+            gossip_interval_ms,
+            running: JoinSet::new(),
+        }
+    }
+
+    /// Starts the join in the background once it is due (called every
+    /// gossip tick while the node is JOINING).
+    pub(super) fn start_if_due<T: Transport>(&mut self, node: &Arc<NodeShared<T>>) {
+        let now_ms = node.now_ms();
+        let members = node.members();
+        let mut owners = members
+            .iter()
+            .filter(|m| m.node != node.node_id && m.status.owns_data())
+            .peekable();
+        if owners.peek().is_none() {
+            return;
+        }
+        let all_up = owners.all(|m| m.up);
+        let seen_at_ms = match self.phase {
+            Phase::Started => return,
+            Phase::Waiting => {
+                self.phase = Phase::Seen { at_ms: now_ms };
+                now_ms
+            }
+            Phase::Seen { at_ms } => at_ms,
+        };
+        if !all_up && now_ms < seen_at_ms + JOIN_WAIT_INTERVALS * self.gossip_interval_ms {
+            return;
+        }
+        self.phase = Phase::Started;
+        let node = node.clone();
+        let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
+        self.running.spawn(async move {
+            for attempt in 1..=JOIN_ATTEMPTS {
+                let refused: Vec<String> = node
+                    .stream_everywhere(&node.node_id, true)
+                    .await
+                    .into_iter()
+                    .filter_map(|(peer, streamed)| streamed.err().map(|e| format!("{peer}: {e}")))
+                    .collect();
+                if refused.is_empty() {
+                    node.gossiper.lock().set_status(NodeStatus::Normal);
+                    tracing::info!(node = %node.node_id, "joined: NORMAL");
+                    return;
+                }
+                tracing::info!(attempt, ?refused, "streaming for this node's join to be asked again");
+                tokio::time::sleep(retry).await;
+            }
+            tracing::error!(
+                attempts = JOIN_ATTEMPTS,
+                "the nodes holding data did not all stream for this node's join; it stays JOINING (restart it to try again)"
+            );
+        });
+    }
+
+    /// The node is stopping.
+    pub(super) fn stop(mut self) {
+        self.running.abort_all();
+    }
+}
