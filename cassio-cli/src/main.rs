@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use cassio_client::{ClientConfig, ConsistencyLevel, blocking::Client};
+use cassio_client::{ClientConfig, ConsistencyLevel, MoveSummary, blocking::Client};
 use clap::{Parser, Subcommand};
 
 /// `cassio up` runs nodes in this process: the same allocator as
@@ -111,6 +111,31 @@ fn connect(cli: &Cli) -> anyhow::Result<Client> {
             cli.host
         )
     })
+}
+
+/// What a decommission or removal did, as a line (or JSON) and warnings.
+fn print_move(cli: &Cli, summary: &MoveSummary, what: &str) -> anyhow::Result<()> {
+    if cli.json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
+    }
+    let streamed = &summary.streamed;
+    println!(
+        "{} {what}: {} node(s) sent {} cell(s) to the nodes that took its keys over",
+        summary.node,
+        summary.streamed_from.len(),
+        streamed.cells_streamed
+    );
+    for failure in &summary.failed {
+        println!("warning: {failure}");
+    }
+    if summary.peers_unconfirmed > 0 {
+        println!(
+            "warning: {} live node(s) had not seen it leave yet; they will through gossip",
+            summary.peers_unconfirmed
+        );
+    }
+    Ok(())
 }
 
 fn json_string(bytes: &[u8]) -> String {
@@ -212,57 +237,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decommission { timeout_s } => {
             let client = connect(&cli)?;
             let summary = client.decommission(std::time::Duration::from_secs(*timeout_s))?;
-            if cli.json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                let streamed = &summary.streamed;
-                println!(
-                    "{} left the cluster and stops: {} cell(s) read, {} sent to {} node(s); {} write(s) passed on while leaving",
-                    cli.host,
-                    streamed.cells_scanned,
-                    streamed.cells_streamed,
-                    streamed.nodes_streamed_to,
-                    summary.writes_forwarded,
-                );
-                if summary.writes_not_forwarded > 0 {
-                    println!(
-                        "warning: {} write(s) could not be passed on; run `cassio repair` on the nodes that took its keys over",
-                        summary.writes_not_forwarded
-                    );
-                }
-                if summary.peers_unconfirmed > 0 {
-                    println!(
-                        "warning: {} live node(s) had not seen it leave when it stopped; they will through gossip",
-                        summary.peers_unconfirmed
-                    );
-                }
-            }
-            Ok(())
+            print_move(&cli, &summary, "left the cluster and stops")
         }
         Command::Removenode { node, timeout_s } => {
             let client = connect(&cli)?;
             let timeout = std::time::Duration::from_secs(*timeout_s);
             let summary = client.remove_node(node, timeout)?;
-            if cli.json {
-                println!("{}", serde_json::to_string(&summary)?);
-            } else {
-                println!(
-                    "removed {}; {} live node(s) sent {} cell(s) to the nodes that took its keys over",
-                    summary.node,
-                    summary.streamed_from.len(),
-                    summary.streamed.cells_streamed
-                );
-                for failure in &summary.failed {
-                    println!("warning: {failure}");
-                }
-            }
-            if summary.failed.is_empty() {
-                Ok(())
-            } else {
-                anyhow::bail!(
-                    "some nodes could not send their keys; run `cassio repair` on each of them"
-                )
-            }
+            print_move(&cli, &summary, "was removed")?;
+            anyhow::ensure!(
+                summary.failed.is_empty(),
+                "some nodes could not send their keys; run `cassio removenode {node}` again once they are UP"
+            );
+            Ok(())
         }
         Command::Status => {
             let client = connect(&cli)?;

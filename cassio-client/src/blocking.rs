@@ -7,7 +7,7 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::proto::ClusterStatus;
-use cassio_core::proto::{LeaveSummary, RemovalSummary};
+use cassio_core::proto::MoveSummary;
 
 use crate::client::{ClientConfig, Versioned};
 use crate::error::Error;
@@ -69,14 +69,14 @@ impl Client {
     }
 
     /// See [`crate::Client::decommission`]; `timeout` bounds the whole leave.
-    pub fn decommission(&self, timeout: Duration) -> Result<LeaveSummary, Error> {
+    pub fn decommission(&self, timeout: Duration) -> Result<MoveSummary, Error> {
         self.runtime
             .block_on(self.inner.with_timeout(timeout).decommission())
     }
 
     /// See [`crate::Client::remove_node`]; `timeout` bounds the removal and
     /// the repairs after it.
-    pub fn remove_node(&self, node: &str, timeout: Duration) -> Result<RemovalSummary, Error> {
+    pub fn remove_node(&self, node: &str, timeout: Duration) -> Result<MoveSummary, Error> {
         self.runtime
             .block_on(self.inner.with_timeout(timeout).remove_node(node))
     }

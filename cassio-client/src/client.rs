@@ -8,9 +8,7 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::net::{Connection, Tcp};
-use cassio_core::proto::{
-    ClusterStatus, Hello, LeaveSummary, RemovalSummary, Request, Response, Role,
-};
+use cassio_core::proto::{ClusterStatus, Hello, MoveSummary, Request, Response, Role};
 use cassio_core::types::NodeId;
 use parking_lot::{Mutex, RwLock};
 
@@ -207,11 +205,12 @@ impl Client {
         }
     }
 
-    /// Makes the first node this client was given leave the cluster: it
-    /// streams its data to the nodes that take its keys over, then stops.
-    /// Every other node holding data must be UP. Sent to that node only; it
-    /// reads all its data, so give a large node a long timeout.
-    pub async fn decommission(&self) -> Result<LeaveSummary, Error> {
+    /// Makes the first node this client was given leave the cluster: the
+    /// nodes holding data stream its keys to the nodes that take them over,
+    /// then it stops. Every other node holding data must be UP. Sent to
+    /// that node only; every node reads all its data, so give a large
+    /// cluster a long timeout.
+    pub async fn decommission(&self) -> Result<MoveSummary, Error> {
         match self.first_node(Request::Decommission).await? {
             Response::Decommissioned(summary) => Ok(summary),
             other => Err(unexpected(other)),
@@ -220,8 +219,8 @@ impl Client {
 
     /// Removes `node`, which must be down for good, from the cluster,
     /// through the first node this client was given; every live node then
-    /// repairs, so the keys `node` held get their replicas back.
-    pub async fn remove_node(&self, node: &str) -> Result<RemovalSummary, Error> {
+    /// streams the keys it replicated with `node` to their new replicas.
+    pub async fn remove_node(&self, node: &str) -> Result<MoveSummary, Error> {
         let request = Request::RemoveNode {
             node: NodeId::new(node),
         };

@@ -1,8 +1,9 @@
 //! Replicated reads and writes under faults, in turmoil's deterministic
 //! simulation: 5 nodes, RF 3, clients issuing QUORUM writes (unique values)
-//! and QUORUM reads over a few keys through random coordinators, while a
-//! seeded schedule partitions nodes, crashes and restarts them, and holds
-//! (delays) links. The history is then checked:
+//! and QUORUM reads over a few keys through random coordinators, while the
+//! nodes after the first join one by one (JOINING, streaming, pending
+//! replicas) and a seeded schedule partitions nodes, crashes and restarts
+//! them, and holds (delays) links. The history is then checked:
 //!
 //! (a) after a full heal, every acknowledged write reads back at QUORUM
 //!     unless a newer write replaced it;
@@ -126,8 +127,8 @@ fn run_seed(seed: u64) -> Result<Vec<Event>, String> {
                     resp: None,
                     seeds: vec![seed_addr],
                     data_dir: Some(data_dir.clone()),
-                    // The nodes of a new cluster: nothing to stream.
-                    bootstrap: false,
+                    // Every node but the first joins (JOINING, streaming,
+                    // pending replicas) while the clients already write.
                     vnodes: 8,
                     gossip_interval_ms: 200,
                     peer_request_timeout_ms: 500,

@@ -15,8 +15,7 @@ use std::time::Duration;
 use cassio_core::NodeConfig;
 use cassio_core::cluster::NodeStatus;
 use cassio_core::coordinator::ConsistencyLevel::{All, One};
-use cassio_core::proto::{KeyedCell, LeaveSummary, RemovalSummary, Request, Response};
-use cassio_core::storage::{Cell, CellValue};
+use cassio_core::proto::{MoveSummary, Request, Response};
 use cassio_core::types::NodeId;
 use cassio_core::{Node, NodeHandle};
 use cassio_tests::harness::{
@@ -28,14 +27,14 @@ fn no_hints(config: &mut NodeConfig) {
     config.hinted_handoff = false;
 }
 
-fn decommission(node: &NodeHandle) -> LeaveSummary {
+fn decommission(node: &NodeHandle) -> MoveSummary {
     match TestClient::connect(node.native_addr()).request(Request::Decommission) {
         Response::Decommissioned(summary) => summary,
         other => panic!("decommission: {other:?}"),
     }
 }
 
-fn remove(via: &NodeHandle, node: &NodeId) -> RemovalSummary {
+fn remove(via: &NodeHandle, node: &NodeId) -> MoveSummary {
     let request = Request::RemoveNode { node: node.clone() };
     match TestClient::connect(via.native_addr()).request(request) {
         Response::NodeRemoved(summary) => summary,
@@ -89,18 +88,11 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
         .count() as u64;
     assert!(held > 100, "n3 holds a share of the keys: {held}");
 
-    // While n3 leaves, a client keeps writing new keys through n0, and a
-    // coordinator (as n0 would) keeps writing keys n3 owns straight to n3
-    // until n3 stops taking them: what n3 acknowledged after its stream
-    // passed those keys reaches their new owners only if n3 passes it on.
+    // While n3 leaves, a client keeps writing new keys through n0: those
+    // written after the stream passed them reach the new owners only
+    // because n0 writes them there too (pending replicas).
     let stop = AtomicBool::new(false);
-    let owned_by_n3: Vec<Vec<u8>> = (0..100_000u32)
-        .map(|j| format!("late{j:06}").into_bytes())
-        .filter(|k| ring.replica_set(k, 1)[0] == &leaver)
-        .take(20_000)
-        .collect();
-    let n3_addr = nodes[3].native_addr();
-    let (summary, acknowledged, acknowledged_by_n3) = std::thread::scope(|scope| {
+    let (summary, acknowledged) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
             let client = TestClient::connect(nodes[0].native_addr());
             let mut acknowledged = Vec::new();
@@ -114,52 +106,23 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
             }
             acknowledged
         });
-        let replica_writer = scope.spawn(|| {
-            let mut acknowledged = Vec::new();
-            let started = std::time::Instant::now();
-            for key in &owned_by_n3 {
-                if started.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-                let cell = Cell {
-                    timestamp: 1_000_000,
-                    expires_at_ms: None,
-                    value: CellValue::Value(b"late".to_vec()),
-                };
-                let write = Request::ReplicaWrites(vec![KeyedCell {
-                    key: key.clone(),
-                    cell,
-                }]);
-                match TestClient::try_peer_request(n3_addr, "n0", write) {
-                    Ok(Response::Done) => acknowledged.push(key.clone()),
-                    Ok(_) => {}      // refused: n3 has left
-                    Err(_) => break, // n3 stopped
-                }
-            }
-            acknowledged
-        });
         std::thread::sleep(Duration::from_millis(100));
         let summary = decommission(&nodes[3]);
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Release);
-        (
-            summary,
-            writer.join().unwrap(),
-            replica_writer.join().unwrap(),
-        )
+        (summary, writer.join().unwrap())
     });
-    let streamed = &summary.streamed;
+    assert!(summary.failed.is_empty(), "{summary:?}");
     assert_eq!(
-        streamed.cells_streamed, streamed.cells_scanned,
-        "with one copy, every key n3 holds moves: {summary:?}"
+        summary.streamed_from.len(),
+        4,
+        "every node, n3 too: {summary:?}"
     );
     assert!(
-        streamed.cells_streamed >= held,
+        summary.streamed.cells_streamed >= held,
         "every key n3 held was streamed: {summary:?}, held {held}"
     );
-    assert_eq!(streamed.nodes_streamed_to, 3, "{summary:?}");
-    assert!(summary.writes_forwarded > 0, "{summary:?}");
-    assert_eq!(summary.writes_not_forwarded, 0, "{summary:?}");
+    assert_eq!(summary.streamed.nodes_streamed_to, 3, "{summary:?}");
     assert_eq!(summary.peers_unconfirmed, 0, "{summary:?}");
     assert!(acknowledged.len() > 100, "the writer kept writing");
 
@@ -191,19 +154,6 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
         "{} acknowledged writes lost, first {:?}",
         lost.len(),
         &lost[..lost.len().min(10)]
-    );
-
-    let missing: Vec<String> = acknowledged_by_n3
-        .iter()
-        .filter(|key| client.value(key, One).is_none())
-        .map(|key| String::from_utf8_lossy(key).into_owned())
-        .collect();
-    assert!(
-        acknowledged_by_n3.len() > 10 && missing.is_empty(),
-        "of {} writes n3 acknowledged while leaving, {} lost, first {:?}",
-        acknowledged_by_n3.len(),
-        missing.len(),
-        &missing[..missing.len().min(10)]
     );
 
     // Its old data directory will not start again.
@@ -259,6 +209,7 @@ fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
     assert!(summary.failed.is_empty(), "{summary:?}");
     assert_eq!(summary.streamed_from.len(), 3, "{summary:?}");
     assert!(summary.streamed.cells_streamed > 0, "{summary:?}");
+    assert_eq!(summary.peers_unconfirmed, 0, "{summary:?}");
     for node in &nodes {
         assert!(!ring_seen_by(node).nodes().contains(&dead));
     }
@@ -273,10 +224,14 @@ fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
             "key {i}"
         );
     }
-    match client.request(Request::RemoveNode { node: dead.clone() }) {
-        Response::Invalid { message } => assert!(message.contains("left"), "{message}"),
-        other => panic!("removing n3 twice: {other:?}"),
-    }
+    // Removing it again streams again (say, after a node was down during
+    // the first removal), and changes nothing.
+    let again = remove(&nodes[0], &dead);
+    assert!(again.failed.is_empty(), "{again:?}");
+    assert_eq!(
+        held_by_every_replica(&nodes[0], &nodes, 2, 7),
+        Some(b"v7".to_vec())
+    );
 }
 
 #[test]

@@ -77,6 +77,9 @@ pub struct Gossiper {
     /// heartbeat), so only a later one counts as a sign of life.
     unconfirmed: FnvHashSet<NodeId>,
     ring: Arc<Ring>,
+    /// The ring once every JOINING node has joined and every LEAVING node
+    /// has left; `None` while nobody is joining or leaving.
+    pending_ring: Option<Arc<Ring>>,
 }
 
 impl Gossiper {
@@ -113,6 +116,7 @@ impl Gossiper {
             detectors: FnvHashMap::default(),
             unconfirmed: FnvHashSet::default(),
             ring: Arc::new(Ring::default()),
+            pending_ring: None,
         };
         gossiper.rebuild_ring();
         gossiper
@@ -486,13 +490,32 @@ impl Gossiper {
         self.ring.clone()
     }
 
+    /// The ring data moves to while nodes join or leave (JOINING ones in,
+    /// LEAVING ones out); `None` while nobody does. Coordinators write to
+    /// its new replicas too ("pending" replicas, as Cassandra's).
+    pub fn pending_ring(&self) -> Option<Arc<Ring>> {
+        self.pending_ring.clone()
+    }
+
     fn rebuild_ring(&mut self) {
-        self.ring = Arc::new(Ring::new(
-            self.endpoints
-                .iter()
-                .filter(|(_, s)| s.status.value.owns_data())
-                .map(|(node, s)| (node.clone(), &s.vnodes.value[..])),
-        ));
+        let ring_over = |keep: &dyn Fn(NodeStatus) -> bool| {
+            Ring::new(
+                self.endpoints
+                    .iter()
+                    .filter(|(_, s)| keep(s.status.value))
+                    .map(|(node, s)| (node.clone(), &s.vnodes.value[..])),
+            )
+        };
+        self.ring = Arc::new(ring_over(&NodeStatus::owns_data));
+        let moving = self
+            .endpoints
+            .values()
+            .any(|s| matches!(s.status.value, NodeStatus::Joining | NodeStatus::Leaving));
+        self.pending_ring = moving.then(|| {
+            Arc::new(ring_over(&|status| {
+                matches!(status, NodeStatus::Normal | NodeStatus::Joining)
+            }))
+        });
     }
 }
 

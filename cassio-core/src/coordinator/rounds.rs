@@ -61,6 +61,18 @@ impl WriteRound {
         }
     }
 
+    /// Adds replicas the key is moving to (a node joins or leaves): each is
+    /// written too, and each of the `up` ones must acknowledge on top of
+    /// the level, so that the level holds on the ring after the move (as
+    /// Cassandra's pending replicas). Not at ANY, where a hint counts.
+    pub fn with_pending(mut self, up: usize, down: usize) -> Self {
+        self.outstanding += up + down;
+        if self.level != ConsistencyLevel::Any {
+            self.required += up;
+        }
+        self
+    }
+
     pub fn required(&self) -> usize {
         self.required
     }

@@ -1,26 +1,32 @@
-//! Moving data when the ring changes. A key's replicas are its owner (the
-//! most similar vnode) and the next nodes by id, so when a node joins or
-//! leaves, a key can move to nodes that held nothing of it before, not only
-//! to or from the node that changed. Every node that holds a key under the
-//! old ring therefore sends it to each node that replicates it under the
-//! new ring and did not under the old (a [`Handover`]): the leaving node
-//! for its own data (`leave.rs`), and every live node when a dead node is
-//! removed or a new node joins (`StreamRingChange`). Several old replicas
-//! send the same key; the receivers keep the newest cell, as every write.
+//! Moving data when the ring changes, as Cassandra does: announce, write
+//! to pending replicas, stream, switch.
 //!
-//! While data moves, writes keep coming to the old replicas; a node that
-//! streams for a leave or a join also passes each write it applies on to
-//! the nodes that gain its key ([`Forwarding`]): the leaving node until it
-//! stops, the others until the joining node is NORMAL everywhere.
+//! A key's replicas are its owner (the most similar vnode) and the next
+//! nodes by name, so when a node joins or leaves, a key can move to nodes
+//! that held nothing of it, not only to or from the node that changed.
+//!
+//! 1. The node that changes announces JOINING or LEAVING and waits until
+//!    every live peer knows ([`NodeShared::wait_until_writes_go_to_pending`]).
+//!    From then on every coordinator also writes each key to its pending
+//!    replicas (the replicas by [`crate::cluster::Gossiper::pending_ring`]
+//!    that are not replicas now), and counts them on top of the level.
+//! 2. Every node holding data streams ([`Handover`]): each key it
+//!    replicates by the old ring goes to the key's gainers, the replicas by
+//!    the new ring that were not by the old. Several old replicas send the
+//!    same key; the receivers keep the newest cell.
+//! 3. The node turns NORMAL or LEFT, and the new ring is the ring.
+//!
+//! So every write is either on the old replicas before streaming starts,
+//! or acknowledged by the new replicas as well. One change at a time:
+//! nodes refuse to stream for a join while another node leaves or a node
+//! with a smaller name joins, and a node does not start leaving while
+//! another joins or leaves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::repair::{RangeEnd, bound};
 use super::shared::{NodeShared, unexpected};
@@ -30,53 +36,13 @@ use crate::error::{Error, Result};
 use crate::net::Transport;
 use crate::proto::{KeyedCell, Request, Response, StreamSummary};
 use crate::ring::{Ring, Vector};
-use crate::storage::Cell;
 use crate::types::NodeId;
 
 /// A node streams every cell it holds in one request: it gets this long.
 const STREAM_TIMEOUT_MS: u64 = 6 * 60 * 60 * 1000;
 
-/// Batches of passed-on writes waiting to be sent, at most; a write that
-/// finds the queue full is counted as not passed on (its other replicas
-/// have it; a repair restores the new one's copy).
-const FORWARD_QUEUE_BATCHES_MAX: usize = 4096;
-
-/// Gossip intervals a node keeps passing writes on after it saw a joining
-/// node NORMAL: coordinators that have not seen it yet still write to the
-/// old replicas only.
-const JOIN_FORWARD_GRACE_INTERVALS: u64 = 10;
-
-/// A join that takes longer than this (the joining node died, say) stops
-/// the passing on.
-const JOIN_FORWARD_MAX_MS: u64 = 30 * 60 * 1000;
-
-/// Why a node passes the writes it applies on.
-pub(crate) enum ForwardFor {
-    /// It is leaving; it stops when done.
-    Leaving,
-    /// `node` is joining; it stops [`JOIN_FORWARD_GRACE_INTERVALS`] after
-    /// `node` is seen NORMAL.
-    Join {
-        node: NodeId,
-        started_ms: u64,
-        normal_seen_ms: Option<u64>,
-    },
-}
-
-#[derive(Default)]
-pub(crate) struct ForwardCounts {
-    pub(crate) forwarded: AtomicU64,
-    pub(crate) not_forwarded: AtomicU64,
-}
-
-/// Set on a node while data moves for a ring change: writes it applies are
-/// passed on to the nodes that gain their keys.
-pub(crate) struct Forwarding {
-    handover: Arc<Handover>,
-    queue: mpsc::Sender<Vec<KeyedCell>>,
-    counts: Arc<ForwardCounts>,
-    reason: ForwardFor,
-}
+/// Gossip intervals to wait for every live peer to see a node's new status.
+const SPREAD_WAIT_INTERVALS: u64 = 30;
 
 /// Where each key goes when the ring changes from `old` to `new`.
 pub(crate) struct Handover {
@@ -87,9 +53,14 @@ pub(crate) struct Handover {
 
 impl Handover {
     /// The nodes that replicate `key` by the new ring and did not by the
-    /// old.
-    pub(super) fn gainers(&self, key: &[u8]) -> Vec<NodeId> {
+    /// old, if `me` replicated it by the old (a copy a node keeps from
+    /// before an earlier change may be older than a purged tombstone: it is
+    /// not sent).
+    fn gainers_from(&self, me: &NodeId, key: &[u8]) -> Vec<NodeId> {
         let before = self.old.replica_set(key, self.replication_factor);
+        if !before.contains(&me) {
+            return Vec::new();
+        }
         self.new
             .replica_set(key, self.replication_factor)
             .into_iter()
@@ -122,7 +93,7 @@ impl<T: Transport> NodeShared<T> {
     ) -> Result<Vec<NodeId>> {
         let mut by_node: BTreeMap<NodeId, Vec<KeyedCell>> = BTreeMap::new();
         for cell in cells {
-            for node in handover.gainers(&cell.key) {
+            for node in handover.gainers_from(&self.node_id, &cell.key) {
                 by_node.entry(node).or_default().push(cell.clone());
             }
         }
@@ -170,8 +141,9 @@ impl<T: Transport> NodeShared<T> {
                             false => item,
                         })
                         .filter(|item| {
-                            item.as_ref()
-                                .map_or(true, |(key, _)| !scan_handover.gainers(key).is_empty())
+                            item.as_ref().map_or(true, |(key, _)| {
+                                !scan_handover.gainers_from(&node.node_id, key).is_empty()
+                            })
                         });
                     let (page, more) = take_page(cells, page_bytes_max)?;
                     Ok((page, more, scanned))
@@ -182,7 +154,7 @@ impl<T: Transport> NodeShared<T> {
             start = page.last().map(|cell| cell.key.clone());
             let cells: u64 = page
                 .iter()
-                .map(|cell| handover.gainers(&cell.key).len() as u64)
+                .map(|cell| handover.gainers_from(&self.node_id, &cell.key).len() as u64)
                 .sum();
             receivers.extend(self.send_to_gainers(handover, page).await?);
             receivers.remove(&self.node_id);
@@ -194,86 +166,76 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// A peer's `StreamRingChange`: `node` is joining (`joined`), or left
-    /// this node's ring. For a join this node passes writes on until the
-    /// joining node is NORMAL ([`ForwardFor::Join`]).
+    /// A `StreamRingChange` (from a peer, or this node's own): `node` is
+    /// joining (`joined`), or leaving or gone; this node streams what it
+    /// replicates by the ring before the change to the key's gainers.
     pub(crate) async fn answer_ring_change(
         self: &Arc<Self>,
         node: NodeId,
         joined: bool,
     ) -> Response {
-        let handover = {
-            let gossiper = self.gossiper.lock();
-            let expected = if joined {
-                NodeStatus::Joining
-            } else {
-                NodeStatus::Left
-            };
-            if gossiper.status(&node) != Some(expected) {
-                return Response::Invalid {
-                    message: format!(
-                        "{} does not know {node} as {} yet; ask again once gossip settles",
-                        self.node_id,
-                        expected.as_str()
-                    ),
-                };
-            }
-            let topology = gossiper.topology(self.now_ms());
-            let (old, new) = if joined {
-                let with_joiner = ring_of(&topology, |n, owns_data| owns_data || *n == node);
-                (gossiper.ring(), Arc::new(with_joiner))
-            } else {
-                let with_gone = ring_of(&topology, |n, owns_data| owns_data || *n == node);
-                (Arc::new(with_gone), gossiper.ring())
-            };
-            Arc::new(Handover {
-                old,
-                new,
-                replication_factor: self.config.replication_factor as usize,
-            })
+        let handover = match self.handover_for(&node, joined) {
+            Ok(handover) => Arc::new(handover),
+            Err(message) => return Response::Invalid { message },
         };
-        if joined && !self.forwarding_for_join_of(&node) {
-            let reason = ForwardFor::Join {
-                node: node.clone(),
-                started_ms: self.now_ms(),
-                normal_seen_ms: None,
-            };
-            if self.start_forwarding(handover.clone(), reason).is_none() {
-                return Response::Invalid {
-                    message: format!(
-                        "{} is moving data for another ring change; ask again later",
-                        self.node_id
-                    ),
-                };
-            }
-        }
         match self.stream_handover(&handover).await {
             Ok(summary) => {
                 tracing::info!(%node, joined, ?summary, "streamed for a ring change");
                 Response::Streamed(summary)
             }
-            Err(e) => {
-                if joined {
-                    self.stop_forwarding();
-                }
-                Response::Error {
-                    message: format!("streaming for {node}'s ring change: {e}"),
-                }
-            }
+            Err(e) => Response::Error {
+                message: format!("streaming for {node}'s ring change: {e}"),
+            },
         }
     }
 
-    /// Whether this node passes writes on for `node`'s join already (the
-    /// joining node asks again after a failure elsewhere).
-    fn forwarding_for_join_of(&self, node: &NodeId) -> bool {
-        matches!(
-            &*self.forwarding.lock(),
-            Some(Forwarding { reason: ForwardFor::Join { node: joining, .. }, .. }) if joining == node
-        )
+    /// The rings before and after `node` joins (`joined`) or leaves, as
+    /// this node sees them; why not, if this node cannot stream for it now.
+    fn handover_for(&self, node: &NodeId, joined: bool) -> std::result::Result<Handover, String> {
+        let gossiper = self.gossiper.lock();
+        let members = gossiper.members(self.now_ms());
+        let status = gossiper.status(node);
+        let expected = match joined {
+            true => matches!(status, Some(NodeStatus::Joining)),
+            false => matches!(status, Some(NodeStatus::Leaving | NodeStatus::Left)),
+        };
+        if !expected {
+            return Err(format!(
+                "{} does not see {node} {} yet (it sees it {}); ask again once gossip settles",
+                self.node_id,
+                if joined { "JOINING" } else { "LEAVING or LEFT" },
+                status.map_or("unknown", NodeStatus::as_str)
+            ));
+        }
+        // One change at a time: joins go in name order, after any leave.
+        if let Some(other) = members.iter().find(|m| {
+            m.node != *node
+                && (m.status == NodeStatus::Leaving
+                    || (joined && m.status == NodeStatus::Joining && m.node < *node))
+        }) {
+            return Err(format!(
+                "{} is {}: one change at a time; ask again once it is done",
+                other.node,
+                other.status.as_str()
+            ));
+        }
+        let topology = gossiper.topology(self.now_ms());
+        let with = Arc::new(ring_of(&topology, |n, owns_data| owns_data || n == node));
+        let without = Arc::new(ring_of(&topology, |n, owns_data| owns_data && n != node));
+        let (old, new) = if joined {
+            (without, with)
+        } else {
+            (with, without)
+        };
+        Ok(Handover {
+            old,
+            new,
+            replication_factor: self.config.replication_factor as usize,
+        })
     }
 
-    /// Asks every live node holding data (this one inline) to stream for
-    /// `node`'s ring change; what each sent, or why it could not.
+    /// Asks every live node holding data, and this one (inline), to stream
+    /// for `node`'s ring change; what each sent, or why it could not.
     pub(super) async fn stream_everywhere(
         self: &Arc<Self>,
         node: &NodeId,
@@ -282,7 +244,7 @@ impl<T: Transport> NodeShared<T> {
         let targets: Vec<_> = self
             .members()
             .into_iter()
-            .filter(|m| m.up && m.status.owns_data() && m.node != *node)
+            .filter(|m| m.node == self.node_id || (m.up && m.status.owns_data()))
             .map(|m| (m.node, m.native_addr))
             .collect();
         let timeout = Duration::from_millis(STREAM_TIMEOUT_MS);
@@ -316,141 +278,62 @@ impl<T: Transport> NodeShared<T> {
         outcomes
     }
 
-    /// Starts passing applied writes on for `handover`; `None` if this node
-    /// does so for another ring change already. The counts, and the task
-    /// that sends (it ends once [`NodeShared::stop_forwarding`] was called
-    /// and the queue is sent).
-    pub(super) fn start_forwarding(
-        self: &Arc<Self>,
-        handover: Arc<Handover>,
-        reason: ForwardFor,
-    ) -> Option<(Arc<ForwardCounts>, JoinHandle<()>)> {
-        let mut slot = self.forwarding.lock();
-        if slot.is_some() {
-            return None;
-        }
-        let (queue, batches) = mpsc::channel(FORWARD_QUEUE_BATCHES_MAX);
-        let counts = Arc::new(ForwardCounts::default());
-        let sender = tokio::spawn(self.clone().forward_writes(
-            handover.clone(),
-            counts.clone(),
-            batches,
-        ));
-        *slot = Some(Forwarding {
-            handover,
-            queue,
-            counts: counts.clone(),
-            reason,
-        });
-        self.is_forwarding.store(true, Ordering::Release);
-        Some((counts, sender))
-    }
-
-    pub(super) fn stop_forwarding(&self) {
-        self.is_forwarding.store(false, Ordering::Release);
-        // Dropping the queue's sender ends the task once the queue is sent.
-        self.forwarding.lock().take();
-    }
-
-    /// Passes `writes` on to the nodes that gain their keys, if data is
-    /// moving; through a queue, so the caller never waits.
-    pub(crate) fn forward_if_moving<K: AsRef<[u8]>>(&self, writes: &[(K, Cell)]) {
-        if !self.is_forwarding.load(Ordering::Acquire) {
-            return;
-        }
-        let forwarding = self.forwarding.lock();
-        let Some(Forwarding {
-            handover,
-            queue,
-            counts,
-            ..
-        }) = forwarding.as_ref()
-        else {
-            return;
-        };
-        let batch: Vec<KeyedCell> = writes
-            .iter()
-            .filter(|(key, _)| !handover.gainers(key.as_ref()).is_empty())
-            .map(|(key, cell)| KeyedCell {
-                key: key.as_ref().to_vec(),
-                cell: cell.clone(),
-            })
-            .collect();
-        let count = batch.len() as u64;
-        if count > 0 && queue.try_send(batch).is_err() {
-            counts.not_forwarded.fetch_add(count, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends passed-on writes until the queue closes.
-    async fn forward_writes(
-        self: Arc<Self>,
-        handover: Arc<Handover>,
-        counts: Arc<ForwardCounts>,
-        mut batches: mpsc::Receiver<Vec<KeyedCell>>,
-    ) {
-        while let Some(batch) = batches.recv().await {
-            let count = batch.len() as u64;
-            match self.send_to_gainers(&handover, batch).await {
-                Ok(_) => counts.forwarded.fetch_add(count, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(error = %e, writes = count, "cannot pass writes on to the nodes that gain their keys");
-                    counts.not_forwarded.fetch_add(count, Ordering::Relaxed)
+    /// Waits (up to [`SPREAD_WAIT_INTERVALS`] gossip intervals) until every
+    /// live peer answers that `node` is `status`; how many did not in time.
+    pub(super) async fn wait_until_peers_see(&self, node: &NodeId, status: NodeStatus) -> u32 {
+        let interval = Duration::from_millis(self.config.gossip_interval_ms);
+        let mut unconfirmed = 0;
+        for attempt in 0..=SPREAD_WAIT_INTERVALS {
+            if attempt > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            let peers: Vec<_> = self
+                .members()
+                .into_iter()
+                .filter(|m| m.up && m.node != self.node_id && m.node != *node)
+                .filter(|m| m.status != NodeStatus::Left)
+                .collect();
+            unconfirmed = 0;
+            for peer in peers {
+                if !self.peer_sees(peer.native_addr, node, status).await {
+                    unconfirmed += 1;
                 }
-            };
+            }
+            if unconfirmed == 0 {
+                return 0;
+            }
+        }
+        tracing::warn!(%node, unconfirmed, status = status.as_str(), "some live peers have not seen the change yet");
+        unconfirmed
+    }
+
+    async fn peer_sees(
+        &self,
+        addr: std::net::SocketAddr,
+        node: &NodeId,
+        status: NodeStatus,
+    ) -> bool {
+        let Ok(conn) = self.peer(addr).await else {
+            return false;
+        };
+        match conn
+            .request(Request::ClusterStatus, self.peer_timeout())
+            .await
+        {
+            Ok(Response::ClusterStatus(seen)) => seen
+                .members
+                .iter()
+                .any(|m| m.node == *node && m.status == status),
+            _ => false,
         }
     }
 
-    /// Ends the passing on for a join once the joining node has been
-    /// NORMAL for a while, or is gone, or took too long (every gossip tick).
-    pub(crate) fn end_join_forwarding_if_done(&self) {
-        if !self.is_forwarding.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(joiner) = (match &*self.forwarding.lock() {
-            Some(Forwarding {
-                reason: ForwardFor::Join { node, .. },
-                ..
-            }) => Some(node.clone()),
-            _ => None,
-        }) else {
-            return;
-        };
-        let now = self.now_ms();
-        let (status, up) = {
-            let gossiper = self.gossiper.lock();
-            (gossiper.status(&joiner), gossiper.is_up(&joiner, now))
-        };
-        let grace_ms = JOIN_FORWARD_GRACE_INTERVALS * self.config.gossip_interval_ms;
-        let mut forwarding = self.forwarding.lock();
-        let Some(Forwarding {
-            reason:
-                ForwardFor::Join {
-                    started_ms,
-                    normal_seen_ms,
-                    ..
-                },
-            counts,
-            ..
-        }) = forwarding.as_mut()
-        else {
-            return;
-        };
-        let done = match status {
-            Some(NodeStatus::Normal) => now >= *normal_seen_ms.get_or_insert(now) + grace_ms,
-            Some(NodeStatus::Joining) => !up || now >= *started_ms + JOIN_FORWARD_MAX_MS,
-            _ => true,
-        };
-        if done {
-            tracing::info!(
-                node = %joiner,
-                status = status.map_or("unknown", NodeStatus::as_str),
-                forwarded = counts.forwarded.load(Ordering::Relaxed),
-                not_forwarded = counts.not_forwarded.load(Ordering::Relaxed),
-                "done passing writes on for a join"
-            );
-            forwarding.take();
-            self.is_forwarding.store(false, Ordering::Release);
-        }
+    /// Waits until every live peer sees `node` JOINING or LEAVING, then two
+    /// gossip intervals more: each node notices at its next gossip tick
+    /// that keys are moving, and from then on writes to their pending
+    /// replicas too.
+    pub(super) async fn wait_until_writes_go_to_pending(&self, node: &NodeId, status: NodeStatus) {
+        self.wait_until_peers_see(node, status).await;
+        tokio::time::sleep(Duration::from_millis(2 * self.config.gossip_interval_ms)).await;
     }
 }

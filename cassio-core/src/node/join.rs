@@ -7,6 +7,7 @@
 //! until it is NORMAL everywhere. When every one of them has streamed, it
 //! turns NORMAL and takes its place in the ring.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,22 @@ use tokio::task::JoinSet;
 
 use super::shared::NodeShared;
 use crate::cluster::NodeStatus;
+use crate::error::Result;
 use crate::net::Transport;
+
+/// The file in a data directory that says its node has not finished
+/// joining: after a restart it is still JOINING, whatever it holds.
+const JOINING_MARKER: &str = "joining";
+
+/// Whether the node of `data_dir` was joining when it stopped.
+pub(super) fn interrupted(data_dir: &Path) -> bool {
+    data_dir.join(JOINING_MARKER).exists()
+}
+
+/// Records that the node of `data_dir` is joining.
+pub(super) fn mark(data_dir: &Path) -> Result<()> {
+    crate::storage::write_atomically(&data_dir.join(JOINING_MARKER), b"joining\n")
+}
 
 /// A new node streams once every node holding data is UP, or this many
 /// gossip intervals after it first saw one, from those that are.
@@ -38,14 +54,16 @@ enum Phase {
 pub(super) struct Join {
     phase: Phase,
     gossip_interval_ms: u64,
+    data_dir: PathBuf,
     running: JoinSet<()>,
 }
 
 impl Join {
-    pub(super) fn new(gossip_interval_ms: u64) -> Join {
+    pub(super) fn new(gossip_interval_ms: u64, data_dir: PathBuf) -> Join {
         Join {
             phase: Phase::Waiting,
             gossip_interval_ms,
+            data_dir,
             running: JoinSet::new(),
         }
     }
@@ -76,16 +94,29 @@ impl Join {
         }
         self.phase = Phase::Started;
         let node = node.clone();
+        let marker = self.data_dir.join(JOINING_MARKER);
         let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
         self.running.spawn(async move {
+            // Writes reach this node (a pending replica) once every node
+            // knows it is JOINING: only then is streaming complete.
+            node.wait_until_writes_go_to_pending(&node.node_id, NodeStatus::Joining)
+                .await;
             for attempt in 1..=JOIN_ATTEMPTS {
-                let refused: Vec<String> = node
-                    .stream_everywhere(&node.node_id, true)
-                    .await
-                    .into_iter()
-                    .filter_map(|(peer, streamed)| streamed.err().map(|e| format!("{peer}: {e}")))
+                let outcomes = node.stream_everywhere(&node.node_id, true).await;
+                // This node itself is always asked: someone else must answer.
+                let mut refused: Vec<String> = outcomes
+                    .iter()
+                    .filter_map(|(peer, streamed)| {
+                        streamed.as_ref().err().map(|e| format!("{peer}: {e}"))
+                    })
                     .collect();
+                if outcomes.len() < 2 {
+                    refused.push("no node holding data is UP".into());
+                }
                 if refused.is_empty() {
+                    if let Err(e) = std::fs::remove_file(&marker) {
+                        tracing::warn!(error = %e, "cannot remove the joining marker");
+                    }
                     node.gossiper.lock().set_status(NodeStatus::Normal);
                     tracing::info!(node = %node.node_id, "joined: NORMAL");
                     return;

@@ -351,9 +351,7 @@ impl<T: Transport> NodeShared<T> {
         cells.retain(|cell| shared.contains(&cell.key));
         let count = cells.len();
         if count > 0 {
-            let writes = self.observe(cells);
-            self.forward_if_moving(&writes);
-            self.engine.write_batch(writes)?;
+            self.engine.write_batch(self.observe(cells))?;
         }
         Ok(count)
     }

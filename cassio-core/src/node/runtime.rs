@@ -132,11 +132,17 @@ pub(crate) async fn run_node<T: Transport>(
     // starts a cluster, as Cassandra's seeds do not bootstrap).
     let stats = engine.stats();
     let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
+    // A join cut short by a restart goes on (its marker stays until it is
+    // NORMAL).
     let joining = config.bootstrap
-        && storage_empty
-        && known_peers.is_empty()
-        && !alone
-        && !config.seeds.iter().any(is_self);
+        && (super::join::interrupted(&data_dir)
+            || (storage_empty
+                && known_peers.is_empty()
+                && !alone
+                && !config.seeds.iter().any(is_self)));
+    if joining {
+        super::join::mark(&data_dir)?;
+    }
     let mut contacts = config.seeds.clone();
     for addr in known_peers.contacts() {
         if !is_self(&addr) && !contacts.contains(&addr) {
@@ -216,7 +222,7 @@ pub(crate) async fn run_node<T: Transport>(
     // Each peer's last seen liveness, to log changes.
     let mut peers_up = std::collections::BTreeMap::new();
     let mut repairs = RepairSchedule::new(&config, shared.now_ms(), &mut rng);
-    let mut join = Join::new(config.gossip_interval_ms);
+    let mut join = Join::new(config.gossip_interval_ms, data_dir.clone());
     if joining {
         tracing::info!(node = %node_id, "new node: JOINING until the nodes holding data have streamed its keys");
     }
@@ -262,8 +268,11 @@ pub(crate) async fn run_node<T: Transport>(
             );
             shared.joined.send_replace(true);
         }
+        let moving = shared.gossiper.lock().pending_ring().is_some();
+        shared
+            .ring_moving
+            .store(moving, std::sync::atomic::Ordering::Release);
         shared.replay_hints();
-        shared.end_join_forwarding_if_done();
         if shared.gossiper.lock().status(&node_id) == Some(NodeStatus::Joining) {
             join.start_if_due(&shared);
         }

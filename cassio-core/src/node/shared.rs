@@ -66,13 +66,11 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(super) repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
-    /// Set while data moves for a ring change this node streams for: the
-    /// writes it applies are passed on (`handover.rs`).
-    pub(super) forwarding: Mutex<Option<super::handover::Forwarding>>,
-    /// Whether `forwarding` is set, read on every write without the lock.
-    pub(super) is_forwarding: std::sync::atomic::AtomicBool,
-    /// Set once this node has left the cluster and stopped passing writes
-    /// on: replica writes that still come are refused, not lost.
+    /// Whether nodes join or leave (the gossiper has a pending ring), as of
+    /// the last gossip tick: writes then go to pending replicas too.
+    pub(crate) ring_moving: std::sync::atomic::AtomicBool,
+    /// Set once this node has left the cluster: replica writes that still
+    /// come (from a coordinator late to see it) are refused, not taken.
     pub(super) refuse_replica_writes: std::sync::atomic::AtomicBool,
     /// Turns true once this node has left the cluster; the node then stops.
     pub(crate) left: tokio::sync::watch::Sender<bool>,
@@ -108,8 +106,7 @@ impl<T: Transport> NodeShared<T> {
             replicas_cache: ReplicasCache::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
-            forwarding: Mutex::new(None),
-            is_forwarding: std::sync::atomic::AtomicBool::new(false),
+            ring_moving: std::sync::atomic::AtomicBool::new(false),
             refuse_replica_writes: std::sync::atomic::AtomicBool::new(false),
             left: tokio::sync::watch::Sender::new(false),
         }
@@ -403,9 +400,7 @@ impl<T: Transport> Handler for NodeShared<T> {
             Request::ReplicaWrites(writes)
                 if self.config.storage.sync_mode == SyncMode::Periodic =>
             {
-                let writes = self.observe(writes);
-                self.forward_if_moving(&writes);
-                replica_writes_answer(self.engine.write_batch(writes))
+                replica_writes_answer(self.engine.write_batch(self.observe(writes)))
             }
             Request::ReplicaReads(keys) => self.replica_reads(&keys),
             waits @ (Request::Get { .. }
@@ -427,9 +422,9 @@ impl<T: Transport> Handler for NodeShared<T> {
         let request = match self.answer_now(caller, request) {
             Ok(answer) => return answer,
             Err(Request::ReplicaWrites(writes)) => {
-                let writes = self.observe(writes);
-                self.forward_if_moving(&writes);
-                return replica_writes_answer(write_durably(&self.engine, writes).await);
+                return replica_writes_answer(
+                    write_durably(&self.engine, self.observe(writes)).await,
+                );
             }
             Err(request) => request,
         };

@@ -156,17 +156,20 @@ pub enum Request {
         end: Option<Vec<u8>>,
         cells: Vec<KeyedCell>,
     },
-    /// Anyone: this node leaves the cluster (LEAVING, then LEFT): it streams
-    /// its data to the nodes that take its keys over, waits until its peers
-    /// know, and stops. Answered by [`Response::Decommissioned`].
+    /// Anyone: this node leaves the cluster (LEAVING, then LEFT): every
+    /// node holding data streams the keys it replicates to the nodes that
+    /// replicate them without it; it waits until its peers know LEFT, and
+    /// stops. Answered by [`Response::Decommissioned`].
     Decommission,
     /// Anyone: `node`, down for good, is removed from the ring (its status
-    /// becomes LEFT on its behalf), then every live node repairs so the keys
-    /// it held get their replicas back. Answered by [`Response::NodeRemoved`].
+    /// becomes LEFT on its behalf), then every live node streams the keys
+    /// it replicated with it to their new replicas (again, if `node` is
+    /// LEFT already). Answered by [`Response::NodeRemoved`].
     RemoveNode { node: NodeId },
-    /// Peers only: `node` joined the ring (`joined`) or left it; this node
-    /// sends each cell it holds to the nodes that replicate its key now but
-    /// did not before. Answered by [`Response::Streamed`].
+    /// Peers only: `node` is joining the ring (`joined`), or leaving or
+    /// gone; this node sends each cell it replicates by the ring before the
+    /// change to the nodes that replicate its key after it and did not
+    /// before. Answered by [`Response::Streamed`].
     StreamRingChange { node: NodeId, joined: bool },
 }
 
@@ -274,9 +277,9 @@ pub enum Response {
         more: bool,
     },
     /// Answer to `Decommission`.
-    Decommissioned(LeaveSummary),
+    Decommissioned(MoveSummary),
     /// Answer to `RemoveNode`.
-    NodeRemoved(RemovalSummary),
+    NodeRemoved(MoveSummary),
     /// Answer to `StreamRingChange`.
     Streamed(StreamSummary),
 }
@@ -300,31 +303,19 @@ impl StreamSummary {
     }
 }
 
-/// What a decommission did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LeaveSummary {
-    /// This node's cells sent to the nodes that took its keys over.
-    pub streamed: StreamSummary,
-    /// Writes that reached this node while it was leaving, passed on to the
-    /// nodes that take their keys over.
-    pub writes_forwarded: u64,
-    /// Of those, writes that could not be passed on (the other replicas
-    /// have them; a repair restores the new one's copy).
-    pub writes_not_forwarded: u64,
-    /// Live peers that did not confirm they saw this node LEFT in time.
-    pub peers_unconfirmed: u32,
-}
-
-/// What a removal did.
+/// What a decommission or a removal did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RemovalSummary {
+pub struct MoveSummary {
+    /// The node that left or was removed.
     pub node: NodeId,
-    /// Live nodes that sent the cells they hold to the nodes that gained
-    /// their keys, the answering node included.
+    /// Live nodes that sent the keys they replicated to the nodes that
+    /// replicate them now.
     pub streamed_from: Vec<NodeId>,
     /// What they sent, summed (`nodes_streamed_to`: the most any sent to).
     pub streamed: StreamSummary,
-    /// Nodes that could not, each with why (run `cassio repair` there).
+    /// Live peers that had not seen the node LEFT in time.
+    pub peers_unconfirmed: u32,
+    /// Nodes that could not stream, each with why.
     pub failed: Vec<String>,
 }
 

@@ -209,6 +209,59 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
+    /// The replicas of each key for a write, and how many of them are
+    /// pending, (UP, DOWN): while nodes join or leave, a key's replicas by
+    /// the ring data moves to ([`crate::cluster::Gossiper::pending_ring`])
+    /// are written too, after its own.
+    fn write_replicas<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+    ) -> (Replicas, Vec<(usize, usize)>) {
+        let natural = self.replicas(keys.clone());
+        if !self.ring_moving.load(std::sync::atomic::Ordering::Acquire) {
+            return (natural, Vec::new());
+        }
+        let now = self.now_ms();
+        let gossiper = self.gossiper.lock();
+        let Some(pending_ring) = gossiper.pending_ring() else {
+            return (natural, Vec::new());
+        };
+        let replication_factor = self.config.replication_factor as usize;
+        let mut counts = Vec::new();
+        let per_key = keys
+            .enumerate()
+            .map(|(job, key)| {
+                let mut targets = natural.of(job).to_vec();
+                let (mut up, mut down) = (0, 0);
+                for node in pending_ring.replica_set(key, replication_factor) {
+                    if targets.iter().any(|t| t.node == *node) {
+                        continue;
+                    }
+                    let target = if *node == self.node_id {
+                        Some((self.native_addr, true))
+                    } else {
+                        gossiper.reach(node, now)
+                    };
+                    if let Some((addr, is_up)) = target {
+                        if is_up {
+                            up += 1
+                        } else {
+                            down += 1
+                        }
+                        targets.push(Target {
+                            node: node.clone(),
+                            addr,
+                            up: is_up,
+                        });
+                    }
+                }
+                counts.push((up, down));
+                targets
+            })
+            .collect();
+        (Replicas::PerKey(per_key), counts)
+    }
+
     /// Applies `writes` on the replica `node` at `addr` (or locally) and
     /// waits for its acknowledgement.
     pub(super) async fn replica_writes(
@@ -218,9 +271,8 @@ impl<T: Transport> NodeShared<T> {
         writes: Vec<KeyedCell>,
     ) -> Result<()> {
         if *node == self.node_id {
-            let writes: Vec<_> = writes.into_iter().map(|w| (w.key, w.cell)).collect();
-            self.forward_if_moving(&writes);
-            return write_durably(&self.engine, writes).await;
+            let writes = writes.into_iter().map(|w| (w.key, w.cell));
+            return write_durably(&self.engine, writes.collect()).await;
         }
         let conn = self.peer(addr).await?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);

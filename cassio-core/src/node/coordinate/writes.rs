@@ -94,7 +94,7 @@ impl<T: Transport> NodeShared<T> {
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
         Metrics::add(&self.metrics.writes, writes.len() as u64);
-        let replicas = self.replicas(writes.iter().map(|(key, _)| &key[..]));
+        let (replicas, pending) = self.write_replicas(writes.iter().map(|(key, _)| &key[..]));
         let budget = self.message_budget_bytes();
         // (job, replica) for replicas known to be down: hinted, not asked.
         let mut down = Vec::new();
@@ -109,7 +109,12 @@ impl<T: Transport> NodeShared<T> {
                     &[]
                 }
             };
-            let round = WriteRound::new(level, targets.len());
+            let round = match pending.get(job) {
+                Some(&(up, down)) if !targets.is_empty() => {
+                    WriteRound::new(level, targets.len() - up - down).with_pending(up, down)
+                }
+                _ => WriteRound::new(level, targets.len()),
+            };
             self.check_reachable(&mut phases[job], targets, round.required(), level);
             if !matches!(phases[job], Phase::Pending) {
                 rounds.push(round);
@@ -152,9 +157,7 @@ impl<T: Transport> NodeShared<T> {
         let local = local_jobs
             .iter()
             .map(|&job| (&writes[job].0[..], writes[job].1.clone()));
-        let local: Vec<(&[u8], Cell)> = local.collect();
-        self.forward_if_moving(&local);
-        let applied = self.engine.write_batch_unsynced(local);
+        let applied = self.engine.write_batch_unsynced(local.collect());
         let mut batch = WriteBatch {
             writes,
             rounds,
