@@ -86,7 +86,7 @@ enum Command {
         timeout_s: u64,
     },
     /// Remove NODE, down for good, from the cluster; every live node then
-    /// repairs so the keys it held get their replicas back.
+    /// streams the keys it replicated with NODE to their new replicas.
     Removenode {
         /// The node's name, as `cassio status` shows it.
         node: String,
