@@ -27,6 +27,22 @@ fn no_hints(config: &mut NodeConfig) {
     config.hinted_handoff = false;
 }
 
+fn rf2(config: &mut NodeConfig) {
+    no_hints(config);
+    config.replication_factor = 2;
+}
+
+/// A new RF 2 cluster of four nodes holding keys `0..count` (value `v{i}`),
+/// written at ALL.
+fn rf2_cluster_with(dir: &std::path::Path, count: u32) -> (Vec<NodeHandle>, TestClient) {
+    let nodes = start_cluster(4, dir, rf2);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..count {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+    }
+    (nodes, client)
+}
+
 fn decommission(node: &NodeHandle) -> MoveSummary {
     match TestClient::connect(node.native_addr()).request(Request::Decommission) {
         Response::Decommissioned(summary) => summary,
@@ -173,15 +189,7 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
 #[test]
 fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let rf2 = |config: &mut NodeConfig| {
-        no_hints(config);
-        config.replication_factor = 2;
-    };
-    let mut nodes = start_cluster(4, dir.path(), rf2);
-    let client = TestClient::connect(nodes[0].native_addr());
-    for i in 0..400 {
-        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
-    }
+    let (mut nodes, client) = rf2_cluster_with(dir.path(), 400);
     let dead = nodes[3].node_id().clone();
     nodes.pop().unwrap().shutdown().unwrap();
     wait_for(Duration::from_secs(20), "every node to see n3 DOWN", || {
@@ -251,19 +259,11 @@ fn the_only_node_holding_data_cannot_leave() {
 #[test]
 fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
     let dir = tempfile::tempdir().unwrap();
-    let rf2 = |config: &mut NodeConfig| {
-        no_hints(config);
-        config.replication_factor = 2;
-    };
-    let mut nodes = start_cluster(4, dir.path(), rf2);
-    let client = TestClient::connect(nodes[0].native_addr());
-    for i in 0..600 {
-        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
-    }
+    let (mut nodes, _) = rf2_cluster_with(dir.path(), 600);
     let before = ring_seen_by(&nodes[0]);
-    // A client keeps writing through n0 while n4 joins: writes that reach
-    // only the old replicas (n0 does not know n4 is NORMAL yet) must reach
-    // the new ones too, passed on by the old.
+    // A client keeps writing through n0 while n4 joins: writes after the
+    // streams passed their keys reach the new replicas only because n0
+    // writes them there too (pending replicas).
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let writer = {
         let (n0, stop) = (nodes[0].native_addr(), stop.clone());
