@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cassio_core::NodeConfig;
 use cassio_core::cluster::NodeStatus;
-use cassio_core::coordinator::ConsistencyLevel::{All, One};
+use cassio_core::coordinator::ConsistencyLevel::{self, All, One};
 use cassio_core::proto::{MoveSummary, Request, Response};
 use cassio_core::types::NodeId;
 use cassio_core::{Node, NodeHandle};
@@ -41,6 +41,27 @@ fn rf2_cluster_with(dir: &std::path::Path, count: u32) -> (Vec<NodeHandle>, Test
         written(client.put(&key(i), format!("v{i}").as_bytes(), All));
     }
     (nodes, client)
+}
+
+/// Writes keys `first..` (value `during`) through the node at `addr` at
+/// `level` until `stop` (at most to key 19,999); the acknowledged ones.
+fn write_until(
+    addr: std::net::SocketAddr,
+    first: u32,
+    level: ConsistencyLevel,
+    stop: &AtomicBool,
+) -> Vec<u32> {
+    let client = TestClient::connect(addr);
+    let mut acknowledged = Vec::new();
+    for i in first..20_000 {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        if let Response::Written { .. } = client.put(&key(i), b"during", level) {
+            acknowledged.push(i);
+        }
+    }
+    acknowledged
 }
 
 fn decommission(node: &NodeHandle) -> MoveSummary {
@@ -109,19 +130,7 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
     // because n0 writes them there too (pending replicas).
     let stop = AtomicBool::new(false);
     let (summary, acknowledged) = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| {
-            let client = TestClient::connect(nodes[0].native_addr());
-            let mut acknowledged = Vec::new();
-            for i in 1000..20_000 {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                if let Response::Written { .. } = client.put(&key(i), b"during", One) {
-                    acknowledged.push(i);
-                }
-            }
-            acknowledged
-        });
+        let writer = scope.spawn(|| write_until(nodes[0].native_addr(), 1000, One, &stop));
         std::thread::sleep(Duration::from_millis(100));
         let summary = decommission(&nodes[3]);
         std::thread::sleep(Duration::from_millis(100));
@@ -267,19 +276,7 @@ fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let writer = {
         let (n0, stop) = (nodes[0].native_addr(), stop.clone());
-        std::thread::spawn(move || {
-            let client = TestClient::connect(n0);
-            let mut acknowledged = Vec::new();
-            for i in 600..20_000 {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                if let Response::Written { .. } = client.put(&key(i), b"during", All) {
-                    acknowledged.push(i);
-                }
-            }
-            acknowledged
-        })
+        std::thread::spawn(move || write_until(n0, 600, All, &stop))
     };
     let mut config = node_config("n4", dir.path(), vec![nodes[0].native_addr()]);
     rf2(&mut config);

@@ -46,9 +46,9 @@ const SPREAD_WAIT_INTERVALS: u64 = 30;
 
 /// Where each key goes when the ring changes from `old` to `new`.
 pub(crate) struct Handover {
-    pub(super) old: Arc<Ring>,
-    pub(super) new: Arc<Ring>,
-    pub(super) replication_factor: usize,
+    old: Arc<Ring>,
+    new: Arc<Ring>,
+    replication_factor: usize,
 }
 
 impl Handover {
@@ -71,7 +71,7 @@ impl Handover {
 }
 
 /// A ring over the members `include` picks from a topology.
-pub(super) fn ring_of(
+fn ring_of(
     topology: &[(NodeId, std::net::SocketAddr, bool, bool, Vec<Vector>)],
     include: impl Fn(&NodeId, bool) -> bool,
 ) -> Ring {
@@ -98,21 +98,22 @@ impl<T: Transport> NodeShared<T> {
             }
         }
         let now = self.now_ms();
-        for (node, cells) in &by_node {
-            if *node == self.node_id {
+        let receivers: Vec<NodeId> = by_node.keys().cloned().collect();
+        for (node, cells) in by_node {
+            if node == self.node_id {
                 // This node gains keys it already holds: nothing to send.
                 continue;
             }
-            let reach = self.gossiper.lock().reach(node, now);
+            let reach = self.gossiper.lock().reach(&node, now);
             let Some((addr, true)) = reach else {
                 return Err(Error::Remote {
                     node: node.to_string(),
                     message: "is DOWN, and it takes keys over".into(),
                 });
             };
-            self.replica_writes(node, addr, cells.clone()).await?;
+            self.replica_writes(&node, addr, cells).await?;
         }
-        Ok(by_node.into_keys().collect())
+        Ok(receivers)
     }
 
     /// Streams every cell this node holds to the nodes that gain its key,

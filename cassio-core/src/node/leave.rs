@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::repair::ClearOnDrop;
 use super::shared::NodeShared;
 use crate::cluster::NodeStatus;
 use crate::error::Error;
@@ -47,12 +46,11 @@ impl<T: Transport> NodeShared<T> {
     pub(crate) async fn decommission(self: &Arc<Self>) -> Response {
         // Repairs and a leave exclude each other: a repair would compare
         // keys under a ring that is about to change.
-        if self.repair_running.swap(true, Ordering::AcqRel) {
+        let Some(_running) = self.claim_repair_slot() else {
             return Response::Error {
                 message: "a repair or decommission is already running on this node".into(),
             };
-        }
-        let _running = ClearOnDrop(&self.repair_running);
+        };
         if let Err(refusal) = self.check_may_leave() {
             return *refusal;
         }

@@ -70,7 +70,7 @@ pub(super) fn bound(key: &RangeEnd, inclusive: bool) -> Bound<&[u8]> {
 }
 
 /// Clears its flag when dropped.
-pub(super) struct ClearOnDrop<'a>(pub(super) &'a AtomicBool);
+pub(super) struct ClearOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
@@ -90,14 +90,20 @@ impl<T: Transport> NodeShared<T> {
     /// Repairs this node's data against every live peer's; one repair at a
     /// time. A peer that fails is reported after the others are done.
     pub(crate) async fn anti_entropy_repair(self: &Arc<Self>) -> Response {
-        if self.repair_running.swap(true, Ordering::AcqRel) {
+        let Some(_running) = self.claim_repair_slot() else {
             return Response::Error {
                 message: "a repair is already running on this node".into(),
             };
-        }
-        // Cleared however the repair ends, dropped mid-way included.
-        let _running = ClearOnDrop(&self.repair_running);
+        };
         self.repair_with_every_peer().await
+    }
+
+    /// The right to move this node's data (a repair or a decommission: one
+    /// at a time), held until the guard drops, however the work ends;
+    /// `None` while someone else holds it.
+    pub(super) fn claim_repair_slot(&self) -> Option<ClearOnDrop<'_>> {
+        (!self.repair_running.swap(true, Ordering::AcqRel))
+            .then(|| ClearOnDrop(&self.repair_running))
     }
 
     async fn repair_with_every_peer(self: &Arc<Self>) -> Response {
