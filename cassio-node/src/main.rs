@@ -35,6 +35,10 @@ struct Args {
     /// Native protocol address [default: 127.0.0.1:9000].
     #[arg(long, env = "CASSIO_LISTEN", value_parser = parse_host_port)]
     listen: Option<SocketAddr>,
+    /// Native address peers and clients reach this node at, when it is not
+    /// the --listen address (0.0.0.0, NAT) [default: the bound --listen].
+    #[arg(long, env = "CASSIO_BROADCAST", value_parser = parse_host_port)]
+    broadcast: Option<SocketAddr>,
     /// Redis-protocol address [default: 127.0.0.1:6379].
     #[arg(long, env = "CASSIO_RESP", value_parser = parse_host_port)]
     resp: Option<SocketAddr>,
@@ -94,6 +98,9 @@ impl Args {
         }
         if let Some(v) = self.listen {
             config.listen = v;
+        }
+        if let Some(v) = self.broadcast {
+            config.broadcast = Some(v);
         }
         if let Some(v) = self.resp {
             config.resp = Some(v);

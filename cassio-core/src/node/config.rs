@@ -25,7 +25,14 @@ pub struct NodeConfig {
     /// Native protocol address for clients and peers (`--listen`); port 0
     /// picks a free port.
     pub listen: SocketAddr,
-    /// Redis-protocol address (`--resp`); served once the RESP endpoint exists.
+    /// The native address peers and clients reach this node at
+    /// (`--broadcast`), gossiped in place of the bound one: needed when
+    /// `listen` binds every interface (0.0.0.0 or ::) or sits behind
+    /// address translation, as Cassandra's `broadcast_address`. Port 0
+    /// takes the bound port. Default: the address `listen` bound.
+    pub broadcast: Option<SocketAddr>,
+    /// Redis-protocol address (`--resp`). Bound to every interface, it is
+    /// announced under the broadcast (or listen) host.
     pub resp: Option<SocketAddr>,
     /// Native addresses of nodes to join through (`--seeds A,B`).
     pub seeds: Vec<SocketAddr>,
@@ -86,6 +93,7 @@ impl Default for NodeConfig {
             name: "node1".to_string(),
             cluster_name: "cassio".to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            broadcast: None,
             resp: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
             seeds: Vec::new(),
             data_dir: None,
@@ -116,6 +124,26 @@ impl NodeConfig {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("cassio-data").join(&self.name))
+    }
+
+    /// The native address this node announces, given the one `listen` bound.
+    pub fn announced_native(&self, bound: SocketAddr) -> SocketAddr {
+        match self.broadcast {
+            Some(b) if b.port() == 0 => SocketAddr::new(b.ip(), bound.port()),
+            Some(b) => b,
+            None => bound,
+        }
+    }
+
+    /// The RESP address this node announces, given the one `resp` bound and
+    /// the announced native address: an address on every interface is
+    /// reached at the native address's host.
+    pub fn announced_resp(bound: SocketAddr, native: SocketAddr) -> SocketAddr {
+        if bound.ip().is_unspecified() {
+            SocketAddr::new(native.ip(), bound.port())
+        } else {
+            bound
+        }
     }
 
     /// Rejects nonsense with a sentence naming the flag.
@@ -186,6 +214,20 @@ impl NodeConfig {
                 self.client_threads
             ));
         }
+        match self.broadcast {
+            None if self.listen.ip().is_unspecified() => {
+                return fail(format!(
+                    "--listen {} binds every interface: say which address peers and clients reach this node at with --broadcast HOST:PORT",
+                    self.listen
+                ));
+            }
+            Some(b) if b.ip().is_unspecified() => {
+                return fail(format!(
+                    "--broadcast {b} is no address peers can reach: give this node's own IP or host name"
+                ));
+            }
+            _ => {}
+        }
         if self.resp.is_some_and(|r| r == self.listen && r.port() != 0) {
             return fail(format!(
                 "--resp and --listen must differ, both are {}",
@@ -222,5 +264,56 @@ mod tests {
                 .to_string()
                 .contains("--name")
         );
+    }
+
+    #[test]
+    fn every_interface_needs_a_broadcast_address() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let config = NodeConfig {
+            listen: any,
+            ..NodeConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--listen 0.0.0.0:9000 binds every interface")
+        );
+        let config = NodeConfig {
+            broadcast: Some(any),
+            ..NodeConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--broadcast 0.0.0.0:9000")
+        );
+
+        let config = NodeConfig {
+            listen: any,
+            broadcast: Some("10.0.0.7:0".parse().unwrap()),
+            ..NodeConfig::default()
+        };
+        config.validate().unwrap();
+        let native = config.announced_native("0.0.0.0:9042".parse().unwrap());
+        assert_eq!(
+            native,
+            "10.0.0.7:9042".parse().unwrap(),
+            "port 0 takes the bound port"
+        );
+        assert_eq!(
+            NodeConfig::announced_resp("0.0.0.0:6379".parse().unwrap(), native),
+            "10.0.0.7:6379".parse().unwrap()
+        );
+        assert_eq!(
+            NodeConfig::announced_resp("127.0.0.1:6379".parse().unwrap(), native),
+            "127.0.0.1:6379".parse().unwrap(),
+            "an address of one interface is announced as bound"
+        );
+        let bound = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(NodeConfig::default().announced_native(bound), bound);
     }
 }

@@ -103,9 +103,10 @@ pub(crate) async fn run_node<T: Transport>(
         .bind(config.listen)
         .await
         .map_err(|e| Error::io(config.listen.to_string(), e))?;
-    let native_addr = transport
+    let bound_addr = transport
         .local_addr(&listener)
         .map_err(|e| Error::io(config.listen.to_string(), e))?;
+    let native_addr = config.announced_native(bound_addr);
     let resp_listener = match config.resp {
         Some(resp_addr) => {
             let listener = transport
@@ -115,7 +116,7 @@ pub(crate) async fn run_node<T: Transport>(
             let bound = transport
                 .local_addr(&listener)
                 .map_err(|e| Error::io(resp_addr.to_string(), e))?;
-            Some((listener, bound))
+            Some((listener, NodeConfig::announced_resp(bound, native_addr)))
         }
         None => None,
     };
@@ -123,7 +124,9 @@ pub(crate) async fn run_node<T: Transport>(
     let mut known_peers = peers_file::load(&data_dir)?;
     known_peers.states.retain(|(name, _)| *name != node_id);
     known_peers.addresses.retain(|(name, _)| *name != node_id);
-    let is_self = |addr: &std::net::SocketAddr| *addr == native_addr || *addr == config.listen;
+    let is_self = |addr: &std::net::SocketAddr| {
+        *addr == native_addr || *addr == bound_addr || *addr == config.listen
+    };
     // Alone only if it never knew a peer and its seeds are itself: the first
     // node of a new cluster. Anyone else first tries to hear from a peer.
     let alone = known_peers.is_empty() && config.seeds.iter().all(is_self);
@@ -154,7 +157,7 @@ pub(crate) async fn run_node<T: Transport>(
             node: node_id.clone(),
             generation,
             native_addr,
-            resp_addr: resp_listener.as_ref().map(|(_, bound)| *bound),
+            resp_addr: resp_listener.as_ref().map(|(_, announced)| *announced),
             vnodes,
             status: if joining {
                 NodeStatus::Joining
@@ -178,7 +181,7 @@ pub(crate) async fn run_node<T: Transport>(
         transport.clone(),
         clock,
     ));
-    tracing::info!(node = %node_id, %native_addr, generation, "node listening");
+    tracing::info!(node = %node_id, %native_addr, %bound_addr, generation, "node listening");
     let server_config = Arc::new(ServerConfig {
         cluster_name: config.cluster_name.clone(),
         node_id: node_id.clone(),
@@ -202,9 +205,9 @@ pub(crate) async fn run_node<T: Transport>(
         }
         _ => None,
     };
-    let resp_server = resp_listener.map(|(listener, bound)| {
-        tracing::info!(node = %node_id, resp_addr = %bound, "serving the Redis protocol");
-        *shared.resp_addr.lock() = Some(bound);
+    let resp_server = resp_listener.map(|(listener, announced)| {
+        tracing::info!(node = %node_id, resp_addr = %announced, "serving the Redis protocol");
+        *shared.resp_addr.lock() = Some(announced);
         tokio::spawn(crate::resp::server::serve(
             transport.clone(),
             listener,
