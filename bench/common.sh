@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (sourced, not run): checks SYNC, installs
 # redis-tools if missing, builds cassio-node, keeps a scratch directory and
 # the PIDs of what the script starts, and stops exactly those on exit.

@@ -64,6 +64,10 @@ struct Args {
     /// thread) [default: one per core, at most 8].
     #[arg(long, env = "CASSIO_CLIENT_THREADS")]
     client_threads: Option<usize>,
+    /// Read and validate the configuration, print it as TOML, and exit
+    /// (status 2 and the reason if it is not valid).
+    #[arg(long)]
+    check_config: bool,
     /// Log format.
     #[arg(long, env = "CASSIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -147,6 +151,13 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.node_config()?;
+    if args.check_config {
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the configuration")?
+        );
+        return Ok(());
+    }
     let node = Node::start(config.clone())
         .with_context(|| format!("node {} failed to start", config.name))?;
     // One line on stdout for scripts and tests: who listens where.
@@ -188,5 +199,45 @@ fn main() -> ExitCode {
             eprintln!("cassio-node: {}", describe(e.as_ref()));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_from_file(text: &str) -> anyhow::Result<NodeConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cassio.toml");
+        std::fs::write(&path, text)?;
+        let args = Args::try_parse_from(["cassio-node", "--config", path.to_str().unwrap()])?;
+        args.node_config()
+    }
+
+    #[test]
+    fn config_files_may_name_hosts_for_seeds_and_broadcast() {
+        let config = config_from_file(
+            "listen = \"0.0.0.0:9000\"\nbroadcast = \"localhost:9000\"\nseeds = [\"localhost:9001\", \"127.0.0.2:9002\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.broadcast, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(
+            config.seeds,
+            vec![
+                "127.0.0.1:9001".parse().unwrap(),
+                "127.0.0.2:9002".parse().unwrap()
+            ]
+        );
+
+        let unknown = config_from_file("seeds = [\"no-such-host.invalid:9000\"]\n").unwrap_err();
+        assert!(
+            format!("{unknown:#}").contains("no-such-host.invalid:9000"),
+            "{unknown:#}"
+        );
+        let everywhere = config_from_file("listen = \"0.0.0.0:9000\"\n").unwrap_err();
+        assert!(
+            format!("{everywhere:#}").contains("--broadcast"),
+            "{everywhere:#}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::coordinator::ConsistencyLevel;
 use crate::error::{Error, Result};
@@ -30,11 +30,13 @@ pub struct NodeConfig {
     /// `listen` binds every interface (0.0.0.0 or ::) or sits behind
     /// address translation, as Cassandra's `broadcast_address`. Port 0
     /// takes the bound port. Default: the address `listen` bound.
+    #[serde(deserialize_with = "resolve_optional")]
     pub broadcast: Option<SocketAddr>,
     /// Redis-protocol address (`--resp`). Bound to every interface, it is
     /// announced under the broadcast (or listen) host.
     pub resp: Option<SocketAddr>,
     /// Native addresses of nodes to join through (`--seeds A,B`).
+    #[serde(deserialize_with = "resolve_all")]
     pub seeds: Vec<SocketAddr>,
     /// Where this node keeps its data (`--data-dir`); default
     /// `./cassio-data/NAME`.
@@ -82,6 +84,24 @@ pub struct NodeConfig {
     /// Default: one per core, at most 8.
     pub client_threads: usize,
     pub storage: StorageConfig,
+}
+
+/// A config file may name hosts where it gives peers' addresses
+/// (`"db1.internal:9000"`); they are resolved once, at start, as the flags
+/// are ([`crate::net::parse_host_port`]).
+fn resolve_all<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| crate::net::parse_host_port(text).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn resolve_optional<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<SocketAddr>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|text| crate::net::parse_host_port(&text).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Most client threads a node may run.
