@@ -205,6 +205,7 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cassio_core::coordinator::ConsistencyLevel;
 
     fn config_from_file(text: &str) -> anyhow::Result<NodeConfig> {
         let dir = tempfile::tempdir()?;
@@ -215,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn config_files_may_name_hosts_for_seeds_and_broadcast() {
+    fn config_files_name_hosts_and_levels_as_users_write_them() {
         let config = config_from_file(
             "listen = \"0.0.0.0:9000\"\nbroadcast = \"localhost:9000\"\nseeds = [\"localhost:9001\", \"127.0.0.2:9002\"]\n",
         )
@@ -228,6 +229,11 @@ mod tests {
                 "127.0.0.2:9002".parse().unwrap()
             ]
         );
+
+        let levels =
+            config_from_file("read_consistency = \"ONE\"\nwrite_consistency = \"All\"\n").unwrap();
+        assert_eq!(levels.read_consistency, ConsistencyLevel::One);
+        assert_eq!(levels.write_consistency, ConsistencyLevel::All);
 
         let unknown = config_from_file("seeds = [\"no-such-host.invalid:9000\"]\n").unwrap_err();
         assert!(

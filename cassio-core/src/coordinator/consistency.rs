@@ -6,15 +6,24 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// Named in config files as everywhere else (`read_consistency = "ONE"`);
+/// the first releases' spelling (`"One"`) is still read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum ConsistencyLevel {
     /// Writes only: a stored hint counts as an acknowledgement.
+    #[serde(alias = "Any")]
     Any,
+    #[serde(alias = "One")]
     One,
+    #[serde(alias = "Two")]
     Two,
+    #[serde(alias = "Three")]
     Three,
     /// floor(RF / 2) + 1.
+    #[serde(alias = "Quorum")]
     Quorum,
+    #[serde(alias = "All")]
     All,
 }
 

