@@ -230,6 +230,10 @@ systemctl restart cassio.service
 probe_ip=$address
 [ "$bind_ip" = 0.0.0.0 ] || probe_ip=$bind_ip
 for _ in $(seq 1 60); do
+    if systemctl is-failed --quiet cassio.service; then
+        journalctl -u cassio.service -t cassio-node -n 1 --no-pager -o cat >&2 || true
+        die "cassio.service failed to start (the reason is above; journalctl -u cassio)"
+    fi
     if (exec 3<>"/dev/tcp/$probe_ip/$native_port") 2>/dev/null; then
         say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port)"
         if [ -x /usr/local/bin/cassio ]; then

@@ -87,6 +87,12 @@ pub enum Error {
     #[error("malformed message: {0}")]
     MalformedMessage(String),
 
+    /// A new node's name belongs to a member of the cluster it joins.
+    #[error(
+        "node name {name} is already taken in this cluster ({holder}): give this node another --name, or, if that node is gone for good, run `cassio removenode {name}` on a live node first"
+    )]
+    NameTaken { name: String, holder: String },
+
     /// The other side refused our handshake, saying why.
     #[error("handshake refused by {addr}: {reason}")]
     HandshakeRefused { addr: String, reason: String },

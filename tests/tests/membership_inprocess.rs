@@ -266,6 +266,54 @@ fn the_only_node_holding_data_cannot_leave() {
 }
 
 #[test]
+fn a_new_node_may_not_take_the_name_of_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(3, dir.path(), rf2);
+    let client = TestClient::connect(nodes[0].native_addr());
+    for i in 0..50 {
+        written(client.put(&key(i), format!("v{i}").as_bytes(), All));
+    }
+    // n1's name again, on another address and an empty directory: before
+    // it gossips it asks its seed, which knows n1 NORMAL.
+    let mut twin = node_config("n1", &dir.path().join("twin"), vec![nodes[0].native_addr()]);
+    rf2(&mut twin);
+    let refused = Node::start(twin).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        refused.contains("node name n1 is already taken in this cluster (NORMAL at")
+            && refused.contains("cassio removenode n1"),
+        "{refused}"
+    );
+    // The seed's own name: the seed refuses its handshake.
+    let mut seed_twin = node_config("n0", &dir.path().join("twin"), vec![nodes[0].native_addr()]);
+    rf2(&mut seed_twin);
+    let refused = Node::start(seed_twin).map(|_| ()).unwrap_err().to_string();
+    assert!(refused.contains("is this node's own"), "{refused}");
+    assert!(
+        !dir.path().join("twin/n1/joining").exists(),
+        "a refused node does not leave a joining marker"
+    );
+
+    // Nothing changed: every node sees the three members NORMAL at their
+    // own addresses, and every key is read at ALL.
+    std::thread::sleep(Duration::from_millis(500));
+    for node in &nodes {
+        let members = node.members();
+        assert_eq!(members.len(), 3);
+        for (member, holder) in members.iter().zip(&nodes) {
+            assert_eq!(member.node, *holder.node_id());
+            assert_eq!(member.native_addr, holder.native_addr());
+            assert_eq!(member.status, NodeStatus::Normal);
+        }
+    }
+    for i in 0..50 {
+        assert_eq!(
+            client.value(&key(i), All),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+}
+
+#[test]
 fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, _) = rf2_cluster_with(dir.path(), 600);

@@ -139,7 +139,7 @@ where
     })??;
     let Some(hello) = hello else { return Ok(()) };
     let hello: Hello = proto::decode(&hello)?;
-    if let Some(reason) = hello.refusal(&config.cluster_name) {
+    if let Some(reason) = hello.refusal(&config.cluster_name, &config.node_id) {
         let _ = proto::write_frame(
             &mut stream,
             &HelloReply::Refused {

@@ -137,15 +137,12 @@ pub(crate) async fn run_node<T: Transport>(
     let storage_empty = stats.sstable_entries == 0 && stats.memtable_entries == 0;
     // A join cut short by a restart goes on (its marker stays until it is
     // NORMAL).
-    let joining = config.bootstrap
-        && (super::join::interrupted(&data_dir)
-            || (storage_empty
-                && known_peers.is_empty()
-                && !alone
-                && !config.seeds.iter().any(is_self)));
-    if joining {
-        super::join::mark(&data_dir)?;
-    }
+    let new_node = config.bootstrap
+        && storage_empty
+        && known_peers.is_empty()
+        && !alone
+        && !config.seeds.iter().any(is_self);
+    let joining = new_node || (config.bootstrap && super::join::interrupted(&data_dir));
     let mut contacts = config.seeds.clone();
     for addr in known_peers.contacts() {
         if !is_self(&addr) && !contacts.contains(&addr) {
@@ -182,6 +179,12 @@ pub(crate) async fn run_node<T: Transport>(
         clock,
     ));
     tracing::info!(node = %node_id, %native_addr, %bound_addr, generation, "node listening");
+    if new_node {
+        shared.check_name_is_free(&config.seeds).await?;
+    }
+    if joining {
+        super::join::mark(&data_dir)?;
+    }
     let server_config = Arc::new(ServerConfig {
         cluster_name: config.cluster_name.clone(),
         node_id: node_id.clone(),

@@ -272,13 +272,26 @@ mod tests {
 
     #[test]
     fn refusals_say_why() {
+        let own = crate::types::NodeId::from("n0");
         let mut hello = Hello::new("prod", Role::Peer, None);
-        assert!(hello.refusal("prod").unwrap().contains("node id"));
+        assert!(hello.refusal("prod", &own).unwrap().contains("node id"));
         hello.node_id = Some("n1".into());
-        assert_eq!(hello.refusal("prod"), None);
-        assert!(hello.refusal("test").unwrap().contains("does not match"));
+        assert_eq!(hello.refusal("prod", &own), None);
+        assert!(
+            hello
+                .refusal("test", &own)
+                .unwrap()
+                .contains("does not match")
+        );
+        hello.node_id = Some(own.clone());
+        assert!(
+            hello
+                .refusal("prod", &own)
+                .unwrap()
+                .contains("node name n0 is this node's own")
+        );
         hello.protocol_version = 99;
-        assert!(hello.refusal("prod").unwrap().contains("version 99"));
+        assert!(hello.refusal("prod", &own).unwrap().contains("version 99"));
     }
 
     proptest! {

@@ -47,8 +47,9 @@ impl Hello {
         }
     }
 
-    /// Why a server must refuse this handshake, if it must.
-    pub fn refusal(&self, cluster_name: &str) -> Option<String> {
+    /// Why a node named `own` of cluster `cluster_name` refuses this
+    /// hello, if it does.
+    pub fn refusal(&self, cluster_name: &str, own: &NodeId) -> Option<String> {
         if self.magic != MAGIC {
             return Some(format!(
                 "bad magic {:#010x}: not a cassio client",
@@ -69,6 +70,11 @@ impl Hello {
         }
         if self.role == Role::Peer && self.node_id.is_none() {
             return Some("a peer must say its node id".to_string());
+        }
+        if self.role == Role::Peer && self.node_id.as_ref() == Some(own) {
+            return Some(format!(
+                "node name {own} is this node's own: every node needs its own --name"
+            ));
         }
         None
     }
