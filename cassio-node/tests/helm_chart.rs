@@ -292,21 +292,5 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
             })
         },
     );
-    let keys = 100;
-    let sets: String = (0..keys)
-        .map(|i| format!("SET key{i} value{i}\n"))
-        .collect();
-    let written = hosts.redis_cli(0, (&hosts.ips[0], 6379), &sets);
-    assert_eq!(
-        written.lines().filter(|l| *l == "OK").count(),
-        keys,
-        "{written}"
-    );
-    let gets: String = std::iter::once("CASSIO.CONSISTENCY ALL\n".to_string())
-        .chain((0..keys).map(|i| format!("GET key{i}\n")))
-        .collect();
-    let read = hosts.redis_cli(last, (&hosts.ips[last], 6379), &gets);
-    let values: Vec<&str> = read.lines().skip(1).collect();
-    let wanted: Vec<String> = (0..keys).map(|i| format!("value{i}")).collect();
-    assert_eq!(values, wanted, "reads at ALL through the last pod: {read}");
+    hosts.write_then_read_at_all(0, last, 6379, 100);
 }

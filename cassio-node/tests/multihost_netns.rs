@@ -79,23 +79,7 @@ fn nodes_on_two_hosts_listen_everywhere_and_announce_their_broadcast_address() {
 
     // Written through host a, read through host b at ALL: both replicas
     // (RF 2 of 2 nodes) answer across the link.
-    let keys = 50;
-    let sets: String = (0..keys)
-        .map(|i| format!("SET key{i} value{i}\n"))
-        .collect();
-    let written = hosts.redis_cli(0, (&hosts.ips[0], RESP_PORT), &sets);
-    assert_eq!(
-        written.lines().filter(|l| *l == "OK").count(),
-        keys,
-        "{written}"
-    );
-    let gets: String = std::iter::once("CASSIO.CONSISTENCY ALL\n".to_string())
-        .chain((0..keys).map(|i| format!("GET key{i}\n")))
-        .collect();
-    let read = hosts.redis_cli(1, (&hosts.ips[1], RESP_PORT), &gets);
-    let values: Vec<&str> = read.lines().skip(1).collect();
-    let wanted: Vec<String> = (0..keys).map(|i| format!("value{i}")).collect();
-    assert_eq!(values, wanted, "reads at ALL through host b: {read}");
+    hosts.write_then_read_at_all(0, 1, RESP_PORT, 50);
 }
 
 #[test]

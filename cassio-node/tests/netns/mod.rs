@@ -154,6 +154,34 @@ impl Hosts {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Writes `keys` keys through host `writer`'s Redis port, then reads
+    /// every one back at ALL through host `reader`'s, so that every replica
+    /// answers across the bridge. Both hosts serve RESP on `resp_port`.
+    pub fn write_then_read_at_all(
+        &self,
+        writer: usize,
+        reader: usize,
+        resp_port: u16,
+        keys: usize,
+    ) {
+        let sets: String = (0..keys)
+            .map(|i| format!("SET key{i} value{i}\n"))
+            .collect();
+        let written = self.redis_cli(writer, (&self.ips[writer], resp_port), &sets);
+        assert_eq!(
+            written.lines().filter(|l| *l == "OK").count(),
+            keys,
+            "writes through host {writer}: {written}"
+        );
+        let gets: String = std::iter::once("CASSIO.CONSISTENCY ALL\n".to_string())
+            .chain((0..keys).map(|i| format!("GET key{i}\n")))
+            .collect();
+        let read = self.redis_cli(reader, (&self.ips[reader], resp_port), &gets);
+        let values: Vec<&str> = read.lines().skip(1).collect();
+        let wanted: Vec<String> = (0..keys).map(|i| format!("value{i}")).collect();
+        assert_eq!(values, wanted, "reads at ALL through host {reader}: {read}");
+    }
+
     /// Waits up to `limit` until `check`, or fails the test naming `what`.
     pub fn wait_until(&self, limit: std::time::Duration, what: &str, check: impl Fn() -> bool) {
         let start = std::time::Instant::now();
