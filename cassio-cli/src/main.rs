@@ -94,6 +94,14 @@ enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_s: u64,
     },
+    /// Make the node at --host drop the keys it no longer replicates (left
+    /// over from before nodes joined): run it on each older node once a
+    /// join is done. Refused while a node joins or leaves or one is DOWN.
+    Cleanup {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout_s: u64,
+    },
     /// An interactive shell with history.
     Shell,
     /// YCSB core workloads with latency percentiles.
@@ -238,6 +246,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli)?;
             let summary = client.decommission(std::time::Duration::from_secs(*timeout_s))?;
             print_move(&cli, &summary, "left the cluster and stops")
+        }
+        Command::Cleanup { timeout_s } => {
+            let client = connect(&cli)?;
+            let summary = client.cleanup(std::time::Duration::from_secs(*timeout_s))?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "cleaned up {} ({}): dropped {} key(s) it does not replicate; SSTables {} -> {} bytes",
+                    summary.node,
+                    cli.host,
+                    summary.keys_dropped,
+                    summary.sstable_bytes_before,
+                    summary.sstable_bytes_after
+                );
+            }
+            Ok(())
         }
         Command::Removenode { node, timeout_s } => {
             let client = connect(&cli)?;

@@ -163,6 +163,14 @@ fn up_then_set_get_del_status() {
     let (code, _, err) = cassio(&host, &["repair", "--timeout-s", "0"]);
     assert_eq!(code, 2, "a zero timeout is refused by the parser: {err}");
 
+    // Cleanup: with RF 3 on three nodes each node replicates every key.
+    let (code, out, err) = cassio(&host, &["cleanup"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("dropped 0 key(s) it does not replicate"),
+        "{out}"
+    );
+
     // The shell: the same commands from a REPL (here fed through a pipe).
     let mut shell = Command::new(env!("CARGO_BIN_EXE_cassio"))
         .args(["--host", &host, "shell"])

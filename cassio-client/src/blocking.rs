@@ -7,7 +7,7 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::proto::ClusterStatus;
-use cassio_core::proto::MoveSummary;
+use cassio_core::proto::{CleanupSummary, MoveSummary};
 
 use crate::client::{ClientConfig, Versioned};
 use crate::error::Error;
@@ -72,6 +72,12 @@ impl Client {
     pub fn decommission(&self, timeout: Duration) -> Result<MoveSummary, Error> {
         self.runtime
             .block_on(self.inner.with_timeout(timeout).decommission())
+    }
+
+    /// See [`crate::Client::cleanup`]; `timeout` bounds the whole cleanup.
+    pub fn cleanup(&self, timeout: Duration) -> Result<CleanupSummary, Error> {
+        self.runtime
+            .block_on(self.inner.with_timeout(timeout).cleanup())
     }
 
     /// See [`crate::Client::remove_node`]; `timeout` bounds the removal and

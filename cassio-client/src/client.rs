@@ -8,7 +8,9 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::net::{Connection, Tcp};
-use cassio_core::proto::{ClusterStatus, Hello, MoveSummary, Request, Response, Role};
+use cassio_core::proto::{
+    CleanupSummary, ClusterStatus, Hello, MoveSummary, Request, Response, Role,
+};
 use cassio_core::types::NodeId;
 use parking_lot::{Mutex, RwLock};
 
@@ -213,6 +215,17 @@ impl Client {
     pub async fn decommission(&self) -> Result<MoveSummary, Error> {
         match self.first_node(Request::Decommission).await? {
             Response::Decommissioned(summary) => Ok(summary),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Makes the first node this client was given drop the keys it does
+    /// not replicate (kept from before nodes joined): it flushes and
+    /// rewrites its tables. Refused while a node joins or leaves or a
+    /// member is DOWN. Sent to that node only.
+    pub async fn cleanup(&self) -> Result<CleanupSummary, Error> {
+        match self.first_node(Request::Cleanup).await? {
+            Response::CleanedUp(summary) => Ok(summary),
             other => Err(unexpected(other)),
         }
     }

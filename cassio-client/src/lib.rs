@@ -28,6 +28,6 @@ mod routing;
 
 pub use cassio_core::coordinator::ConsistencyLevel;
 pub use cassio_core::coordinator::repair::RepairSummary;
-pub use cassio_core::proto::MoveSummary;
+pub use cassio_core::proto::{CleanupSummary, MoveSummary};
 pub use client::{Client, ClientConfig, Versioned};
 pub use error::Error;

@@ -5,9 +5,10 @@
 //! over, then stops and refuses to start again on its old data; when a dead
 //! node is removed, or a new one joins, every key ends up on all of its
 //! replicas by the new ring, also where the change moved a key between two
-//! nodes that did not change; and what may not happen (the last node
-//! leaving, a leave while a peer is down, removing a live node) is refused
-//! with a clear answer.
+//! nodes that did not change; after a join, a cleanup drops from each old
+//! node exactly the keys it no longer replicates; and what may not happen
+//! (the last node leaving, a leave or cleanup while a peer is down,
+//! removing a live node) is refused with a clear answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use cassio_core::NodeConfig;
 use cassio_core::cluster::NodeStatus;
 use cassio_core::coordinator::ConsistencyLevel::{self, All, One};
-use cassio_core::proto::{MoveSummary, Request, Response};
+use cassio_core::proto::{CleanupSummary, MoveSummary, Request, Response};
 use cassio_core::types::NodeId;
 use cassio_core::{Node, NodeHandle};
 use cassio_tests::harness::{
@@ -208,9 +209,14 @@ fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
     });
 
     // What may not happen now is refused, and changes nothing.
-    match TestClient::connect(nodes[0].native_addr()).request(Request::Decommission) {
-        Response::Error { message } => assert!(message.contains("n3"), "{message}"),
-        other => panic!("a leave while n3 is down: {other:?}"),
+    for (request, what) in [
+        (Request::Decommission, "a leave"),
+        (Request::Cleanup, "a cleanup"),
+    ] {
+        match TestClient::connect(nodes[0].native_addr()).request(request) {
+            Response::Error { message } => assert!(message.contains("n3"), "{message}"),
+            other => panic!("{what} while n3 is down: {other:?}"),
+        }
     }
     for (node, why) in [("n1", "is UP"), ("n9", "no node named")] {
         let request = Request::RemoveNode { node: node.into() };
@@ -381,6 +387,72 @@ fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
             held_by_every_replica(&nodes[0], &nodes, 2, i),
             Some(b"during".to_vec()),
             "key {i}, written during the join"
+        );
+    }
+}
+
+fn cleanup(node: &NodeHandle) -> CleanupSummary {
+    match TestClient::connect(node.native_addr()).request(Request::Cleanup) {
+        Response::CleanedUp(summary) => summary,
+        other => panic!("cleanup of {}: {other:?}", node.node_id()),
+    }
+}
+
+#[test]
+fn after_a_join_cleanup_drops_exactly_the_keys_a_node_no_longer_replicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, client) = rf2_cluster_with(dir.path(), 600);
+    let unchanged = cleanup(&nodes[0]);
+    assert_eq!(unchanged.keys_dropped, 0, "a settled ring: {unchanged:?}");
+
+    let mut config = node_config("n4", dir.path(), vec![nodes[0].native_addr()]);
+    rf2(&mut config);
+    nodes.push(Node::start(config).unwrap());
+    wait_for(Duration::from_secs(30), "n4 NORMAL everywhere", || {
+        nodes.iter().all(|node| {
+            let members = node.members();
+            members.len() == 5 && members.iter().all(|m| m.status == NodeStatus::Normal)
+        })
+    });
+    let ring = ring_seen_by(&nodes[0]);
+    let replicates =
+        |node: &NodeHandle, i: u32| ring.replica_set(&key(i), 2).contains(&node.node_id());
+    let held =
+        |node: &NodeHandle, i: u32| TestClient::replica_cell(node.native_addr(), &key(i)).is_some();
+    let mut dropped_in_all = 0;
+    for node in &nodes[..4] {
+        let stale = (0..600)
+            .filter(|i| held(node, *i) && !replicates(node, *i))
+            .count() as u64;
+        let summary = cleanup(node);
+        assert_eq!(summary.keys_dropped, stale, "{summary:?}");
+        assert!(
+            summary.sstable_bytes_after < summary.sstable_bytes_before || stale == 0,
+            "{summary:?}"
+        );
+        dropped_in_all += stale;
+        for i in 0..600 {
+            assert_eq!(
+                held(node, i),
+                replicates(node, i),
+                "key {i} on {}",
+                node.node_id()
+            );
+        }
+    }
+    assert!(
+        dropped_in_all > 0,
+        "the join left keys on nodes that no longer replicate them"
+    );
+    for i in 0..600 {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(format!("v{i}").into_bytes()),
+            "key {i}"
+        );
+        assert_eq!(
+            client.value(&key(i), All),
+            Some(format!("v{i}").into_bytes())
         );
     }
 }

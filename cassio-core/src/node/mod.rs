@@ -4,6 +4,7 @@
 //! and `cassio up` do).
 
 mod background;
+mod cleanup;
 mod config;
 mod coordinate;
 mod durable;

@@ -410,6 +410,7 @@ impl<T: Transport> Handler for NodeShared<T> {
             | Request::Repair
             | Request::Decommission
             | Request::RemoveNode { .. }
+            | Request::Cleanup
             | Request::StreamRingChange { .. }
             | Request::RepairDigests { .. }
             | Request::RepairRange { .. }) => {
@@ -432,6 +433,7 @@ impl<T: Transport> Handler for NodeShared<T> {
             Request::Repair => self.anti_entropy_repair().await,
             Request::Decommission => self.decommission().await,
             Request::RemoveNode { node } => self.remove_node(node).await,
+            Request::Cleanup => self.cleanup().await,
             Request::StreamRingChange { node, joined } => {
                 self.answer_ring_change(node, joined).await
             }

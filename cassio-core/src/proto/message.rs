@@ -177,6 +177,10 @@ pub enum Request {
     /// change to the nodes that replicate its key after it and did not
     /// before. Answered by [`Response::Streamed`].
     StreamRingChange { node: NodeId, joined: bool },
+    /// Anyone: this node drops the keys it does not replicate by the ring
+    /// (kept from before a node joined, say). Refused while a node joins
+    /// or leaves or a member is DOWN. Answered by [`Response::CleanedUp`].
+    Cleanup,
 }
 
 /// Encodes exactly as [`Request::ReplicaWrites`] or
@@ -288,6 +292,20 @@ pub enum Response {
     NodeRemoved(MoveSummary),
     /// Answer to `StreamRingChange`.
     Streamed(StreamSummary),
+    /// Answer to `Cleanup`.
+    CleanedUp(CleanupSummary),
+}
+
+/// What a cleanup did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CleanupSummary {
+    /// The node that cleaned up.
+    pub node: NodeId,
+    /// Keys it dropped, since it does not replicate them.
+    pub keys_dropped: u64,
+    /// Bytes of its SSTables before the cleanup (after its flush) and after.
+    pub sstable_bytes_before: u64,
+    pub sstable_bytes_after: u64,
 }
 
 /// What one node sent when the ring changed.

@@ -1,5 +1,7 @@
 //! Size-tiered compaction: tables of similar size are grouped into buckets;
 //! a bucket with `compaction_min_tables` or more is merged into one table.
+//! A major compaction merges every table; a cleanup is a major compaction
+//! that also drops the keys its caller no longer keeps.
 //!
 //! Merging keeps one cell per key (the last-write-wins winner). Expired values
 //! become tombstones. A tombstone is dropped only when `gc_grace` has passed
@@ -59,11 +61,27 @@ pub(crate) fn pick_size_tiered(
         .unwrap_or_default()
 }
 
+/// Says whether a compaction keeps a key.
+type KeepKey<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 impl Shared {
     /// Runs one compaction: the size-tiered pick, or every table when
     /// `everything` (a major compaction). Returns false when there was nothing
     /// to do.
     pub(crate) fn compact_once(&self, everything: bool) -> Result<bool> {
+        Ok(self.run_compaction(everything, None)?.is_some())
+    }
+
+    /// Merges every table into one, leaving out each key `keep` refuses.
+    /// Returns how many keys it left out.
+    pub(crate) fn compact_keeping(&self, keep: KeepKey) -> Result<u64> {
+        Ok(self.run_compaction(true, Some(keep))?.unwrap_or(0))
+    }
+
+    /// One compaction (see [`Shared::compact_once`]), leaving out the keys
+    /// `keep` refuses, if given. Returns the keys left out that way, or
+    /// `None` when there was nothing to do.
+    fn run_compaction(&self, everything: bool, keep: Option<KeepKey>) -> Result<Option<u64>> {
         let _one_compaction_at_a_time = self.compaction_lock.lock();
         let version = self.version.read().clone();
         let inputs = if everything {
@@ -75,9 +93,10 @@ impl Shared {
                 self.config.compaction_max_tables,
             )
         };
-        if inputs.is_empty() || (everything && inputs.len() == 1 && inputs[0].meta.tombstones == 0)
-        {
-            return Ok(false);
+        let single_clean_table =
+            inputs.len() == 1 && inputs[0].meta.tombstones == 0 && keep.is_none();
+        if inputs.is_empty() || (everything && single_clean_table) {
+            return Ok(None);
         }
         let input_ids: Vec<u64> = inputs.iter().map(|t| t.id).collect();
         let others: Vec<Arc<Table>> = version
@@ -111,8 +130,13 @@ impl Shared {
             })
             .collect();
         let mut purged = 0u64;
+        let mut left_out = 0u64;
         for item in MergeIter::new(sources) {
             let (key, mut cell) = item?;
+            if keep.is_some_and(|keep| !keep(&key)) {
+                left_out += 1;
+                continue;
+            }
             if cell.is_expired(now_ms) {
                 cell = Cell {
                     timestamp: cell.timestamp,
@@ -165,7 +189,12 @@ impl Shared {
         self.counters
             .tombstones_purged
             .fetch_add(purged, Ordering::Relaxed);
-        tracing::debug!(inputs = inputs.len(), purged, "compaction finished");
-        Ok(true)
+        tracing::debug!(
+            inputs = inputs.len(),
+            purged,
+            left_out,
+            "compaction finished"
+        );
+        Ok(Some(left_out))
     }
 }

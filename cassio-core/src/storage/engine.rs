@@ -398,6 +398,16 @@ impl Engine {
         self.shared.compact_once(true).map(|_| ())
     }
 
+    /// Flushes every memtable, then rewrites every SSTable into one without
+    /// the keys `keep` refuses, whatever their cells (a node's cleanup of
+    /// the keys it no longer replicates). Writes that arrive meanwhile are
+    /// kept. Returns how many keys were dropped.
+    pub fn cleanup(&self, keep: &dyn Fn(&[u8]) -> bool) -> Result<u64> {
+        self.shared.check_writable()?;
+        self.flush_all()?;
+        self.shared.compact_keeping(keep)
+    }
+
     pub fn stats(&self) -> StorageStats {
         let s = &*self.shared;
         let version = s.version.read().clone();
@@ -645,6 +655,57 @@ mod tests {
             );
         }
         assert_eq!(engine.get(b"k8").unwrap(), None);
+    }
+
+    /// A cleanup drops every cell of the keys it is told to drop, flushed
+    /// or still in a memtable, tombstones too; it keeps the rest, tombstones
+    /// included, and what it dropped stays dropped after a reopen.
+    #[test]
+    fn cleanup_drops_the_refused_keys_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            memtable_bytes_max: 4 * 1024,
+            background_threads: false,
+            ..StorageConfig::default()
+        };
+        let engine = Engine::open(dir.path(), config.clone()).unwrap();
+        for i in 0..300u64 {
+            engine
+                .put(format!("k{i}").as_bytes(), b"value", i + 1)
+                .unwrap();
+        }
+        // Deleted now, so within gc_grace: a major compaction keeps k10's.
+        let now_us = system_clock()() * 1000;
+        engine.delete(b"k10", now_us).unwrap();
+        engine.delete(b"k11", now_us).unwrap();
+        assert!(engine.stats().sstables > 1, "some keys are in tables");
+        assert!(engine.stats().memtable_entries > 0, "some are not");
+
+        let kept = |key: &[u8]| {
+            let index: u64 = std::str::from_utf8(&key[1..]).unwrap().parse().unwrap();
+            index.is_multiple_of(2)
+        };
+        assert_eq!(engine.cleanup(&kept).unwrap(), 150);
+        let check = |engine: &Engine| {
+            for i in 0..300u64 {
+                let key = format!("k{i}");
+                let cell = engine.get_cell(key.as_bytes()).unwrap();
+                match i {
+                    10 => assert!(cell.is_some_and(|c| c.is_tombstone()), "{key}"),
+                    _ if i.is_multiple_of(2) => assert_eq!(
+                        engine.get(key.as_bytes()).unwrap(),
+                        Some(b"value".to_vec()),
+                        "{key}"
+                    ),
+                    _ => assert_eq!(cell, None, "{key}"),
+                }
+            }
+        };
+        check(&engine);
+        let stats = engine.stats();
+        assert_eq!((stats.sstables, stats.sstable_entries), (1, 150));
+        drop(engine);
+        check(&Engine::open(dir.path(), config).unwrap());
     }
 
     #[test]
