@@ -102,6 +102,9 @@ enum Command {
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout_s: u64,
     },
+    /// Exit 0 if the node at --host is NORMAL (a full member), 1 if it is
+    /// JOINING, LEAVING or unreachable: a readiness probe.
+    Ready,
     /// An interactive shell with history.
     Shell,
     /// YCSB core workloads with latency percentiles.
@@ -273,6 +276,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.failed.is_empty(),
                 "some nodes could not send their keys; run `cassio removenode {node}` again once they are UP"
             );
+            Ok(())
+        }
+        Command::Ready => {
+            let status = connect(&cli)?.status()?;
+            let ready = status::readiness(&status).map_err(anyhow::Error::msg)?;
+            println!("{ready}");
             Ok(())
         }
         Command::Status => {

