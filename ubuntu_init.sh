@@ -241,6 +241,9 @@ for _ in $(seq 1 60); do
         fi
         echo "   Other hosts reach it through TCP ports $native_port and $resp_port; open them between the cluster's hosts only."
         echo "   Logs: journalctl -u cassio -f"
+        if [ "$seeds" != "$address:$native_port" ]; then
+            echo "   Once it shows NORMAL (UN), run 'cassio --host HOST:$native_port cleanup' for each older node: they still hold the keys they handed over."
+        fi
         exit 0
     fi
     sleep 1
