@@ -93,6 +93,12 @@ pub enum Error {
     )]
     NameTaken { name: String, holder: String },
 
+    /// A node restarting on its data was removed from the cluster meanwhile.
+    #[error(
+        "node {name} was removed from the cluster (cassio removenode: LEFT, as {seen_by} sees it), and its data is out of date: to bring it back, empty its data directory and start it again, and it joins as a new node"
+    )]
+    RemovedFromCluster { name: String, seen_by: String },
+
     /// The other side refused our handshake, saying why.
     #[error("handshake refused by {addr}: {reason}")]
     HandshakeRefused { addr: String, reason: String },

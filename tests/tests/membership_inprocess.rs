@@ -8,7 +8,8 @@
 //! nodes that did not change; after a join, a cleanup drops from each old
 //! node exactly the keys it no longer replicates; and what may not happen
 //! (the last node leaving, a leave or cleanup while a peer is down,
-//! removing a live node) is refused with a clear answer.
+//! removing a live node, a removed node restarting on its old data) is
+//! refused with a clear answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -255,6 +256,46 @@ fn removing_a_dead_node_restores_the_replicas_of_its_keys() {
         held_by_every_replica(&nodes[0], &nodes, 2, 7),
         Some(b"v7".to_vec())
     );
+
+    // The removed node comes back on its old data: refused, with why and
+    // what to do. With its data directory emptied, it joins as a new node.
+    let mut config = node_config("n3", dir.path(), vec![nodes[0].native_addr()]);
+    rf2(&mut config);
+    let refused = Node::start(config.clone())
+        .err()
+        .expect("a removed node restarting");
+    assert!(
+        matches!(refused, cassio_core::Error::RemovedFromCluster { .. }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("empty its data directory"),
+        "{refused}"
+    );
+    assert!(
+        !ring_seen_by(&nodes[0]).nodes().contains(&dead),
+        "nothing changed"
+    );
+    std::fs::remove_dir_all(dir.path().join("n3")).unwrap();
+    nodes.push(Node::start(config).unwrap());
+    wait_for(
+        Duration::from_secs(30),
+        "n3 NORMAL again everywhere",
+        || {
+            nodes.iter().all(|node| {
+                node.members()
+                    .iter()
+                    .all(|m| m.status == NodeStatus::Normal && m.up)
+            })
+        },
+    );
+    for i in 0..400 {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(format!("v{i}").into_bytes()),
+            "key {i} after n3 joined again"
+        );
+    }
 }
 
 #[test]

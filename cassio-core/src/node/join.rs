@@ -7,7 +7,6 @@
 //! until it is NORMAL everywhere. When every one of them has streamed, it
 //! turns NORMAL and takes its place in the ring.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +15,8 @@ use tokio::task::JoinSet;
 
 use super::shared::NodeShared;
 use crate::cluster::NodeStatus;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net::Transport;
-use crate::proto::{Request, Response};
 
 /// The file in a data directory that says its node has not finished
 /// joining: after a restart it is still JOINING, whatever it holds.
@@ -32,59 +30,6 @@ pub(super) fn interrupted(data_dir: &Path) -> bool {
 /// Records that the node of `data_dir` is joining.
 pub(super) fn mark(data_dir: &Path) -> Result<()> {
     crate::storage::write_atomically(&data_dir.join(JOINING_MARKER), b"joining\n")
-}
-
-/// Rounds in which a new node asks its contacts whether its name is free
-/// ([`NodeShared::check_name_is_free`]), a gossip interval apart, before it
-/// joins unchecked (no contact answered: a seed not up yet, say).
-const NAME_CHECK_ROUNDS: u32 = 10;
-
-impl<T: Transport> NodeShared<T> {
-    /// Before a new node gossips, which announces its name under a new
-    /// generation and so would take the place of a member of that name, it
-    /// asks its contacts for their view of the cluster. A member of that
-    /// name that holds data (NORMAL or LEAVING) makes it refuse to start;
-    /// so does a contact that refuses its handshake (a contact of the same
-    /// name, or of another cluster). The first contact that answers decides.
-    pub(super) async fn check_name_is_free(&self, contacts: &[SocketAddr]) -> Result<()> {
-        for _ in 0..NAME_CHECK_ROUNDS {
-            for &addr in contacts {
-                let conn = match self.peer(addr).await {
-                    Ok(conn) => conn,
-                    Err(refused @ Error::HandshakeRefused { .. }) => return Err(refused),
-                    Err(_) => continue,
-                };
-                let Ok(Response::ClusterStatus(seen)) = conn
-                    .request(Request::ClusterStatus, self.peer_timeout())
-                    .await
-                else {
-                    continue;
-                };
-                return match seen
-                    .members
-                    .iter()
-                    .find(|m| m.node == self.node_id && m.status.owns_data())
-                {
-                    Some(holder) => Err(Error::NameTaken {
-                        name: self.node_id.to_string(),
-                        holder: format!(
-                            "{} at {}, as {} sees it",
-                            holder.status.as_str(),
-                            holder.native_addr,
-                            seen.answered_by
-                        ),
-                    }),
-                    None => Ok(()),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(self.config.gossip_interval_ms)).await;
-        }
-        tracing::warn!(
-            node = %self.node_id,
-            "no contact answered; joining without checking that the name is free"
-        );
-        Ok(())
-    }
 }
 
 /// A new node streams once every node holding data is UP, or this many

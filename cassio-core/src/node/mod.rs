@@ -10,6 +10,7 @@ mod coordinate;
 mod durable;
 mod handover;
 mod hints;
+mod identity;
 mod join;
 mod leave;
 mod peers_file;

@@ -149,6 +149,8 @@ pub(crate) async fn run_node<T: Transport>(
             contacts.push(addr);
         }
     }
+    let others: Vec<std::net::SocketAddr> =
+        contacts.iter().filter(|a| !is_self(a)).copied().collect();
     let mut gossiper = Gossiper::new(
         LocalEndpoint {
             node: node_id.clone(),
@@ -179,9 +181,7 @@ pub(crate) async fn run_node<T: Transport>(
         clock,
     ));
     tracing::info!(node = %node_id, %native_addr, %bound_addr, generation, "node listening");
-    if new_node {
-        shared.check_name_is_free(&config.seeds).await?;
-    }
+    shared.check_identity(&others, new_node).await?;
     if joining {
         super::join::mark(&data_dir)?;
     }
