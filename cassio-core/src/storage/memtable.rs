@@ -118,10 +118,14 @@ pub(crate) struct MemtableIter {
     from: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     batch: std::vec::IntoIter<(Vec<u8>, Cell)>,
+    /// Entries the next batch copies: few at first, since a short scan
+    /// (a page of a client's scan, say) stops long before a full batch.
+    batch_entries: usize,
     done: bool,
 }
 
-const SCAN_BATCH_ENTRIES: usize = 256;
+const SCAN_BATCH_ENTRIES_FIRST: usize = 16;
+const SCAN_BATCH_ENTRIES_MAX: usize = 256;
 
 impl MemtableIter {
     pub(crate) fn new(memtable: Arc<Memtable>, from: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Self {
@@ -130,6 +134,7 @@ impl MemtableIter {
             from,
             end,
             batch: Vec::new().into_iter(),
+            batch_entries: SCAN_BATCH_ENTRIES_FIRST,
             done: false,
         }
     }
@@ -148,11 +153,12 @@ impl Iterator for MemtableIter {
         let batch = self.memtable.range_batch(
             self.from.as_ref().map(Vec::as_slice),
             self.end.as_ref().map(Vec::as_slice),
-            SCAN_BATCH_ENTRIES,
+            self.batch_entries,
         );
-        if batch.len() < SCAN_BATCH_ENTRIES {
+        if batch.len() < self.batch_entries {
             self.done = true;
         }
+        self.batch_entries = (self.batch_entries * 2).min(SCAN_BATCH_ENTRIES_MAX);
         if let Some((last, _)) = batch.last() {
             self.from = Bound::Excluded(last.clone());
         }
