@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cassio_client::{Client, ClientConfig, ConsistencyLevel};
+use cassio_client::{Client, ClientConfig, ConsistencyLevel, KeyRange};
 use clap::ValueEnum;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -27,10 +27,10 @@ pub(crate) enum Workload {
     C,
     /// 95% reads, 5% inserts, latest.
     D,
+    /// 95% short scans (1 to 100 keys, uniform), 5% inserts, zipfian.
+    E,
     /// 50% reads, 50% read-modify-writes, zipfian.
     F,
-    /// Short range scans: not available, cassio serves no scans yet.
-    E,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -42,7 +42,7 @@ pub(crate) enum Distribution {
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// YCSB core workload (E needs scans, which cassio does not serve yet).
+    /// YCSB core workload.
     #[arg(long, value_enum, ignore_case = true, default_value = "a")]
     workload: Workload,
     /// Keys inserted by the load phase.
@@ -71,6 +71,7 @@ enum Op {
     Read,
     Update,
     ReadModifyWrite,
+    Scan,
 }
 
 impl Op {
@@ -80,31 +81,44 @@ impl Op {
             Op::Read => "READ",
             Op::Update => "UPDATE",
             Op::ReadModifyWrite => "READ-MODIFY-WRITE",
+            Op::Scan => "SCAN",
         }
     }
 }
 
-const OPS: [Op; 4] = [Op::Insert, Op::Read, Op::Update, Op::ReadModifyWrite];
+const OPS: [Op; 5] = [
+    Op::Insert,
+    Op::Read,
+    Op::Update,
+    Op::ReadModifyWrite,
+    Op::Scan,
+];
+
+/// Workload E's scans ask for 1 to this many keys, uniformly (YCSB's
+/// `maxscanlength`).
+const SCAN_KEYS_MAX: u32 = 100;
 
 fn key(i: u64) -> Vec<u8> {
     format!("user{:019}", scramble(i, u64::MAX)).into_bytes()
 }
 
-/// The run phase's operation mix: fractions of (read, update, insert, rmw).
-fn mix(workload: Workload) -> [(Op, f64); 4] {
-    let (read, update, insert, rmw) = match workload {
-        Workload::A => (0.5, 0.5, 0.0, 0.0),
-        Workload::B => (0.95, 0.05, 0.0, 0.0),
-        Workload::C => (1.0, 0.0, 0.0, 0.0),
-        Workload::D => (0.95, 0.0, 0.05, 0.0),
-        Workload::F => (0.5, 0.0, 0.0, 0.5),
-        Workload::E => unreachable!("run refuses workload E before any phase"),
+/// The run phase's operation mix: fractions of (read, update, insert,
+/// rmw, scan).
+fn mix(workload: Workload) -> [(Op, f64); 5] {
+    let (read, update, insert, rmw, scan) = match workload {
+        Workload::A => (0.5, 0.5, 0.0, 0.0, 0.0),
+        Workload::B => (0.95, 0.05, 0.0, 0.0, 0.0),
+        Workload::C => (1.0, 0.0, 0.0, 0.0, 0.0),
+        Workload::D => (0.95, 0.0, 0.05, 0.0, 0.0),
+        Workload::E => (0.0, 0.0, 0.05, 0.0, 0.95),
+        Workload::F => (0.5, 0.0, 0.0, 0.5, 0.0),
     };
     [
         (Op::Read, read),
         (Op::Update, update),
         (Op::Insert, insert),
         (Op::ReadModifyWrite, rmw),
+        (Op::Scan, scan),
     ]
 }
 
@@ -156,10 +170,6 @@ pub(crate) fn run(
     anyhow::ensure!(
         args.threads >= 1 && args.records >= 1,
         "--threads and --records must be at least 1"
-    );
-    anyhow::ensure!(
-        args.workload != Workload::E,
-        "workload E needs range scans, which cassio does not serve yet; try a, b, c, d or f"
     );
     anyhow::ensure!(
         level != ConsistencyLevel::Any,
@@ -300,6 +310,13 @@ async fn phase(
                         Ok(_) => client.set(&key, &value).await.map(|_| ()),
                         Err(e) => Err(e),
                     },
+                    Op::Scan => {
+                        let keys = rng.random_range(1..=SCAN_KEYS_MAX);
+                        client
+                            .scan(&KeyRange::from(&key), keys, None)
+                            .await
+                            .map(|_| ())
+                    }
                 };
                 match outcome {
                     Ok(()) => {

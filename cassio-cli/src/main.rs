@@ -2,6 +2,7 @@
 //! cluster's status. Errors are printed as sentences with a non-zero exit.
 
 mod bench;
+mod scan;
 mod shell;
 mod status;
 mod up;
@@ -68,6 +69,8 @@ enum Command {
     },
     /// Delete a key.
     Del { key: String },
+    /// Print live keys in key order, one `key<TAB>value` line each.
+    Scan(scan::ScanArgs),
     /// The cluster as the node at --host sees it.
     Status,
     /// Anti-entropy repair: the node at --host compares the keys it shares
@@ -220,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Scan(args) => scan::run(&connect(&cli)?, args, cli.consistency, cli.json),
         Command::Shell => {
             let client = connect(&cli)?;
             shell::run(&client, &cli.host.to_string(), cli.consistency)

@@ -6,17 +6,39 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use cassio_client::{ConsistencyLevel, blocking::Client};
+use cassio_client::{ConsistencyLevel, KeyRange, blocking::Client};
 use rustyline::error::ReadlineError;
 
 const HELP: &str = "commands (quote words with spaces: set k \"two words\"):
   get KEY                 print the value, or (nil)
   set KEY VALUE [TTL_MS]  write; the value expires after TTL_MS ms if given
   del KEY                 delete
+  scan [PREFIX [LIMIT]]   keys (with PREFIX) in key order and their values; LIMIT 20
   status                  the cluster as this node sees it
   consistency [LEVEL]     show or set the level (ANY ONE TWO THREE QUORUM ALL)
   history                 the commands entered so far (also up and down arrows)
   help, quit (or Ctrl-D); Ctrl-C clears the line";
+
+/// Keys a `scan` prints unless told.
+const SHELL_SCAN_KEYS: u64 = 20;
+
+/// A scan's lines, then `(empty)` or a note that more keys follow.
+fn scan(
+    client: &Client,
+    range: KeyRange,
+    limit: u64,
+    level: ConsistencyLevel,
+) -> anyhow::Result<String> {
+    let found = crate::scan::collect(client, range, limit, level)?;
+    let mut text = crate::scan::lines(&found);
+    if found.entries.is_empty() {
+        text.push_str("(empty)");
+    }
+    if found.more_after.is_some() {
+        text.push_str(&format!("(the first {limit}; more keys follow)"));
+    }
+    Ok(text)
+}
 
 /// What a line asks for.
 enum Step {
@@ -118,6 +140,20 @@ fn step(
             client.delete(key.as_bytes(), Some(*level))?;
             "OK".into()
         }
+        ("scan", []) => scan(client, KeyRange::all(), SHELL_SCAN_KEYS, *level)?,
+        ("scan", [prefix]) => scan(
+            client,
+            KeyRange::prefix(prefix.as_bytes()),
+            SHELL_SCAN_KEYS,
+            *level,
+        )?,
+        ("scan", [prefix, limit]) => {
+            let limit = match limit.parse::<u64>() {
+                Ok(n) if n > 0 => n,
+                _ => anyhow::bail!("LIMIT must be a whole number above 0, got {limit:?}"),
+            };
+            scan(client, KeyRange::prefix(prefix.as_bytes()), limit, *level)?
+        }
         ("status", []) => crate::status::table(&client.status()?),
         ("consistency", []) => level.to_string(),
         ("consistency", [new]) => {
@@ -128,6 +164,7 @@ fn step(
         }
         ("get" | "del", _) => anyhow::bail!("usage: {command} KEY"),
         ("set", _) => anyhow::bail!("usage: set KEY VALUE [TTL_MS]"),
+        ("scan", _) => anyhow::bail!("usage: scan [PREFIX [LIMIT]]"),
         ("consistency", _) => anyhow::bail!("usage: consistency [LEVEL]"),
         ("quit" | "exit" | "help" | "history" | "status", _) => {
             anyhow::bail!("{command} takes no arguments")

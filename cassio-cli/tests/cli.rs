@@ -274,9 +274,60 @@ fn up_then_set_get_del_status() {
         err.contains("--replication-factor must be between 1 and --nodes (2)"),
         "{err}"
     );
-    let (code, _, err) = cassio(&host, &["bench", "--workload", "E"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("workload E needs range scans"), "{err}");
+
+    // Scans: keys in key order with their values, from any node.
+    for (key, value) in [
+        ("fruit:b", "banana"),
+        ("fruit:a", "apple"),
+        ("fruit:c", "cherry"),
+    ] {
+        assert_eq!(cassio(&host, &["set", key, value]).0, 0);
+    }
+    assert_eq!(cassio(&host, &["del", "fruit:b"]).0, 0);
+    assert_eq!(
+        cassio(&other, &["scan", "--prefix", "fruit:"]),
+        (0, "fruit:a\tapple\nfruit:c\tcherry".into(), String::new())
+    );
+    let (code, out, err) = cassio(&host, &["scan", "--prefix", "fruit:", "--limit", "1"]);
+    assert_eq!((code, out.as_str()), (0, "fruit:a\tapple"));
+    assert!(err.contains("--after \"fruit:a\""), "where to go on: {err}");
+    assert_eq!(
+        cassio(&host, &["scan", "--prefix", "fruit:", "--after", "fruit:a"]).1,
+        "fruit:c\tcherry"
+    );
+    let (code, json, _) = cassio(
+        &host,
+        &["--json", "scan", "--from", "fruit:c", "--limit", "1"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        json.starts_with(r#"{"key":"fruit:c","value":"cherry","timestamp":"#),
+        "{json}"
+    );
+    let (code, _, err) = cassio(&host, &["scan", "--limit", "20000"]);
+    assert_eq!(code, 0, "a large limit is read in pages: {err}");
+    // YCSB E: scans and inserts.
+    let (code, json, err) = cassio(
+        &host,
+        &[
+            "--json",
+            "bench",
+            "--workload",
+            "E",
+            "--records",
+            "200",
+            "--operations",
+            "400",
+            "--threads",
+            "4",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let run = json.lines().nth(1).unwrap_or_default();
+    assert!(
+        run.contains(r#""ops":400,"errors":0"#) && run.contains(r#""op":"SCAN""#),
+        "{json}"
+    );
 
     // A node leaves: the third hands its data over and stops; the others
     // show it LEFT and keep serving what was written before.

@@ -7,9 +7,9 @@ use std::time::Duration;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::proto::ClusterStatus;
-use cassio_core::proto::{CleanupSummary, MoveSummary};
+use cassio_core::proto::{CleanupSummary, KeyRange, MoveSummary};
 
-use crate::client::{ClientConfig, Versioned};
+use crate::client::{ClientConfig, ScanPage, Versioned};
 use crate::error::Error;
 
 pub struct Client {
@@ -56,6 +56,15 @@ impl Client {
 
     pub fn delete(&self, key: &[u8], level: Option<ConsistencyLevel>) -> Result<u64, Error> {
         self.runtime.block_on(self.inner.delete(key, level))
+    }
+
+    pub fn scan(
+        &self,
+        range: &KeyRange,
+        limit: u32,
+        level: Option<ConsistencyLevel>,
+    ) -> Result<ScanPage, Error> {
+        self.runtime.block_on(self.inner.scan(range, limit, level))
     }
 
     pub fn status(&self) -> Result<ClusterStatus, Error> {

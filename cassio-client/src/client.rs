@@ -9,7 +9,7 @@ use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
 use cassio_core::net::{Connection, Tcp};
 use cassio_core::proto::{
-    CleanupSummary, ClusterStatus, Hello, MoveSummary, Request, Response, Role,
+    CleanupSummary, ClusterStatus, Hello, KeyRange, MoveSummary, Request, Response, Role, ScanEntry,
 };
 use cassio_core::types::NodeId;
 use parking_lot::{Mutex, RwLock};
@@ -52,6 +52,17 @@ impl Default for ClientConfig {
 pub struct Versioned {
     pub value: Vec<u8>,
     pub timestamp: u64,
+}
+
+/// One page of a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Live keys in key order, with their values and write timestamps.
+    pub entries: Vec<ScanEntry>,
+    /// The rest of the range when keys may follow (scan it for the next
+    /// page); `None` once the range is done. A page may hold fewer than
+    /// `limit` keys and still have a next one.
+    pub next: Option<KeyRange>,
 }
 
 /// A connection pool to one cluster, routing each key to its replicas.
@@ -183,6 +194,34 @@ impl Client {
         };
         match self.call(Some(key), request).await? {
             Response::Written { timestamp } => Ok(timestamp),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One page of at most `limit` (1 to 10,000) live keys of `range`, in
+    /// key order, at `level` or the default. Keys are placed by hash, so
+    /// the coordinating node asks every node of the ring; each key is read
+    /// from all of its replicas that answer. The scan fails
+    /// ([`Error::QuorumNotReached`], counting nodes) when more nodes are
+    /// missing than the level can spare: a replica set has `rf` nodes and
+    /// the level needs some of them, so at QUORUM with RF 3 one node may be
+    /// down, at ONE two, at ALL none.
+    pub async fn scan(
+        &self,
+        range: &KeyRange,
+        limit: u32,
+        level: Option<ConsistencyLevel>,
+    ) -> Result<ScanPage, Error> {
+        let request = Request::Scan {
+            range: range.clone(),
+            limit,
+            level: level.or(Some(self.consistency)),
+        };
+        match self.call(None, request).await? {
+            Response::Scanned { entries, next } => Ok(ScanPage {
+                entries,
+                next: next.map(|key| range.after(key)),
+            }),
             other => Err(unexpected(other)),
         }
     }

@@ -7,7 +7,7 @@
 //! ([`Error::QuorumNotReached`] says which level and how many replicas).
 //!
 //! ```no_run
-//! use cassio_client::{Client, ClientConfig, ConsistencyLevel};
+//! use cassio_client::{Client, ClientConfig, ConsistencyLevel, KeyRange};
 //! # async fn demo() -> Result<(), cassio_client::Error> {
 //! let client = Client::connect(&["127.0.0.1:9000".parse().unwrap()], ClientConfig::default()).await?;
 //! client.set(b"user:1", b"ada").await?;
@@ -16,6 +16,15 @@
 //! // Per request: a handle with its own level and timeout, sharing the pool.
 //! let quick = client.with_consistency(ConsistencyLevel::One).with_timeout(std::time::Duration::from_millis(200));
 //! let _ = quick.get(b"user:1").await?;
+//! // Keys in order, a page at a time.
+//! let mut range = Some(KeyRange::prefix(b"user:"));
+//! while let Some(rest) = range {
+//!     let page = client.scan(&rest, 100, None).await?;
+//!     for entry in &page.entries {
+//!         println!("{}", String::from_utf8_lossy(&entry.key));
+//!     }
+//!     range = page.next;
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -28,6 +37,6 @@ mod routing;
 
 pub use cassio_core::coordinator::ConsistencyLevel;
 pub use cassio_core::coordinator::repair::RepairSummary;
-pub use cassio_core::proto::{CleanupSummary, MoveSummary};
-pub use client::{Client, ClientConfig, Versioned};
+pub use cassio_core::proto::{CleanupSummary, KeyRange, MoveSummary, ScanEntry};
+pub use client::{Client, ClientConfig, ScanPage, Versioned};
 pub use error::Error;

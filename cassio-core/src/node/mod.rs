@@ -18,6 +18,7 @@ mod repair;
 mod repair_schedule;
 mod replay;
 mod runtime;
+mod scan;
 pub(crate) mod shared;
 pub(crate) mod workers;
 
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 
 pub use config::NodeConfig;
 pub use runtime::{NodeEnv, next_generation};
+pub use scan::SCAN_LIMIT_MAX;
 
 use crate::cluster::Member;
 use crate::error::{Error, Result};

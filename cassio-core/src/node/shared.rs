@@ -346,6 +346,7 @@ impl<T: Transport> Handler for NodeShared<T> {
                 | Request::RepairDigests { .. }
                 | Request::RepairRange { .. }
                 | Request::StreamRingChange { .. }
+                | Request::ReplicaScan { .. }
         );
         if peer_only && caller.role != Role::Peer {
             return Ok(Response::Error {
@@ -413,7 +414,9 @@ impl<T: Transport> Handler for NodeShared<T> {
             | Request::Cleanup
             | Request::StreamRingChange { .. }
             | Request::RepairDigests { .. }
-            | Request::RepairRange { .. }) => {
+            | Request::RepairRange { .. }
+            | Request::Scan { .. }
+            | Request::ReplicaScan { .. }) => {
                 return Err(waits);
             }
         })
@@ -444,6 +447,15 @@ impl<T: Transport> Handler for NodeShared<T> {
                 self.coordinate_read(key, level.unwrap_or(self.config.read_consistency))
                     .await
             }
+            Request::Scan {
+                range,
+                limit,
+                level,
+            } => {
+                let level = level.unwrap_or(self.config.read_consistency);
+                self.coordinate_scan(range, limit, level).await
+            }
+            Request::ReplicaScan { range, limit } => self.answer_replica_scan(range, limit).await,
             Request::Put {
                 timestamp: Some(ts),
                 ..

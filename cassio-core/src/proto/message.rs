@@ -4,6 +4,7 @@
 //! many can be in flight on one connection.
 
 use std::net::SocketAddr;
+use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +182,18 @@ pub enum Request {
     /// (kept from before a node joined, say). Refused while a node joins
     /// or leaves or a member is DOWN. Answered by [`Response::CleanedUp`].
     Cleanup,
+    /// Anyone: the live keys of `range` in key order, at most `limit`,
+    /// with their values; read through this node as coordinator from every
+    /// node of the ring. Answered by [`Response::Scanned`].
+    Scan {
+        range: KeyRange,
+        limit: u32,
+        level: Option<ConsistencyLevel>,
+    },
+    /// Peers only, a scan's step: this node's cells (tombstones included)
+    /// of the keys of `range` it replicates, in key order, at most `limit`.
+    /// Answered by [`Response::ReplicaScanned`].
+    ReplicaScan { range: KeyRange, limit: u32 },
 }
 
 /// Encodes exactly as [`Request::ReplicaWrites`] or
@@ -294,6 +307,88 @@ pub enum Response {
     Streamed(StreamSummary),
     /// Answer to `Cleanup`.
     CleanedUp(CleanupSummary),
+    /// Answer to `Scan`: live keys in key order; `next` when the range
+    /// goes on past them (the next page starts after that key:
+    /// [`KeyRange::after`]).
+    Scanned {
+        entries: Vec<ScanEntry>,
+        #[serde(with = "serde_bytes")]
+        next: Option<Vec<u8>>,
+    },
+    /// Answer to `ReplicaScan`: `more` when cells of the range remain past
+    /// the last one sent (it stopped at `limit` or a frame's size).
+    ReplicaScanned {
+        cells: Vec<KeyedCell>,
+        more: bool,
+    },
+}
+
+/// The keys a scan covers: from `start` up to `end` (exclusive; `None`:
+/// to the last key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub start: Bound<Vec<u8>>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> KeyRange {
+        KeyRange {
+            start: Bound::Unbounded,
+            end: None,
+        }
+    }
+
+    /// The keys from `key` (included) on.
+    pub fn from(key: &[u8]) -> KeyRange {
+        KeyRange {
+            start: Bound::Included(key.to_vec()),
+            end: None,
+        }
+    }
+
+    /// The keys that start with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> KeyRange {
+        KeyRange {
+            start: Bound::Included(prefix.to_vec()),
+            end: crate::types::prefix_successor(prefix),
+        }
+    }
+
+    /// The rest of this range after `key`: where the page after one that
+    /// ended at `key` starts.
+    pub fn after(&self, key: Vec<u8>) -> KeyRange {
+        KeyRange {
+            start: Bound::Excluded(key),
+            end: self.end.clone(),
+        }
+    }
+
+    /// The range as the storage engine's bounds.
+    pub fn bounds(&self) -> (Bound<&[u8]>, Bound<&[u8]>) {
+        let start = match &self.start {
+            Bound::Included(key) => Bound::Included(&key[..]),
+            Bound::Excluded(key) => Bound::Excluded(&key[..]),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        (
+            start,
+            self.end
+                .as_deref()
+                .map_or(Bound::Unbounded, Bound::Excluded),
+        )
+    }
+}
+
+/// A live key found by a scan, with its value and write timestamp (µs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanEntry {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub timestamp: u64,
 }
 
 /// What a cleanup did.

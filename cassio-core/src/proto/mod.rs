@@ -10,7 +10,7 @@ pub use codec::{
     read_frame_into, whole_frame_len, write_frame,
 };
 pub use message::{
-    CleanupSummary, ClusterStatus, Frame, Hello, HelloReply, KeyedCell, KeyedCellRef, MAGIC,
-    MemberStatus, MoveSummary, PROTOCOL_VERSION, ReplicaRequest, Request, RequestFrame, Response,
-    Role, StreamSummary, Topology, TopologyMember, keyed_cell_bytes,
+    CleanupSummary, ClusterStatus, Frame, Hello, HelloReply, KeyRange, KeyedCell, KeyedCellRef,
+    MAGIC, MemberStatus, MoveSummary, PROTOCOL_VERSION, ReplicaRequest, Request, RequestFrame,
+    Response, Role, ScanEntry, StreamSummary, Topology, TopologyMember, keyed_cell_bytes,
 };

@@ -335,7 +335,7 @@ impl Engine {
 
     /// Live (key, value) pairs whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
-        let end = prefix_successor(prefix);
+        let end = crate::types::prefix_successor(prefix);
         self.scan(
             Bound::Included(prefix),
             end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
@@ -475,19 +475,6 @@ impl Iterator for Scan {
         }
         None
     }
-}
-
-/// The smallest key greater than every key starting with `prefix`, or `None`
-/// when there is none (the prefix is empty or all 0xFF).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// Checks that a key is one the engine can store (reads and writes alike).
@@ -706,14 +693,6 @@ mod tests {
         assert_eq!((stats.sstables, stats.sstable_entries), (1, 150));
         drop(engine);
         check(&Engine::open(dir.path(), config).unwrap());
-    }
-
-    #[test]
-    fn prefix_successor_handles_ff() {
-        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
-        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_successor(b"\xff\xff"), None);
-        assert_eq!(prefix_successor(b""), None);
     }
 
     /// A commit-log failure in batch sync mode: the write that hit it is
