@@ -124,7 +124,8 @@ impl<T: Transport> NodeShared<T> {
                         next: None,
                     };
                 }
-                // Tombstones filled the step: go on, while there is time.
+                // The step ended before the page filled (tombstones, or a
+                // node whose reply ended early): go on, while there is time.
                 Some(key) if Instant::now() < deadline => {
                     range = range.after(key);
                     step_cells = (step_cells * 2).min(SCAN_LIMIT_MAX as usize);
