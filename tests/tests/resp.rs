@@ -924,5 +924,126 @@ fn redis_cli_works() {
     // RESP3, as `redis-cli -3` speaks it.
     assert_eq!(cli(&["-3", "set", "a", "c"]), "OK");
     assert_eq!(cli(&["-3", "get", "a"]), "c");
+    // `redis-cli --scan` iterates SCAN's cursor to 0.
+    for i in 0..120 {
+        cli(&["set", &format!("s:{i:03}"), "v"]);
+    }
+    let scanned = cli(&["--scan", "--pattern", "s:*"]);
+    let expected: Vec<String> = (0..120).map(|i| format!("s:{i:03}")).collect();
+    assert_eq!(scanned.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(cli(&["keys", "s:11?"]).lines().count(), 10);
     node.shutdown().unwrap();
+}
+
+#[test]
+fn scan_and_keys_walk_every_key_of_a_cluster() {
+    use redis::Commands;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(3, dir.path(), |c| {
+        c.resp = Some("127.0.0.1:0".parse().unwrap());
+        c.replication_factor = 2;
+    });
+    let mut con = connection(&nodes[0]);
+    let cmd = redis::cmd;
+    let users: Vec<String> = (0..250).map(|i| format!("user:{i:03}")).collect();
+    let mut mset = cmd("MSET");
+    for key in &users {
+        mset.arg(key).arg("v");
+    }
+    for i in 0..50 {
+        mset.arg(format!("other:{i}")).arg("w");
+    }
+    mset.query::<()>(&mut con).unwrap();
+
+    // The redis crate's own iterator, which reads the cursor as a number.
+    let mut seen: Vec<String> = con
+        .scan_match::<_, String>("user:*")
+        .unwrap()
+        .map(|key| key.unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, users, "every user key once");
+
+    // By hand: small pages, each cursor good on any connection to the node.
+    let mut other = connection(&nodes[0]);
+    let (mut cursor, mut keys) = (0u64, Vec::<String>::new());
+    let mut pages = 0;
+    loop {
+        let conn = if pages % 2 == 0 { &mut con } else { &mut other };
+        let (next, page): (String, Vec<String>) = cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(conn)
+            .unwrap();
+        assert!(page.len() <= 7);
+        keys.extend(page);
+        pages += 1;
+        cursor = next.parse().unwrap();
+        if cursor == 0 {
+            break;
+        }
+        assert!(pages < 100, "SCAN ends");
+    }
+    assert_eq!(keys.len(), 300, "in key order, each once");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+
+    // A cursor is the node's own; an unknown one is an error, not a restart.
+    let (started, _): (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(5)
+        .query(&mut con)
+        .unwrap();
+    let mut elsewhere = connection(&nodes[1]);
+    let error = cmd("SCAN")
+        .arg(&started)
+        .query::<redis::Value>(&mut elsewhere)
+        .unwrap_err();
+    assert!(error.to_string().contains("unknown SCAN cursor"), "{error}");
+    let error = cmd("SCAN")
+        .arg("0")
+        .arg("COUNT")
+        .arg(0)
+        .query::<redis::Value>(&mut con);
+    assert!(error.unwrap_err().to_string().contains("syntax error"));
+
+    // KEYS, and deleted keys gone from both.
+    let _: () = con.del("user:100").unwrap();
+    let mut tens: Vec<String> = con.keys("user:1?0").unwrap();
+    tens.sort();
+    let expected: Vec<String> = (1..10).map(|i| format!("user:1{i}0")).collect();
+    assert_eq!(tens, expected, "user:100 deleted");
+    let no_hashes: (String, Vec<String>) = cmd("SCAN")
+        .arg(0)
+        .arg("TYPE")
+        .arg("hash")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        no_hashes,
+        ("0".to_string(), Vec::new()),
+        "every value is a string"
+    );
+
+    // In a pipeline, SCAN sees the writes before it, not those after.
+    let (_, (_, found), _): ((), (String, Vec<String>), ()) = redis::pipe()
+        .cmd("SET")
+        .arg("zz:new")
+        .arg("1")
+        .cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("zz:*")
+        .arg("COUNT")
+        .arg(1000)
+        .cmd("SET")
+        .arg("zz:later")
+        .arg("1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(found, ["zz:new"]);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
 }

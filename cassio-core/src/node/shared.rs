@@ -61,6 +61,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// The replica list batches share while the replication factor covers
     /// the ring.
     pub(super) replicas_cache: ReplicasCache,
+    /// Where the SCAN cursors this node handed out on its Redis port go on.
+    pub(crate) scan_cursors: crate::resp::scan::ScanCursors,
     /// Set while this node runs a repair, asked for or scheduled (one at a
     /// time).
     pub(super) repair_running: std::sync::atomic::AtomicBool,
@@ -104,6 +106,7 @@ impl<T: Transport> NodeShared<T> {
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
+            scan_cursors: Default::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
             ring_moving: std::sync::atomic::AtomicBool::new(false),

@@ -1,5 +1,5 @@
 //! The Redis commands cassio knows, and the data commands (GET, SET, DEL,
-//! EXISTS, MGET, MSET), which run through the node's coordinator at the
+//! EXISTS, MGET, MSET; SCAN and KEYS in [`super::scan`]), which run through the node's coordinator at the
 //! connection's consistency level. Session commands are in [`super::session`].
 
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub(crate) enum Command {
     Exists,
     Mget,
     Mset,
+    Scan,
+    Keys,
     Multi,
     Exec,
     Discard,
@@ -59,6 +61,8 @@ const COMMANDS: &[(&str, Command)] = &[
     ("exists", Command::Exists),
     ("mget", Command::Mget),
     ("mset", Command::Mset),
+    ("scan", Command::Scan),
+    ("keys", Command::Keys),
     ("multi", Command::Multi),
     ("exec", Command::Exec),
     ("discard", Command::Discard),
@@ -90,8 +94,8 @@ impl Command {
             .map_or("?", |(n, _)| n)
     }
 
-    /// GET, SET, DEL, EXISTS, MGET or MSET: a command that reads or writes
-    /// keys through the coordinator.
+    /// GET, SET, DEL, EXISTS, MGET, MSET, SCAN or KEYS: a command that
+    /// reads or writes keys through the coordinator.
     pub(crate) fn is_data(self) -> bool {
         matches!(
             self,
@@ -101,7 +105,15 @@ impl Command {
                 | Command::Exists
                 | Command::Mget
                 | Command::Mset
+                | Command::Scan
+                | Command::Keys
         )
+    }
+
+    /// SCAN or KEYS: reads any key, so it runs after the commands before it
+    /// and before those after it, alone.
+    pub(crate) fn reads_every_key(self) -> bool {
+        matches!(self, Command::Scan | Command::Keys)
     }
 
     /// A data command with `argc` arguments (its name included) in the
@@ -115,6 +127,8 @@ impl Command {
             Command::Set => argc >= 3,
             Command::Del | Command::Exists | Command::Mget => argc >= 2,
             Command::Mset => argc >= 3 && argc % 2 == 1,
+            Command::Scan => argc >= 2,
+            Command::Keys => argc == 2,
             _ => false,
         };
         (well_formed && argc <= MULTI_KEY_ARGS_MAX + 1).then_some(command)
@@ -336,6 +350,8 @@ impl<T: Transport> NodeShared<T> {
                     .find(|reply| *reply != Reply::ok())
                     .unwrap_or_else(Reply::ok)
             }
+            Command::Scan => self.resp_scan(args, level).await,
+            Command::Keys => self.resp_keys(args[1], level).await,
             other => Reply::err(format!("ERR '{}' is not a data command", other.name())),
         }
     }

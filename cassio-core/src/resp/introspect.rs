@@ -26,6 +26,8 @@ fn spec(command: Command) -> Spec {
         Command::Exists => spec(-2, &["readonly", "fast"], (1, -1, 1)),
         Command::Mget => spec(-2, &["readonly", "fast"], (1, -1, 1)),
         Command::Mset => spec(-3, &["write", "denyoom"], (1, -1, 2)),
+        Command::Scan => spec(-2, &["readonly"], NO_KEYS),
+        Command::Keys => spec(2, &["readonly"], NO_KEYS),
         Command::Dbsize => spec(1, &["readonly", "fast"], NO_KEYS),
         Command::Ping => spec(-1, &["fast"], NO_KEYS),
         Command::Echo => spec(2, &["fast"], NO_KEYS),

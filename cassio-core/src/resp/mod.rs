@@ -4,14 +4,17 @@
 //! [`commands`] (data commands, each through the coordinator at the
 //! connection's consistency level), [`session`] (connection state and the
 //! commands answered at once), [`introspect`] (`COMMAND`), [`transaction`]
-//! (MULTI/EXEC), [`pipeline`] (which pipelined commands may run at once) and
-//! the listener ([`server`]).
+//! (MULTI/EXEC), [`scan`] (SCAN and KEYS, with [`glob`] patterns),
+//! [`pipeline`] (which pipelined commands may run at once) and the listener
+//! ([`server`]).
 
 mod commands;
+mod glob;
 mod introspect;
 mod parse;
 mod pipeline;
 mod reply;
+pub(crate) mod scan;
 pub(crate) mod server;
 mod session;
 mod transaction;

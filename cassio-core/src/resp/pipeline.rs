@@ -4,7 +4,8 @@
 //! run to finish, so every command sees the effects of the commands before
 //! it, as if they had run one by one. Writes to the same key may share a run:
 //! their timestamps are drawn in command order, so the later one wins
-//! whatever order the replicas apply them in.
+//! whatever order the replicas apply them in. SCAN and KEYS, which may read
+//! any key, run alone.
 
 use std::hash::Hasher;
 
@@ -28,6 +29,8 @@ pub(crate) struct Run {
     reads: Vec<u64>,
     writes: Vec<u64>,
     commands: usize,
+    /// A command that reads every key was admitted: nothing more is.
+    closed: bool,
 }
 
 fn key_hash(key: &[u8]) -> u64 {
@@ -40,8 +43,16 @@ impl Run {
     /// Admits a well-formed data command to the run, unless it conflicts with
     /// a command already in it or the run is full: then it must wait.
     pub(crate) fn admit(&mut self, command: Command, args: &[&[u8]]) -> bool {
-        if self.commands >= RUN_COMMANDS_MAX {
+        if self.commands >= RUN_COMMANDS_MAX || self.closed {
             return false;
+        }
+        if command.reads_every_key() {
+            if self.commands > 0 {
+                return false;
+            }
+            self.closed = true;
+            self.commands = 1;
+            return true;
         }
         let (reads, writes, step) = command.access(args);
         let (reads_before, writes_before) = (self.reads.len(), self.writes.len());
@@ -74,6 +85,7 @@ impl Run {
         self.reads.clear();
         self.writes.clear();
         self.commands = 0;
+        self.closed = false;
     }
 }
 
@@ -133,6 +145,19 @@ mod tests {
         );
         run.clear();
         assert!(admit(&mut run, &mget));
+    }
+
+    #[test]
+    fn scans_run_alone() {
+        let mut run = Run::default();
+        assert!(admit(&mut run, &[b"SET", b"a", b"1"]));
+        assert!(!admit(&mut run, &[b"SCAN", b"0"]), "after the write");
+        run.clear();
+        assert!(admit(&mut run, &[b"SCAN", b"0"]));
+        assert!(!admit(&mut run, &[b"GET", b"b"]), "before the next command");
+        run.clear();
+        assert!(admit(&mut run, &[b"KEYS", b"*"]));
+        assert!(!admit(&mut run, &[b"KEYS", b"*"]));
     }
 
     #[test]
