@@ -1043,6 +1043,30 @@ fn scan_and_keys_walk_every_key_of_a_cluster() {
         .query(&mut con)
         .unwrap();
     assert_eq!(found, ["zz:new"]);
+
+    // A node down: RF 2 lets a scan at ONE miss one node, not one at ALL.
+    let mut nodes = nodes;
+    nodes.pop().unwrap().shutdown().unwrap();
+    let _: () = cmd("CASSIO.CONSISTENCY")
+        .arg("ONE")
+        .query(&mut con)
+        .unwrap();
+    let keys: Vec<String> = con.keys("user:*").unwrap();
+    assert_eq!(keys.len(), 249, "every user key but the deleted one");
+    let _: () = cmd("CASSIO.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut con)
+        .unwrap();
+    let error = cmd("SCAN")
+        .arg(0)
+        .query::<redis::Value>(&mut con)
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("not reached for a scan: 3 nodes must answer, 2 did"),
+        "{error}"
+    );
     for node in nodes {
         node.shutdown().unwrap();
     }

@@ -198,7 +198,7 @@ fn written(response: Response) -> Result<(), Reply> {
 }
 
 /// A coordinator answer that is not the expected one, as a Redis error.
-fn failure(response: Response) -> Reply {
+pub(crate) fn failure(response: Response) -> Reply {
     match response {
         Response::QuorumNotReached {
             level,

@@ -22,7 +22,7 @@ use fnv::FnvHashMap;
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::commands::{read_level, redis_integer, text};
+use super::commands::{failure, read_level, redis_integer, text};
 use super::glob;
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
@@ -139,7 +139,7 @@ fn range_of(pattern: Option<&[u8]>) -> KeyRange {
     }
 }
 
-/// A failed scan as a Redis error.
+/// A failed scan as a Redis error (the level counts nodes, not replicas).
 fn scan_failure(response: Response) -> Reply {
     match response {
         Response::QuorumNotReached {
@@ -149,10 +149,7 @@ fn scan_failure(response: Response) -> Reply {
         } => Reply::err(format!(
             "UNAVAILABLE consistency level {level} not reached for a scan: {required} nodes must answer, {received} did"
         )),
-        Response::Invalid { message } | Response::Error { message } => {
-            Reply::err(format!("ERR {message}"))
-        }
-        other => Reply::err(format!("ERR unexpected answer {other:?}")),
+        other => failure(other),
     }
 }
 
