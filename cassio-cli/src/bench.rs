@@ -163,10 +163,11 @@ impl Results {
 
 pub(crate) fn run(
     args: &BenchArgs,
+    config: &ClientConfig,
     host: SocketAddr,
-    level: ConsistencyLevel,
     json: bool,
 ) -> anyhow::Result<()> {
+    let level = config.consistency;
     anyhow::ensure!(
         args.threads >= 1 && args.records >= 1,
         "--threads and --records must be at least 1"
@@ -179,15 +180,13 @@ pub(crate) fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let config = ClientConfig {
-            consistency: level,
-            ..ClientConfig::default()
-        };
-        let client = Client::connect(&[host], config).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach a cassio node at {host} ({e}); `cassio up` starts a local cluster"
-            )
-        })?;
+        let client = Client::connect(&[host], config.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach a cassio node at {host} ({e}); `cassio up` starts a local cluster"
+                )
+            })?;
         let value = vec![b'x'; args.value_size];
         if !args.skip_load {
             let results = Results::new();

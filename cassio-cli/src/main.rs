@@ -13,8 +13,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use cassio_client::{ClientConfig, ConsistencyLevel, MoveSummary, blocking::Client};
+use cassio_client::{ClientConfig, ConsistencyLevel, MoveSummary, Secret, blocking::Client};
 use clap::{Parser, Subcommand};
 
 /// `cassio up` runs nodes in this process: the same allocator as
@@ -49,6 +48,10 @@ struct Cli {
     /// Machine-readable output.
     #[arg(long, global = true)]
     json: bool,
+    /// The cluster's password, if it has one (`cassio up`: the one its
+    /// nodes require).
+    #[arg(long, global = true, env = "CASSIO_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,17 +117,29 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let config = ClientConfig {
+/// How the CLI's clients talk to the cluster: its level and password.
+fn connect_config(cli: &Cli) -> ClientConfig {
+    ClientConfig {
         consistency: cli.consistency,
+        password: cli.password.clone().map(Secret::new),
         ..ClientConfig::default()
-    };
-    Client::connect(&[cli.host], config).with_context(|| {
-        format!(
+    }
+}
+
+fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    match Client::connect(&[cli.host], connect_config(cli)) {
+        Ok(client) => Ok(client),
+        // A node answered, and said why not (a password, say).
+        Err(
+            refused @ cassio_client::Error::Transport(cassio_core::Error::HandshakeRefused {
+                ..
+            }),
+        ) => Err(refused.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
             "cannot reach a cassio node at {} (is one running? `cassio up` starts a local cluster)",
             cli.host
-        )
-    })
+        ))),
+    }
 }
 
 /// What a decommission or removal did, as a line (or JSON) and warnings.
@@ -169,7 +184,7 @@ fn json_string(bytes: &[u8]) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => up::run(args, cli.password.clone().map(Secret::new)),
         Command::Get { key } => {
             let client = connect(&cli)?;
             let value = client.get_versioned(key.as_bytes(), Some(cli.consistency))?;
@@ -228,7 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli)?;
             shell::run(&client, &cli.host.to_string(), cli.consistency)
         }
-        Command::Bench(args) => bench::run(args, cli.host, cli.consistency, cli.json),
+        Command::Bench(args) => bench::run(args, &connect_config(&cli), cli.host, cli.json),
         Command::Repair { timeout_s } => {
             let client = connect(&cli)?;
             let summary = client.repair(std::time::Duration::from_secs(*timeout_s))?;

@@ -13,7 +13,7 @@ const HELP: &str = "commands (quote words with spaces: set k \"two words\"):
   get KEY                 print the value, or (nil)
   set KEY VALUE [TTL_MS]  write; the value expires after TTL_MS ms if given
   del KEY                 delete
-  scan [PREFIX [LIMIT]]   keys (with PREFIX) in key order and their values; LIMIT 20
+  scan [PREFIX [LIMIT]]   keys starting with PREFIX, in order, with values; at most LIMIT (20)
   status                  the cluster as this node sees it
   consistency [LEVEL]     show or set the level (ANY ONE TWO THREE QUORUM ALL)
   history                 the commands entered so far (also up and down arrows)

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use cassio_core::types::Secret;
 use cassio_core::{Node, NodeConfig, NodeHandle};
 
 #[derive(clap::Args, Debug)]
@@ -27,7 +28,8 @@ pub(crate) struct UpArgs {
     replication_factor: Option<u32>,
 }
 
-pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
+/// Runs the cluster; with `password`, every node requires it.
+pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()> {
     anyhow::ensure!(
         (1..=64).contains(&args.nodes),
         "--nodes must be between 1 and 64, got {}",
@@ -66,6 +68,7 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
             seeds: vec![seed],
             data_dir: Some(args.data_dir.join(&name)),
             replication_factor,
+            password: password.clone(),
             // A new cluster: its nodes start empty, with nothing to stream.
             bootstrap: false,
             ..NodeConfig::default()
@@ -87,12 +90,18 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
     print!("{}", crate::status::table(&nodes[0].cluster_status()));
     // The CLI's default host is the first node on the default port.
-    let host = match args.base_port {
+    let mut host = match args.base_port {
         9000 => String::new(),
         port => format!("--host 127.0.0.1:{port} "),
     };
+    let mut redis_auth = String::new();
+    if password.is_some() {
+        // Named, not shown: the banner may be logged.
+        host.push_str("--password ... ");
+        redis_auth.push_str("-a ... ");
+    }
     println!(
-        "\n{count} node{s} up (data in {data}). Try:\n  cassio {host}set greeting hello\n  cassio {host}get greeting\n  cassio {host}status\n  redis-cli -p {resp} set a b\nCtrl-C stops the cluster (storage is flushed).",
+        "\n{count} node{s} up (data in {data}). Try:\n  cassio {host}set greeting hello\n  cassio {host}get greeting\n  cassio {host}status\n  redis-cli -p {resp} {redis_auth}set a b\nCtrl-C stops the cluster (storage is flushed).",
         count = nodes.len(),
         s = if nodes.len() == 1 { "" } else { "s" },
         data = args.data_dir.display(),

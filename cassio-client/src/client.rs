@@ -11,7 +11,7 @@ use cassio_core::net::{Connection, Tcp};
 use cassio_core::proto::{
     CleanupSummary, ClusterStatus, Hello, KeyRange, MoveSummary, Request, Response, Role, ScanEntry,
 };
-use cassio_core::types::NodeId;
+use cassio_core::types::{NodeId, Secret};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::Error;
@@ -32,6 +32,8 @@ pub struct ClientConfig {
     pub retries: usize,
     /// Largest frame accepted from a node.
     pub frame_bytes_max: usize,
+    /// The cluster's password, if it has one.
+    pub password: Option<Secret>,
 }
 
 impl Default for ClientConfig {
@@ -43,6 +45,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(3),
             retries: 2,
             frame_bytes_max: 64 * 1024 * 1024,
+            password: None,
         }
     }
 }
@@ -359,7 +362,8 @@ impl Client {
             return Ok(conn.clone());
         }
         let config = &self.inner.config;
-        let hello = Hello::new(&config.cluster_name, Role::Client, None);
+        let hello = Hello::new(&config.cluster_name, Role::Client, None)
+            .with_password(config.password.as_ref());
         let conn = Arc::new(
             Connection::open(
                 &Tcp,

@@ -38,5 +38,6 @@ mod routing;
 pub use cassio_core::coordinator::ConsistencyLevel;
 pub use cassio_core::coordinator::repair::RepairSummary;
 pub use cassio_core::proto::{CleanupSummary, KeyRange, MoveSummary, ScanEntry};
+pub use cassio_core::types::Secret;
 pub use client::{Client, ClientConfig, ScanPage, Versioned};
 pub use error::Error;

@@ -48,6 +48,42 @@ impl From<&str> for NodeId {
     }
 }
 
+/// A password (`--password`): `Debug` never shows it, and comparing it
+/// takes the same time whichever byte differs.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(password: impl Into<String>) -> Self {
+        Secret(password.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `given` is this password, in time that depends on the
+    /// lengths only.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let own = self.0.as_bytes();
+        let differing = own.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        own.len() == given.len() && differing == 0
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
 /// The smallest key greater than every key starting with `prefix`, or `None`
 /// when there is none (the prefix is empty or all 0xFF).
 pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -64,6 +100,17 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole_and_never_print() {
+        let secret = Secret::new("s3cret");
+        assert!(secret.matches(b"s3cret"));
+        assert!(!secret.matches(b"s3cre"));
+        assert!(!secret.matches(b"s3cret!"));
+        assert!(!secret.matches(b"S3cret"));
+        assert!(!secret.matches(b""));
+        assert_eq!(format!("{secret:?}"), "Secret(****)");
+    }
 
     #[test]
     fn prefix_successor_handles_ff() {

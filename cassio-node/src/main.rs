@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cassio_core::error::describe;
 use cassio_core::net::parse_host_port;
+use cassio_core::types::Secret;
 use cassio_core::{Node, NodeConfig};
 use clap::{Parser, ValueEnum};
 
@@ -33,6 +34,11 @@ struct Args {
     /// Nodes only join nodes of the same cluster name [default: cassio].
     #[arg(long, env = "CASSIO_CLUSTER_NAME")]
     cluster_name: Option<String>,
+    /// Password every client and peer must give (Redis clients with AUTH);
+    /// the same on every node. Prefer the environment variable or the
+    /// config file: a flag shows in the process list [default: none].
+    #[arg(long, env = "CASSIO_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
     /// Native protocol address [default: 127.0.0.1:9000].
     #[arg(long, env = "CASSIO_LISTEN", value_parser = parse_host_port)]
     listen: Option<SocketAddr>,
@@ -102,6 +108,9 @@ impl Args {
         }
         if let Some(v) = &self.cluster_name {
             config.cluster_name = v.clone();
+        }
+        if let Some(v) = &self.password {
+            config.password = Some(Secret::new(v.clone()));
         }
         if let Some(v) = self.listen {
             config.listen = v;
@@ -215,9 +224,17 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.node_config()?;
     if args.check_config {
+        // The password is not printed: the output may end up in logs.
+        let shown = NodeConfig {
+            password: None,
+            ..config.clone()
+        };
+        if config.password.is_some() {
+            println!("# password = (set, not shown)");
+        }
         print!(
             "{}",
-            toml::to_string(&config).context("cannot print the configuration")?
+            toml::to_string(&shown).context("cannot print the configuration")?
         );
         return Ok(());
     }

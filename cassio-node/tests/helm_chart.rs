@@ -193,6 +193,31 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
             && effective.contains("read_consistency = \"ONE\""),
         "{effective}"
     );
+
+    // A password from a Secret: no password unless one is named.
+    assert!(!render("templates/statefulset.yaml", &[]).contains("CASSIO_PASSWORD"));
+    let statefulset = render(
+        "templates/statefulset.yaml",
+        &["auth.existingSecret=cassio-auth"],
+    );
+    for expected in [
+        "- name: CASSIO_PASSWORD",
+        "secretKeyRef:",
+        "name: \"cassio-auth\"",
+        "key: \"password\"",
+    ] {
+        assert!(
+            statefulset.contains(expected),
+            "no {expected:?} in {statefulset}"
+        );
+    }
+    assert!(help.contains("[env: CASSIO_PASSWORD"), "{help}");
+    let env = BTreeMap::from([("CASSIO_PASSWORD".to_string(), "s3cret".to_string())]);
+    let effective = check_config(&config, &env);
+    assert!(
+        effective.contains("# password = (set, not shown)") && !effective.contains("s3cret"),
+        "the daemon reads it and does not print it: {effective}"
+    );
 }
 
 /// The first one-line `command: [...]` after the line `section`: the

@@ -19,7 +19,7 @@ use super::outbox::Outbox;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
-use crate::types::NodeId;
+use crate::types::{NodeId, Secret};
 
 pub struct ServerConfig {
     pub cluster_name: String,
@@ -28,6 +28,8 @@ pub struct ServerConfig {
     /// Requests of one connection being handled at once; more wait.
     pub in_flight_per_connection_max: usize,
     pub handshake_timeout: Duration,
+    /// Clients and peers must give it in their hello.
+    pub password: Option<Secret>,
 }
 
 /// Who is on the other end of a connection.
@@ -139,7 +141,12 @@ where
     })??;
     let Some(hello) = hello else { return Ok(()) };
     let hello: Hello = proto::decode(&hello)?;
-    if let Some(reason) = hello.refusal(&config.cluster_name, &config.node_id) {
+    let refusal = hello.refusal(
+        &config.cluster_name,
+        &config.node_id,
+        config.password.as_ref(),
+    );
+    if let Some(reason) = refusal {
         let _ = proto::write_frame(
             &mut stream,
             &HelloReply::Refused {

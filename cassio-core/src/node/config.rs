@@ -11,6 +11,7 @@ use crate::coordinator::ConsistencyLevel;
 use crate::error::{Error, Result};
 use crate::proto::FRAME_BYTES_LIMIT;
 use crate::storage::StorageConfig;
+use crate::types::Secret;
 
 /// Room in a frame for everything but the key and value.
 const FRAME_OVERHEAD_BYTES: usize = 4096;
@@ -22,6 +23,11 @@ pub struct NodeConfig {
     pub name: String,
     /// Nodes only talk to nodes of the same cluster name.
     pub cluster_name: String,
+    /// When set (`--password`), every client and peer must give it: in the
+    /// native handshake, and on the Redis port with AUTH (or HELLO's AUTH)
+    /// before any other command. Every node of a cluster needs the same.
+    /// Sent in the clear: use it on a network you trust.
+    pub password: Option<Secret>,
     /// Native protocol address for clients and peers (`--listen`); port 0
     /// picks a free port.
     pub listen: SocketAddr,
@@ -112,6 +118,7 @@ impl Default for NodeConfig {
         NodeConfig {
             name: "node1".to_string(),
             cluster_name: "cassio".to_string(),
+            password: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
             broadcast: None,
             resp: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
@@ -218,6 +225,16 @@ impl NodeConfig {
                 "--frame-bytes-max ({}) must hold the largest value (storage.value_bytes_max {}) plus a key and headers: at least {needed}",
                 self.frame_bytes_max, self.storage.value_bytes_max
             ));
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| p.expose().is_empty())
+        {
+            return fail(
+                "--password is empty: give a password, or leave it out for a cluster without one"
+                    .into(),
+            );
         }
         if self.peer_request_timeout_ms == 0 {
             return fail("--peer-request-timeout-ms must be at least 1, got 0".into());

@@ -191,6 +191,7 @@ pub(crate) async fn run_node<T: Transport>(
         frame_bytes_max: config.frame_bytes_max,
         in_flight_per_connection_max: 256,
         handshake_timeout: Duration::from_secs(5),
+        password: config.password.clone(),
     });
     let server = tokio::spawn(crate::net::serve(
         transport.clone(),

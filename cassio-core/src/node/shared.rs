@@ -196,7 +196,8 @@ impl<T: Transport> NodeShared<T> {
             &self.config.cluster_name,
             Role::Peer,
             Some(self.node_id.clone()),
-        );
+        )
+        .with_password(self.config.password.as_ref());
         let conn = Arc::new(
             Connection::open(
                 &self.transport,

@@ -273,25 +273,41 @@ mod tests {
     #[test]
     fn refusals_say_why() {
         let own = crate::types::NodeId::from("n0");
+        let refusal = |hello: &Hello, cluster: &str| hello.refusal(cluster, &own, None);
         let mut hello = Hello::new("prod", Role::Peer, None);
-        assert!(hello.refusal("prod", &own).unwrap().contains("node id"));
+        assert!(refusal(&hello, "prod").unwrap().contains("node id"));
         hello.node_id = Some("n1".into());
-        assert_eq!(hello.refusal("prod", &own), None);
-        assert!(
-            hello
-                .refusal("test", &own)
-                .unwrap()
-                .contains("does not match")
-        );
+        assert_eq!(refusal(&hello, "prod"), None);
+        assert!(refusal(&hello, "test").unwrap().contains("does not match"));
         hello.node_id = Some(own.clone());
         assert!(
-            hello
-                .refusal("prod", &own)
+            refusal(&hello, "prod")
                 .unwrap()
                 .contains("node name n0 is this node's own")
         );
         hello.protocol_version = 99;
-        assert!(hello.refusal("prod", &own).unwrap().contains("version 99"));
+        assert!(refusal(&hello, "prod").unwrap().contains("version 99"));
+    }
+
+    #[test]
+    fn a_cluster_with_a_password_refuses_hellos_without_it() {
+        let own = crate::types::NodeId::from("n0");
+        let password = crate::types::Secret::new("s3cret");
+        let refusal = |hello: &Hello| hello.refusal("prod", &own, Some(&password));
+        let hello = Hello::new("prod", Role::Client, None);
+        assert!(refusal(&hello).unwrap().contains("requires a password"));
+        let wrong = crate::types::Secret::new("guess");
+        let hello = hello.with_password(Some(&wrong));
+        assert_eq!(refusal(&hello).as_deref(), Some("wrong password"));
+        let hello = hello.with_password(Some(&password));
+        assert_eq!(refusal(&hello), None);
+        assert_eq!(
+            hello.refusal("prod", &own, None),
+            None,
+            "a password given to a cluster without one is ignored"
+        );
+        let encoded = encode(&hello).unwrap();
+        assert_eq!(decode::<Hello>(&encoded).unwrap(), hello, "it travels");
     }
 
     proptest! {

@@ -13,12 +13,13 @@ use crate::coordinator::repair::{RangeDigest, RepairSummary};
 use crate::coordinator::{ConsistencyLevel, MetricsSnapshot};
 use crate::ring::Vector;
 use crate::storage::Cell;
-use crate::types::NodeId;
+use crate::types::{NodeId, Secret};
 
 /// First four bytes of every handshake: "not a cassio peer" is caught at once.
 pub const MAGIC: u32 = 0xCA55_10F0;
-/// Bumped on any incompatible change to these messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on any incompatible change to these messages (3: the handshake
+/// carries a password).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
@@ -35,6 +36,8 @@ pub struct Hello {
     pub role: Role,
     /// The connecting node (peers) or `None` (clients).
     pub node_id: Option<NodeId>,
+    /// The cluster's password, if it has one (`--password`).
+    pub password: Option<Secret>,
 }
 
 impl Hello {
@@ -45,12 +48,24 @@ impl Hello {
             cluster_name: cluster_name.to_string(),
             role,
             node_id,
+            password: None,
         }
     }
 
-    /// Why a node named `own` of cluster `cluster_name` refuses this
-    /// hello, if it does.
-    pub fn refusal(&self, cluster_name: &str, own: &NodeId) -> Option<String> {
+    /// This hello with the cluster's password.
+    pub fn with_password(mut self, password: Option<&Secret>) -> Self {
+        self.password = password.cloned();
+        self
+    }
+
+    /// Why a node named `own` of cluster `cluster_name`, with `password`
+    /// if it has one, refuses this hello, if it does.
+    pub fn refusal(
+        &self,
+        cluster_name: &str,
+        own: &NodeId,
+        password: Option<&Secret>,
+    ) -> Option<String> {
         if self.magic != MAGIC {
             return Some(format!(
                 "bad magic {:#010x}: not a cassio client",
@@ -68,6 +83,20 @@ impl Hello {
                 "cluster name {:?} does not match this node's cluster {cluster_name:?}",
                 self.cluster_name
             ));
+        }
+        if let Some(expected) = password {
+            match &self.password {
+                None => {
+                    return Some(
+                        "this cluster requires a password: give it with --password or CASSIO_PASSWORD"
+                            .into(),
+                    );
+                }
+                Some(given) if !expected.matches(given.expose().as_bytes()) => {
+                    return Some("wrong password".into());
+                }
+                Some(_) => {}
+            }
         }
         if self.role == Role::Peer && self.node_id.is_none() {
             return Some("a peer must say its node id".to_string());

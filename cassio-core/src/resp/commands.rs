@@ -21,6 +21,7 @@ pub(crate) enum Command {
     Quit,
     Select,
     Hello,
+    Auth,
     Client,
     /// `COMMAND`, which redis-cli asks on connect.
     Introspect,
@@ -52,6 +53,7 @@ const COMMANDS: &[(&str, Command)] = &[
     ("quit", Command::Quit),
     ("select", Command::Select),
     ("hello", Command::Hello),
+    ("auth", Command::Auth),
     ("client", Command::Client),
     ("command", Command::Introspect),
     ("info", Command::Info),

@@ -34,6 +34,18 @@ fn spec(command: Command) -> Spec {
         Command::Quit => spec(-1, &["fast", "no_auth"], NO_KEYS),
         Command::Select => spec(2, &["loading", "stale", "fast"], NO_KEYS),
         Command::Hello => spec(-1, &["loading", "stale", "fast", "no_auth"], NO_KEYS),
+        Command::Auth => spec(
+            -2,
+            &[
+                "noscript",
+                "loading",
+                "stale",
+                "fast",
+                "no_auth",
+                "allow_busy",
+            ],
+            NO_KEYS,
+        ),
         Command::Client => spec(-2, &["loading", "stale"], NO_KEYS),
         Command::Introspect => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Info => spec(-1, &["loading", "stale"], NO_KEYS),

@@ -117,7 +117,7 @@ where
     T: Transport,
 {
     let bulk_bytes_max = node.config.frame_bytes_max;
-    let mut session = Session::new(node.config.read_consistency);
+    let mut session = Session::new(node.config.read_consistency, node.config.password.is_none());
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut parsed = Parsed::default();
     let mut pipeline = Pipeline::default();
@@ -215,6 +215,16 @@ where
     let _ = tokio::time::timeout(Duration::from_millis(LINGER_MS), drain).await;
 }
 
+const NOAUTH: &str = "NOAUTH Authentication required.";
+
+/// AUTH, HELLO (which may carry AUTH) and QUIT: what a connection to a node
+/// with a password may send before it authenticates.
+fn allowed_before_auth(args: &[&[u8]]) -> bool {
+    [&b"auth"[..], b"hello", b"quit"]
+        .iter()
+        .any(|name| args[0].eq_ignore_ascii_case(name))
+}
+
 /// Encodes the replies that go out (in command order) and empties `replies`.
 fn encode_replies(replies: &mut Vec<(Option<Reply>, Option<Protocol>)>, out: &mut Vec<u8>) {
     for (reply, delivery) in replies.drain(..) {
@@ -253,6 +263,13 @@ where
         pipeline.replies.clear();
         while next < parsed.commands.len() && !session.quit {
             let args = argv(next);
+            if !session.authenticated && !allowed_before_auth(args) {
+                // Nothing runs before AUTH, so no run is pending here.
+                let delivery = session.next_delivery();
+                pipeline.replies.push((Some(Reply::err(NOAUTH)), delivery));
+                next += 1;
+                continue;
+            }
             let data = match session.transaction {
                 None => Command::data(args),
                 // Every command is queued (or ends the transaction).

@@ -1,7 +1,9 @@
 //! A connection's session: its consistency level, name, protocol (RESP2 or
 //! RESP3) and which replies it is sent, and the commands that read or set
-//! them or ask about the node (PING, ECHO, SELECT, HELLO, CLIENT, COMMAND,
-//! INFO, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). They are answered at once,
+//! them or ask about the node (PING, ECHO, SELECT, HELLO, AUTH, CLIENT,
+//! COMMAND, INFO, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). On a node with a
+//! password a connection must authenticate (AUTH, or HELLO's AUTH) before
+//! anything but those two and QUIT. They are answered at once,
 //! without the coordinator.
 
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, text};
@@ -22,6 +24,8 @@ pub(crate) struct Session {
     pub(crate) quit: bool,
     /// Commands queued since MULTI.
     pub(crate) transaction: Option<Transaction>,
+    /// False until AUTH succeeds, on a node with a password.
+    pub(crate) authenticated: bool,
 }
 
 /// Which replies a connection is sent (`CLIENT REPLY ON | OFF | SKIP`).
@@ -34,8 +38,11 @@ pub(crate) enum ReplyMode {
 }
 
 impl Session {
-    pub(crate) fn new(level: ConsistencyLevel) -> Session {
+    /// A new connection's session; `authenticated` unless the node has a
+    /// password.
+    pub(crate) fn new(level: ConsistencyLevel, authenticated: bool) -> Session {
         Session {
+            authenticated,
             level,
             name: None,
             protocol: Protocol::Resp2,
@@ -90,6 +97,11 @@ impl<T: Transport> NodeShared<T> {
                 None => Reply::err("ERR value is not an integer or out of range"),
             },
             Command::Hello => self.hello(session, &args[1..]),
+            Command::Auth => match &args[1..] {
+                [password] => self.authenticate(session, None, password),
+                [user, password] => self.authenticate(session, Some(user), password),
+                _ => Reply::err("ERR syntax error"),
+            },
             Command::Client if argc >= 2 => client(session, args),
             Command::Introspect => super::introspect::command(args),
             Command::Info => Reply::bulk(self.info(&args[1..])),
@@ -140,6 +152,7 @@ impl<T: Transport> NodeShared<T> {
     fn hello(&self, session: &mut Session, options: &[&[u8]]) -> Reply {
         let mut protocol = session.protocol;
         let mut name = None;
+        let mut authenticates = false;
         if let Some((version, mut rest)) = options.split_first() {
             protocol = match redis_integer(version) {
                 Some(2) => Protocol::Resp2,
@@ -151,12 +164,11 @@ impl<T: Transport> NodeShared<T> {
             };
             while let Some((option, tail)) = rest.split_first() {
                 rest = match (text(option).to_ascii_uppercase().as_str(), tail) {
-                    ("AUTH", [user, _password, tail @ ..]) => {
-                        if *user != b"default" {
-                            return Reply::err(
-                                "WRONGPASS invalid username-password pair or user is disabled.",
-                            );
+                    ("AUTH", [user, password, tail @ ..]) => {
+                        if let Err(refused) = self.check_password(Some(user), password) {
+                            return refused;
                         }
+                        authenticates = true;
                         tail
                     }
                     ("SETNAME", [new_name, tail @ ..]) => {
@@ -175,6 +187,12 @@ impl<T: Transport> NodeShared<T> {
                 };
             }
         }
+        if !session.authenticated && !authenticates {
+            return Reply::err(
+                "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            );
+        }
+        session.authenticated = true;
         session.protocol = protocol;
         if let Some(name) = name {
             session.name = name;
@@ -193,6 +211,39 @@ impl<T: Transport> NodeShared<T> {
             (Reply::bulk("role"), Reply::bulk("master")),
             (Reply::bulk("modules"), Reply::Array(Vec::new())),
         ])
+    }
+
+    /// `AUTH [user] password`, as Redis answers it: the only user is
+    /// `default`.
+    fn authenticate(&self, session: &mut Session, user: Option<&[u8]>, password: &[u8]) -> Reply {
+        if self.config.password.is_none() && user.is_none() {
+            return Reply::err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            );
+        }
+        match self.check_password(user, password) {
+            Ok(()) => {
+                session.authenticated = true;
+                Reply::ok()
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// Whether `user` (the default user if `None`) may log in with
+    /// `password`: with no password set, the default user with any.
+    fn check_password(&self, user: Option<&[u8]>, password: &[u8]) -> Result<(), Reply> {
+        let default_user = user.is_none_or(|u| u == b"default");
+        let accepted = match &self.config.password {
+            None => default_user,
+            Some(secret) => default_user && secret.matches(password),
+        };
+        match accepted {
+            true => Ok(()),
+            false => Err(Reply::err(
+                "WRONGPASS invalid username-password pair or user is disabled.",
+            )),
+        }
     }
 
     /// Approximate keys in this node's own storage (its replicas of the
