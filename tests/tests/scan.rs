@@ -144,6 +144,13 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
         Err(Error::Invalid(message)) => assert!(message.contains("scan bound"), "{message}"),
         other => panic!("an empty start key is refused: {other:?}"),
     }
+    // A range that ends before it starts holds nothing.
+    let backwards = KeyRange {
+        start: std::ops::Bound::Included(key(500)),
+        end: Some(key(5)),
+    };
+    let page = client.scan(&backwards, 10, None).await.unwrap();
+    assert!(page.entries.is_empty() && page.next.is_none());
     assert_eq!(client.get(&key(0)).await.unwrap(), Some(value(0)));
     tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
         .await
