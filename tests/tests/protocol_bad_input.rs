@@ -116,6 +116,29 @@ async fn bad_input_closes_only_that_connection() {
     assert!(reason.contains("protocol version 99"), "{reason}");
     let reason = refusal(&send_hello(addr, &Hello::new("other", Role::Client, None)).await);
     assert!(reason.contains("does not match"), "{reason}");
+    // A client of protocol version 2, whose hello had no password field.
+    #[derive(serde::Serialize)]
+    struct HelloV2 {
+        magic: u32,
+        protocol_version: u32,
+        cluster_name: String,
+        role: Role,
+        node_id: Option<String>,
+    }
+    let v2 = HelloV2 {
+        magic: proto::MAGIC,
+        protocol_version: 2,
+        cluster_name: "cassio".into(),
+        role: Role::Client,
+        node_id: None,
+    };
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    proto::write_frame(&mut stream, &v2).await.unwrap();
+    let reason = refusal(&read_until_closed(&mut stream).await);
+    assert!(
+        reason.contains("protocol version 2 is not supported; this node speaks version 3"),
+        "{reason}"
+    );
     let mut magic = Hello::new("cassio", Role::Client, None);
     magic.magic = 0xdead_beef;
     assert!(refusal(&send_hello(addr, &magic).await).contains("bad magic"));

@@ -120,6 +120,23 @@ pub async fn serve<T: Transport, H: Handler>(
     .await
 }
 
+/// Tells the other end why its handshake is refused, closes the
+/// connection, and returns the error that ends it.
+async fn refuse<S>(stream: &mut S, addr: SocketAddr, reason: String) -> Error
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    let refused = HelloReply::Refused {
+        reason: reason.clone(),
+    };
+    let _ = proto::write_frame(stream, &refused).await;
+    let _ = stream.shutdown().await;
+    Error::HandshakeRefused {
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
 async fn serve_connection<S, H>(
     mut stream: S,
     addr: SocketAddr,
@@ -140,25 +157,20 @@ where
         after_ms: config.handshake_timeout.as_millis() as u64,
     })??;
     let Some(hello) = hello else { return Ok(()) };
-    let hello: Hello = proto::decode(&hello)?;
+    let hello = match proto::decode::<Hello>(&hello) {
+        Ok(hello) => hello,
+        Err(e) => match Hello::other_version_refusal(&hello) {
+            Some(reason) => return Err(refuse(&mut stream, addr, reason).await),
+            None => return Err(e),
+        },
+    };
     let refusal = hello.refusal(
         &config.cluster_name,
         &config.node_id,
         config.password.as_ref(),
     );
     if let Some(reason) = refusal {
-        let _ = proto::write_frame(
-            &mut stream,
-            &HelloReply::Refused {
-                reason: reason.clone(),
-            },
-        )
-        .await;
-        let _ = stream.shutdown().await;
-        return Err(Error::HandshakeRefused {
-            addr: addr.to_string(),
-            reason,
-        });
+        return Err(refuse(&mut stream, addr, reason).await);
     }
     proto::write_frame(
         &mut stream,

@@ -37,6 +37,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(message)
 }
 
+/// Decodes the message `bytes` start with, whatever follows it.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    bincode::serde::decode_from_slice(bytes, CONFIG)
+        .map(|(message, _)| message)
+        .map_err(|e| Error::MalformedMessage(e.to_string()))
+}
+
 /// Reads one frame's payload. `Ok(None)` is a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,

@@ -73,10 +73,7 @@ impl Hello {
             ));
         }
         if self.protocol_version != PROTOCOL_VERSION {
-            return Some(format!(
-                "protocol version {} is not supported; this node speaks version {PROTOCOL_VERSION}",
-                self.protocol_version
-            ));
+            return Some(version_refusal(self.protocol_version));
         }
         if self.cluster_name != cluster_name {
             return Some(format!(
@@ -108,6 +105,31 @@ impl Hello {
         }
         None
     }
+}
+
+/// The fields every version's [`Hello`] starts with.
+#[derive(Deserialize)]
+struct HelloStart {
+    magic: u32,
+    protocol_version: u32,
+}
+
+impl Hello {
+    /// Why a handshake that does not decode as this version's [`Hello`] is
+    /// refused, if it is a cassio hello of another protocol version (whose
+    /// later fields differ): so an older client hears why, rather than
+    /// seeing the connection close.
+    pub fn other_version_refusal(payload: &[u8]) -> Option<String> {
+        let start: HelloStart = super::codec::decode_prefix(payload).ok()?;
+        (start.magic == MAGIC && start.protocol_version != PROTOCOL_VERSION)
+            .then(|| version_refusal(start.protocol_version))
+    }
+}
+
+fn version_refusal(version: u32) -> String {
+    format!(
+        "protocol version {version} is not supported; this node speaks version {PROTOCOL_VERSION}"
+    )
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
