@@ -63,6 +63,29 @@ pub fn start_cluster(n: usize, dir: &Path, tweak: impl Fn(&mut NodeConfig)) -> V
     nodes
 }
 
+/// [`start_cluster`] from an async test, off its runtime's threads.
+pub async fn start_cluster_async(
+    n: usize,
+    dir: &Path,
+    tweak: impl Fn(&mut NodeConfig) + Send + 'static,
+) -> Vec<NodeHandle> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || start_cluster(n, &dir, tweak))
+        .await
+        .expect("starting the cluster")
+}
+
+/// Shuts every node down from an async test, off its runtime's threads.
+pub async fn shutdown_async(nodes: Vec<NodeHandle>) {
+    tokio::task::spawn_blocking(move || {
+        for node in nodes {
+            node.shutdown().expect("node shuts down");
+        }
+    })
+    .await
+    .expect("shutting the nodes down");
+}
+
 /// Waits until every node in `nodes` sees `node` UP at its current address,
 /// that is, has learned of its (re)start, not just an old generation.
 pub fn wait_until_all_see(nodes: &[&NodeHandle], node: &NodeHandle, limit: Duration) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cassio_client::{Client, ClientConfig, Secret};
 use cassio_core::{Node, NodeHandle};
-use cassio_tests::harness::{node_config, start_cluster};
+use cassio_tests::harness::{node_config, shutdown_async, start_cluster};
 
 const PASSWORD: &str = "s3cret";
 
@@ -30,12 +30,10 @@ fn start(dir: &std::path::Path) -> Vec<NodeHandle> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_clients_must_give_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start(&path)
-    })
-    .await
-    .unwrap();
+    let path = dir.path().to_path_buf();
+    let nodes = tokio::task::spawn_blocking(move || start(&path))
+        .await
+        .unwrap();
     let seeds = [nodes[0].native_addr()];
     for (config, expected) in [
         (ClientConfig::default(), "requires a password"),
@@ -53,9 +51,7 @@ async fn native_clients_must_give_the_password() {
     // Peers authenticate too: the write reached both replicas.
     let all = client.with_consistency(cassio_client::ConsistencyLevel::All);
     assert_eq!(all.get(b"k").await.unwrap(), Some(b"v".to_vec()));
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }
 
 /// What `input` gets back on a fresh connection, once `expect_len` bytes

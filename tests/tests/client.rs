@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use cassio_client::{Client, ClientConfig, ConsistencyLevel, Error};
-use cassio_tests::harness::{TestClient, start_cluster};
+use cassio_tests::harness::{TestClient, shutdown_async, start_cluster_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_land_on_replicas() {
     let dir = tempfile::tempdir().unwrap();
     // RF 1: a request that lands on a replica is coordinated by the one node
     // holding the key, so each node coordinates exactly the writes it stores.
-    let nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start_cluster(3, &path, |c| c.replication_factor = 1)
-    })
-    .await
-    .unwrap();
+    let nodes = start_cluster_async(3, dir.path(), |c| c.replication_factor = 1).await;
     let seeds: Vec<_> = nodes.iter().map(|n| n.native_addr()).collect();
     let client = Client::connect(&seeds[..1], ClientConfig::default())
         .await
@@ -53,20 +48,13 @@ async fn requests_land_on_replicas() {
         );
         assert!(*held > 30, "placement spreads keys: {held}");
     }
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_requests_keep_succeeding_with_a_node_down() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start_cluster(3, &path, |_| {})
-    })
-    .await
-    .unwrap();
+    let mut nodes = start_cluster_async(3, dir.path(), |_| {}).await;
     let seeds: Vec<_> = nodes.iter().map(|n| n.native_addr()).collect();
     let config = ClientConfig {
         request_timeout: Duration::from_secs(3),
@@ -110,7 +98,5 @@ async fn quorum_requests_keep_succeeding_with_a_node_down() {
         }
         other => panic!("ALL with a node down must fail with the facts: {other:?}"),
     }
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cassio_client::{Client, ClientConfig, ConsistencyLevel, Error, KeyRange, ScanEntry};
 use cassio_core::proto::{KeyedCell, Request, Response};
 use cassio_core::storage::Cell;
-use cassio_tests::harness::{TestClient, key, start_cluster};
+use cassio_tests::harness::{TestClient, key, shutdown_async, start_cluster_async};
 
 /// Every page of `range`, `limit` keys at a time.
 async fn scan_all(client: &Client, range: KeyRange, limit: u32) -> Vec<ScanEntry> {
@@ -38,12 +38,7 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
     let dir = tempfile::tempdir().unwrap();
     // RF 2 of 4: each node holds about half the keys, and each node's
     // share differs.
-    let nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start_cluster(4, &path, |c| c.replication_factor = 2)
-    })
-    .await
-    .unwrap();
+    let nodes = start_cluster_async(4, dir.path(), |c| c.replication_factor = 2).await;
     let seeds: Vec<_> = nodes.iter().map(|n| n.native_addr()).collect();
     let client = Client::connect(&seeds[..1], ClientConfig::default())
         .await
@@ -152,20 +147,13 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
     let page = client.scan(&backwards, 10, None).await.unwrap();
     assert!(page.entries.is_empty() && page.next.is_none());
     assert_eq!(client.get(&key(0)).await.unwrap(), Some(value(0)));
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_with_a_node_down_succeeds_at_quorum_and_fails_at_all_with_the_facts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start_cluster(3, &path, |_| {})
-    })
-    .await
-    .unwrap();
+    let mut nodes = start_cluster_async(3, dir.path(), |_| {}).await;
     let seeds: Vec<_> = nodes.iter().map(|n| n.native_addr()).collect();
     let config = ClientConfig {
         request_timeout: Duration::from_secs(5),
@@ -192,20 +180,13 @@ async fn a_scan_with_a_node_down_succeeds_at_quorum_and_fails_at_all_with_the_fa
         }) => assert_eq!((level, required, received), (ConsistencyLevel::All, 3, 2)),
         other => panic!("ALL with a node down must fail with the facts: {other:?}"),
     }
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_large_values_stay_within_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = tokio::task::spawn_blocking({
-        let path = dir.path().to_path_buf();
-        move || start_cluster(2, &path, |c| c.replication_factor = 1)
-    })
-    .await
-    .unwrap();
+    let nodes = start_cluster_async(2, dir.path(), |c| c.replication_factor = 1).await;
     let client = Client::connect(&[nodes[0].native_addr()], ClientConfig::default())
         .await
         .unwrap();
@@ -231,7 +212,5 @@ async fn pages_of_large_values_stay_within_a_message() {
         pairs(&found),
         (0..12).map(|i| (key(i), value(i))).collect::<Vec<_>>()
     );
-    tokio::task::spawn_blocking(move || nodes.into_iter().for_each(|n| n.shutdown().unwrap()))
-        .await
-        .unwrap();
+    shutdown_async(nodes).await;
 }

@@ -59,7 +59,11 @@ impl ScanCursors {
     /// Keeps `rest` under a new cursor number (never 0) and returns it.
     fn park(&self, rest: KeyRange, now_ms: u64) -> u64 {
         let mut cursors = self.0.lock();
-        cursors.retain(|_, (_, used_ms)| now_ms.saturating_sub(*used_ms) < CURSOR_IDLE_MS);
+        // Idle cursors are refused when resumed anyway: they are swept only
+        // when the table is full, not on every page.
+        if cursors.len() >= CURSORS_MAX {
+            cursors.retain(|_, (_, used_ms)| now_ms.saturating_sub(*used_ms) < CURSOR_IDLE_MS);
+        }
         if cursors.len() >= CURSORS_MAX
             && let Some(oldest) = cursors.iter().min_by_key(|(_, (_, used))| *used)
         {

@@ -220,9 +220,10 @@ const NOAUTH: &str = "NOAUTH Authentication required.";
 /// AUTH, HELLO (which may carry AUTH) and QUIT: what a connection to a node
 /// with a password may send before it authenticates.
 fn allowed_before_auth(args: &[&[u8]]) -> bool {
-    [&b"auth"[..], b"hello", b"quit"]
-        .iter()
-        .any(|name| args[0].eq_ignore_ascii_case(name))
+    matches!(
+        Command::lookup(args[0]),
+        Some(Command::Auth | Command::Hello | Command::Quit)
+    )
 }
 
 /// Encodes the replies that go out (in command order) and empties `replies`.

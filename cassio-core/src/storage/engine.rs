@@ -608,17 +608,23 @@ mod tests {
     use super::super::commitlog::{FIRST_WINDOW_BYTES, parse_segment_name};
     use super::*;
 
+    /// Storage that rotates its memtable every 4 KiB and does its flushes
+    /// and compactions inline, so a test sees several tables soon.
+    fn small_memtables_inline() -> StorageConfig {
+        StorageConfig {
+            memtable_bytes_max: 4 * 1024,
+            background_threads: false,
+            ..StorageConfig::default()
+        }
+    }
+
     /// A batch is all or nothing when a cell is invalid, keeps last-write-
     /// wins within itself, rotates memtables mid-batch, and survives a
     /// reopen (its records replay from the commit log).
     #[test]
     fn write_batch_validates_first_and_replays() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            memtable_bytes_max: 4 * 1024,
-            background_threads: false,
-            ..StorageConfig::default()
-        };
+        let config = small_memtables_inline();
         let engine = Engine::open(dir.path(), config.clone()).unwrap();
         let too_big = Cell::value(vec![0; config.value_bytes_max + 1], 1);
         let refused = engine.write_batch(vec![(&b"a"[..], Cell::value("x", 1)), (b"b", too_big)]);
@@ -666,11 +672,7 @@ mod tests {
     #[test]
     fn cleanup_drops_the_refused_keys_and_keeps_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig {
-            memtable_bytes_max: 4 * 1024,
-            background_threads: false,
-            ..StorageConfig::default()
-        };
+        let config = small_memtables_inline();
         let engine = Engine::open(dir.path(), config.clone()).unwrap();
         for i in 0..300u64 {
             engine
