@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ready => {
             let status = connect(&cli)?.status()?;
-            let ready = status::readiness(&status).map_err(anyhow::Error::msg)?;
+            let ready = status.readiness().map_err(anyhow::Error::msg)?;
             println!("{ready}");
             Ok(())
         }

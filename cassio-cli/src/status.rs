@@ -1,21 +1,6 @@
-//! Rendering a cluster status: a nodetool-status table, or JSON; and
-//! reading from it whether the answering node is ready.
+//! Rendering a cluster status: a nodetool-status table, or JSON.
 
-use cassio_core::cluster::NodeStatus;
 use cassio_core::proto::ClusterStatus;
-
-/// Whether the node that answered is a full member, NORMAL in its own view
-/// (a JOINING node still streams and is in no ring): a sentence either way.
-pub(crate) fn readiness(status: &ClusterStatus) -> Result<String, String> {
-    let me = &status.answered_by;
-    match status.members.iter().find(|m| m.node == *me) {
-        Some(m) if m.status == NodeStatus::Normal => Ok(format!("{me} is NORMAL: ready")),
-        Some(m) => Err(format!("{me} is {}: not ready", m.status.as_str())),
-        None => Err(format!(
-            "{me} is not in its own view of the cluster: not ready"
-        )),
-    }
-}
 
 fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -90,49 +75,4 @@ pub(crate) fn json(status: &ClusterStatus) -> String {
         status.answered_by,
         members.join(",")
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cassio_core::proto::MemberStatus;
-
-    fn view(answered_by: &str, members: &[(&str, NodeStatus)]) -> ClusterStatus {
-        ClusterStatus {
-            answered_by: answered_by.into(),
-            cluster_name: "c".into(),
-            replication_factor: 3,
-            members: members
-                .iter()
-                .enumerate()
-                .map(|(i, (node, status))| MemberStatus {
-                    node: (*node).into(),
-                    native_addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
-                    resp_addr: None,
-                    up: true,
-                    status: *status,
-                    generation: 1,
-                    heartbeat: 1,
-                    load_bytes: 0,
-                    owns: 0.5,
-                    vnodes: 16,
-                })
-                .collect(),
-            metrics: Default::default(),
-        }
-    }
-
-    #[test]
-    fn only_a_node_normal_in_its_own_view_is_ready() {
-        let members = [("a", NodeStatus::Normal), ("b", NodeStatus::Joining)];
-        assert_eq!(
-            readiness(&view("a", &members)),
-            Ok("a is NORMAL: ready".into())
-        );
-        assert_eq!(
-            readiness(&view("b", &members)),
-            Err("b is JOINING: not ready".into())
-        );
-        assert!(readiness(&view("z", &members)).is_err());
-    }
 }

@@ -23,6 +23,10 @@ pub(crate) struct UpArgs {
     /// RESP port of the first node; node i serves Redis on base + i.
     #[arg(long, default_value_t = 6379)]
     resp_base_port: u16,
+    /// HTTP port of the first node (metrics and probes); node i serves
+    /// on base + i [default: no HTTP].
+    #[arg(long)]
+    http_base_port: Option<u16>,
     /// Copies of each key [default: min(3, nodes)].
     #[arg(long)]
     replication_factor: Option<u32>,
@@ -61,10 +65,15 @@ pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()>
             .resp_base_port
             .checked_add(i)
             .context("--resp-base-port too high")?;
+        let http_port = match args.http_base_port {
+            Some(base) => Some(base.checked_add(i).context("--http-base-port too high")?),
+            None => None,
+        };
         let config = NodeConfig {
             name: name.clone(),
             listen: ([127, 0, 0, 1], port).into(),
             resp: Some(([127, 0, 0, 1], resp_port).into()),
+            http: http_port.map(|port| ([127, 0, 0, 1], port).into()),
             seeds: vec![seed],
             data_dir: Some(args.data_dir.join(&name)),
             replication_factor,
@@ -100,8 +109,12 @@ pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()>
         host.push_str("--password ... ");
         redis_auth.push_str("-a ... ");
     }
+    let metrics = match args.http_base_port {
+        Some(port) => format!("  curl http://127.0.0.1:{port}/metrics\n"),
+        None => String::new(),
+    };
     println!(
-        "\n{count} node{s} up (data in {data}). Try:\n  cassio {host}set greeting hello\n  cassio {host}get greeting\n  cassio {host}status\n  redis-cli -p {resp} {redis_auth}set a b\nCtrl-C stops the cluster (storage is flushed).",
+        "\n{count} node{s} up (data in {data}). Try:\n  cassio {host}set greeting hello\n  cassio {host}get greeting\n  cassio {host}status\n  redis-cli -p {resp} {redis_auth}set a b\n{metrics}Ctrl-C stops the cluster (storage is flushed).",
         count = nodes.len(),
         s = if nodes.len() == 1 { "" } else { "s" },
         data = args.data_dir.display(),

@@ -14,6 +14,7 @@
 pub mod cluster;
 pub mod coordinator;
 pub mod error;
+mod http;
 pub mod net;
 pub mod node;
 pub mod proto;

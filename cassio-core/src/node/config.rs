@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// Redis-protocol address (`--resp`). Bound to every interface, it is
     /// announced under the broadcast (or listen) host.
     pub resp: Option<SocketAddr>,
+    /// HTTP address for operators (`--http`): `/metrics` (Prometheus),
+    /// `/health` and `/ready` (probes). It serves no data and asks no
+    /// password. Default: off.
+    pub http: Option<SocketAddr>,
     /// Native addresses of nodes to join through (`--seeds A,B`).
     #[serde(deserialize_with = "resolve_all")]
     pub seeds: Vec<SocketAddr>,
@@ -122,6 +126,7 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
             broadcast: None,
             resp: Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            http: None,
             seeds: Vec::new(),
             data_dir: None,
             replication_factor: 3,
@@ -265,11 +270,20 @@ impl NodeConfig {
             }
             _ => {}
         }
-        if self.resp.is_some_and(|r| r == self.listen && r.port() != 0) {
-            return fail(format!(
-                "--resp and --listen must differ, both are {}",
-                self.listen
-            ));
+        let named = [
+            ("--listen", Some(self.listen)),
+            ("--resp", self.resp),
+            ("--http", self.http),
+        ];
+        for (i, (flag, addr)) in named.iter().enumerate() {
+            for (other, other_addr) in &named[i + 1..] {
+                if let (Some(a), Some(b)) = (addr, other_addr)
+                    && a == b
+                    && a.port() != 0
+                {
+                    return fail(format!("{flag} and {other} must differ, both are {a}"));
+                }
+            }
         }
         self.storage.validate()
     }

@@ -129,6 +129,11 @@ impl NodeHandle {
         *self.shared.resp_addr.lock()
     }
 
+    /// The HTTP address (metrics and probes), if the node serves one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        *self.shared.http_addr.lock()
+    }
+
     /// This node's current view of the membership.
     pub fn members(&self) -> Vec<Member> {
         self.shared.members()

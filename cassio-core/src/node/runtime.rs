@@ -120,6 +120,15 @@ pub(crate) async fn run_node<T: Transport>(
         }
         None => None,
     };
+    let http_listener = match config.http {
+        Some(http_addr) => Some(
+            transport
+                .bind(http_addr)
+                .await
+                .map_err(|e| Error::io(format!("HTTP listener {http_addr}"), e))?,
+        ),
+        None => None,
+    };
     let node_id = NodeId::new(config.name.clone());
     let mut known_peers = peers_file::load(&data_dir)?;
     known_peers.states.retain(|(name, _)| *name != node_id);
@@ -220,6 +229,22 @@ pub(crate) async fn run_node<T: Transport>(
             client_threads.clone(),
         ))
     });
+    let http_server = match http_listener {
+        Some(listener) => {
+            let bound = transport
+                .local_addr(&listener)
+                .map_err(|e| Error::io("HTTP listener", e))?;
+            tracing::info!(node = %node_id, http_addr = %bound, "serving metrics and probes over HTTP");
+            *shared.http_addr.lock() = Some(bound);
+            Some(tokio::spawn(crate::http::serve(
+                transport.clone(),
+                listener,
+                shared.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     on_ready(shared.clone());
 
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));
@@ -298,8 +323,8 @@ pub(crate) async fn run_node<T: Transport>(
     server.abort();
     repairs.stop(&shared);
     join.stop();
-    if let Some(resp) = resp_server {
-        resp.abort();
+    for listener in [resp_server, http_server].into_iter().flatten() {
+        listener.abort();
     }
     // Late replies, hints and repairs of answered requests finish first:
     // they are bounded by the request timeouts.

@@ -53,6 +53,8 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(crate) background: Arc<Background>,
     /// Where the RESP endpoint listens, once bound.
     pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
+    /// The HTTP address bound, once it is (`--http`).
+    pub(crate) http_addr: Mutex<Option<SocketAddr>>,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -103,6 +105,7 @@ impl<T: Transport> NodeShared<T> {
             joined: tokio::sync::watch::Sender::new(false),
             background: Arc::default(),
             resp_addr: Mutex::new(None),
+            http_addr: Mutex::new(None),
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),

@@ -517,6 +517,22 @@ pub struct ClusterStatus {
     pub metrics: MetricsSnapshot,
 }
 
+impl ClusterStatus {
+    /// Whether the node that answered is a full member, NORMAL in its own
+    /// view (a JOINING node still streams and is in no ring): a sentence
+    /// either way. `cassio ready` and the HTTP `/ready` probe answer this.
+    pub fn readiness(&self) -> std::result::Result<String, String> {
+        let me = &self.answered_by;
+        match self.members.iter().find(|m| m.node == *me) {
+            Some(m) if m.status == NodeStatus::Normal => Ok(format!("{me} is NORMAL: ready")),
+            Some(m) => Err(format!("{me} is {}: not ready", m.status.as_str())),
+            None => Err(format!(
+                "{me} is not in its own view of the cluster: not ready"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub node: NodeId,

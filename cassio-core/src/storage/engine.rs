@@ -432,6 +432,13 @@ impl Engine {
         }
     }
 
+    /// Whether the engine takes writes: an error once a background flush,
+    /// compaction or commit-log sync failed (the node must be restarted),
+    /// or once it is closing.
+    pub fn health(&self) -> Result<()> {
+        self.shared.check_writable()
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

@@ -1,0 +1,371 @@
+//! Prometheus's text exposition format (version 0.0.4): the page `/metrics`
+//! answers, rendered from one look at a node's status and storage. Every
+//! family gets its `# HELP` and `# TYPE` lines; label values are escaped.
+
+use std::fmt::{Display, Write};
+
+use crate::cluster::NodeStatus;
+use crate::proto::ClusterStatus;
+use crate::storage::StorageStats;
+
+/// The `Content-Type` of the page.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A page being written.
+#[derive(Default)]
+struct Page {
+    text: String,
+}
+
+impl Page {
+    /// Starts a metric family.
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{label}=\"{}\"", escape_label_value(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A family of one sample without labels.
+    fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value as the format wants it: backslash, double quote and line
+/// feed escaped.
+fn escape_label_value(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// The whole page: who answers, the coordinator's counters, every member
+/// as this node sees it, and this node's storage.
+pub(crate) fn render(status: &ClusterStatus, storage: &StorageStats) -> String {
+    use Kind::{Counter, Gauge};
+    let mut page = Page::default();
+    page.family(
+        "cassio_info",
+        Gauge,
+        "The node answering, its cluster and its version; always 1.",
+    );
+    page.sample(
+        "cassio_info",
+        &[
+            ("node", status.answered_by.as_str()),
+            ("cluster", &status.cluster_name),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+        1,
+    );
+    page.single(
+        "cassio_replication_factor",
+        Gauge,
+        "Copies of each key.",
+        status.replication_factor,
+    );
+
+    let m = &status.metrics;
+    let counters: [(&str, &str, u64); 11] = [
+        (
+            "cassio_coordinator_reads_total",
+            "Keys read with this node as coordinator.",
+            m.reads,
+        ),
+        (
+            "cassio_coordinator_writes_total",
+            "Keys written with this node as coordinator.",
+            m.writes,
+        ),
+        (
+            "cassio_coordinator_unavailable_total",
+            "Keys answered QuorumNotReached: too few replicas up or answering.",
+            m.unavailable,
+        ),
+        (
+            "cassio_coordinator_timeouts_total",
+            "Keys whose level was not met before the read or write timeout.",
+            m.timeouts,
+        ),
+        (
+            "cassio_coordinator_invalid_requests_total",
+            "Keys refused as invalid (key or value too large, bad level).",
+            m.invalid_requests,
+        ),
+        (
+            "cassio_hints_stored_total",
+            "Writes kept as hints for a replica that missed them.",
+            m.hints_stored,
+        ),
+        (
+            "cassio_hints_replayed_total",
+            "Hints delivered to their replica.",
+            m.hints_replayed,
+        ),
+        (
+            "cassio_hints_expired_total",
+            "Hints dropped as older than the hint window.",
+            m.hints_expired,
+        ),
+        (
+            "cassio_hints_dropped_total",
+            "Hints not kept: the hint store was full.",
+            m.hints_dropped,
+        ),
+        (
+            "cassio_read_repairs_total",
+            "Stale replicas written the newest value by a read.",
+            m.read_repairs,
+        ),
+        (
+            "cassio_repairs_total",
+            "Anti-entropy repairs this node ran to the end with every live peer.",
+            m.repairs,
+        ),
+    ];
+    for (name, help, value) in counters {
+        page.single(name, Counter, help, value);
+    }
+
+    page.family(
+        "cassio_member_up",
+        Gauge,
+        "1 if this node sees the member UP (phi below the threshold), 0 if DOWN.",
+    );
+    for member in &status.members {
+        page.sample(
+            "cassio_member_up",
+            &[("node", member.node.as_str())],
+            u8::from(member.up),
+        );
+    }
+    page.family(
+        "cassio_member_state",
+        Gauge,
+        "The member's state as this node sees it: 1 for its state, 0 for the others.",
+    );
+    for member in &status.members {
+        for state in NodeStatus::ALL {
+            let labels = [("node", member.node.as_str()), ("state", state.as_str())];
+            page.sample(
+                "cassio_member_state",
+                &labels,
+                u8::from(member.status == state),
+            );
+        }
+    }
+    page.family(
+        "cassio_member_load_bytes",
+        Gauge,
+        "Bytes the member stores (SSTables and memtable), as last gossiped.",
+    );
+    for member in &status.members {
+        page.sample(
+            "cassio_member_load_bytes",
+            &[("node", member.node.as_str())],
+            member.load_bytes,
+        );
+    }
+    page.family(
+        "cassio_member_owns_ratio",
+        Gauge,
+        "Share of keys the member holds as first replica, estimated from the ring.",
+    );
+    for member in &status.members {
+        page.sample(
+            "cassio_member_owns_ratio",
+            &[("node", member.node.as_str())],
+            member.owns,
+        );
+    }
+
+    let s = storage;
+    let gauges: [(&str, &str, u64); 7] = [
+        (
+            "cassio_storage_memtable_bytes",
+            "Bytes in the active memtable.",
+            s.memtable_bytes as u64,
+        ),
+        (
+            "cassio_storage_memtable_entries",
+            "Cells in the active and immutable memtables.",
+            s.memtable_entries as u64,
+        ),
+        (
+            "cassio_storage_immutable_memtables",
+            "Full memtables waiting to be flushed.",
+            s.immutable_memtables as u64,
+        ),
+        (
+            "cassio_storage_sstables",
+            "Live SSTables.",
+            s.sstables as u64,
+        ),
+        (
+            "cassio_storage_sstable_bytes",
+            "Bytes in live SSTables.",
+            s.sstable_bytes,
+        ),
+        (
+            "cassio_storage_sstable_entries",
+            "Cells in live SSTables (a key in several tables counts in each).",
+            s.sstable_entries,
+        ),
+        (
+            "cassio_storage_sstable_tombstones",
+            "Tombstones in live SSTables.",
+            s.sstable_tombstones,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        page.single(name, Gauge, help, value);
+    }
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "cassio_storage_flushes_total",
+            "Memtables flushed to SSTables.",
+            s.flushes,
+        ),
+        (
+            "cassio_storage_compactions_total",
+            "Compactions run.",
+            s.compactions,
+        ),
+        (
+            "cassio_storage_tombstones_purged_total",
+            "Tombstones dropped by compaction after gc_grace_ms.",
+            s.tombstones_purged,
+        ),
+        (
+            "cassio_storage_write_stalls_total",
+            "Writes that waited for a flush: too many memtables were full.",
+            s.write_stalls,
+        ),
+        (
+            "cassio_storage_commit_log_syncs_total",
+            "Commit-log fsyncs.",
+            s.commit_log_syncs,
+        ),
+    ];
+    for (name, help, value) in counters {
+        page.single(name, Counter, help, value);
+    }
+    page.text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::http::tests::view;
+
+    /// The page's samples by series (name and labels as written), after
+    /// checking its form: every sample belongs to the family declared just
+    /// before it, with HELP and TYPE, and no family is declared twice.
+    fn samples(page: &str) -> BTreeMap<String, f64> {
+        let (mut families, mut current) = (BTreeSet::new(), String::new());
+        let mut samples = BTreeMap::new();
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_string();
+                assert!(families.insert(name.clone()), "{name} declared twice");
+                current = name;
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(name, current, "TYPE without HELP");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+            } else {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                let name = series.split('{').next().unwrap();
+                assert_eq!(name, current, "{line} outside its family");
+                samples.insert(series.to_string(), value.parse::<f64>().unwrap());
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn the_page_is_well_formed_and_says_what_the_node_sees() {
+        let mut status = view(
+            "a",
+            &[("a", NodeStatus::Normal), ("b", NodeStatus::Joining)],
+        );
+        status.metrics.reads = 42;
+        status.metrics.read_repairs = 3;
+        let storage = StorageStats {
+            sstables: 5,
+            sstable_bytes: 123_456,
+            flushes: 7,
+            ..Default::default()
+        };
+        let page = render(&status, &storage);
+        assert!(page.ends_with('\n'));
+        let samples = samples(&page);
+        let value = |series: &str| *samples.get(series).unwrap_or_else(|| panic!("no {series}"));
+        assert_eq!(value("cassio_coordinator_reads_total"), 42.0);
+        assert_eq!(value("cassio_read_repairs_total"), 3.0);
+        assert_eq!(value("cassio_replication_factor"), 3.0);
+        assert_eq!(value(r#"cassio_member_up{node="a"}"#), 1.0);
+        assert_eq!(value(r#"cassio_member_up{node="b"}"#), 0.0);
+        assert_eq!(
+            value(r#"cassio_member_state{node="b",state="JOINING"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"cassio_member_state{node="b",state="NORMAL"}"#),
+            0.0
+        );
+        assert_eq!(value(r#"cassio_member_load_bytes{node="b"}"#), 2000.0);
+        assert_eq!(value("cassio_storage_sstables"), 5.0);
+        assert_eq!(value("cassio_storage_sstable_bytes"), 123_456.0);
+        assert_eq!(value("cassio_storage_flushes_total"), 7.0);
+        let info = format!(
+            r#"cassio_info{{node="a",cluster="c",version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(value(&info), 1.0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("line\nbreak"), r"line\nbreak");
+        let mut status = view("a", &[("a", NodeStatus::Normal)]);
+        status.cluster_name = "say \"hi\"".into();
+        let page = render(&status, &StorageStats::default());
+        assert!(page.contains(r#"cluster="say \"hi\"""#), "{page}");
+    }
+}
