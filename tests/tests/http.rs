@@ -73,6 +73,12 @@ fn metrics_and_probes_follow_the_cluster() {
     );
     assert_eq!(sample(&page, "cassio_coordinator_reads_total"), Some(1.0));
     assert_eq!(sample(&page, "cassio_replication_factor"), Some(3.0));
+    // Every key coordinated is timed, and each took some time.
+    let writes_timed = "cassio_coordinator_write_latency_seconds_count";
+    assert_eq!(sample(&page, writes_timed), Some(20.0));
+    let reads_timed = "cassio_coordinator_read_latency_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(sample(&page, reads_timed), Some(1.0));
+    assert!(sample(&page, "cassio_coordinator_write_latency_seconds_sum") > Some(0.0));
     for node in ["n0", "n1", "n2"] {
         assert_eq!(
             sample(&page, &format!("cassio_member_up{{node=\"{node}\"}}")),

@@ -1,9 +1,12 @@
 //! Counters a node reports in its status: requests, failures by kind,
-//! hints and read repairs.
+//! hints and read repairs; and, for `/metrics` only, how long reads and
+//! writes took.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
+
+use super::LatencyHistogram;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -19,6 +22,10 @@ pub struct Metrics {
     pub read_repairs: AtomicU64,
     /// Anti-entropy repairs this node ran to the end, with every live peer.
     pub repairs: AtomicU64,
+    /// Per key read as coordinator: from the batch's start to its answer.
+    pub read_latency: LatencyHistogram,
+    /// Per key written as coordinator: from the batch's start to its answer.
+    pub write_latency: LatencyHistogram,
 }
 
 /// A copy of [`Metrics`] for the wire.

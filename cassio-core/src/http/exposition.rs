@@ -5,6 +5,7 @@
 use std::fmt::{Display, Write};
 
 use crate::cluster::NodeStatus;
+use crate::coordinator::{LATENCY_BOUNDS_US, LatencySnapshot};
 use crate::proto::ClusterStatus;
 use crate::storage::StorageStats;
 
@@ -15,6 +16,7 @@ pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// A page being written.
@@ -29,6 +31,7 @@ impl Page {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -46,6 +49,19 @@ impl Page {
             self.text.push('}');
         }
         let _ = writeln!(self.text, " {value}");
+    }
+
+    /// A histogram of seconds: cumulative buckets, sum and count.
+    fn histogram(&mut self, name: &str, help: &str, latency: &LatencySnapshot) {
+        self.family(name, Kind::Histogram, help);
+        let bucket = format!("{name}_bucket");
+        for (bound_us, at_most) in LATENCY_BOUNDS_US.iter().zip(latency.at_most) {
+            let le = (*bound_us as f64 / 1e6).to_string();
+            self.sample(&bucket, &[("le", &le)], at_most);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], latency.count);
+        self.sample(&format!("{name}_sum"), &[], latency.sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), &[], latency.count);
     }
 
     /// A family of one sample without labels.
@@ -70,9 +86,20 @@ fn escape_label_value(value: &str) -> String {
     escaped
 }
 
-/// The whole page: who answers, the coordinator's counters, every member
-/// as this node sees it, and this node's storage.
-pub(crate) fn render(status: &ClusterStatus, storage: &StorageStats) -> String {
+/// The latency histograms of the keys a node coordinated.
+#[derive(Default)]
+pub(crate) struct Latencies {
+    pub(crate) reads: LatencySnapshot,
+    pub(crate) writes: LatencySnapshot,
+}
+
+/// The whole page: who answers, the coordinator's counters and latencies,
+/// every member as this node sees it, and this node's storage.
+pub(crate) fn render(
+    status: &ClusterStatus,
+    latencies: &Latencies,
+    storage: &StorageStats,
+) -> String {
     use Kind::{Counter, Gauge};
     let mut page = Page::default();
     page.family(
@@ -157,6 +184,17 @@ pub(crate) fn render(status: &ClusterStatus, storage: &StorageStats) -> String {
     for (name, help, value) in counters {
         page.single(name, Counter, help, value);
     }
+
+    page.histogram(
+        "cassio_coordinator_read_latency_seconds",
+        "Time from a read's arrival at this node as coordinator to its answer, per key.",
+        &latencies.reads,
+    );
+    page.histogram(
+        "cassio_coordinator_write_latency_seconds",
+        "Time from a write's arrival at this node as coordinator to its answer, per key.",
+        &latencies.writes,
+    );
 
     page.family(
         "cassio_member_up",
@@ -288,7 +326,10 @@ pub(crate) fn render(status: &ClusterStatus, storage: &StorageStats) -> String {
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
+    use std::time::Duration;
+
     use super::*;
+    use crate::coordinator::LatencyHistogram;
     use crate::http::tests::view;
 
     /// The page's samples by series (name and labels as written), after
@@ -296,6 +337,7 @@ mod tests {
     /// before it, with HELP and TYPE, and no family is declared twice.
     fn samples(page: &str) -> BTreeMap<String, f64> {
         let (mut families, mut current) = (BTreeSet::new(), String::new());
+        let mut histogram = false;
         let mut samples = BTreeMap::new();
         for line in page.lines() {
             if let Some(rest) = line.strip_prefix("# HELP ") {
@@ -305,12 +347,20 @@ mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
                 assert_eq!(name, current, "TYPE without HELP");
-                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                histogram = kind == "histogram";
             } else {
                 let (series, value) = line.rsplit_once(' ').unwrap();
                 let name = series.split('{').next().unwrap();
-                assert_eq!(name, current, "{line} outside its family");
+                let family = match histogram {
+                    true => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|suffix| name.strip_suffix(suffix))
+                        .unwrap_or(name),
+                    false => name,
+                };
+                assert_eq!(family, current, "{line} outside its family");
                 samples.insert(series.to_string(), value.parse::<f64>().unwrap());
             }
         }
@@ -331,7 +381,14 @@ mod tests {
             flushes: 7,
             ..Default::default()
         };
-        let page = render(&status, &storage);
+        let histogram = LatencyHistogram::default();
+        histogram.record(Duration::from_micros(300), 2);
+        histogram.record(Duration::from_millis(20), 1);
+        let latencies = Latencies {
+            reads: histogram.snapshot(),
+            ..Default::default()
+        };
+        let page = render(&status, &latencies, &storage);
         assert!(page.ends_with('\n'));
         let samples = samples(&page);
         let value = |series: &str| *samples.get(series).unwrap_or_else(|| panic!("no {series}"));
@@ -352,6 +409,19 @@ mod tests {
         assert_eq!(value("cassio_storage_sstables"), 5.0);
         assert_eq!(value("cassio_storage_sstable_bytes"), 123_456.0);
         assert_eq!(value("cassio_storage_flushes_total"), 7.0);
+        let read_bucket = |le: &str| {
+            value(&format!(
+                r#"cassio_coordinator_read_latency_seconds_bucket{{le="{le}"}}"#
+            ))
+        };
+        assert_eq!(read_bucket("0.00025"), 0.0);
+        assert_eq!(read_bucket("0.0005"), 2.0);
+        assert_eq!(read_bucket("0.01"), 2.0);
+        assert_eq!(read_bucket("0.025"), 3.0);
+        assert_eq!(read_bucket("+Inf"), 3.0);
+        assert_eq!(value("cassio_coordinator_read_latency_seconds_count"), 3.0);
+        assert_eq!(value("cassio_coordinator_read_latency_seconds_sum"), 0.0206);
+        assert_eq!(value("cassio_coordinator_write_latency_seconds_count"), 0.0);
         let info = format!(
             r#"cassio_info{{node="a",cluster="c",version="{}"}}"#,
             env!("CARGO_PKG_VERSION")
@@ -365,7 +435,7 @@ mod tests {
         assert_eq!(escape_label_value("line\nbreak"), r"line\nbreak");
         let mut status = view("a", &[("a", NodeStatus::Normal)]);
         status.cluster_name = "say \"hi\"".into();
-        let page = render(&status, &StorageStats::default());
+        let page = render(&status, &Latencies::default(), &StorageStats::default());
         assert!(page.contains(r#"cluster="say \"hi\"""#), "{page}");
     }
 }

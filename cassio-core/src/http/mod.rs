@@ -75,7 +75,11 @@ fn respond<T: Transport>(
             format!("cassio node {}\n{INDEX}", node.node_id),
         ),
         "/metrics" => {
-            let page = exposition::render(&node.cluster_status(), &node.engine.stats());
+            let latencies = exposition::Latencies {
+                reads: node.metrics.read_latency.snapshot(),
+                writes: node.metrics.write_latency.snapshot(),
+            };
+            let page = exposition::render(&node.cluster_status(), &latencies, &node.engine.stats());
             let mut response = text(StatusCode::OK, page);
             response.headers_mut().insert(
                 CONTENT_TYPE,

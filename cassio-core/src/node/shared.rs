@@ -21,6 +21,7 @@ use crate::net::{Caller, Connection, Handler, Transport};
 use crate::proto::{
     ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role, keyed_cell_bytes,
 };
+use crate::ring::Ring;
 use crate::storage::{Cell, CellValue, Clock, Engine, SyncMode};
 use crate::types::NodeId;
 
@@ -30,6 +31,9 @@ const CLIENT_TIMESTAMP_AHEAD_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
 /// Keys sampled to estimate each node's owned share for status.
 const OWNERSHIP_SAMPLES: u32 = 10_000;
+
+/// A ring and each of its nodes' owned share, in ring order.
+type RingShares = (Arc<Ring>, Arc<[f64]>);
 
 pub(crate) struct NodeShared<T: Transport> {
     pub(crate) config: NodeConfig,
@@ -63,6 +67,10 @@ pub(crate) struct NodeShared<T: Transport> {
     /// The replica list batches share while the replication factor covers
     /// the ring.
     pub(super) replicas_cache: ReplicasCache,
+    /// Each node's owned share of the ring it was estimated for: the
+    /// estimate takes tens of milliseconds, and status, readiness probes
+    /// and metrics scrapes ask for it far more often than the ring changes.
+    ownership: Mutex<Option<RingShares>>,
     /// Where the SCAN cursors this node handed out on its Redis port go on.
     pub(crate) scan_cursors: crate::resp::scan::ScanCursors,
     /// Set while this node runs a repair, asked for or scheduled (one at a
@@ -109,6 +117,7 @@ impl<T: Transport> NodeShared<T> {
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
+            ownership: Mutex::new(None),
             scan_cursors: Default::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
@@ -226,12 +235,25 @@ impl<T: Transport> NodeShared<T> {
         self.gossiper.lock().members(self.now_ms())
     }
 
+    /// Each node's owned share of `ring`, estimated once per ring.
+    fn ownership_of(&self, ring: &Arc<Ring>) -> Arc<[f64]> {
+        let mut cached = self.ownership.lock();
+        match &*cached {
+            Some((of, shares)) if Arc::ptr_eq(of, ring) => shares.clone(),
+            _ => {
+                let shares: Arc<[f64]> = ring.ownership(OWNERSHIP_SAMPLES).into();
+                *cached = Some((ring.clone(), shares.clone()));
+                shares
+            }
+        }
+    }
+
     pub(crate) fn cluster_status(&self) -> ClusterStatus {
         let (members, ring) = {
             let gossiper = self.gossiper.lock();
             (gossiper.members(self.now_ms()), gossiper.ring())
         };
-        let shares = ring.ownership(OWNERSHIP_SAMPLES);
+        let shares = self.ownership_of(&ring);
         let owns = |node: &NodeId| {
             ring.nodes()
                 .iter()
