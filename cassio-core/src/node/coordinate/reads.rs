@@ -50,7 +50,9 @@ impl<T: Transport> NodeShared<T> {
     ) -> Vec<Response> {
         let started = Instant::now();
         let answers = self.read_batch(keys, level).await;
-        (self.metrics.read_latency).record(started.elapsed(), keys.len());
+        self.metrics
+            .read_latency
+            .record(started.elapsed(), keys.len());
         answers
     }
 

@@ -91,7 +91,7 @@ impl<T: Transport> NodeShared<T> {
     ) -> Vec<Response> {
         let (started, count) = (Instant::now(), writes.len());
         let answers = self.write_batch(writes, level).await;
-        (self.metrics.write_latency).record(started.elapsed(), count);
+        self.metrics.write_latency.record(started.elapsed(), count);
         answers
     }
 
