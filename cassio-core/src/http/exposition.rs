@@ -6,7 +6,7 @@ use std::fmt::{Display, Write};
 
 use crate::cluster::NodeStatus;
 use crate::coordinator::{LATENCY_BOUNDS_US, LatencySnapshot};
-use crate::proto::ClusterStatus;
+use crate::proto::{ClusterStatus, MemberStatus};
 use crate::storage::StorageStats;
 
 /// The `Content-Type` of the page.
@@ -62,6 +62,20 @@ impl Page {
         self.sample(&bucket, &[("le", "+Inf")], latency.count);
         self.sample(&format!("{name}_sum"), &[], latency.sum_us as f64 / 1e6);
         self.sample(&format!("{name}_count"), &[], latency.count);
+    }
+
+    /// A gauge with one sample per member, labelled with its node name.
+    fn per_member<V: Display>(
+        &mut self,
+        name: &str,
+        help: &str,
+        members: &[MemberStatus],
+        value: impl Fn(&MemberStatus) -> V,
+    ) {
+        self.family(name, Kind::Gauge, help);
+        for member in members {
+            self.sample(name, &[("node", member.node.as_str())], value(member));
+        }
     }
 
     /// A family of one sample without labels.
@@ -196,24 +210,19 @@ pub(crate) fn render(
         &latencies.writes,
     );
 
-    page.family(
+    let members = &status.members;
+    page.per_member(
         "cassio_member_up",
-        Gauge,
         "1 if this node sees the member UP (phi below the threshold), 0 if DOWN.",
+        members,
+        |m| u8::from(m.up),
     );
-    for member in &status.members {
-        page.sample(
-            "cassio_member_up",
-            &[("node", member.node.as_str())],
-            u8::from(member.up),
-        );
-    }
     page.family(
         "cassio_member_state",
         Gauge,
         "The member's state as this node sees it: 1 for its state, 0 for the others.",
     );
-    for member in &status.members {
+    for member in members {
         for state in NodeStatus::ALL {
             let labels = [("node", member.node.as_str()), ("state", state.as_str())];
             page.sample(
@@ -223,30 +232,18 @@ pub(crate) fn render(
             );
         }
     }
-    page.family(
+    page.per_member(
         "cassio_member_load_bytes",
-        Gauge,
         "Bytes the member stores (SSTables and memtable), as last gossiped.",
+        members,
+        |m| m.load_bytes,
     );
-    for member in &status.members {
-        page.sample(
-            "cassio_member_load_bytes",
-            &[("node", member.node.as_str())],
-            member.load_bytes,
-        );
-    }
-    page.family(
+    page.per_member(
         "cassio_member_owns_ratio",
-        Gauge,
         "Share of keys the member holds as first replica, estimated from the ring.",
+        members,
+        |m| m.owns,
     );
-    for member in &status.members {
-        page.sample(
-            "cassio_member_owns_ratio",
-            &[("node", member.node.as_str())],
-            member.owns,
-        );
-    }
 
     let s = storage;
     let gauges: [(&str, &str, u64); 7] = [

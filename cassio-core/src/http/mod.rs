@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
@@ -66,7 +66,7 @@ fn respond<T: Transport>(
         );
         response
             .headers_mut()
-            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     match path {
@@ -80,12 +80,7 @@ fn respond<T: Transport>(
                 writes: node.metrics.write_latency.snapshot(),
             };
             let page = exposition::render(&node.cluster_status(), &latencies, &node.engine.stats());
-            let mut response = text(StatusCode::OK, page);
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static(exposition::CONTENT_TYPE),
-            );
-            response
+            answer(StatusCode::OK, exposition::CONTENT_TYPE, page)
         }
         "/health" => match node.engine.health() {
             Ok(()) => text(StatusCode::OK, format!("{} is serving\n", node.node_id)),
@@ -106,12 +101,15 @@ fn respond<T: Transport>(
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    answer(status, "text/plain; charset=utf-8", body)
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
