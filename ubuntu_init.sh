@@ -28,6 +28,11 @@ Usage: sudo ./ubuntu_init.sh [OPTIONS]
   --replication-factor N    copies of each key [3]
   --native-port PORT        peers and cassio clients [9000]
   --resp-port PORT          Redis-protocol clients [6379]
+  --http-port PORT|off      metrics and probes over HTTP (/metrics, /health,
+                            /ready) [9180]; off turns them off
+  --password-file FILE      the cluster's password, from FILE's first line
+                            (kept out of the process list and shell history);
+                            every node of the cluster needs the same one
   --bind IP                 interface the ports listen on [0.0.0.0: all]
   --data-dir DIR            [/var/lib/cassio]
   --bin-dir DIR             install cassio-node (and cassio) from DIR instead
@@ -52,6 +57,8 @@ cluster_name=cassio
 replication_factor=3
 native_port=9000
 resp_port=6379
+http_port=9180
+password_file=""
 bind_ip=0.0.0.0
 data_dir=/var/lib/cassio
 bin_dir=""
@@ -64,7 +71,7 @@ while [ $# -gt 0 ]; do
         -h | --help) usage; exit 0 ;;
         --no-start) start=0; shift; continue ;;
         --name | --address | --seeds | --cluster-name | --replication-factor | --native-port | \
-            --resp-port | --bind | --data-dir | --bin-dir | --root) ;;
+            --resp-port | --http-port | --password-file | --bind | --data-dir | --bin-dir | --root) ;;
         *) die "unknown option '$option' (see --help)" ;;
     esac
     [ $# -ge 2 ] || die "$option needs a value"
@@ -78,6 +85,8 @@ while [ $# -gt 0 ]; do
         --replication-factor) replication_factor=$value ;;
         --native-port) native_port=$value ;;
         --resp-port) resp_port=$value ;;
+        --http-port) http_port=$value ;;
+        --password-file) password_file=$value ;;
         --bind) bind_ip=$value ;;
         --data-dir) data_dir=$value ;;
         --bin-dir) bin_dir=$value ;;
@@ -89,6 +98,20 @@ is_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
 is_port "$native_port" || die "--native-port must be 1-65535, got '$native_port'"
 is_port "$resp_port" || die "--resp-port must be 1-65535, got '$resp_port'"
 [ "$native_port" != "$resp_port" ] || die "--native-port and --resp-port must differ"
+if [ "$http_port" != off ]; then
+    is_port "$http_port" || die "--http-port must be 1-65535 or off, got '$http_port'"
+    [ "$http_port" != "$native_port" ] && [ "$http_port" != "$resp_port" ] ||
+        die "--http-port must differ from --native-port and --resp-port"
+fi
+password=""
+if [ -n "$password_file" ]; then
+    [ -r "$password_file" ] || die "cannot read --password-file '$password_file'"
+    IFS= read -r password <"$password_file" || true
+    [ -n "$password" ] || die "--password-file '$password_file' holds no password on its first line"
+    if [[ $password =~ [[:cntrl:]] ]]; then
+        die "the password in '$password_file' holds a control character (a tab, say); use printable characters"
+    fi
+fi
 [[ $replication_factor =~ ^[1-9][0-9]*$ ]] || die "--replication-factor must be a positive number, got '$replication_factor'"
 [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || die "--name may hold letters, digits, '.', '_' and '-', got '$name'"
 [[ $cluster_name =~ ^[A-Za-z0-9._-]+$ ]] || die "--cluster-name may hold letters, digits, '.', '_' and '-', got '$cluster_name'"
@@ -160,11 +183,18 @@ config="$root/etc/cassio/cassio.toml"
 install -d "$root/etc/cassio"
 if [ -f "$config" ]; then
     say "keeping $config (edit it, or remove it to write a new one)"
+    if [ -n "$password_file" ]; then
+        echo "   (--password-file was not applied: the kept config's password, if any, stays)"
+    fi
 else
     say "writing $config"
     seed_list=""
     for seed in ${seeds//,/ }; do seed_list="$seed_list${seed_list:+, }\"$seed\""; done
-    cat >"$config" <<EOF
+    # Staged in a private temporary file, then installed readable by root
+    # and the cassio group only: it may hold the password.
+    staged=$(mktemp)
+    trap 'rm -f "$staged"' EXIT
+    cat >"$staged" <<EOF
 # cassio-node settings (every key is also a --flag and a CASSIO_* variable;
 # \`cassio-node --help\` lists them). Written by ubuntu_init.sh.
 name = "$name"
@@ -178,6 +208,26 @@ seeds = [$seed_list]
 data_dir = "$data_dir"
 replication_factor = $replication_factor
 EOF
+    if [ "$http_port" != off ]; then
+        cat >>"$staged" <<EOF
+# Metrics (Prometheus) and probes: curl http://$address:$http_port/ready
+http = "$bind_ip:$http_port"
+EOF
+    fi
+    if [ -n "$password" ]; then
+        # A TOML basic string: backslashes, then quotes, escaped.
+        escaped=${password//\\/\\\\}
+        escaped=${escaped//\"/\\\"}
+        {
+            echo "# Clients and peers must give it (redis-cli -a, cassio --password)."
+            printf 'password = "%s"\n' "$escaped"
+        } >>"$staged"
+    fi
+    if [ -z "$root" ]; then
+        install -m 0640 -o root -g cassio "$staged" "$config"
+    else
+        install -m 0640 "$staged" "$config"
+    fi
 fi
 
 unit="$root/etc/systemd/system/cassio.service"
@@ -237,9 +287,13 @@ for _ in $(seq 1 60); do
     if (exec 3<>"/dev/tcp/$probe_ip/$native_port") 2>/dev/null; then
         say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port)"
         if [ -x /usr/local/bin/cassio ]; then
+            [ -z "$password" ] || export CASSIO_PASSWORD=$password
             /usr/local/bin/cassio --host "$address:$native_port" status || true
         fi
         echo "   Other hosts reach it through TCP ports $native_port and $resp_port; open them between the cluster's hosts only."
+        if [ "$http_port" != off ]; then
+            echo "   Metrics and probes: http://$address:$http_port/metrics, /health, /ready (no password: open it to your scraper only)."
+        fi
         echo "   Logs: journalctl -u cassio -f"
         if [ "$seeds" != "$address:$native_port" ]; then
             echo "   Once it shows NORMAL (UN), run 'cassio --host HOST:$native_port cleanup' for each older node: they still hold the keys they handed over."

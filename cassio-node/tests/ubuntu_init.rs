@@ -7,6 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,8 +43,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Installs a host into `root` (RF 2, 127.0.0.1).
-fn install(root: &Path, name: &str, native: u16, resp: u16, seeds: Option<u16>) -> Output {
+/// Installs a host into `root` (RF 2, 127.0.0.1), with `extra` options.
+fn install(
+    root: &Path,
+    name: &str,
+    (native, resp): (u16, u16),
+    seeds: Option<u16>,
+    extra: &[&str],
+) -> Output {
     let (native, resp) = (native.to_string(), resp.to_string());
     let seeds = seeds.map(|port| format!("127.0.0.1:{port}"));
     let bins = bin_dir();
@@ -68,6 +75,7 @@ fn install(root: &Path, name: &str, native: u16, resp: u16, seeds: Option<u16>) 
     if let Some(seeds) = &seeds {
         args.extend(["--seeds", seeds.as_str()]);
     }
+    args.extend(extra);
     init(&args)
 }
 
@@ -96,18 +104,45 @@ fn start(root: &Path, data: &Path) -> Started {
     )
 }
 
-/// One inline command over a fresh connection; the reply's text, or `None`
-/// if nothing answers yet.
-fn resp(port: u16, command: &str) -> Option<String> {
+/// One inline command over a fresh connection, after `AUTH password` if
+/// one is given; the command's reply, or `None` if nothing answers yet.
+fn resp(port: u16, password: Option<&str>, command: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(format!("{command}\r\nQUIT\r\n").as_bytes())
+    let mut request = Vec::new();
+    if let Some(password) = password {
+        // As an array: the password may hold quotes and spaces.
+        write!(
+            request,
+            "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n",
+            password.len()
+        )
         .ok()?;
+    }
+    write!(request, "{command}\r\nQUIT\r\n").ok()?;
+    stream.write_all(&request).ok()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
-    // The last reply is QUIT's.
+    // The first reply is AUTH's, the last QUIT's.
+    let reply = match password {
+        Some(_) => reply.strip_prefix("+OK\r\n")?,
+        None => &reply,
+    };
     reply.strip_suffix("+OK\r\n").map(str::to_string)
+}
+
+/// `GET path` over HTTP/1.1; the status line, or `None` if nothing answers.
+fn http_status(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.lines().next().map(str::to_string)
 }
 
 fn wait_until(what: &str, check: impl Fn() -> bool) {
@@ -145,13 +180,24 @@ fn verify_unit(root: &Path) {
     );
 }
 
+/// The password both hosts are installed with: quotes, backslashes and
+/// spaces must reach the node as written. Only the file's first line counts.
+const PASSWORD: &str = r#"s3cret "quoted" \ and \\ slashes"#;
+
 #[test]
 fn two_hosts_installed_by_the_script_form_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let (root1, root2) = (dir.path().join("host1"), dir.path().join("host2"));
-    let (native1, resp1, native2, resp2) = (free_port(), free_port(), free_port(), free_port());
+    let (native1, resp1, http1) = (free_port(), free_port(), free_port());
+    let (native2, resp2, http2) = (free_port(), free_port(), free_port());
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\nnot this line\n")).unwrap();
+    let password_file = password_file.to_str().unwrap();
+    let (http1_port, http2_port) = (http1.to_string(), http2.to_string());
+    let extra1 = ["--password-file", password_file, "--http-port", &http1_port];
+    let extra2 = ["--password-file", password_file, "--http-port", &http2_port];
 
-    let out = install(&root1, "h1", native1, resp1, None);
+    let out = install(&root1, "h1", (native1, resp1), None, &extra1);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(root1.join("usr/local/bin/cassio-node").is_file());
     assert_eq!(
@@ -160,43 +206,91 @@ fn two_hosts_installed_by_the_script_form_a_cluster() {
         "the CLI is installed when it was built"
     );
     assert!(root1.join("var/lib/cassio").is_dir());
-    let config = std::fs::read_to_string(root1.join("etc/cassio/cassio.toml")).unwrap();
+    let config_path = root1.join("etc/cassio/cassio.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
     assert!(
         config.contains(&format!("broadcast = \"127.0.0.1:{native1}\""))
-            && config.contains(&format!("seeds = [\"127.0.0.1:{native1}\"]")),
+            && config.contains(&format!("seeds = [\"127.0.0.1:{native1}\"]"))
+            && config.contains(&format!("http = \"127.0.0.1:{http1}\"")),
         "without --seeds the first host is its own seed: {config}"
+    );
+    let mode = std::fs::metadata(&config_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o640,
+        "the config holds the password: not world-readable"
     );
     verify_unit(&root1);
 
-    let out = install(&root2, "h2", native2, resp2, Some(native1));
+    let out = install(&root2, "h2", (native2, resp2), Some(native1), &extra2);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let _h1 = start(&root1, &dir.path().join("data1"));
     let _h2 = start(&root2, &dir.path().join("data2"));
     wait_until("both hosts NORMAL and UP in h2's view", || {
-        resp(resp2, "INFO cluster").is_some_and(|info| {
+        resp(resp2, Some(PASSWORD), "INFO cluster").is_some_and(|info| {
             info.contains(&format!("member:h1,127.0.0.1:{native1},UP,NORMAL"))
                 && info.contains(&format!("member:h2,127.0.0.1:{native2},UP,NORMAL"))
         })
     });
-    assert_eq!(resp(resp1, "SET installed yes").as_deref(), Some("+OK\r\n"));
     assert_eq!(
-        resp(resp2, "GET installed").as_deref(),
+        resp(resp1, Some(PASSWORD), "SET installed yes").as_deref(),
+        Some("+OK\r\n")
+    );
+    assert_eq!(
+        resp(resp2, Some(PASSWORD), "GET installed").as_deref(),
         Some("$3\r\nyes\r\n")
     );
+    let refused = resp(resp1, None, "GET installed").unwrap_or_default();
+    assert!(
+        refused.starts_with("-NOAUTH"),
+        "no AUTH, no data: {refused}"
+    );
+    for http in [http1, http2] {
+        assert_eq!(
+            http_status(http, "/ready").as_deref(),
+            Some("HTTP/1.1 200 OK"),
+            "the probe on port {http}"
+        );
+    }
 
     // Again, with another name: the config (and so the node's name) stays.
-    let out = install(&root1, "renamed", native1, resp1, None);
+    let out = install(&root1, "renamed", (native1, resp1), None, &extra1);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("keeping"),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(
-        std::fs::read_to_string(root1.join("etc/cassio/cassio.toml")).unwrap(),
-        config
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), config);
+}
+
+#[test]
+fn http_is_on_by_default_and_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        |root: &Path| std::fs::read_to_string(root.join("etc/cassio/cassio.toml")).unwrap();
+    let (default, off) = (dir.path().join("default"), dir.path().join("off"));
+    let out = install(&default, "d", (free_port(), free_port()), None, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = config(&default);
+    assert!(
+        written.contains("http = \"127.0.0.1:9180\"") && !written.contains("password"),
+        "{written}"
     );
+    let out = install(
+        &off,
+        "o",
+        (free_port(), free_port()),
+        None,
+        &["--http-port", "off"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = config(&off);
+    assert!(!written.contains("http ="), "{written}");
 }
 
 #[test]
@@ -206,7 +300,10 @@ fn bad_options_are_refused_with_a_sentence() {
     let bins = bin_dir();
     let bins = bins.to_str().unwrap();
     let base = ["--root", root, "--bin-dir", bins, "--address", "127.0.0.1"];
-    let cases: [(&[&str], &str); 6] = [
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\nsecond line\n").unwrap();
+    let empty = empty.to_str().unwrap();
+    let cases: [(&[&str], &str); 10] = [
         (&["--native-port", "70000"], "--native-port must be 1-65535"),
         (&["--seeds", "db1"], "'db1' is not HOST:PORT"),
         (
@@ -216,6 +313,19 @@ fn bad_options_are_refused_with_a_sentence() {
         (&["--name", "a b"], "--name may hold"),
         (&["--colour", "red"], "unknown option '--colour'"),
         (&["--native-port"], "--native-port needs a value"),
+        (
+            &["--http-port", "none"],
+            "--http-port must be 1-65535 or off",
+        ),
+        (&["--http-port", "6379"], "--http-port must differ"),
+        (
+            &["--password-file", "/nonexistent/password"],
+            "cannot read --password-file",
+        ),
+        (
+            &["--password-file", empty],
+            "holds no password on its first line",
+        ),
     ];
     for (args, sentence) in cases {
         let out = init(&[&base[..], args].concat());
@@ -223,10 +333,11 @@ fn bad_options_are_refused_with_a_sentence() {
         let stderr = text(&out.stderr);
         assert!(stderr.contains(sentence), "{args:?}: {stderr}");
     }
-    assert!(
-        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-        "nothing is installed after a refusal"
-    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["empty"], "nothing is installed after a refusal");
     let help = init(&["--help"]);
     assert!(help.status.success() && text(&help.stdout).contains("--seeds HOST:PORT"));
 }
