@@ -8,9 +8,11 @@ pub enum Error {
     #[error("no cassio node reachable (tried {tried})")]
     NoNodeReachable { tried: String },
 
-    /// The cluster could not meet the consistency level.
+    /// The cluster could not meet the consistency level: `required` answers
+    /// were needed, `received` came. They count replicas of the key for a
+    /// read or write, and nodes of the ring for a scan.
     #[error(
-        "consistency level {level} not reached: {required} replicas required, {received} received"
+        "consistency level {level} not reached: {required} answers required, {received} received"
     )]
     QuorumNotReached {
         level: ConsistencyLevel,

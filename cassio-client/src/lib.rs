@@ -4,7 +4,7 @@
 //! sends each request straight to a replica of its key (falling back to any
 //! live node), over pooled connections that carry many requests at once.
 //! Every request may name its consistency level; failures are typed
-//! ([`Error::QuorumNotReached`] says which level and how many replicas).
+//! ([`Error::QuorumNotReached`] says which level and how many answers).
 //!
 //! ```no_run
 //! use cassio_client::{Client, ClientConfig, ConsistencyLevel, KeyRange};
