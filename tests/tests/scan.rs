@@ -1,7 +1,8 @@
 //! Range scans through cassio-client against in-process clusters: every
 //! live key comes back once, in key order, with its newest value, page by
-//! page, whichever nodes hold it; deleted keys stay out; a scan with more
-//! nodes missing than its level allows fails with the facts.
+//! page, whichever nodes hold it; deleted keys stay out; replicas that
+//! disagree are read-repaired; a scan with more nodes missing than its
+//! level allows fails with the facts.
 
 use std::time::Duration;
 
@@ -104,6 +105,7 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
     let newest = client.get_versioned(&key1, None).await.unwrap().unwrap();
     tokio::task::spawn_blocking({
         let (key1, key2) = (key1.clone(), key2.clone());
+        let (replicas1, replicas2) = (replicas1.clone(), replicas2.clone());
         move || {
             let write = |addr, key: Vec<u8>, cell: Cell| {
                 let request = Request::ReplicaWrites(vec![KeyedCell { key, cell }]);
@@ -125,9 +127,28 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
         pairs(&page.entries),
         [
             (key(0), value(0)),
-            (key1, b"newer".to_vec()),
-            (key2, value(2))
+            (key1.clone(), b"newer".to_vec()),
+            (key2.clone(), value(2))
         ]
+    );
+    // And read repair: the scan (at QUORUM) answered once the replica that
+    // lacked key 1's newer value and the one with key 2's older value were
+    // written the newest cells.
+    let (cell1, cell2) = tokio::task::spawn_blocking(move || {
+        (
+            TestClient::replica_cell(replicas1[1], &key1),
+            TestClient::replica_cell(replicas2[0], &key2),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        cell1.and_then(|c| c.live_value(0).map(<[u8]>::to_vec)),
+        Some(b"newer".to_vec())
+    );
+    assert_eq!(
+        cell2.and_then(|c| c.live_value(0).map(<[u8]>::to_vec)),
+        Some(value(2))
     );
 
     // Bad requests: a sentence, and the node goes on serving.

@@ -186,7 +186,7 @@ pub(crate) fn render(
         ),
         (
             "cassio_read_repairs_total",
-            "Stale replicas written the newest value by a read.",
+            "Keys written to a stale replica by read repair (reads and scans).",
             m.read_repairs,
         ),
         (

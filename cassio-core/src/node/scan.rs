@@ -14,9 +14,16 @@
 //! `required(rf)` of them, so at most `rf - required(rf)` nodes of the ring
 //! may be missing, whichever keys they hold. With more missing the scan is
 //! answered `QuorumNotReached` (counting nodes), not with a page that may
-//! lack keys. Scans do no read repair (anti-entropy repair covers that).
+//! lack keys.
+//!
+//! Read repair, as for point reads: every replica of a key that answered
+//! without its newest cell (older, or missing where its reply covered the
+//! key) is written that cell, before the page is answered at TWO and
+//! above, after it at ONE; so a key a scan returned is then returned by
+//! every read at a level that reaches one of those replicas.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -30,6 +37,7 @@ use crate::coordinator::{ConsistencyLevel, Metrics};
 use crate::error::{Error, Result};
 use crate::net::Transport;
 use crate::proto::{KeyRange, KeyedCell, Request, Response, ScanEntry, keyed_cell_bytes};
+use crate::ring::Ring;
 use crate::storage::{Cell, validate_key};
 use crate::types::NodeId;
 
@@ -50,6 +58,20 @@ struct NodePage {
     cells: Vec<KeyedCell>,
     more: bool,
 }
+
+/// A node of the ring as a scan sees it: its address, and whether it is up.
+type ScanTarget = (NodeId, SocketAddr, bool);
+
+/// A key's newest cell among the replies, and which replies (by place in
+/// the step's list of answering nodes) held that very cell.
+#[derive(Debug)]
+struct Newest {
+    cell: Cell,
+    holders: Vec<usize>,
+}
+
+/// Cells to write to one replica by read repair.
+type Repairs = HashMap<usize, Vec<KeyedCell>>;
 
 impl<T: Transport> NodeShared<T> {
     /// Coordinates a scan: see the module docs.
@@ -75,9 +97,13 @@ impl<T: Transport> NodeShared<T> {
         // The answer stays within a frame, as each node's step does.
         let (mut bytes, bytes_max) = (0, self.page_bytes_max());
         loop {
-            let (nodes, missing_allowed) = self.scan_targets(level);
+            let (ring, nodes, missing_allowed) = self.scan_targets(level);
             let asked = self.scan_step(&nodes, &range, step_cells, deadline).await;
-            let pages: Vec<NodePage> = asked.into_iter().flatten().collect();
+            let (answered, pages): (Vec<&ScanTarget>, Vec<NodePage>) = nodes
+                .iter()
+                .zip(asked)
+                .filter_map(|(node, page)| Some((node, page?)))
+                .unzip();
             let missing = nodes.len() - pages.len();
             if nodes.is_empty() || missing > missing_allowed {
                 Metrics::add(&self.metrics.unavailable, 1);
@@ -94,9 +120,20 @@ impl<T: Transport> NodeShared<T> {
                 .filter_map(|p| p.cells.last().map(|c| c.key.clone()))
                 .min();
             let merged = newest_cells(pages, complete_to.as_deref());
+            let rf = self.config.replication_factor as usize;
+            let repairs = stale_replicas(&merged, &ring, rf, &answered);
+            if !repairs.is_empty() {
+                let targets: Vec<ScanTarget> = answered.into_iter().cloned().collect();
+                if level == ConsistencyLevel::One {
+                    let node = self.clone();
+                    tokio::spawn(async move { node.read_repair(&targets, repairs).await });
+                } else {
+                    self.read_repair(&targets, repairs).await;
+                }
+            }
             let now_ms = (self.clock)();
             let mut merged = merged.into_iter().peekable();
-            while let Some((key, cell)) = merged.next() {
+            while let Some((key, Newest { cell, .. })) = merged.next() {
                 let timestamp = cell.timestamp;
                 if let Some(value) = cell.into_live_value(now_ms) {
                     let size = key.len() + value.len() + ENTRY_OVERHEAD_BYTES;
@@ -140,9 +177,29 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// The nodes of the ring, each with its address and whether it is up,
-    /// and how many of them a scan at `level` may miss.
-    fn scan_targets(&self, level: ConsistencyLevel) -> (Vec<(NodeId, SocketAddr, bool)>, usize) {
+    /// Writes each stale replica its newest cells (see the module docs), a
+    /// message's worth at a time, all replicas at once.
+    async fn read_repair(&self, targets: &[ScanTarget], repairs: Repairs) {
+        let bytes_max = self.page_bytes_max();
+        let writes = repairs.into_iter().map(|(place, cells)| async move {
+            let (node, addr, _) = &targets[place];
+            for chunk in chunk_by_bytes(cells, bytes_max) {
+                let count = chunk.len() as u64;
+                match self.replica_writes(node, *addr, chunk).await {
+                    Ok(()) => Metrics::add(&self.metrics.read_repairs, count),
+                    Err(e) => {
+                        tracing::debug!(replica = %node, error = %e, "scan read repair failed");
+                        return;
+                    }
+                }
+            }
+        });
+        join_all(writes).await;
+    }
+
+    /// The ring, its nodes, each with its address and whether it is up, and
+    /// how many of them a scan at `level` may miss.
+    fn scan_targets(&self, level: ConsistencyLevel) -> (Arc<Ring>, Vec<ScanTarget>, usize) {
         let now = self.now_ms();
         let gossiper = self.gossiper.lock();
         let ring = gossiper.ring();
@@ -159,7 +216,7 @@ impl<T: Transport> NodeShared<T> {
             .collect();
         let replicas = (self.config.replication_factor as usize).min(ring.nodes().len());
         let missing_allowed = replicas.saturating_sub(level.required(replicas));
-        (nodes, missing_allowed)
+        (ring, nodes, missing_allowed)
     }
 
     /// Asks every node (this one from its own storage) for up to `limit`
@@ -167,7 +224,7 @@ impl<T: Transport> NodeShared<T> {
     /// answer by `deadline`.
     async fn scan_step(
         self: &Arc<Self>,
-        nodes: &[(NodeId, SocketAddr, bool)],
+        nodes: &[ScanTarget],
         range: &KeyRange,
         limit: usize,
         deadline: Instant,
@@ -308,24 +365,87 @@ fn check_scan(
 }
 
 /// Every key of `pages` up to `complete_to` (all when `None`) with its
-/// newest cell, in key order.
-fn newest_cells(pages: Vec<NodePage>, complete_to: Option<&[u8]>) -> BTreeMap<Vec<u8>, Cell> {
-    let mut merged: BTreeMap<Vec<u8>, Cell> = BTreeMap::new();
-    for page in pages {
+/// newest cell and the pages that held it, in key order.
+fn newest_cells(pages: Vec<NodePage>, complete_to: Option<&[u8]>) -> BTreeMap<Vec<u8>, Newest> {
+    let mut merged: BTreeMap<Vec<u8>, Newest> = BTreeMap::new();
+    for (place, page) in pages.into_iter().enumerate() {
         for KeyedCell { key, cell } in page.cells {
             if complete_to.is_some_and(|last| key.as_slice() > last) {
                 break;
             }
             match merged.get_mut(&key) {
-                Some(held) if cell.supersedes(held) => *held = cell,
-                Some(_) => {}
+                Some(held) => match cell.lww_cmp(&held.cell) {
+                    Ordering::Greater => {
+                        *held = Newest {
+                            cell,
+                            holders: vec![place],
+                        }
+                    }
+                    Ordering::Equal => held.holders.push(place),
+                    Ordering::Less => {}
+                },
                 None => {
-                    merged.insert(key, cell);
+                    let holders = vec![place];
+                    merged.insert(key, Newest { cell, holders });
                 }
             }
         }
     }
     merged
+}
+
+/// For each answering node (by place in `answered`), the newest cells of
+/// the keys it replicates but answered without: it held an older cell, or
+/// none, though its reply reached past the key. Each node sends only the
+/// keys it replicates, so a key every replica holds the newest of (the
+/// usual case) needs no placement.
+fn stale_replicas(
+    merged: &BTreeMap<Vec<u8>, Newest>,
+    ring: &Ring,
+    replication_factor: usize,
+    answered: &[&ScanTarget],
+) -> Repairs {
+    let replicas = replication_factor.min(ring.nodes().len());
+    let place_of: HashMap<&NodeId, usize> = (answered.iter().enumerate())
+        .map(|(place, (node, _, _))| (node, place))
+        .collect();
+    let mut repairs = Repairs::new();
+    for (key, newest) in merged {
+        if newest.holders.len() >= replicas {
+            continue;
+        }
+        for index in ring.replica_set_indexes(key, replication_factor) {
+            let Some(&place) = place_of.get(&ring.nodes()[index]) else {
+                continue;
+            };
+            if !newest.holders.contains(&place) {
+                repairs.entry(place).or_default().push(KeyedCell {
+                    key: key.clone(),
+                    cell: newest.cell.clone(),
+                });
+            }
+        }
+    }
+    repairs
+}
+
+/// `cells` cut into runs of about `bytes_max` encoded bytes (a single larger
+/// cell makes a run of its own).
+fn chunk_by_bytes(cells: Vec<KeyedCell>, bytes_max: usize) -> Vec<Vec<KeyedCell>> {
+    let mut chunks: Vec<Vec<KeyedCell>> = Vec::new();
+    let mut bytes = 0;
+    for cell in cells {
+        let size = keyed_cell_bytes(&cell.key, &cell.cell);
+        match chunks.last_mut() {
+            Some(chunk) if bytes + size <= bytes_max => chunk.push(cell),
+            _ => {
+                bytes = 0;
+                chunks.push(vec![cell]);
+            }
+        }
+        bytes += size;
+    }
+    chunks
 }
 
 #[cfg(test)]
@@ -362,8 +482,103 @@ mod tests {
         let merged = newest_cells(vec![a, b], Some(b"b"));
         let keys: Vec<&[u8]> = merged.keys().map(|k| &k[..]).collect();
         assert_eq!(keys, [b"a", b"b"], "c lies past what node a sent in full");
-        assert_eq!(merged[&b"a"[..]], Cell::value("new", 2));
-        assert!(merged[&b"b"[..]].is_tombstone(), "the newer tombstone wins");
+        assert_eq!(merged[&b"a"[..]].cell, Cell::value("new", 2));
+        assert_eq!(merged[&b"a"[..]].holders, [1]);
+        assert!(
+            merged[&b"b"[..]].cell.is_tombstone(),
+            "the newer tombstone wins"
+        );
+    }
+
+    #[test]
+    fn replicas_without_the_newest_cell_are_repaired_and_others_are_not() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let vectors: Vec<Vec<crate::ring::Vector>> = (0..3)
+            .map(|_| crate::ring::random_vnode_vectors(8, &mut rng))
+            .collect();
+        let ids: Vec<NodeId> = ["n0", "n1", "n2"].map(NodeId::from).to_vec();
+        let ring = Ring::new(ids.iter().cloned().zip(vectors.iter().map(|v| &v[..])));
+        // RF 2 of 3: each key has two replicas. n0 and n1 answered (places
+        // 0 and 1), n2 did not.
+        let rf = 2;
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let targets: Vec<ScanTarget> = ids[..2].iter().map(|id| (id.clone(), addr, true)).collect();
+        let answered: Vec<&ScanTarget> = targets.iter().collect();
+        // The places of a key's replicas among those that answered.
+        let replicas_of = |key: &str| -> Vec<usize> {
+            let mut places: Vec<usize> = ring
+                .replica_set_indexes(key.as_bytes(), rf)
+                .filter_map(|i| ids[..2].iter().position(|id| *id == ring.nodes()[i]))
+                .collect();
+            places.sort();
+            places
+        };
+        let key_with = |wanted: &[usize]| {
+            (0..10_000)
+                .map(|i| format!("k{i}"))
+                .find(|k| replicas_of(k) == wanted)
+                .expect("some key has those replicas")
+        };
+        let (both, only0) = (key_with(&[0, 1]), key_with(&[0]));
+        let cell = |key: &str, value: &str, ts| KeyedCell {
+            key: key.as_bytes().to_vec(),
+            cell: Cell::value(value, ts),
+        };
+        let node0 = NodePage {
+            cells: vec![cell(&both, "new", 2), cell(&only0, "x", 1)],
+            more: false,
+        };
+        let node1 = NodePage {
+            cells: vec![cell(&both, "old", 1)],
+            more: false,
+        };
+        let merged = newest_cells(vec![node0, node1], None);
+        let repairs = stale_replicas(&merged, &ring, rf, &answered);
+        // n1 gets the newer cell of the key both replicate; the key only n0
+        // (of those that answered) replicates is whole; n2 did not answer.
+        assert_eq!(repairs.len(), 1, "{repairs:?}");
+        assert_eq!(repairs[&1], [cell(&both, "new", 2)]);
+
+        let agreed = NodePage {
+            cells: vec![cell(&both, "new", 2)],
+            more: false,
+        };
+        let node0 = NodePage {
+            cells: vec![cell(&both, "new", 2)],
+            more: false,
+        };
+        let merged = newest_cells(vec![node0, agreed], None);
+        assert!(stale_replicas(&merged, &ring, rf, &answered).is_empty());
+        // A replica that answered without the key at all is repaired too.
+        let node0 = NodePage {
+            cells: vec![cell(&both, "new", 2)],
+            more: false,
+        };
+        let empty = NodePage {
+            cells: Vec::new(),
+            more: false,
+        };
+        let merged = newest_cells(vec![node0, empty], None);
+        let repairs = stale_replicas(&merged, &ring, rf, &answered);
+        assert_eq!(repairs[&1], [cell(&both, "new", 2)]);
+    }
+
+    #[test]
+    fn repairs_are_cut_into_messages_of_bounded_size() {
+        let cells: Vec<KeyedCell> = (0..10)
+            .map(|i| KeyedCell {
+                key: format!("key{i}").into_bytes(),
+                cell: Cell::value(vec![0u8; 100], 1),
+            })
+            .collect();
+        let one = keyed_cell_bytes(&cells[0].key, &cells[0].cell);
+        let chunks = chunk_by_bytes(cells.clone(), 3 * one);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [3, 3, 3, 1]);
+        assert_eq!(chunks.concat(), cells, "every cell once, in order");
+        let oversized = chunk_by_bytes(cells[..2].to_vec(), 1);
+        assert_eq!(oversized.len(), 2, "a cell over the limit goes alone");
     }
 
     #[test]
