@@ -77,6 +77,10 @@ struct Args {
     /// thread) [default: one per core, at most 8].
     #[arg(long, env = "CASSIO_CLIENT_THREADS")]
     client_threads: Option<usize>,
+    /// Redis-protocol connections open at once at most; more are refused
+    /// [default: 10000].
+    #[arg(long, env = "CASSIO_MAX_CLIENTS")]
+    max_clients: Option<usize>,
     /// Read and validate the configuration, print it as TOML, and exit
     /// (status 2 and the reason if it is not valid).
     #[arg(long)]
@@ -148,6 +152,9 @@ impl Args {
         }
         if let Some(v) = self.client_threads {
             config.client_threads = v;
+        }
+        if let Some(v) = self.max_clients {
+            config.max_clients = v;
         }
         config.validate()?;
         Ok(config)

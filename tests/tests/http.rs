@@ -1,6 +1,7 @@
 //! The operators' HTTP endpoint of real nodes: Prometheus metrics that
 //! follow the cluster, liveness and readiness probes, and clear answers to
-//! wrong methods, unknown pages and input that is not HTTP.
+//! wrong methods, unknown pages, input that is not HTTP and connections
+//! over the limit.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -157,7 +158,38 @@ fn wrong_requests_get_clear_answers_and_the_node_serves_on() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
 
+    // More connections than the port holds (128): the next is told so
+    // and closed; once they close, it serves again.
+    let idle: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(http).unwrap())
+        .collect();
+    let mut stream = TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 ")
+            && answer.ends_with("\r\n\r\ntoo many HTTP connections open\n"),
+        "{answer}"
+    );
+    drop(idle);
+
     // Everyone else is still served.
+    wait_for(
+        Duration::from_secs(5),
+        "the idle connections closed",
+        || {
+            // While still refused the answer may end in a reset: no panic.
+            let mut stream = TcpStream::connect(http).unwrap();
+            let request = b"GET /health HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(request);
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            answer.starts_with(b"HTTP/1.1 200 ")
+        },
+    );
     let (status, _, body) = get(http, "/health");
     assert_eq!((status, body.as_str()), (200, "n0 is serving\n"));
     let client = TestClient::connect(nodes[0].native_addr());

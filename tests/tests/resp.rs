@@ -621,6 +621,62 @@ fn answer_until_closed(addr: std::net::SocketAddr, input: &[u8]) -> String {
 }
 
 #[test]
+fn connections_over_max_clients_are_refused_and_the_others_serve_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(NodeConfig {
+        max_clients: 3,
+        name: "solo".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        resp: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.path().to_path_buf()),
+        vnodes: 8,
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    let addr = node.resp_addr().unwrap();
+    let mut open: Vec<TcpStream> = (0..3).map(|_| raw_socket(addr)).collect();
+    for stream in &mut open {
+        assert_eq!(exchange(stream, b"PING\r\n", 7), b"+PONG\r\n");
+    }
+    let refused = "-ERR max number of clients reached\r\n";
+    // A fourth: told why, and closed; whether it says something first
+    // (as redis-cli and the redis crate do) or not.
+    assert_eq!(answer_until_closed(addr, b""), refused);
+    assert_eq!(answer_until_closed(addr, b"SET k v\r\n"), refused);
+    // The redis crate sends CLIENT SETINFO on connecting and takes the
+    // refusal as that command's (ignored) answer: it sees the connection
+    // end. redis-cli prints the sentence (checked by hand).
+    let client = redis::Client::open(format!("redis://{addr}/")).unwrap();
+    let refused_too = client
+        .get_connection()
+        .and_then(|mut con| redis::cmd("PING").query::<String>(&mut con));
+    assert!(refused_too.is_err(), "{refused_too:?}");
+
+    // Those admitted serve on, and INFO counts them.
+    for stream in &mut open {
+        assert_eq!(exchange(stream, b"SET k v\r\n", 5), b"+OK\r\n");
+    }
+    open[0]
+        .write_all(b"INFO clients\r\nINFO stats\r\nQUIT\r\n")
+        .unwrap();
+    let mut info = String::new();
+    open.remove(0).read_to_string(&mut info).unwrap();
+    assert!(
+        info.contains("connected_clients:3\r\nmaxclients:3\r\n")
+            && info.contains("rejected_connections:3\r\n"),
+        "{info}"
+    );
+    // One closed (QUIT): its place is taken again.
+    wait_for(Duration::from_secs(5), "a freed place", || {
+        let mut stream = raw_socket(addr);
+        stream.write_all(b"GET k\r\n").unwrap();
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).is_ok() && &reply == b"$1\r\nv\r\n"
+    });
+    node.shutdown().unwrap();
+}
+
+#[test]
 fn inline_commands_and_malformed_input_over_a_raw_socket() {
     let dir = tempfile::tempdir().unwrap();
     // Served on the node's own thread (the other tests use client threads).

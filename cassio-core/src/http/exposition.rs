@@ -100,20 +100,22 @@ fn escape_label_value(value: &str) -> String {
     escaped
 }
 
-/// The latency histograms of the keys a node coordinated.
+/// What the node keeps that its cluster status (on the wire) does not
+/// carry: the latency histograms of the keys it coordinated, and its
+/// Redis-protocol connections.
 #[derive(Default)]
-pub(crate) struct Latencies {
+pub(crate) struct NodeLocal {
     pub(crate) reads: LatencySnapshot,
     pub(crate) writes: LatencySnapshot,
+    pub(crate) resp_connections: u64,
+    pub(crate) resp_connections_max: u64,
+    pub(crate) resp_connections_refused: u64,
 }
 
 /// The whole page: who answers, the coordinator's counters and latencies,
+/// the Redis-protocol connections,
 /// every member as this node sees it, and this node's storage.
-pub(crate) fn render(
-    status: &ClusterStatus,
-    latencies: &Latencies,
-    storage: &StorageStats,
-) -> String {
+pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &StorageStats) -> String {
     use Kind::{Counter, Gauge};
     let mut page = Page::default();
     page.family(
@@ -202,12 +204,30 @@ pub(crate) fn render(
     page.histogram(
         "cassio_coordinator_read_latency_seconds",
         "Time from a read's arrival at this node as coordinator to its answer, per key.",
-        &latencies.reads,
+        &local.reads,
     );
     page.histogram(
         "cassio_coordinator_write_latency_seconds",
         "Time from a write's arrival at this node as coordinator to its answer, per key.",
-        &latencies.writes,
+        &local.writes,
+    );
+    page.single(
+        "cassio_resp_connections",
+        Gauge,
+        "Redis-protocol connections open.",
+        local.resp_connections,
+    );
+    page.single(
+        "cassio_resp_connections_max",
+        Gauge,
+        "Redis-protocol connections allowed open at once (max_clients).",
+        local.resp_connections_max,
+    );
+    page.single(
+        "cassio_resp_connections_refused_total",
+        Counter,
+        "Redis-protocol connections refused because max_clients were open.",
+        local.resp_connections_refused,
     );
 
     let members = &status.members;
@@ -381,16 +401,20 @@ mod tests {
         let histogram = LatencyHistogram::default();
         histogram.record(Duration::from_micros(300), 2);
         histogram.record(Duration::from_millis(20), 1);
-        let latencies = Latencies {
+        let local = NodeLocal {
             reads: histogram.snapshot(),
+            resp_connections: 4,
+            resp_connections_refused: 2,
             ..Default::default()
         };
-        let page = render(&status, &latencies, &storage);
+        let page = render(&status, &local, &storage);
         assert!(page.ends_with('\n'));
         let samples = samples(&page);
         let value = |series: &str| *samples.get(series).unwrap_or_else(|| panic!("no {series}"));
         assert_eq!(value("cassio_coordinator_reads_total"), 42.0);
         assert_eq!(value("cassio_read_repairs_total"), 3.0);
+        assert_eq!(value("cassio_resp_connections"), 4.0);
+        assert_eq!(value("cassio_resp_connections_refused_total"), 2.0);
         assert_eq!(value("cassio_replication_factor"), 3.0);
         assert_eq!(value(r#"cassio_member_up{node="a"}"#), 1.0);
         assert_eq!(value(r#"cassio_member_up{node="b"}"#), 0.0);
@@ -432,7 +456,7 @@ mod tests {
         assert_eq!(escape_label_value("line\nbreak"), r"line\nbreak");
         let mut status = view("a", &[("a", NodeStatus::Normal)]);
         status.cluster_name = "say \"hi\"".into();
-        let page = render(&status, &Latencies::default(), &StorageStats::default());
+        let page = render(&status, &NodeLocal::default(), &StorageStats::default());
         assert!(page.contains(r#"cluster="say \"hi\"""#), "{page}");
     }
 }

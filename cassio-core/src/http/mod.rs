@@ -14,13 +14,23 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::net::Transport;
+use crate::net::{ConnectionLimit, Transport};
 use crate::node::shared::NodeShared;
 
 /// A client that sends no complete request head in this time is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections open at once at most: probes and scrapers need a few.
+const HTTP_CONNECTIONS_MAX: usize = 128;
+
+/// The answer to a connection over [`HTTP_CONNECTIONS_MAX`], before it is
+/// closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 31\r\nconnection: close\r\n\r\n\
+too many HTTP connections open\n";
 
 const INDEX: &str = "\
 /metrics  Prometheus metrics (text format 0.0.4)
@@ -35,21 +45,34 @@ pub(crate) async fn serve<T: Transport>(
     node: Arc<NodeShared<T>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    crate::net::accept_loop(transport, listener, shutdown, "HTTP", move |stream, _| {
-        let node = node.clone();
-        async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let response = respond(&node, request.method(), request.uri().path());
-                std::future::ready(Ok::<_, Infallible>(response))
-            });
-            hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    })
+    let limit = ConnectionLimit::new(HTTP_CONNECTIONS_MAX);
+    crate::net::accept_loop(
+        transport,
+        listener,
+        shutdown,
+        "HTTP",
+        move |mut stream, _| {
+            let node = node.clone();
+            let admitted = limit.admit();
+            async move {
+                let Some(_admitted) = admitted else {
+                    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+                    let _ = stream.shutdown().await;
+                    return Ok(());
+                };
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let response = respond(&node, request.method(), request.uri().path());
+                    std::future::ready(Ok::<_, Infallible>(response))
+                });
+                hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
     .await
 }
 
@@ -75,11 +98,15 @@ fn respond<T: Transport>(
             format!("cassio node {}\n{INDEX}", node.node_id),
         ),
         "/metrics" => {
-            let latencies = exposition::Latencies {
+            let connections = &node.resp_connections;
+            let local = exposition::NodeLocal {
                 reads: node.metrics.read_latency.snapshot(),
                 writes: node.metrics.write_latency.snapshot(),
+                resp_connections: connections.open() as u64,
+                resp_connections_max: connections.max() as u64,
+                resp_connections_refused: connections.refused(),
             };
-            let page = exposition::render(&node.cluster_status(), &latencies, &node.engine.stats());
+            let page = exposition::render(&node.cluster_status(), &local, &node.engine.stats());
             answer(StatusCode::OK, exposition::CONTENT_TYPE, page)
         }
         "/health" => match node.engine.health() {
@@ -142,6 +169,17 @@ pub(crate) mod tests {
                 .collect(),
             metrics: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_too_many_connections_answer_is_whole_http() {
+        let text = std::str::from_utf8(super::TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! shared send buffer both ends write through ([`outbox`]).
 
 mod connection;
+mod connection_limit;
 mod outbox;
 mod server;
 #[cfg(feature = "simulation")]
@@ -14,6 +15,7 @@ pub use connection::{Connection, ResponseSlot};
 /// Both ends read through a buffer this size: frames up to it often arrive
 /// many to one syscall.
 pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
+pub(crate) use connection_limit::{Admitted, ConnectionLimit};
 pub(crate) use server::accept_loop;
 pub use server::{Caller, Handler, ServerConfig, serve};
 #[cfg(feature = "simulation")]

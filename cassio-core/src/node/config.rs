@@ -93,6 +93,10 @@ pub struct NodeConfig {
     /// runtime (`--client-threads`); 0 serves them on the node's own thread.
     /// Default: one per core, at most 8.
     pub client_threads: usize,
+    /// Redis-protocol connections open at once at most (`--max-clients`, as
+    /// Redis's `maxclients`); one more is answered `-ERR max number of
+    /// clients reached` and closed. Default: 10,000.
+    pub max_clients: usize,
     pub storage: StorageConfig,
 }
 
@@ -145,6 +149,7 @@ impl Default for NodeConfig {
             repair_interval_ms: 24 * 60 * 60 * 1000,
             bootstrap: true,
             client_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            max_clients: 10_000,
             storage: StorageConfig::default(),
         }
     }
@@ -256,6 +261,9 @@ impl NodeConfig {
                 self.client_threads
             ));
         }
+        if self.max_clients == 0 {
+            return fail("--max-clients must be at least 1, got 0".into());
+        }
         match self.broadcast {
             None if self.listen.ip().is_unspecified() => {
                 return fail(format!(
@@ -314,6 +322,14 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--name")
+        );
+        let config = NodeConfig {
+            max_clients: 0,
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: --max-clients must be at least 1, got 0"
         );
     }
 

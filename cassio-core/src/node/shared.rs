@@ -17,7 +17,7 @@ use super::workers::current_thread_index;
 use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
-use crate::net::{Caller, Connection, Handler, Transport};
+use crate::net::{Caller, Connection, ConnectionLimit, Handler, Transport};
 use crate::proto::{
     ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role, keyed_cell_bytes,
 };
@@ -59,6 +59,8 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
     /// The HTTP address bound, once it is (`--http`).
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
+    /// Redis-protocol connections open, and the most allowed (`max_clients`).
+    pub(crate) resp_connections: Arc<ConnectionLimit>,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -98,6 +100,7 @@ impl<T: Transport> NodeShared<T> {
         transport: T,
         clock: Clock,
     ) -> Self {
+        let resp_connections = ConnectionLimit::new(config.max_clients);
         NodeShared {
             node_id: gossiper.local().clone(),
             config,
@@ -114,6 +117,7 @@ impl<T: Transport> NodeShared<T> {
             background: Arc::default(),
             resp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
+            resp_connections,
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),

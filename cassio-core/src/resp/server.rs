@@ -19,7 +19,7 @@ use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
 use super::transaction::{Step, is_transaction_command};
-use crate::net::Transport;
+use crate::net::{Admitted, Transport};
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
 use crate::storage::Cell;
@@ -53,16 +53,20 @@ pub(crate) async fn serve<T: Transport>(
         "RESP",
         move |stream, addr| {
             let node = node.clone();
+            let Some(admitted) = node.resp_connections.admit() else {
+                return Box::pin(refuse_connection(stream, node)) as Served;
+            };
             let Some(threads) = &threads else {
-                return Box::pin(serve_connection(stream, node)) as Served;
+                return Box::pin(serve_admitted(stream, node, admitted));
             };
             match T::detach(stream) {
-                Err(stream) => Box::pin(serve_connection(stream, node)),
+                Err(stream) => Box::pin(serve_admitted(stream, node, admitted)),
                 Ok(Err(e)) => Box::pin(std::future::ready(Err(format!(
                     "cannot hand the connection to a client thread: {e}"
                 )))),
                 Ok(Ok(stream)) => {
                     threads.next().spawn(async move {
+                        let _admitted = admitted;
                         let served = match tokio::net::TcpStream::from_std(stream) {
                             Ok(stream) => serve_connection(stream, node).await,
                             Err(e) => Err(e.to_string()),
@@ -77,6 +81,45 @@ pub(crate) async fn serve<T: Transport>(
         },
     )
     .await
+}
+
+/// The reply to a connection over `max_clients`, as Redis words it.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// Tells a connection over the limit why, and closes it. Logged the first
+/// time and every thousandth after: a flood must not flood the log too.
+async fn refuse_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+    T: Transport,
+{
+    let limit = &node.resp_connections;
+    let refused = limit.refused();
+    if refused == 1 || refused.is_multiple_of(1000) {
+        tracing::warn!(
+            max_clients = limit.max(),
+            refused,
+            "refused a Redis-protocol connection: max_clients are open"
+        );
+    }
+    let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// Serves a connection that holds a place under `max_clients` until it ends.
+async fn serve_admitted<S, T>(
+    stream: S,
+    node: Arc<NodeShared<T>>,
+    admitted: Admitted,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: Transport,
+{
+    let served = serve_connection(stream, node).await;
+    drop(admitted);
+    served
 }
 
 /// The commands parsed from one read: argument ranges into the input

@@ -254,9 +254,10 @@ impl<T: Transport> NodeShared<T> {
         (stats.sstable_entries - stats.sstable_tombstones) + stats.memtable_entries as u64
     }
 
-    /// `INFO [section ...]`: Server, Keyspace, Cluster (every member as
-    /// this node sees it) and Stats; all of them without a section name (or
-    /// with `all`, `default`, `everything`).
+    /// `INFO [section ...]`: Server, Clients (this node's Redis-protocol
+    /// connections), Keyspace, Cluster (every member as this node sees it)
+    /// and Stats; all of them without a section name (or with `all`,
+    /// `default`, `everything`).
     fn info(&self, sections: &[&[u8]]) -> String {
         let wanted = |name: &str| {
             sections.is_empty()
@@ -284,6 +285,15 @@ impl<T: Transport> NodeShared<T> {
                 env!("CARGO_PKG_VERSION"),
                 self.node_id,
                 self.config.cluster_name
+            ),
+        );
+        let connections = &self.resp_connections;
+        section(
+            "Clients",
+            format!(
+                "connected_clients:{}\r\nmaxclients:{}\r\n",
+                connections.open(),
+                connections.max()
             ),
         );
         section(
@@ -314,7 +324,8 @@ impl<T: Transport> NodeShared<T> {
         section(
             "Stats",
             format!(
-                "reads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\nrepairs:{}\r\n",
+                "rejected_connections:{}\r\nreads:{}\r\nwrites:{}\r\nunavailable:{}\r\ntimeouts:{}\r\ninvalid_requests:{}\r\nhints_stored:{}\r\nhints_replayed:{}\r\nhints_expired:{}\r\nhints_dropped:{}\r\nread_repairs:{}\r\nrepairs:{}\r\n",
+                connections.refused(),
                 m.reads,
                 m.writes,
                 m.unavailable,
