@@ -53,6 +53,10 @@ pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()>
         "--replication-factor must be between 1 and --nodes ({}): each node holds at most one copy of a key, got {replication_factor}",
         args.nodes
     );
+    // Every node of this process holds its connections and tables here.
+    if let Err(e) = cassio_core::node::raise_open_files_limit() {
+        eprintln!("cassio up: cannot raise the open-file limit: {e}");
+    }
     let seed = std::net::SocketAddr::from(([127, 0, 0, 1], args.base_port));
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for i in 0..args.nodes {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use cassio_core::error::describe;
 use cassio_core::net::parse_host_port;
+use cassio_core::node::{open_files_shortfall, raise_open_files_limit};
 use cassio_core::types::Secret;
 use cassio_core::{Node, NodeConfig};
 use clap::{Parser, ValueEnum};
@@ -251,6 +252,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             toml::to_string(&shown).context("cannot print the configuration")?
         );
         return Ok(());
+    }
+    match raise_open_files_limit() {
+        Ok(limit) => {
+            if let Some(warning) = open_files_shortfall(limit, config.max_clients) {
+                tracing::warn!("{warning}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let node = Node::start(config.clone())
         .with_context(|| format!("node {} failed to start", config.name))?;

@@ -13,6 +13,7 @@ mod hints;
 mod identity;
 mod join;
 mod leave;
+mod open_files;
 mod peers_file;
 mod repair;
 mod repair_schedule;
@@ -29,6 +30,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 pub use config::NodeConfig;
+pub use open_files::{open_files_shortfall, raise_open_files_limit};
 pub use runtime::{NodeEnv, next_generation};
 pub use scan::SCAN_LIMIT_MAX;
 
