@@ -126,7 +126,8 @@ impl<T: Transport> NodeShared<T> {
                 let targets: Vec<ScanTarget> = answered.into_iter().cloned().collect();
                 if level == ConsistencyLevel::One {
                     let node = self.clone();
-                    tokio::spawn(async move { node.read_repair(&targets, repairs).await });
+                    self.background
+                        .run(async move { node.read_repair(&targets, repairs).await });
                 } else {
                     self.read_repair(&targets, repairs).await;
                 }
