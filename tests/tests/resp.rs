@@ -55,6 +55,33 @@ fn redis_crate_commands() {
         "OK"
     );
     assert!(cmd("SELECT").arg(1).query::<String>(&mut con).is_err());
+    // CONFIG GET, as tools ask it on connecting; CONFIG SET is refused.
+    let config: std::collections::HashMap<String, String> = cmd("CONFIG")
+        .arg("GET")
+        .arg("max*")
+        .arg("appendonly")
+        .query(&mut con)
+        .unwrap();
+    let expected = [
+        ("maxclients", "10000"),
+        ("maxmemory", "0"),
+        ("maxmemory-policy", "noeviction"),
+        ("appendonly", "yes"),
+    ];
+    assert_eq!(
+        config,
+        expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    );
+    let refused = cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg("1")
+        .query::<String>(&mut con)
+        .unwrap_err();
+    assert!(refused.to_string().contains("not supported"), "{refused}");
     assert_eq!(
         cmd("SET")
             .arg("k")

@@ -26,6 +26,8 @@ pub(crate) enum Command {
     /// `COMMAND`, which redis-cli asks on connect.
     Introspect,
     Info,
+    /// `CONFIG GET` (the rest is refused).
+    Config,
     Consistency,
     Dbsize,
     Get,
@@ -57,6 +59,7 @@ const COMMANDS: &[(&str, Command)] = &[
     ("client", Command::Client),
     ("command", Command::Introspect),
     ("info", Command::Info),
+    ("config", Command::Config),
     ("cassio.consistency", Command::Consistency),
     ("dbsize", Command::Dbsize),
     ("del", Command::Del),

@@ -49,6 +49,7 @@ fn spec(command: Command) -> Spec {
         Command::Client => spec(-2, &["loading", "stale"], NO_KEYS),
         Command::Introspect => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Info => spec(-1, &["loading", "stale"], NO_KEYS),
+        Command::Config => spec(-2, &["admin", "noscript", "loading", "stale"], NO_KEYS),
         Command::Consistency => spec(-1, &["fast"], NO_KEYS),
         Command::Multi | Command::Discard | Command::Unwatch => spec(
             1,

@@ -9,6 +9,7 @@
 //! ([`server`]).
 
 mod commands;
+mod config;
 mod glob;
 mod introspect;
 mod parse;

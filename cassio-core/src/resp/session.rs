@@ -105,6 +105,7 @@ impl<T: Transport> NodeShared<T> {
             Command::Client if argc >= 2 => client(session, args),
             Command::Introspect => super::introspect::command(args),
             Command::Info => Reply::bulk(self.info(&args[1..])),
+            Command::Config => super::config::config(&self.config, *self.resp_addr.lock(), args),
             Command::Consistency => match args.get(1) {
                 None => Reply::bulk(session.level.as_str()),
                 Some(v) => match text(v).parse::<ConsistencyLevel>() {
