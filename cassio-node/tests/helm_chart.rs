@@ -165,6 +165,7 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
         "replication_factor = 3",
         "read_consistency = \"QUORUM\"",
         "data_dir = \"/var/lib/cassio\"",
+        "max_clients = 10000",
     ] {
         assert!(
             effective.contains(expected),
@@ -179,6 +180,7 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
         "readConsistency=one",
         "persistence.enabled=false",
         "ports.native=7000",
+        "maxClients=500",
     ];
     let statefulset = render("templates/statefulset.yaml", &set);
     assert!(statefulset.contains("replicas: 5") && statefulset.contains("emptyDir: {}"));
@@ -191,7 +193,8 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
     let effective = check_config(&config, &BTreeMap::new());
     assert!(
         effective.contains("replication_factor = 2")
-            && effective.contains("read_consistency = \"ONE\""),
+            && effective.contains("read_consistency = \"ONE\"")
+            && effective.contains("max_clients = 500"),
         "{effective}"
     );
 
