@@ -107,6 +107,7 @@ password=""
 if [ -n "$password_file" ]; then
     [ -r "$password_file" ] || die "cannot read --password-file '$password_file'"
     IFS= read -r password <"$password_file" || true
+    password=${password%$'\r'} # a file saved with Windows line ends
     [ -n "$password" ] || die "--password-file '$password_file' holds no password on its first line"
     if [[ $password =~ [[:cntrl:]] ]]; then
         die "the password in '$password_file' holds a control character (a tab, say); use printable characters"
@@ -186,6 +187,10 @@ if [ -f "$config" ]; then
     if [ -n "$password_file" ]; then
         echo "   (--password-file was not applied: the kept config's password, if any, stays)"
     fi
+    # It may hold a password: readable by root and the cassio group only,
+    # as this script writes it (older versions left it world-readable).
+    chmod 0640 "$config"
+    if [ -z "$root" ]; then chgrp cassio "$config"; fi
 else
     say "writing $config"
     seed_list=""
@@ -223,6 +228,9 @@ EOF
             printf 'password = "%s"\n' "$escaped"
         } >>"$staged"
     fi
+    # Checked before it is installed: a rerun keeps whatever is installed.
+    "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
+        die "the config written from these options is not valid (see above); nothing was installed in $root/etc/cassio"
     if [ -z "$root" ]; then
         install -m 0640 -o root -g cassio "$staged" "$config"
     else

@@ -254,11 +254,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     match raise_open_files_limit() {
-        Ok(limit) => {
+        Ok(Some(limit)) => {
             if let Some(warning) = open_files_shortfall(limit, config.max_clients) {
                 tracing::warn!("{warning}");
             }
         }
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
     let node = Node::start(config.clone())

@@ -191,7 +191,8 @@ fn two_hosts_installed_by_the_script_form_a_cluster() {
     let (native1, resp1, http1) = (free_port(), free_port(), free_port());
     let (native2, resp2, http2) = (free_port(), free_port(), free_port());
     let password_file = dir.path().join("password");
-    std::fs::write(&password_file, format!("{PASSWORD}\nnot this line\n")).unwrap();
+    // Saved with Windows line ends: the \r is not part of the password.
+    std::fs::write(&password_file, format!("{PASSWORD}\r\nnot this line\r\n")).unwrap();
     let password_file = password_file.to_str().unwrap();
     let (http1_port, http2_port) = (http1.to_string(), http2.to_string());
     let extra1 = ["--password-file", password_file, "--http-port", &http1_port];
@@ -257,7 +258,9 @@ fn two_hosts_installed_by_the_script_form_a_cluster() {
         );
     }
 
-    // Again, with another name: the config (and so the node's name) stays.
+    // Again, with another name: the config (and so the node's name) stays,
+    // made private if it was not.
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = install(&root1, "renamed", (native1, resp1), None, &extra1);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -266,10 +269,15 @@ fn two_hosts_installed_by_the_script_form_a_cluster() {
         text(&out.stdout)
     );
     assert_eq!(std::fs::read_to_string(&config_path).unwrap(), config);
+    let mode = std::fs::metadata(&config_path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
 }
 
 #[test]
-fn http_is_on_by_default_and_can_be_turned_off() {
+fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
     let dir = tempfile::tempdir().unwrap();
     let config =
         |root: &Path| std::fs::read_to_string(root.join("etc/cassio/cassio.toml")).unwrap();
@@ -291,6 +299,27 @@ fn http_is_on_by_default_and_can_be_turned_off() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = config(&off);
     assert!(!written.contains("http ="), "{written}");
+
+    // Options the script lets through but the daemon refuses (a
+    // replication factor past u32, a password that is not UTF-8): the
+    // written config is checked before it is installed, so a rerun does
+    // not keep a broken one.
+    let latin1 = dir.path().join("latin1");
+    std::fs::write(&latin1, b"caf\xe9\n").unwrap();
+    let latin1 = latin1.to_str().unwrap();
+    for (name, extra) in [
+        ("rf", ["--replication-factor", "99999999999"]),
+        ("latin1", ["--password-file", latin1]),
+    ] {
+        let bad = dir.path().join(format!("bad-{name}"));
+        let out = install(&bad, "b", (free_port(), free_port()), None, &extra);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stderr));
+        assert!(!bad.join("etc/cassio/cassio.toml").exists(), "{name}");
+        if name == "rf" {
+            let stderr = text(&out.stderr);
+            assert!(stderr.contains("nothing was installed"), "{stderr}");
+        }
+    }
 }
 
 #[test]

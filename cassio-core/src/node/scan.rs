@@ -19,14 +19,16 @@
 //! Read repair, as for point reads: every replica of a key that answered
 //! without its newest cell (older, or missing where its reply covered the
 //! key) is written that cell, before the page is answered at TWO and
-//! above, after it at ONE; so a key a scan returned is then returned by
-//! every read at a level that reaches one of those replicas.
+//! above (waiting one write timeout at most), after it at ONE (one such
+//! repair at a time per node); so a key a scan returned is then returned
+//! by every read at a level that reaches one of those replicas.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -124,12 +126,21 @@ impl<T: Transport> NodeShared<T> {
             let repairs = stale_replicas(&merged, &ring, rf, &answered);
             if !repairs.is_empty() {
                 let targets: Vec<ScanTarget> = answered.into_iter().cloned().collect();
-                if level == ConsistencyLevel::One {
+                if level != ConsistencyLevel::One {
+                    // The page waits one write timeout at most, as a read
+                    // does; what is not written by then is left to the next
+                    // scan or read, or to anti-entropy.
+                    let bound = Duration::from_millis(self.config.write_timeout_ms);
+                    let _ = tokio::time::timeout(bound, self.read_repair(&targets, repairs)).await;
+                } else if !self.scan_repair_running.swap(true, AtomicOrdering::AcqRel) {
+                    // At ONE, after the answer, one at a time: scans that
+                    // find stale replicas meanwhile leave them to the next.
                     let node = self.clone();
-                    self.background
-                        .run(async move { node.read_repair(&targets, repairs).await });
-                } else {
-                    self.read_repair(&targets, repairs).await;
+                    self.background.run(async move {
+                        node.read_repair(&targets, repairs).await;
+                        node.scan_repair_running
+                            .store(false, AtomicOrdering::Release);
+                    });
                 }
             }
             let now_ms = (self.clock)();

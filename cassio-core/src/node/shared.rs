@@ -78,6 +78,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// Set while this node runs a repair, asked for or scheduled (one at a
     /// time).
     pub(super) repair_running: std::sync::atomic::AtomicBool,
+    /// Set while a scan's read repair runs after its answer (at ONE).
+    pub(super) scan_repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
     /// Whether nodes join or leave (the gossiper has a pending ring), as of
@@ -124,6 +126,7 @@ impl<T: Transport> NodeShared<T> {
             ownership: Mutex::new(None),
             scan_cursors: Default::default(),
             repair_running: std::sync::atomic::AtomicBool::new(false),
+            scan_repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
             ring_moving: std::sync::atomic::AtomicBool::new(false),
             refuse_replica_writes: std::sync::atomic::AtomicBool::new(false),

@@ -34,9 +34,18 @@ fn parameters(config: &NodeConfig, resp: Option<SocketAddr>) -> Vec<(&'static st
         ("proto-max-bulk-len", config.frame_bytes_max.to_string()),
         ("port", resp.map_or(0, |a| a.port()).to_string()),
         ("bind", resp.map_or(String::new(), |a| a.ip().to_string())),
-        ("dir", config.data_dir().display().to_string()),
+        ("dir", data_dir(config)),
         ("cluster-enabled", "no".into()),
     ]
+}
+
+/// The data directory as an absolute path, as Redis gives `dir`.
+fn data_dir(config: &NodeConfig) -> String {
+    let dir = config.data_dir();
+    std::path::absolute(&dir)
+        .unwrap_or(dir)
+        .display()
+        .to_string()
 }
 
 /// `CONFIG ...`: GET answers; the rest is refused.
