@@ -9,7 +9,7 @@ use std::time::Duration;
 use cassio_client::{Client, ClientConfig, ConsistencyLevel, Error, KeyRange, ScanEntry};
 use cassio_core::proto::{KeyedCell, Request, Response};
 use cassio_core::storage::Cell;
-use cassio_tests::harness::{TestClient, key, shutdown_async, start_cluster_async};
+use cassio_tests::harness::{TestClient, key, shutdown_async, start_cluster_async, wait_for};
 
 /// Every page of `range`, `limit` keys at a time.
 async fn scan_all(client: &Client, range: KeyRange, limit: u32) -> Vec<ScanEntry> {
@@ -132,24 +132,46 @@ async fn scans_return_every_live_key_once_in_order_with_its_newest_value() {
         ]
     );
     // And read repair: the scan (at QUORUM) answered once the replica that
-    // lacked key 1's newer value and the one with key 2's older value were
-    // written the newest cells.
-    let (cell1, cell2) = tokio::task::spawn_blocking(move || {
-        (
-            TestClient::replica_cell(replicas1[1], &key1),
-            TestClient::replica_cell(replicas2[0], &key2),
-        )
+    // lacked key 1's newer value was written it. (Key 2's older cell
+    // changes nothing a read sees: the newer one wins on that replica.)
+    let live = |addr, key: &[u8]| {
+        TestClient::replica_cell(addr, key).and_then(|c| c.live_value(0).map(<[u8]>::to_vec))
+    };
+    // Socket addresses are Copy: each closure takes the ones it needs.
+    let (stale1, lagging2, ahead2) = (replicas1[1], replicas2[0], replicas2[1]);
+    let repaired = tokio::task::spawn_blocking({
+        let key1 = key1.clone();
+        move || live(stale1, &key1)
     })
     .await
     .unwrap();
-    assert_eq!(
-        cell1.and_then(|c| c.live_value(0).map(<[u8]>::to_vec)),
-        Some(b"newer".to_vec())
-    );
-    assert_eq!(
-        cell2.and_then(|c| c.live_value(0).map(<[u8]>::to_vec)),
-        Some(value(2))
-    );
+    assert_eq!(repaired, Some(b"newer".to_vec()));
+    // At ONE the page is answered first and the repair follows: one
+    // replica of key 2 now holds a newer value the other lacks.
+    let newest2 = client.get_versioned(&key2, None).await.unwrap().unwrap();
+    tokio::task::spawn_blocking({
+        let key2 = key2.clone();
+        move || {
+            let request = Request::ReplicaWrites(vec![KeyedCell {
+                key: key2,
+                cell: Cell::value("newest", newest2.timestamp + 1),
+            }]);
+            let answer = TestClient::peer_request(ahead2, "scan-test", request);
+            assert_eq!(answer, Response::Done);
+        }
+    })
+    .await
+    .unwrap();
+    let one = client.with_consistency(ConsistencyLevel::One);
+    let page = one.scan(&KeyRange::all(), 3, None).await.unwrap();
+    assert_eq!(page.entries[2].value, b"newest");
+    tokio::task::spawn_blocking(move || {
+        wait_for(Duration::from_secs(5), "the ONE scan's repair", || {
+            live(lagging2, &key2) == Some(b"newest".to_vec())
+        })
+    })
+    .await
+    .unwrap();
 
     // Bad requests: a sentence, and the node goes on serving.
     match client.scan(&KeyRange::all(), 0, None).await {
