@@ -104,11 +104,20 @@ fn start(root: &Path, data: &Path) -> Started {
     )
 }
 
+/// Sends `request` on a fresh connection to `port` and reads until the
+/// other end closes; `None` if nothing answers yet.
+fn exchange(port: u16, request: &[u8]) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(request).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
 /// One inline command over a fresh connection, after `AUTH password` if
 /// one is given; the command's reply, or `None` if nothing answers yet.
 fn resp(port: u16, password: Option<&str>, command: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut request = Vec::new();
     if let Some(password) = password {
         // As an array: the password may hold quotes and spaces.
@@ -120,9 +129,7 @@ fn resp(port: u16, password: Option<&str>, command: &str) -> Option<String> {
         .ok()?;
     }
     write!(request, "{command}\r\nQUIT\r\n").ok()?;
-    stream.write_all(&request).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
+    let reply = exchange(port, &request)?;
     // The first reply is AUTH's, the last QUIT's.
     let reply = match password {
         Some(_) => reply.strip_prefix("+OK\r\n")?,
@@ -133,15 +140,8 @@ fn resp(port: u16, password: Option<&str>, command: &str) -> Option<String> {
 
 /// `GET path` over HTTP/1.1; the status line, or `None` if nothing answers.
 fn http_status(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let answer = exchange(port, request.as_bytes())?;
     answer.lines().next().map(str::to_string)
 }
 

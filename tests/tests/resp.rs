@@ -12,16 +12,23 @@ use std::time::Duration;
 use cassio_core::{Node, NodeConfig, NodeHandle};
 use cassio_tests::harness::{node_config, start_cluster, wait_for, wait_until_all_see};
 
-/// One node; `client_threads` 0 serves RESP on the node's own thread.
-fn start_with(dir: &std::path::Path, client_threads: usize) -> NodeHandle {
-    Node::start(NodeConfig {
-        client_threads,
+/// One node on free loopback ports, its data in `dir`.
+fn solo_config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
         name: "solo".into(),
         listen: "127.0.0.1:0".parse().unwrap(),
         resp: Some("127.0.0.1:0".parse().unwrap()),
         data_dir: Some(dir.to_path_buf()),
         vnodes: 8,
         ..NodeConfig::default()
+    }
+}
+
+/// One node; `client_threads` 0 serves RESP on the node's own thread.
+fn start_with(dir: &std::path::Path, client_threads: usize) -> NodeHandle {
+    Node::start(NodeConfig {
+        client_threads,
+        ..solo_config(dir)
     })
     .unwrap()
 }
@@ -652,12 +659,7 @@ fn connections_over_max_clients_are_refused_and_the_others_serve_on() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(NodeConfig {
         max_clients: 3,
-        name: "solo".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        resp: Some("127.0.0.1:0".parse().unwrap()),
-        data_dir: Some(dir.path().to_path_buf()),
-        vnodes: 8,
-        ..NodeConfig::default()
+        ..solo_config(dir.path())
     })
     .unwrap();
     let addr = node.resp_addr().unwrap();

@@ -83,6 +83,13 @@ impl Page {
         self.family(name, kind, help);
         self.sample(name, &[], value);
     }
+
+    /// A family of one sample for each (name, help, value).
+    fn singles(&mut self, kind: Kind, families: &[(&str, &str, u64)]) {
+        for &(name, help, value) in families {
+            self.single(name, kind, help, value);
+        }
+    }
 }
 
 /// A label value as the format wants it: backslash, double quote and line
@@ -140,66 +147,66 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
     );
 
     let m = &status.metrics;
-    let counters: [(&str, &str, u64); 11] = [
-        (
-            "cassio_coordinator_reads_total",
-            "Keys read with this node as coordinator.",
-            m.reads,
-        ),
-        (
-            "cassio_coordinator_writes_total",
-            "Keys written with this node as coordinator.",
-            m.writes,
-        ),
-        (
-            "cassio_coordinator_unavailable_total",
-            "Keys answered QuorumNotReached: too few replicas up or answering.",
-            m.unavailable,
-        ),
-        (
-            "cassio_coordinator_timeouts_total",
-            "Keys whose level was not met before the read or write timeout.",
-            m.timeouts,
-        ),
-        (
-            "cassio_coordinator_invalid_requests_total",
-            "Keys refused as invalid (key or value too large, bad level).",
-            m.invalid_requests,
-        ),
-        (
-            "cassio_hints_stored_total",
-            "Writes kept as hints for a replica that missed them.",
-            m.hints_stored,
-        ),
-        (
-            "cassio_hints_replayed_total",
-            "Hints delivered to their replica.",
-            m.hints_replayed,
-        ),
-        (
-            "cassio_hints_expired_total",
-            "Hints dropped as older than the hint window.",
-            m.hints_expired,
-        ),
-        (
-            "cassio_hints_dropped_total",
-            "Hints not kept: the hint store was full.",
-            m.hints_dropped,
-        ),
-        (
-            "cassio_read_repairs_total",
-            "Keys written to a stale replica by read repair (reads and scans).",
-            m.read_repairs,
-        ),
-        (
-            "cassio_repairs_total",
-            "Anti-entropy repairs this node ran to the end with every live peer.",
-            m.repairs,
-        ),
-    ];
-    for (name, help, value) in counters {
-        page.single(name, Counter, help, value);
-    }
+    page.singles(
+        Counter,
+        &[
+            (
+                "cassio_coordinator_reads_total",
+                "Keys read with this node as coordinator.",
+                m.reads,
+            ),
+            (
+                "cassio_coordinator_writes_total",
+                "Keys written with this node as coordinator.",
+                m.writes,
+            ),
+            (
+                "cassio_coordinator_unavailable_total",
+                "Keys answered QuorumNotReached: too few replicas up or answering.",
+                m.unavailable,
+            ),
+            (
+                "cassio_coordinator_timeouts_total",
+                "Keys whose level was not met before the read or write timeout.",
+                m.timeouts,
+            ),
+            (
+                "cassio_coordinator_invalid_requests_total",
+                "Keys refused as invalid (key or value too large, bad level).",
+                m.invalid_requests,
+            ),
+            (
+                "cassio_hints_stored_total",
+                "Writes kept as hints for a replica that missed them.",
+                m.hints_stored,
+            ),
+            (
+                "cassio_hints_replayed_total",
+                "Hints delivered to their replica.",
+                m.hints_replayed,
+            ),
+            (
+                "cassio_hints_expired_total",
+                "Hints dropped as older than the hint window.",
+                m.hints_expired,
+            ),
+            (
+                "cassio_hints_dropped_total",
+                "Hints not kept: the hint store was full.",
+                m.hints_dropped,
+            ),
+            (
+                "cassio_read_repairs_total",
+                "Keys written to a stale replica by read repair (reads and scans).",
+                m.read_repairs,
+            ),
+            (
+                "cassio_repairs_total",
+                "Anti-entropy repairs this node ran to the end with every live peer.",
+                m.repairs,
+            ),
+        ],
+    );
 
     page.histogram(
         "cassio_coordinator_read_latency_seconds",
@@ -211,17 +218,20 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
         "Time from a write's arrival at this node as coordinator to its answer, per key.",
         &local.writes,
     );
-    page.single(
-        "cassio_resp_connections",
+    page.singles(
         Gauge,
-        "Redis-protocol connections open.",
-        local.resp_connections,
-    );
-    page.single(
-        "cassio_resp_connections_max",
-        Gauge,
-        "Redis-protocol connections allowed open at once (max_clients).",
-        local.resp_connections_max,
+        &[
+            (
+                "cassio_resp_connections",
+                "Redis-protocol connections open.",
+                local.resp_connections,
+            ),
+            (
+                "cassio_resp_connections_max",
+                "Redis-protocol connections allowed open at once (max_clients).",
+                local.resp_connections_max,
+            ),
+        ],
     );
     page.single(
         "cassio_resp_connections_refused_total",
@@ -266,76 +276,76 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
     );
 
     let s = storage;
-    let gauges: [(&str, &str, u64); 7] = [
-        (
-            "cassio_storage_memtable_bytes",
-            "Bytes in the active memtable.",
-            s.memtable_bytes as u64,
-        ),
-        (
-            "cassio_storage_memtable_entries",
-            "Cells in the active and immutable memtables.",
-            s.memtable_entries as u64,
-        ),
-        (
-            "cassio_storage_immutable_memtables",
-            "Full memtables waiting to be flushed.",
-            s.immutable_memtables as u64,
-        ),
-        (
-            "cassio_storage_sstables",
-            "Live SSTables.",
-            s.sstables as u64,
-        ),
-        (
-            "cassio_storage_sstable_bytes",
-            "Bytes in live SSTables.",
-            s.sstable_bytes,
-        ),
-        (
-            "cassio_storage_sstable_entries",
-            "Cells in live SSTables (a key in several tables counts in each).",
-            s.sstable_entries,
-        ),
-        (
-            "cassio_storage_sstable_tombstones",
-            "Tombstones in live SSTables.",
-            s.sstable_tombstones,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        page.single(name, Gauge, help, value);
-    }
-    let counters: [(&str, &str, u64); 5] = [
-        (
-            "cassio_storage_flushes_total",
-            "Memtables flushed to SSTables.",
-            s.flushes,
-        ),
-        (
-            "cassio_storage_compactions_total",
-            "Compactions run.",
-            s.compactions,
-        ),
-        (
-            "cassio_storage_tombstones_purged_total",
-            "Tombstones dropped by compaction after gc_grace_ms.",
-            s.tombstones_purged,
-        ),
-        (
-            "cassio_storage_write_stalls_total",
-            "Writes that waited for a flush: too many memtables were full.",
-            s.write_stalls,
-        ),
-        (
-            "cassio_storage_commit_log_syncs_total",
-            "Commit-log fsyncs.",
-            s.commit_log_syncs,
-        ),
-    ];
-    for (name, help, value) in counters {
-        page.single(name, Counter, help, value);
-    }
+    page.singles(
+        Gauge,
+        &[
+            (
+                "cassio_storage_memtable_bytes",
+                "Bytes in the active memtable.",
+                s.memtable_bytes as u64,
+            ),
+            (
+                "cassio_storage_memtable_entries",
+                "Cells in the active and immutable memtables.",
+                s.memtable_entries as u64,
+            ),
+            (
+                "cassio_storage_immutable_memtables",
+                "Full memtables waiting to be flushed.",
+                s.immutable_memtables as u64,
+            ),
+            (
+                "cassio_storage_sstables",
+                "Live SSTables.",
+                s.sstables as u64,
+            ),
+            (
+                "cassio_storage_sstable_bytes",
+                "Bytes in live SSTables.",
+                s.sstable_bytes,
+            ),
+            (
+                "cassio_storage_sstable_entries",
+                "Cells in live SSTables (a key in several tables counts in each).",
+                s.sstable_entries,
+            ),
+            (
+                "cassio_storage_sstable_tombstones",
+                "Tombstones in live SSTables.",
+                s.sstable_tombstones,
+            ),
+        ],
+    );
+    page.singles(
+        Counter,
+        &[
+            (
+                "cassio_storage_flushes_total",
+                "Memtables flushed to SSTables.",
+                s.flushes,
+            ),
+            (
+                "cassio_storage_compactions_total",
+                "Compactions run.",
+                s.compactions,
+            ),
+            (
+                "cassio_storage_tombstones_purged_total",
+                "Tombstones dropped by compaction after gc_grace_ms.",
+                s.tombstones_purged,
+            ),
+            (
+                "cassio_storage_write_stalls_total",
+                "Writes that waited for a flush: too many memtables were full.",
+                s.write_stalls,
+            ),
+            (
+                "cassio_storage_commit_log_syncs_total",
+                "Commit-log fsyncs.",
+                s.commit_log_syncs,
+            ),
+        ],
+    );
     page.text
 }
 

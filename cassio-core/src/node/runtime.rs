@@ -3,6 +3,7 @@
 //! bind, announce readiness, then serve requests and gossip until shutdown,
 //! and finally flush storage.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,23 @@ pub struct NodeEnv {
     pub client_threads: bool,
 }
 
+/// Binds `addr`; the listener and the address it bound (port 0 picks
+/// one). `what` names it in the error.
+async fn bind_listener<T: Transport>(
+    transport: &T,
+    addr: SocketAddr,
+    what: String,
+) -> Result<(T::Listener, SocketAddr)> {
+    let listener = transport
+        .bind(addr)
+        .await
+        .map_err(|e| Error::io(what.clone(), e))?;
+    let bound = transport
+        .local_addr(&listener)
+        .map_err(|e| Error::io(what, e))?;
+    Ok((listener, bound))
+}
+
 /// Runs one node until `shutdown` turns true. `on_ready` receives the shared
 /// state once the node listens (its bound address may differ from the
 /// configured one when the port was 0).
@@ -99,34 +117,19 @@ pub(crate) async fn run_node<T: Transport>(
         None
     };
     let vnodes = load_or_create_vnodes(&data_dir, config.vnodes as usize, &mut rng)?;
-    let listener = transport
-        .bind(config.listen)
-        .await
-        .map_err(|e| Error::io(config.listen.to_string(), e))?;
-    let bound_addr = transport
-        .local_addr(&listener)
-        .map_err(|e| Error::io(config.listen.to_string(), e))?;
+    let (listener, bound_addr) =
+        bind_listener(&transport, config.listen, config.listen.to_string()).await?;
     let native_addr = config.announced_native(bound_addr);
     let resp_listener = match config.resp {
-        Some(resp_addr) => {
-            let listener = transport
-                .bind(resp_addr)
-                .await
-                .map_err(|e| Error::io(format!("RESP listener {resp_addr}"), e))?;
-            let bound = transport
-                .local_addr(&listener)
-                .map_err(|e| Error::io(resp_addr.to_string(), e))?;
+        Some(addr) => {
+            let (listener, bound) =
+                bind_listener(&transport, addr, format!("RESP listener {addr}")).await?;
             Some((listener, NodeConfig::announced_resp(bound, native_addr)))
         }
         None => None,
     };
     let http_listener = match config.http {
-        Some(http_addr) => Some(
-            transport
-                .bind(http_addr)
-                .await
-                .map_err(|e| Error::io(format!("HTTP listener {http_addr}"), e))?,
-        ),
+        Some(addr) => Some(bind_listener(&transport, addr, format!("HTTP listener {addr}")).await?),
         None => None,
     };
     let node_id = NodeId::new(config.name.clone());
@@ -229,22 +232,16 @@ pub(crate) async fn run_node<T: Transport>(
             client_threads.clone(),
         ))
     });
-    let http_server = match http_listener {
-        Some(listener) => {
-            let bound = transport
-                .local_addr(&listener)
-                .map_err(|e| Error::io("HTTP listener", e))?;
-            tracing::info!(node = %node_id, http_addr = %bound, "serving metrics and probes over HTTP");
-            *shared.http_addr.lock() = Some(bound);
-            Some(tokio::spawn(crate::http::serve(
-                transport.clone(),
-                listener,
-                shared.clone(),
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let http_server = http_listener.map(|(listener, bound)| {
+        tracing::info!(node = %node_id, http_addr = %bound, "serving metrics and probes over HTTP");
+        *shared.http_addr.lock() = Some(bound);
+        tokio::spawn(crate::http::serve(
+            transport.clone(),
+            listener,
+            shared.clone(),
+            shutdown.clone(),
+        ))
+    });
     on_ready(shared.clone());
 
     let mut ticks = tokio::time::interval(Duration::from_millis(config.gossip_interval_ms));

@@ -418,16 +418,14 @@ fn stale_replicas(
     answered: &[&ScanTarget],
 ) -> Repairs {
     let replicas = replication_factor.min(ring.nodes().len());
-    let place_of: HashMap<&NodeId, usize> = (answered.iter().enumerate())
-        .map(|(place, (node, _, _))| (node, place))
-        .collect();
     let mut repairs = Repairs::new();
     for (key, newest) in merged {
         if newest.holders.len() >= replicas {
             continue;
         }
         for index in ring.replica_set_indexes(key, replication_factor) {
-            let Some(&place) = place_of.get(&ring.nodes()[index]) else {
+            let node = &ring.nodes()[index];
+            let Some(place) = answered.iter().position(|(n, _, _)| n == node) else {
                 continue;
             };
             if !newest.holders.contains(&place) {

@@ -66,9 +66,8 @@ pub(crate) async fn serve<T: Transport>(
                 )))),
                 Ok(Ok(stream)) => {
                     threads.next().spawn(async move {
-                        let _admitted = admitted;
                         let served = match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_connection(stream, node).await,
+                            Ok(stream) => serve_admitted(stream, node, admitted).await,
                             Err(e) => Err(e.to_string()),
                         };
                         if let Err(reason) = served {
@@ -107,19 +106,18 @@ where
     Ok(())
 }
 
-/// Serves a connection that holds a place under `max_clients` until it ends.
+/// Serves a connection that holds a place under `max_clients` until it
+/// ends (or is dropped).
 async fn serve_admitted<S, T>(
     stream: S,
     node: Arc<NodeShared<T>>,
-    admitted: Admitted,
+    _admitted: Admitted,
 ) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: Transport,
 {
-    let served = serve_connection(stream, node).await;
-    drop(admitted);
-    served
+    serve_connection(stream, node).await
 }
 
 /// The commands parsed from one read: argument ranges into the input
