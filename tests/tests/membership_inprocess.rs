@@ -17,7 +17,7 @@ use std::time::Duration;
 use cassio_core::NodeConfig;
 use cassio_core::cluster::NodeStatus;
 use cassio_core::coordinator::ConsistencyLevel::{self, All, One};
-use cassio_core::proto::{CleanupSummary, MoveSummary, Request, Response};
+use cassio_core::proto::{CleanupSummary, KeyRange, MoveSummary, Request, Response};
 use cassio_core::types::NodeId;
 use cassio_core::{Node, NodeHandle};
 use cassio_tests::harness::{
@@ -135,6 +135,20 @@ fn a_decommissioned_node_hands_over_its_keys_and_the_writes_made_while_it_left()
         let writer = scope.spawn(|| write_until(nodes[0].native_addr(), 1000, One, &stop));
         std::thread::sleep(Duration::from_millis(100));
         let summary = decommission(&nodes[3]);
+        // Left, and out of its own ring, n3 stops a gossip interval later.
+        // A coordinator that still places keys on it must not take an
+        // empty page from it for a vote that it holds none of them.
+        let scan_step = Request::ReplicaScan {
+            range: KeyRange::all(),
+            limit: 100,
+        };
+        match TestClient::try_peer_request(nodes[3].native_addr(), "n0", scan_step) {
+            Ok(Response::Error { message }) => {
+                assert!(message.contains("not in its own ring"), "{message}")
+            }
+            Err(_) => {} // already stopped
+            Ok(other) => panic!("a left node answered a scan step: {other:?}"),
+        }
         std::thread::sleep(Duration::from_millis(100));
         stop.store(true, Ordering::Release);
         (summary, writer.join().unwrap())

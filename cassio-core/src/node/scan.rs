@@ -6,7 +6,10 @@
 //! answers with the live keys up to where every node's reply is complete:
 //! the smallest last key among the nodes that had more to send. Past it a
 //! key might still come from a node that stopped earlier; the next page
-//! starts there.
+//! starts there. A node that is not in its own ring (joining, or left while
+//! the coordinator has not seen it yet) refuses a step rather than answer
+//! it empty, so it counts as a node that did not answer, not as one that
+//! holds none of the range's keys.
 //!
 //! Each key of a page is read from every replica of it that answered, so a
 //! page at a level sees what a read at that level sees if enough nodes
@@ -243,7 +246,9 @@ impl<T: Transport> NodeShared<T> {
     ) -> Vec<Option<NodePage>> {
         let asks = nodes.iter().map(|(node, addr, up)| async move {
             let page = if *node == self.node_id {
-                self.local_scan(range, limit).await
+                // The coordinator asks the nodes of its own ring, so it is
+                // in it, unless the ring changed since.
+                self.local_scan(range, limit).await.transpose()?
             } else if !up {
                 return None;
             } else {
@@ -296,7 +301,16 @@ impl<T: Transport> NodeShared<T> {
             };
         }
         match self.local_scan(&range, limit as usize).await {
-            Ok(NodePage { cells, more }) => Response::ReplicaScanned { cells, more },
+            Ok(Some(NodePage { cells, more })) => Response::ReplicaScanned { cells, more },
+            // An empty page would count as this node's vote that it holds
+            // none of the range's keys, where the coordinator places some
+            // here: so it counts as a node that did not answer.
+            Ok(None) => Response::Error {
+                message: format!(
+                    "{} is not in its own ring (joining, or left): it answers no scan step",
+                    self.node_id
+                ),
+            },
             Err(e) => Response::Error {
                 message: format!("scan on {} failed: {e}", self.node_id),
             },
@@ -306,7 +320,11 @@ impl<T: Transport> NodeShared<T> {
     /// [`Self::replica_scan`]: a short one right here, as point reads are
     /// done; a longer one on a blocking thread, so that the node's thread
     /// goes on serving meanwhile.
-    async fn local_scan(self: &Arc<Self>, range: &KeyRange, limit: usize) -> Result<NodePage> {
+    async fn local_scan(
+        self: &Arc<Self>,
+        range: &KeyRange,
+        limit: usize,
+    ) -> Result<Option<NodePage>> {
         if limit <= INLINE_SCAN_CELLS_MAX {
             return self.replica_scan(range, limit);
         }
@@ -316,16 +334,13 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// This node's cells of the keys of `range` it replicates by its ring,
-    /// at most `limit` and about a frame's worth.
-    fn replica_scan(&self, range: &KeyRange, limit: usize) -> Result<NodePage> {
+    /// at most `limit` and about a frame's worth; `None` if it is not in its
+    /// ring (not yet, or no more), where it replicates nothing.
+    fn replica_scan(&self, range: &KeyRange, limit: usize) -> Result<Option<NodePage>> {
         let ring = self.gossiper.lock().ring();
         let replication_factor = self.config.replication_factor as usize;
         let Some(me) = ring.nodes().iter().position(|n| *n == self.node_id) else {
-            // Not in the ring (yet, or any more): it replicates nothing.
-            return Ok(NodePage {
-                cells: Vec::new(),
-                more: false,
-            });
+            return Ok(None);
         };
         let every_key = replication_factor >= ring.nodes().len();
         let bytes_max = self.page_bytes_max();
@@ -343,12 +358,12 @@ impl<T: Transport> NodeShared<T> {
             }
             let size = keyed_cell_bytes(&key, &cell);
             if cells.len() == limit || (!cells.is_empty() && bytes + size > bytes_max) {
-                return Ok(NodePage { cells, more: true });
+                return Ok(Some(NodePage { cells, more: true }));
             }
             bytes += size;
             cells.push(KeyedCell { key, cell });
         }
-        Ok(NodePage { cells, more: false })
+        Ok(Some(NodePage { cells, more: false }))
     }
 }
 
