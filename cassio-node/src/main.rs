@@ -78,8 +78,8 @@ struct Args {
     /// thread) [default: one per core, at most 8].
     #[arg(long, env = "CASSIO_CLIENT_THREADS")]
     client_threads: Option<usize>,
-    /// Redis-protocol connections open at once at most; more are refused
-    /// [default: 10000].
+    /// Client connections (Redis-protocol and native; peers do not count)
+    /// open at once at most; more are refused [default: 10000].
     #[arg(long, env = "CASSIO_MAX_CLIENTS")]
     max_clients: Option<usize>,
     /// Read and validate the configuration, print it as TOML, and exit

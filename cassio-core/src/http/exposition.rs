@@ -109,18 +109,18 @@ fn escape_label_value(value: &str) -> String {
 
 /// What the node keeps that its cluster status (on the wire) does not
 /// carry: the latency histograms of the keys it coordinated, and its
-/// Redis-protocol connections.
+/// client connections.
 #[derive(Default)]
 pub(crate) struct NodeLocal {
     pub(crate) reads: LatencySnapshot,
     pub(crate) writes: LatencySnapshot,
-    pub(crate) resp_connections: u64,
-    pub(crate) resp_connections_max: u64,
-    pub(crate) resp_connections_refused: u64,
+    pub(crate) client_connections: u64,
+    pub(crate) client_connections_max: u64,
+    pub(crate) client_connections_refused: u64,
 }
 
 /// The whole page: who answers, the coordinator's counters and latencies,
-/// the Redis-protocol connections,
+/// the client connections,
 /// every member as this node sees it, and this node's storage.
 pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &StorageStats) -> String {
     use Kind::{Counter, Gauge};
@@ -222,22 +222,22 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
         Gauge,
         &[
             (
-                "cassio_resp_connections",
-                "Redis-protocol connections open.",
-                local.resp_connections,
+                "cassio_client_connections",
+                "Client connections open (Redis-protocol and native; peers do not count).",
+                local.client_connections,
             ),
             (
-                "cassio_resp_connections_max",
-                "Redis-protocol connections allowed open at once (max_clients).",
-                local.resp_connections_max,
+                "cassio_client_connections_max",
+                "Client connections allowed open at once (max_clients).",
+                local.client_connections_max,
             ),
         ],
     );
     page.single(
-        "cassio_resp_connections_refused_total",
+        "cassio_client_connections_refused_total",
         Counter,
-        "Redis-protocol connections refused because max_clients were open.",
-        local.resp_connections_refused,
+        "Client connections refused because max_clients were open.",
+        local.client_connections_refused,
     );
 
     let members = &status.members;
@@ -413,8 +413,8 @@ mod tests {
         histogram.record(Duration::from_millis(20), 1);
         let local = NodeLocal {
             reads: histogram.snapshot(),
-            resp_connections: 4,
-            resp_connections_refused: 2,
+            client_connections: 4,
+            client_connections_refused: 2,
             ..Default::default()
         };
         let page = render(&status, &local, &storage);
@@ -423,8 +423,8 @@ mod tests {
         let value = |series: &str| *samples.get(series).unwrap_or_else(|| panic!("no {series}"));
         assert_eq!(value("cassio_coordinator_reads_total"), 42.0);
         assert_eq!(value("cassio_read_repairs_total"), 3.0);
-        assert_eq!(value("cassio_resp_connections"), 4.0);
-        assert_eq!(value("cassio_resp_connections_refused_total"), 2.0);
+        assert_eq!(value("cassio_client_connections"), 4.0);
+        assert_eq!(value("cassio_client_connections_refused_total"), 2.0);
         assert_eq!(value("cassio_replication_factor"), 3.0);
         assert_eq!(value(r#"cassio_member_up{node="a"}"#), 1.0);
         assert_eq!(value(r#"cassio_member_up{node="b"}"#), 0.0);

@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::net::{ConnectionLimit, Transport};
+use crate::net::{
+    ConnectionLimit, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining,
+};
 use crate::node::shared::NodeShared;
 
 /// A client that sends no complete request head in this time is dropped.
@@ -57,7 +59,7 @@ pub(crate) async fn serve<T: Transport>(
             async move {
                 let Some(_admitted) = admitted else {
                     let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
-                    let _ = stream.shutdown().await;
+                    close_draining(&mut stream, REFUSAL_LINGER, REFUSAL_DRAIN_BYTES_MAX).await;
                     return Ok(());
                 };
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -98,13 +100,13 @@ fn respond<T: Transport>(
             format!("cassio node {}\n{INDEX}", node.node_id),
         ),
         "/metrics" => {
-            let connections = &node.resp_connections;
+            let connections = &node.client_connections;
             let local = exposition::NodeLocal {
                 reads: node.metrics.read_latency.snapshot(),
                 writes: node.metrics.write_latency.snapshot(),
-                resp_connections: connections.open() as u64,
-                resp_connections_max: connections.max() as u64,
-                resp_connections_refused: connections.refused(),
+                client_connections: connections.open() as u64,
+                client_connections_max: connections.max() as u64,
+                client_connections_refused: connections.refused(),
             };
             let page = exposition::render(&node.cluster_status(), &local, &node.engine.stats());
             answer(StatusCode::OK, exposition::CONTENT_TYPE, page)

@@ -1,7 +1,9 @@
-//! How many connections a client port holds open, and the most it may: a
+//! How many client connections a node holds open, and the most it may: a
 //! flood of idle clients must not take the file descriptors the node needs
-//! for its peers, its commit log and its tables (Redis's `maxclients`). A
-//! connection counts from accept until its task ends.
+//! for its peers, its commit log and its tables (Redis's `maxclients`).
+//! Redis-protocol and native clients share one limit; peers never count. A
+//! Redis-protocol connection counts from accept, a native one from its
+//! handshake (which says whether it is a client), until its task ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -62,6 +64,19 @@ impl ConnectionLimit {
 
     pub(crate) fn max(&self) -> usize {
         self.max
+    }
+
+    /// Logs a refused connection on `port`: the first, and every
+    /// thousandth after, so that a flood does not flood the log too.
+    pub(crate) fn log_refusal(&self, port: &str) {
+        let refused = self.refused();
+        if refused == 1 || refused.is_multiple_of(1000) {
+            tracing::warn!(
+                max_clients = self.max,
+                refused,
+                "refused a {port} client connection: max_clients are open"
+            );
+        }
     }
 }
 

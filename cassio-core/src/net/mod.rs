@@ -4,6 +4,7 @@
 
 mod connection;
 mod connection_limit;
+mod linger;
 mod outbox;
 mod server;
 #[cfg(feature = "simulation")]
@@ -16,8 +17,10 @@ pub use connection::{Connection, ResponseSlot};
 /// many to one syscall.
 pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub(crate) use connection_limit::{Admitted, ConnectionLimit};
+pub(crate) use linger::{REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, close_draining};
 pub(crate) use server::accept_loop;
-pub use server::{Caller, Handler, ServerConfig, serve};
+pub use server::{Caller, Handler};
+pub(crate) use server::{ServerConfig, serve};
 #[cfg(feature = "simulation")]
 pub use sim::Sim;
 pub use transport::{Tcp, Transport};

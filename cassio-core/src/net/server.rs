@@ -1,5 +1,6 @@
 //! The serving side of the native protocol: accept connections, check each
-//! one's handshake, then read requests and answer them concurrently (bounded
+//! one's handshake (a client past `max_clients` is refused; peers always
+//! get in), then read requests and answer them concurrently (bounded
 //! per connection). Bad input (garbage, oversize frames, a wrong version or
 //! cluster name) closes that one connection with a logged reason; the node
 //! keeps serving everyone else.
@@ -15,13 +16,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::READ_BUFFER_BYTES;
+use super::connection_limit::ConnectionLimit;
 use super::outbox::Outbox;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
 use crate::types::{NodeId, Secret};
 
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     pub cluster_name: String,
     pub node_id: NodeId,
     pub frame_bytes_max: usize,
@@ -30,6 +32,10 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Clients and peers must give it in their hello.
     pub password: Option<Secret>,
+    /// Client connections open at once, shared with the Redis-protocol
+    /// port; a client's handshake past it is refused. Peers do not count:
+    /// refusing one would split the cluster.
+    pub clients: Arc<ConnectionLimit>,
 }
 
 /// Who is on the other end of a connection.
@@ -96,7 +102,7 @@ pub(crate) async fn accept_loop<T, F, Fut>(
 }
 
 /// Serves the native protocol until `shutdown` turns true.
-pub async fn serve<T: Transport, H: Handler>(
+pub(crate) async fn serve<T: Transport, H: Handler>(
     transport: T,
     listener: T::Listener,
     handler: Arc<H>,
@@ -172,6 +178,22 @@ where
     if let Some(reason) = refusal {
         return Err(refuse(&mut stream, addr, reason).await);
     }
+    // Held until the connection ends.
+    let _admitted = match hello.role {
+        Role::Peer => None,
+        Role::Client => match config.clients.admit() {
+            Some(admitted) => Some(admitted),
+            None => {
+                config.clients.log_refusal("native");
+                let reason = format!(
+                    "max number of clients reached ({} client connections are open; \
+                     see max_clients)",
+                    config.clients.max()
+                );
+                return Err(refuse(&mut stream, addr, reason).await);
+            }
+        },
+    };
     proto::write_frame(
         &mut stream,
         &HelloReply::Welcome {

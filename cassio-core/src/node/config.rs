@@ -93,9 +93,10 @@ pub struct NodeConfig {
     /// runtime (`--client-threads`); 0 serves them on the node's own thread.
     /// Default: one per core, at most 8.
     pub client_threads: usize,
-    /// Redis-protocol connections open at once at most (`--max-clients`, as
-    /// Redis's `maxclients`); one more is answered `-ERR max number of
-    /// clients reached` and closed. Default: 10,000.
+    /// Client connections open at once at most, Redis-protocol and native
+    /// together (`--max-clients`, as Redis's `maxclients`); one more is
+    /// answered `-ERR max number of clients reached` (or its native
+    /// handshake refused) and closed. Peers never count. Default: 10,000.
     pub max_clients: usize,
     pub storage: StorageConfig,
 }

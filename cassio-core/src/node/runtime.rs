@@ -204,6 +204,7 @@ pub(crate) async fn run_node<T: Transport>(
         in_flight_per_connection_max: 256,
         handshake_timeout: Duration::from_secs(5),
         password: config.password.clone(),
+        clients: shared.client_connections.clone(),
     });
     let server = tokio::spawn(crate::net::serve(
         transport.clone(),

@@ -59,8 +59,9 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(crate) resp_addr: Mutex<Option<SocketAddr>>,
     /// The HTTP address bound, once it is (`--http`).
     pub(crate) http_addr: Mutex<Option<SocketAddr>>,
-    /// Redis-protocol connections open, and the most allowed (`max_clients`).
-    pub(crate) resp_connections: Arc<ConnectionLimit>,
+    /// Client connections open (Redis-protocol and native; peers do not
+    /// count), and the most allowed (`max_clients`).
+    pub(crate) client_connections: Arc<ConnectionLimit>,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -102,7 +103,7 @@ impl<T: Transport> NodeShared<T> {
         transport: T,
         clock: Clock,
     ) -> Self {
-        let resp_connections = ConnectionLimit::new(config.max_clients);
+        let client_connections = ConnectionLimit::new(config.max_clients);
         NodeShared {
             node_id: gossiper.local().clone(),
             config,
@@ -119,7 +120,7 @@ impl<T: Transport> NodeShared<T> {
             background: Arc::default(),
             resp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
-            resp_connections,
+            client_connections,
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),

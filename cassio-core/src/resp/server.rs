@@ -19,7 +19,7 @@ use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
 use super::transaction::{Step, is_transaction_command};
-use crate::net::{Admitted, Transport};
+use crate::net::{Admitted, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining};
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
 use crate::storage::Cell;
@@ -53,7 +53,7 @@ pub(crate) async fn serve<T: Transport>(
         "RESP",
         move |stream, addr| {
             let node = node.clone();
-            let Some(admitted) = node.resp_connections.admit() else {
+            let Some(admitted) = node.client_connections.admit() else {
                 return Box::pin(refuse_connection(stream, node)) as Served;
             };
             let Some(threads) = &threads else {
@@ -85,24 +85,16 @@ pub(crate) async fn serve<T: Transport>(
 /// The reply to a connection over `max_clients`, as Redis words it.
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
-/// Tells a connection over the limit why, and closes it. Logged the first
-/// time and every thousandth after: a flood must not flood the log too.
+/// Tells a connection over the limit why, and closes it so that the client
+/// gets the sentence, not a reset ([`close_draining`]).
 async fn refuse_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>
 where
-    S: tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: Transport,
 {
-    let limit = &node.resp_connections;
-    let refused = limit.refused();
-    if refused == 1 || refused.is_multiple_of(1000) {
-        tracing::warn!(
-            max_clients = limit.max(),
-            refused,
-            "refused a Redis-protocol connection: max_clients are open"
-        );
-    }
+    node.client_connections.log_refusal("Redis-protocol");
     let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
-    let _ = stream.shutdown().await;
+    close_draining(&mut stream, REFUSAL_LINGER, REFUSAL_DRAIN_BYTES_MAX).await;
     Ok(())
 }
 
@@ -235,25 +227,13 @@ where
 
 /// Closes a connection whose input was refused, once the error reply is
 /// written: the client may still be sending (a value over the size limit,
-/// say), and closing with its bytes unread would reset the connection and
-/// could lose the error before the client reads it. So what it still sends
-/// is read and dropped, for at most [`LINGER_MS`] and [`LINGER_BYTES_MAX`].
+/// say), so what it sends is read and dropped for at most [`LINGER_MS`] and
+/// [`LINGER_BYTES_MAX`] first.
 async fn close_after_error<S>(stream: &mut S)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let _ = stream.shutdown().await;
-    let drain = async {
-        let mut sink = vec![0u8; READ_CHUNK_BYTES];
-        let mut drained = 0;
-        while drained < LINGER_BYTES_MAX {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(LINGER_MS), drain).await;
+    close_draining(stream, Duration::from_millis(LINGER_MS), LINGER_BYTES_MAX).await;
 }
 
 const NOAUTH: &str = "NOAUTH Authentication required.";

@@ -288,7 +288,7 @@ impl<T: Transport> NodeShared<T> {
                 self.config.cluster_name
             ),
         );
-        let connections = &self.resp_connections;
+        let connections = &self.client_connections;
         section(
             "Clients",
             format!(
