@@ -90,15 +90,17 @@ impl<T: Transport> NodeShared<T> {
         level: ConsistencyLevel,
     ) -> Vec<Response> {
         let (started, count) = (Instant::now(), writes.len());
-        let answers = self.write_batch(writes, level).await;
+        let answers = self.write_batch(writes, level, started).await;
         self.metrics.write_latency.record(started.elapsed(), count);
         answers
     }
 
+    /// [`Self::coordinate_writes`], for writes that arrived at `started`.
     async fn write_batch(
         self: &Arc<Self>,
         writes: Vec<(Vec<u8>, Cell)>,
         level: ConsistencyLevel,
+        started: Instant,
     ) -> Vec<Response> {
         if let Some(refusal) = self.wait_until_joined().await {
             return vec![refusal; writes.len()];
@@ -176,7 +178,7 @@ impl<T: Transport> NodeShared<T> {
             rounds,
             groups,
         };
-        let deadline = Instant::now() + Duration::from_millis(self.config.write_timeout_ms);
+        let deadline = started + Duration::from_millis(self.config.write_timeout_ms);
         let mut replies = Replies::default();
         let mut unsent = Vec::new();
         for index in 0..batch.groups.len() {
@@ -214,10 +216,17 @@ impl<T: Transport> NodeShared<T> {
                 Err(e) => Err(e),
             }
         };
-        let (hinted, written) = join(self.hint_writes(&batch.writes, &missed), local_synced).await;
-        for &(job, _) in &missed {
-            batch.rounds[job].missed(hinted);
-        }
+        let written = if missed.is_empty() {
+            // The usual case: no hint write to wait for beside the fsync.
+            local_synced.await
+        } else {
+            let (hinted, written) =
+                join(self.hint_writes(&batch.writes, &missed), local_synced).await;
+            for &(job, _) in &missed {
+                batch.rounds[job].missed(hinted);
+            }
+            written
+        };
         if let Err(e) = &written {
             tracing::error!(error = %e, "local replica write failed");
         }
