@@ -27,6 +27,18 @@ cleanup() {
 trap cleanup EXIT
 printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
 
+# TLS=1: every Redis-protocol port speaks TLS, with a self-signed
+# certificate for 127.0.0.1 made here; redis-cli and redis-benchmark trust it.
+tls_client=()
+tls_node=()
+if [ -n "${TLS:-}" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+        -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+    tls_client=(--tls --cacert "$work/tls.crt")
+    tls_node=(--tls-cert-file "$work/tls.crt" --tls-key-file "$work/tls.key")
+fi
+
 # Starts a cassio node in SYNC mode on loopback: name, native port, RESP
 # port, seed's native port, then any further cassio-node flags.
 node() {
@@ -34,7 +46,7 @@ node() {
     shift 4
     target/release/cassio-node --config "$work/node.toml" --name "$name" \
         --listen "127.0.0.1:$native" --resp "127.0.0.1:$resp" --data-dir "$work/$name" \
-        --seeds "127.0.0.1:$seed" --log error "$@" >"$work/$name.log" 2>&1 &
+        --seeds "127.0.0.1:$seed" --log error "${tls_node[@]}" "$@" >"$work/$name.log" 2>&1 &
     pids+=($!)
 }
 
@@ -42,7 +54,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_pong() { # port
     for _ in $(seq 1 100); do
-        [ "$(redis-cli -p "$1" ping 2>/dev/null)" = "PONG" ] && return 0
+        [ "$(redis-cli "${tls_client[@]}" -p "$1" ping 2>/dev/null)" = "PONG" ] && return 0
         sleep 0.1
     done
     echo "nothing answers PING on port $1" >&2
@@ -52,7 +64,7 @@ wait_pong() { # port
 # Waits until node at RESP port $1 sees $2 members in state $3 (UP or DOWN).
 wait_members() { # port count state
     for _ in $(seq 1 150); do
-        [ "$(redis-cli -p "$1" info | grep -c ",$3,")" = "$2" ] && return 0
+        [ "$(redis-cli "${tls_client[@]}" -p "$1" info | grep -c ",$3,")" = "$2" ] && return 0
         sleep 0.2
     done
     echo "port $1 did not see $2 members $3" >&2
@@ -64,7 +76,7 @@ wait_members() { # port count state
 ops() {
     local rate
     # shellcheck disable=SC2086 # $3 holds several arguments
-    rate=$(redis-benchmark -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
+    rate=$(redis-benchmark "${tls_client[@]}" -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
         awk -F'[: ]+' -v t="$(echo "$2" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1) || true
     echo "${rate:-0}"
 }

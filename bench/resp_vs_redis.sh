@@ -18,6 +18,7 @@
 #   RESULTS=runs.txt bench/resp_vs_redis.sh   # also keep every run: row|server|round|ops/s
 #   SYNC=batch bench/resp_vs_redis.sh         # durable writes: cassio's batch sync
 #                                             # mode against appendfsync always
+#   TLS=1 bench/resp_vs_redis.sh              # every server's port speaks TLS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
@@ -30,7 +31,12 @@ source "bench/common.sh"
 
 redis() { # name port
     mkdir -p "$work/$1"
-    redis-server --port "$2" --bind 127.0.0.1 --appendonly yes --appendfsync "$appendfsync" \
+    local port=(--port "$2")
+    if [ -n "${TLS:-}" ]; then
+        port=(--port 0 --tls-port "$2" --tls-cert-file "$work/tls.crt" --tls-key-file "$work/tls.key"
+            --tls-auth-clients no)
+    fi
+    redis-server "${port[@]}" --bind 127.0.0.1 --appendonly yes --appendfsync "$appendfsync" \
         --save "" --dir "$work/$1" --daemonize no >"$work/$1.log" 2>&1 &
     pids+=($!)
 }
@@ -97,4 +103,4 @@ awk -F'|' -v rounds="$ROUNDS" '
             printf "\n"
         }
     }' "$results"
-echo "N=$N C=$C ROUNDS=$ROUNDS SYNC=$SYNC (redis appendfsync $appendfsync)${KEYSPACE:+ KEYSPACE=$KEYSPACE}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
+echo "N=$N C=$C ROUNDS=$ROUNDS SYNC=$SYNC (redis appendfsync $appendfsync)${KEYSPACE:+ KEYSPACE=$KEYSPACE}${TLS:+ TLS}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use cassio_core::error::describe;
-use cassio_core::net::parse_host_port;
+use cassio_core::net::{TlsFiles, parse_host_port};
 use cassio_core::node::{open_files_shortfall, raise_open_files_limit};
 use cassio_core::types::Secret;
 use cassio_core::{Node, NodeConfig};
@@ -82,6 +82,13 @@ struct Args {
     /// open at once at most; more are refused [default: 10000].
     #[arg(long, env = "CASSIO_MAX_CLIENTS")]
     max_clients: Option<usize>,
+    /// PEM certificate chain for the Redis-protocol port, which then speaks
+    /// only TLS; needs --tls-key-file [default: no TLS].
+    #[arg(long, env = "CASSIO_TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "CASSIO_TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
     /// Read and validate the configuration, print it as TOML, and exit
     /// (status 2 and the reason if it is not valid).
     #[arg(long)]
@@ -157,6 +164,29 @@ impl Args {
         if let Some(v) = self.max_clients {
             config.max_clients = v;
         }
+        config.tls = match (&self.tls_cert_file, &self.tls_key_file, config.tls) {
+            (None, None, tls) => tls,
+            (Some(cert_file), Some(key_file), _) => Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            // One of the two flags over a config file's [tls]: it replaces
+            // that file.
+            (cert, key, Some(tls)) => Some(TlsFiles {
+                cert_file: cert.clone().unwrap_or(tls.cert_file),
+                key_file: key.clone().unwrap_or(tls.key_file),
+            }),
+            (Some(_), None, None) => {
+                anyhow::bail!(
+                    "--tls-cert-file needs --tls-key-file (the certificate's private key)"
+                )
+            }
+            (None, Some(_), None) => {
+                anyhow::bail!(
+                    "--tls-key-file needs --tls-cert-file (the certificate it is the key of)"
+                )
+            }
+        };
         config.validate()?;
         Ok(config)
     }
@@ -239,6 +269,10 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
 fn run(args: Args) -> anyhow::Result<()> {
     let config = args.node_config()?;
     if args.check_config {
+        // The files are read, as the node would at start.
+        if let Some(tls) = &config.tls {
+            tls.load()?;
+        }
         // The password is not printed: the output may end up in logs.
         let shown = NodeConfig {
             password: None,
@@ -379,5 +413,27 @@ mod tests {
             format!("{everywhere:#}").contains("--broadcast"),
             "{everywhere:#}"
         );
+    }
+
+    #[test]
+    fn tls_files_come_from_the_file_or_both_flags() {
+        let from_file = config_from_file(
+            "[tls]\ncert_file = \"/etc/cassio/node.crt\"\nkey_file = \"/etc/cassio/node.key\"\n",
+        )
+        .unwrap();
+        let tls = from_file.tls.expect("[tls] read");
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/cassio/node.crt"));
+        assert_eq!(tls.key_file, PathBuf::from("/etc/cassio/node.key"));
+        let half = config_from_file("[tls]\ncert_file = \"/etc/cassio/node.crt\"\n").unwrap_err();
+        assert!(format!("{half:#}").contains("key_file"), "{half:#}");
+
+        let flags = |extra: &[&str]| {
+            let args = Args::try_parse_from([&["cassio-node"], extra].concat())?;
+            args.node_config()
+        };
+        let both = flags(&["--tls-cert-file", "a.crt", "--tls-key-file", "a.key"]).unwrap();
+        assert_eq!(both.tls.unwrap().key_file, PathBuf::from("a.key"));
+        let alone = flags(&["--tls-cert-file", "a.crt"]).unwrap_err();
+        assert!(alone.to_string().contains("--tls-key-file"), "{alone}");
     }
 }

@@ -9,6 +9,7 @@ mod outbox;
 mod server;
 #[cfg(feature = "simulation")]
 mod sim;
+mod tls;
 mod transport;
 
 pub use connection::{Connection, ResponseSlot};
@@ -23,6 +24,8 @@ pub use server::{Caller, Handler};
 pub(crate) use server::{ServerConfig, serve};
 #[cfg(feature = "simulation")]
 pub use sim::Sim;
+pub use tls::TlsFiles;
+pub(crate) use tls::accept as tls_accept;
 pub use transport::{Tcp, Transport};
 
 /// A `host:port` as a user writes it, by address or by name (resolved

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::coordinator::ConsistencyLevel;
 use crate::error::{Error, Result};
+use crate::net::TlsFiles;
 use crate::proto::FRAME_BYTES_LIMIT;
 use crate::storage::StorageConfig;
 use crate::types::Secret;
@@ -98,6 +99,11 @@ pub struct NodeConfig {
     /// answered `-ERR max number of clients reached` (or its native
     /// handshake refused) and closed. Peers never count. Default: 10,000.
     pub max_clients: usize,
+    /// TLS on the Redis-protocol port (`--tls-cert-file` and
+    /// `--tls-key-file`, Redis's names; `[tls]` in a config file): the
+    /// port then speaks only TLS, and a plain-text client is told so. The
+    /// native and HTTP ports stay plain text. Default: off.
+    pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
 }
 
@@ -151,6 +157,7 @@ impl Default for NodeConfig {
             bootstrap: true,
             client_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
             max_clients: 10_000,
+            tls: None,
             storage: StorageConfig::default(),
         }
     }
@@ -261,6 +268,12 @@ impl NodeConfig {
                 "--client-threads must be at most {CLIENT_THREADS_MAX}, got {}",
                 self.client_threads
             ));
+        }
+        if self.tls.is_some() && self.resp.is_none() {
+            return fail(
+                "TLS files are given but the Redis-protocol port is off (--resp): TLS serves that port"
+                    .into(),
+            );
         }
         if self.max_clients == 0 {
             return fail("--max-clients must be at least 1, got 0".into());

@@ -20,7 +20,7 @@ use super::shared::NodeShared;
 use super::workers::ClientThreads;
 use crate::cluster::{GossipConfig, Gossiper, LocalEndpoint, NodeStatus};
 use crate::error::{Error, Result};
-use crate::net::{ServerConfig, Transport};
+use crate::net::{ServerConfig, TlsFiles, Transport};
 use crate::ring::load_or_create_vnodes;
 use crate::storage::{Clock, Engine};
 use crate::types::NodeId;
@@ -98,6 +98,9 @@ pub(crate) async fn run_node<T: Transport>(
         client_threads,
     } = env;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
+    // Unreadable or mismatched TLS files stop the start here, before the
+    // engine opens or a port is bound.
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     let data_dir = config.data_dir();
     crate::storage::create_dir(&data_dir)?;
     if let Some(refusal) = super::leave::left_marker_refusal(&data_dir, &config.name) {
@@ -231,6 +234,7 @@ pub(crate) async fn run_node<T: Transport>(
             shared.clone(),
             shutdown.clone(),
             client_threads.clone(),
+            tls,
         ))
     });
     let http_server = http_listener.map(|(listener, bound)| {

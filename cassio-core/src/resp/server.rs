@@ -19,7 +19,11 @@ use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
 use super::transaction::{Step, is_transaction_command};
-use crate::net::{Admitted, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining};
+use tokio_rustls::rustls;
+
+use crate::net::{
+    Admitted, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining, tls_accept,
+};
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
 use crate::storage::Cell;
@@ -38,13 +42,15 @@ const LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
 type Served = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Serves RESP connections until `shutdown`: on the node's own runtime, or
-/// each handed to one of `threads` (real sockets only).
+/// each handed to one of `threads` (real sockets only); over TLS only if
+/// `tls` is given.
 pub(crate) async fn serve<T: Transport>(
     transport: T,
     listener: T::Listener,
     node: Arc<NodeShared<T>>,
     shutdown: watch::Receiver<bool>,
     threads: Option<Arc<ClientThreads>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     crate::net::accept_loop(
         transport,
@@ -56,18 +62,19 @@ pub(crate) async fn serve<T: Transport>(
             let Some(admitted) = node.client_connections.admit() else {
                 return Box::pin(refuse_connection(stream, node)) as Served;
             };
+            let tls = tls.clone();
             let Some(threads) = &threads else {
-                return Box::pin(serve_admitted(stream, node, admitted));
+                return Box::pin(serve_admitted(stream, node, tls, admitted));
             };
             match T::detach(stream) {
-                Err(stream) => Box::pin(serve_admitted(stream, node, admitted)),
+                Err(stream) => Box::pin(serve_admitted(stream, node, tls, admitted)),
                 Ok(Err(e)) => Box::pin(std::future::ready(Err(format!(
                     "cannot hand the connection to a client thread: {e}"
                 )))),
                 Ok(Ok(stream)) => {
                     threads.next().spawn(async move {
                         let served = match tokio::net::TcpStream::from_std(stream) {
-                            Ok(stream) => serve_admitted(stream, node, admitted).await,
+                            Ok(stream) => serve_admitted(stream, node, tls, admitted).await,
                             Err(e) => Err(e.to_string()),
                         };
                         if let Err(reason) = served {
@@ -98,18 +105,29 @@ where
     Ok(())
 }
 
+/// The plain-text answer to a client that does not speak TLS to a TLS port.
+const TLS_REQUIRED: &[u8] =
+    b"-ERR this port speaks TLS only: connect with TLS (redis-cli --tls, a rediss:// URL)\r\n";
+
 /// Serves a connection that holds a place under `max_clients` until it
-/// ends (or is dropped).
+/// ends (or is dropped), after its TLS handshake if `tls` is given.
 async fn serve_admitted<S, T>(
     stream: S,
     node: Arc<NodeShared<T>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     _admitted: Admitted,
 ) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: Transport,
 {
-    serve_connection(stream, node).await
+    match tls {
+        None => serve_connection(stream, node).await,
+        Some(config) => {
+            let stream = tls_accept(stream, config, TLS_REQUIRED).await?;
+            serve_connection(stream, node).await
+        }
+    }
 }
 
 /// The commands parsed from one read: argument ranges into the input

@@ -1,0 +1,222 @@
+//! The Redis-protocol port over TLS: clients that trust the node's
+//! certificate read and write through it (a rustls client, and `redis-cli
+//! --tls`); a plain-text client is told the port speaks TLS, a broken
+//! handshake closes only its own connection; TLS files that are missing,
+//! hold no certificate or do not match stop the start with the file and
+//! the reason.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cassio_core::net::TlsFiles;
+use cassio_core::{Node, NodeConfig, NodeHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// A self-signed certificate for 127.0.0.1 and its key, written as PEM
+/// files under `dir` (`name.crt`, `name.key`); the certificate's PEM too,
+/// for clients to trust.
+fn certificate(dir: &Path, name: &str) -> (TlsFiles, String) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let files = TlsFiles {
+        cert_file: dir.join(format!("{name}.crt")),
+        key_file: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&files.cert_file, cert.pem()).unwrap();
+    std::fs::write(&files.key_file, signing_key.serialize_pem()).unwrap();
+    (files, cert.pem())
+}
+
+fn tls_config(dir: &Path, tls: TlsFiles) -> NodeConfig {
+    NodeConfig {
+        name: "solo".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        resp: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: Some(dir.join("data")),
+        vnodes: 8,
+        tls: Some(tls),
+        ..NodeConfig::default()
+    }
+}
+
+/// Sends `request` over a TLS connection that trusts `cert_pem`, and reads
+/// `reply_len` bytes back.
+async fn over_tls(addr: SocketAddr, cert_pem: &str, request: &[u8], reply_len: usize) -> Vec<u8> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let server = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = TlsConnector::from(Arc::new(config))
+        .connect(server, tcp)
+        .await
+        .expect("TLS handshake with the node");
+    stream.write_all(request).await.unwrap();
+    let mut reply = vec![0u8; reply_len];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+        .await
+        .expect("a reply in time")
+        .unwrap();
+    reply
+}
+
+/// What a plain TCP connection gets back for `input`, until it closes.
+fn plain(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(input).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    reply
+}
+
+fn redis_cli(args: &[&str]) -> Option<std::process::Output> {
+    match std::process::Command::new("redis-cli").args(args).output() {
+        Ok(out) => Some(out),
+        Err(_) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must have redis-cli (.ci/run installs redis-tools)"
+            );
+            eprintln!("redis-cli not installed: its part skipped here (CI installs it)");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_read_and_write_and_plain_text_clients_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, cert_pem) = certificate(dir.path(), "node");
+    let config = tls_config(dir.path(), files.clone());
+    let node: NodeHandle = tokio::task::spawn_blocking(move || Node::start(config).unwrap())
+        .await
+        .unwrap();
+    let addr = node.resp_addr().unwrap();
+
+    let reply = over_tls(
+        addr,
+        &cert_pem,
+        b"SET greeting hello\r\nGET greeting\r\n",
+        16,
+    )
+    .await;
+    assert_eq!(reply, b"+OK\r\n$5\r\nhello\r\n");
+
+    // Plain text on the TLS port: told why, in plain text, then closed.
+    let refused = tokio::task::spawn_blocking(move || plain(addr, b"PING\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&refused),
+        "-ERR this port speaks TLS only: connect with TLS (redis-cli --tls, a rediss:// URL)\r\n"
+    );
+    // A handshake that breaks off (a TLS record header, then nonsense):
+    // that connection closes, nothing else does.
+    let broken = tokio::task::spawn_blocking(move || {
+        plain(addr, &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+    })
+    .await
+    .unwrap();
+    assert!(
+        !broken.starts_with(b"+") && !broken.starts_with(b"$"),
+        "{broken:?}"
+    );
+
+    let port = addr.port().to_string();
+    let cacert = files.cert_file.to_str().unwrap().to_string();
+    let cli = tokio::task::spawn_blocking(move || {
+        let tls = ["--tls", "--cacert", &cacert, "-h", "127.0.0.1", "-p", &port];
+        let set = redis_cli(&[&tls[..], &["SET", "from-cli", "yes"]].concat())?;
+        let get = redis_cli(&[&tls[..], &["GET", "greeting"]].concat())?;
+        let without_tls = redis_cli(&["-h", "127.0.0.1", "-p", &port, "PING"])?;
+        Some((set, get, without_tls))
+    })
+    .await
+    .unwrap();
+    if let Some((set, get, without_tls)) = cli {
+        let text =
+            |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(text(&set), "OK", "{set:?}");
+        assert_eq!(text(&get), "hello", "{get:?}");
+        assert!(
+            text(&without_tls).contains("this port speaks TLS only"),
+            "{without_tls:?}"
+        );
+    }
+
+    // Still serving TLS clients, with what redis-cli wrote.
+    let reply = over_tls(addr, &cert_pem, b"GET from-cli\r\n", 9).await;
+    assert_eq!(reply, b"$3\r\nyes\r\n");
+    tokio::task::spawn_blocking(move || node.shutdown().unwrap())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn bad_tls_files_stop_the_start_with_the_file_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, _) = certificate(dir.path(), "good");
+    let (other, _) = certificate(dir.path(), "other");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    let cases = [
+        (
+            TlsFiles {
+                cert_file: dir.path().join("missing.crt"),
+                ..good.clone()
+            },
+            "missing.crt",
+        ),
+        (
+            TlsFiles {
+                cert_file: not_pem.clone(),
+                ..good.clone()
+            },
+            "holds no certificate",
+        ),
+        (
+            TlsFiles {
+                key_file: not_pem,
+                ..good.clone()
+            },
+            "holds no private key",
+        ),
+        (
+            TlsFiles {
+                key_file: other.key_file,
+                ..good.clone()
+            },
+            "do not make a server identity",
+        ),
+    ];
+    for (files, why) in cases {
+        let refusal = Node::start(tls_config(dir.path(), files.clone()))
+            .err()
+            .unwrap_or_else(|| panic!("{files:?} must not start"));
+        assert!(refusal.to_string().contains(why), "{files:?}: {refusal}");
+    }
+    let no_resp = NodeConfig {
+        resp: None,
+        ..tls_config(dir.path(), good)
+    };
+    let refusal = Node::start(no_resp).err().expect("TLS without a RESP port");
+    assert!(refusal.to_string().contains("--resp"), "{refusal}");
+}
