@@ -33,6 +33,11 @@ Usage: sudo ./ubuntu_init.sh [OPTIONS]
   --password-file FILE      the cluster's password, from FILE's first line
                             (kept out of the process list and shell history);
                             every node of the cluster needs the same one
+  --tls-cert FILE           PEM certificate chain (this host's first) and its
+  --tls-key FILE            private key: the Redis-protocol port then speaks
+                            TLS only (redis-cli --tls); both or neither.
+                            Copied to /etc/cassio on every run (a rerun
+                            renews them)
   --bind IP                 interface the ports listen on [0.0.0.0: all]
   --data-dir DIR            [/var/lib/cassio]
   --bin-dir DIR             install cassio-node (and cassio) from DIR instead
@@ -59,6 +64,8 @@ native_port=9000
 resp_port=6379
 http_port=9180
 password_file=""
+tls_cert=""
+tls_key=""
 bind_ip=0.0.0.0
 data_dir=/var/lib/cassio
 bin_dir=""
@@ -71,7 +78,8 @@ while [ $# -gt 0 ]; do
         -h | --help) usage; exit 0 ;;
         --no-start) start=0; shift; continue ;;
         --name | --address | --seeds | --cluster-name | --replication-factor | --native-port | \
-            --resp-port | --http-port | --password-file | --bind | --data-dir | --bin-dir | --root) ;;
+            --resp-port | --http-port | --password-file | --tls-cert | --tls-key | --bind | \
+            --data-dir | --bin-dir | --root) ;;
         *) die "unknown option '$option' (see --help)" ;;
     esac
     [ $# -ge 2 ] || die "$option needs a value"
@@ -87,6 +95,8 @@ while [ $# -gt 0 ]; do
         --resp-port) resp_port=$value ;;
         --http-port) http_port=$value ;;
         --password-file) password_file=$value ;;
+        --tls-cert) tls_cert=$value ;;
+        --tls-key) tls_key=$value ;;
         --bind) bind_ip=$value ;;
         --data-dir) data_dir=$value ;;
         --bin-dir) bin_dir=$value ;;
@@ -112,6 +122,12 @@ if [ -n "$password_file" ]; then
     if [[ $password =~ [[:cntrl:]] ]]; then
         die "the password in '$password_file' holds a control character (a tab, say); use printable characters"
     fi
+fi
+if [ -n "$tls_cert" ] || [ -n "$tls_key" ]; then
+    [ -n "$tls_cert" ] && [ -n "$tls_key" ] ||
+        die "--tls-cert and --tls-key go together (a certificate and its private key)"
+    [ -r "$tls_cert" ] || die "cannot read --tls-cert '$tls_cert'"
+    [ -r "$tls_key" ] || die "cannot read --tls-key '$tls_key'"
 fi
 [[ $replication_factor =~ ^[1-9][0-9]*$ ]] || die "--replication-factor must be a positive number, got '$replication_factor'"
 [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || die "--name may hold letters, digits, '.', '_' and '-', got '$name'"
@@ -182,10 +198,30 @@ fi
 
 config="$root/etc/cassio/cassio.toml"
 install -d "$root/etc/cassio"
+# Configs are checked with the TLS files where they are installed (under
+# --root, not yet at /etc/cassio).
+tls_installed=()
+if [ -n "$tls_cert" ]; then
+    # The pair is checked before it replaces an installed one.
+    CASSIO_TLS_CERT_FILE=$tls_cert CASSIO_TLS_KEY_FILE=$tls_key "$bin_dir/cassio-node" --check-config >/dev/null ||
+        die "--tls-cert and --tls-key are no usable pair (see above); nothing was installed in $root/etc/cassio"
+    tls_installed=(CASSIO_TLS_CERT_FILE="$root/etc/cassio/tls.crt" CASSIO_TLS_KEY_FILE="$root/etc/cassio/tls.key")
+    # The key readable by root and the cassio group only, as the config.
+    say "installing $root/etc/cassio/tls.crt and tls.key"
+    install -m 0644 "$tls_cert" "$root/etc/cassio/tls.crt"
+    if [ -z "$root" ]; then
+        install -m 0640 -o root -g cassio "$tls_key" "$root/etc/cassio/tls.key"
+    else
+        install -m 0640 "$tls_key" "$root/etc/cassio/tls.key"
+    fi
+fi
 if [ -f "$config" ]; then
     say "keeping $config (edit it, or remove it to write a new one)"
     if [ -n "$password_file" ]; then
         echo "   (--password-file was not applied: the kept config's password, if any, stays)"
+    fi
+    if [ -n "$tls_cert" ] && ! grep -q '^\[tls\]' "$config"; then
+        echo "   (the kept config has no [tls] section: the installed certificate is not used)"
     fi
     # It may hold a password: readable by root and the cassio group only,
     # as this script writes it (older versions left it world-readable).
@@ -228,8 +264,17 @@ EOF
             printf 'password = "%s"\n' "$escaped"
         } >>"$staged"
     fi
+    if [ -n "$tls_cert" ]; then
+        # A table: after every plain key.
+        cat >>"$staged" <<EOF
+# TLS on the Redis-protocol port (redis-cli --tls --cacert CA -h $address -p $resp_port).
+[tls]
+cert_file = "/etc/cassio/tls.crt"
+key_file = "/etc/cassio/tls.key"
+EOF
+    fi
     # Checked before it is installed: a rerun keeps whatever is installed.
-    "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
+    env "${tls_installed[@]}" "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
         die "the config written from these options is not valid (see above); nothing was installed in $root/etc/cassio"
     if [ -z "$root" ]; then
         install -m 0640 -o root -g cassio "$staged" "$config"
@@ -270,7 +315,8 @@ WantedBy=multi-user.target
 EOF
 
 # The config may have been kept: check it as the daemon will read it.
-"$bin_dir/cassio-node" --config "$config" --check-config >/dev/null || die "$config is not valid (see above)"
+env "${tls_installed[@]}" "$bin_dir/cassio-node" --config "$config" --check-config >/dev/null ||
+    die "$config is not valid (see above)"
 if [ -n "$root" ]; then
     say "installed into $root; start it there with: cassio-node --config /etc/cassio/cassio.toml"
     exit 0
@@ -293,7 +339,7 @@ for _ in $(seq 1 60); do
         die "cassio.service failed to start (the reason is above; journalctl -u cassio)"
     fi
     if (exec 3<>"/dev/tcp/$probe_ip/$native_port") 2>/dev/null; then
-        say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port)"
+        say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port${tls_cert:+, TLS})"
         if [ -x /usr/local/bin/cassio ]; then
             [ -z "$password" ] || export CASSIO_PASSWORD=$password
             /usr/local/bin/cassio --host "$address:$native_port" status || true

@@ -300,6 +300,46 @@ fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
     let written = config(&off);
     assert!(!written.contains("http ="), "{written}");
 
+    // TLS: the certificate and key installed beside the config (the key
+    // private), and the config's [tls] names them where they are installed.
+    let pem = |name: &str| {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (crt, key) = (
+            dir.path().join(format!("{name}.crt")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, cert.pem()).unwrap();
+        std::fs::write(&key, signing_key.serialize_pem()).unwrap();
+        (
+            crt.to_str().unwrap().to_string(),
+            key.to_str().unwrap().to_string(),
+        )
+    };
+    let ((crt, key), (_, other_key)) = (pem("node"), pem("other"));
+    let tls = dir.path().join("tls");
+    let out = install(
+        &tls,
+        "t",
+        (free_port(), free_port()),
+        None,
+        &["--tls-cert", &crt, "--tls-key", &key],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = config(&tls);
+    assert!(
+        written.contains(
+            "[tls]\ncert_file = \"/etc/cassio/tls.crt\"\nkey_file = \"/etc/cassio/tls.key\"\n"
+        ),
+        "{written}"
+    );
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&tls.join("etc/cassio/tls.key")), 0o640);
+    assert_eq!(
+        std::fs::read(tls.join("etc/cassio/tls.crt")).unwrap(),
+        std::fs::read(&crt).unwrap()
+    );
+
     // Options the script lets through but the daemon refuses (a
     // replication factor past u32, a password that is not UTF-8): the
     // written config is checked before it is installed, so a rerun does
@@ -308,16 +348,24 @@ fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
     std::fs::write(&latin1, b"caf\xe9\n").unwrap();
     let latin1 = latin1.to_str().unwrap();
     for (name, extra) in [
-        ("rf", ["--replication-factor", "99999999999"]),
-        ("latin1", ["--password-file", latin1]),
+        ("rf", &["--replication-factor", "99999999999"][..]),
+        ("latin1", &["--password-file", latin1]),
+        ("tls", &["--tls-cert", &crt, "--tls-key", &other_key]),
     ] {
         let bad = dir.path().join(format!("bad-{name}"));
-        let out = install(&bad, "b", (free_port(), free_port()), None, &extra);
+        let out = install(&bad, "b", (free_port(), free_port()), None, extra);
         assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stderr));
         assert!(!bad.join("etc/cassio/cassio.toml").exists(), "{name}");
-        if name == "rf" {
-            let stderr = text(&out.stderr);
-            assert!(stderr.contains("nothing was installed"), "{stderr}");
+        assert!(!bad.join("etc/cassio/tls.key").exists(), "{name}");
+        let stderr = text(&out.stderr);
+        match name {
+            "rf" => assert!(stderr.contains("nothing was installed"), "{stderr}"),
+            "tls" => assert!(
+                stderr.contains("do not make a server identity")
+                    && stderr.contains("no usable pair"),
+                "{stderr}"
+            ),
+            _ => {}
         }
     }
 }
@@ -332,7 +380,7 @@ fn bad_options_are_refused_with_a_sentence() {
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "\nsecond line\n").unwrap();
     let empty = empty.to_str().unwrap();
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (&["--native-port", "70000"], "--native-port must be 1-65535"),
         (&["--seeds", "db1"], "'db1' is not HOST:PORT"),
         (
@@ -354,6 +402,10 @@ fn bad_options_are_refused_with_a_sentence() {
         (
             &["--password-file", empty],
             "holds no password on its first line",
+        ),
+        (
+            &["--tls-cert", "/etc/hostname"],
+            "--tls-cert and --tls-key go together",
         ),
     ];
     for (args, sentence) in cases {
