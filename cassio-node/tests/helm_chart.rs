@@ -222,6 +222,44 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
         effective.contains("# password = (set, not shown)") && !effective.contains("s3cret"),
         "the daemon reads it and does not print it: {effective}"
     );
+
+    // TLS from a Secret, mounted where the variables say; the daemon reads
+    // the variables and the files (made here, at the paths the pod has).
+    assert!(!render("templates/statefulset.yaml", &[]).contains("CASSIO_TLS"));
+    let statefulset = render(
+        "templates/statefulset.yaml",
+        &["tls.existingSecret=cassio-tls"],
+    );
+    for expected in [
+        "mountPath: /etc/cassio-tls",
+        "secretName: \"cassio-tls\"",
+        "defaultMode: 0440",
+    ] {
+        assert!(
+            statefulset.contains(expected),
+            "no {expected:?} in {statefulset}"
+        );
+    }
+    let env = env_values(&statefulset);
+    let dir = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["rel-cassio".to_string()]).unwrap();
+    let mut tls_env = BTreeMap::new();
+    for (name, pem) in [
+        ("CASSIO_TLS_CERT_FILE", cert.pem()),
+        ("CASSIO_TLS_KEY_FILE", signing_key.serialize_pem()),
+    ] {
+        let in_pod = &env[name];
+        assert!(in_pod.starts_with("/etc/cassio-tls/"), "{name}={in_pod}");
+        assert!(help.contains(&format!("[env: {name}=")), "{help}");
+        let here = dir
+            .path()
+            .join(in_pod.trim_start_matches('/').replace('/', "_"));
+        std::fs::write(&here, pem).unwrap();
+        tls_env.insert(name.to_string(), here.to_str().unwrap().to_string());
+    }
+    let effective = check_config(&config, &tls_env);
+    assert!(effective.contains("[tls]"), "{effective}");
 }
 
 /// The first one-line `command: [...]` after the line `section` (the
