@@ -198,22 +198,13 @@ fi
 
 config="$root/etc/cassio/cassio.toml"
 install -d "$root/etc/cassio"
-# Configs are checked with the TLS files where they are installed (under
-# --root, not yet at /etc/cassio).
-tls_installed=()
+# The TLS pair is checked before anything is installed; the config to
+# write is checked with it where it is now.
+tls_given=()
 if [ -n "$tls_cert" ]; then
-    # The pair is checked before it replaces an installed one.
-    CASSIO_TLS_CERT_FILE=$tls_cert CASSIO_TLS_KEY_FILE=$tls_key "$bin_dir/cassio-node" --check-config >/dev/null ||
+    tls_given=(CASSIO_TLS_CERT_FILE="$tls_cert" CASSIO_TLS_KEY_FILE="$tls_key")
+    env "${tls_given[@]}" "$bin_dir/cassio-node" --check-config >/dev/null ||
         die "--tls-cert and --tls-key are no usable pair (see above); nothing was installed in $root/etc/cassio"
-    tls_installed=(CASSIO_TLS_CERT_FILE="$root/etc/cassio/tls.crt" CASSIO_TLS_KEY_FILE="$root/etc/cassio/tls.key")
-    # The key readable by root and the cassio group only, as the config.
-    say "installing $root/etc/cassio/tls.crt and tls.key"
-    install -m 0644 "$tls_cert" "$root/etc/cassio/tls.crt"
-    if [ -z "$root" ]; then
-        install -m 0640 -o root -g cassio "$tls_key" "$root/etc/cassio/tls.key"
-    else
-        install -m 0640 "$tls_key" "$root/etc/cassio/tls.key"
-    fi
 fi
 if [ -f "$config" ]; then
     say "keeping $config (edit it, or remove it to write a new one)"
@@ -274,7 +265,7 @@ key_file = "/etc/cassio/tls.key"
 EOF
     fi
     # Checked before it is installed: a rerun keeps whatever is installed.
-    env "${tls_installed[@]}" "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
+    env "${tls_given[@]}" "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
         die "the config written from these options is not valid (see above); nothing was installed in $root/etc/cassio"
     if [ -z "$root" ]; then
         install -m 0640 -o root -g cassio "$staged" "$config"
@@ -282,6 +273,18 @@ EOF
         install -m 0640 "$staged" "$config"
     fi
 fi
+if [ -n "$tls_cert" ]; then
+    # The key readable by root and the cassio group only, as the config.
+    say "installing $root/etc/cassio/tls.crt and tls.key"
+    install -m 0644 "$tls_cert" "$root/etc/cassio/tls.crt"
+    if [ -z "$root" ]; then
+        install -m 0640 -o root -g cassio "$tls_key" "$root/etc/cassio/tls.key"
+    else
+        install -m 0640 "$tls_key" "$root/etc/cassio/tls.key"
+    fi
+fi
+tls_on=""
+if grep -q '^\[tls\]' "$config"; then tls_on=1; fi
 
 unit="$root/etc/systemd/system/cassio.service"
 say "writing $unit"
@@ -315,7 +318,12 @@ WantedBy=multi-user.target
 EOF
 
 # The config may have been kept: check it as the daemon will read it.
-env "${tls_installed[@]}" "$bin_dir/cassio-node" --config "$config" --check-config >/dev/null ||
+# Under --root the config's TLS files are at the root, not at /etc/cassio.
+tls_under_root=()
+if [ -n "$root" ] && [ -n "$tls_on" ]; then
+    tls_under_root=(CASSIO_TLS_CERT_FILE="$root/etc/cassio/tls.crt" CASSIO_TLS_KEY_FILE="$root/etc/cassio/tls.key")
+fi
+env "${tls_under_root[@]}" "$bin_dir/cassio-node" --config "$config" --check-config >/dev/null ||
     die "$config is not valid (see above)"
 if [ -n "$root" ]; then
     say "installed into $root; start it there with: cassio-node --config /etc/cassio/cassio.toml"
@@ -339,7 +347,7 @@ for _ in $(seq 1 60); do
         die "cassio.service failed to start (the reason is above; journalctl -u cassio)"
     fi
     if (exec 3<>"/dev/tcp/$probe_ip/$native_port") 2>/dev/null; then
-        say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port${tls_cert:+, TLS})"
+        say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port${tls_on:+, TLS})"
         if [ -x /usr/local/bin/cassio ]; then
             [ -z "$password" ] || export CASSIO_PASSWORD=$password
             /usr/local/bin/cassio --host "$address:$native_port" status || true

@@ -271,7 +271,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.check_config {
         // The files are read, as the node would at start.
         if let Some(tls) = &config.tls {
-            tls.load()?;
+            tls.check()?;
         }
         // The password is not printed: the output may end up in logs.
         let shown = NodeConfig {

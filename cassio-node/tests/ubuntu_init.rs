@@ -348,7 +348,17 @@ fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
     std::fs::write(&latin1, b"caf\xe9\n").unwrap();
     let latin1 = latin1.to_str().unwrap();
     for (name, extra) in [
-        ("rf", &["--replication-factor", "99999999999"][..]),
+        (
+            "rf",
+            &[
+                "--replication-factor",
+                "99999999999",
+                "--tls-cert",
+                &crt,
+                "--tls-key",
+                &key,
+            ][..],
+        ),
         ("latin1", &["--password-file", latin1]),
         ("tls", &["--tls-cert", &crt, "--tls-key", &other_key]),
     ] {

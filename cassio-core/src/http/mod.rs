@@ -14,12 +14,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use crate::net::{
-    ConnectionLimit, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining,
-};
+use crate::net::{ConnectionLimit, Transport, refuse_and_close};
 use crate::node::shared::NodeShared;
 
 /// A client that sends no complete request head in this time is dropped.
@@ -58,8 +55,7 @@ pub(crate) async fn serve<T: Transport>(
             let admitted = limit.admit();
             async move {
                 let Some(_admitted) = admitted else {
-                    let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
-                    close_draining(&mut stream, REFUSAL_LINGER, REFUSAL_DRAIN_BYTES_MAX).await;
+                    refuse_and_close(&mut stream, TOO_MANY_CONNECTIONS).await;
                     return Ok(());
                 };
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// The open connections of one port, and the limit.
+/// The open connections a limit counts, and the limit.
 #[derive(Debug)]
 pub(crate) struct ConnectionLimit {
     open: AtomicUsize,

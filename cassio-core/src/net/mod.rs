@@ -1,6 +1,8 @@
 //! Networking: the transport seam (real TCP or a simulated network), the
-//! multiplexed client [`Connection`], the request [`server`](serve), and the
-//! shared send buffer both ends write through ([`outbox`]).
+//! multiplexed client [`Connection`], the native protocol's server, the
+//! shared send buffer both ends write through ([`outbox`]), the client
+//! connection limit (`max_clients`), closing refused connections
+//! ([`linger`]), and the Redis port's TLS ([`tls`]).
 
 mod connection;
 mod connection_limit;
@@ -18,7 +20,7 @@ pub use connection::{Connection, ResponseSlot};
 /// many to one syscall.
 pub(crate) const READ_BUFFER_BYTES: usize = 64 * 1024;
 pub(crate) use connection_limit::{Admitted, ConnectionLimit};
-pub(crate) use linger::{REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, close_draining};
+pub(crate) use linger::{close_draining, refuse_and_close};
 pub(crate) use server::accept_loop;
 pub use server::{Caller, Handler};
 pub(crate) use server::{ServerConfig, serve};

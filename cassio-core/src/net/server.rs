@@ -184,13 +184,16 @@ where
         Role::Client => match config.clients.admit() {
             Some(admitted) => Some(admitted),
             None => {
+                // Logged here, the first and every thousandth: a flood
+                // must not flood the log.
                 config.clients.log_refusal("native");
                 let reason = format!(
                     "max number of clients reached ({} client connections are open; \
                      see max_clients)",
                     config.clients.max()
                 );
-                return Err(refuse(&mut stream, addr, reason).await);
+                refuse(&mut stream, addr, reason).await;
+                return Ok(());
             }
         },
     };

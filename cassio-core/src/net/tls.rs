@@ -13,14 +13,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
-use super::linger::{REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, close_draining};
+use super::linger::refuse_and_close;
 use crate::error::{Error, Result};
 
 /// A client has this long to complete its TLS handshake.
@@ -39,14 +39,20 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Reads both files and checks that they make a usable server
-    /// identity: the errors name the file and what is wrong with it.
-    pub fn load(&self) -> Result<Arc<ServerConfig>> {
+    /// identity, as a node does at start: the error names the file and
+    /// what is wrong with it (`cassio-node --check-config`).
+    pub fn check(&self) -> Result<()> {
+        self.load().map(drop)
+    }
+
+    /// The server side of TLS with these files, or why they make none.
+    pub(crate) fn load(&self) -> Result<Arc<ServerConfig>> {
         let certs = read_certs(&self.cert_file)?;
         let key = read_key(&self.key_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(&self.cert_file, e))?
+            .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| {
@@ -61,15 +67,15 @@ impl TlsFiles {
 }
 
 /// The server side of a TLS handshake on `stream`, within
-/// [`HANDSHAKE_TIMEOUT`]. A client whose first byte starts no TLS
-/// handshake record speaks plain text: it is sent `plain_refusal`, in
-/// plain text, before the connection closes. The error says why there is
-/// no TLS stream.
+/// [`HANDSHAKE_TIMEOUT`]; `None` if the client closed before it began, or
+/// spoke plain text: a client whose first byte starts no TLS handshake
+/// record is sent `plain_refusal`, in plain text, and closed. The error
+/// says why a handshake failed.
 pub(crate) async fn accept<S>(
     mut stream: S,
     config: Arc<ServerConfig>,
     plain_refusal: &[u8],
-) -> std::result::Result<TlsStream<Replayed<S>>, String>
+) -> std::result::Result<Option<TlsStream<Replayed<S>>>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -77,21 +83,22 @@ where
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.read(&mut first)).await {
         Ok(Ok(1)) => {}
-        Ok(Ok(_)) => return Err("closed before its TLS handshake".into()),
+        // A port check (connect, close): nothing to say.
+        Ok(Ok(_)) => return Ok(None),
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
     }
     if first[0] != HANDSHAKE_RECORD {
-        let _ = stream.write_all(plain_refusal).await;
-        close_draining(&mut stream, REFUSAL_LINGER, REFUSAL_DRAIN_BYTES_MAX).await;
-        return Err("a plain-text client on the TLS port".into());
+        tracing::debug!("a plain-text client on the TLS port: told so, closed");
+        refuse_and_close(&mut stream, plain_refusal).await;
+        return Ok(None);
     }
     let stream = Replayed {
         first: Some(first[0]),
         inner: stream,
     };
     match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(stream)).await {
-        Ok(Ok(stream)) => Ok(stream),
+        Ok(Ok(stream)) => Ok(Some(stream)),
         Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
         Err(_) => Err(format!(
             "TLS handshake not done within {HANDSHAKE_TIMEOUT:?}"

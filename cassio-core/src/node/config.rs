@@ -27,7 +27,8 @@ pub struct NodeConfig {
     /// When set (`--password`), every client and peer must give it: in the
     /// native handshake, and on the Redis port with AUTH (or HELLO's AUTH)
     /// before any other command. Every node of a cluster needs the same.
-    /// Sent in the clear: use it on a network you trust.
+    /// Sent in the clear on the native port (and on the Redis port without
+    /// `tls`): use it on a network you trust.
     pub password: Option<Secret>,
     /// Native protocol address for clients and peers (`--listen`); port 0
     /// picks a free port.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::{join_all, join3};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio_rustls::rustls;
 
 use super::commands::{Command, is_plain_set, read_level, read_reply, write_reply};
 use super::parse::parse_command;
@@ -19,11 +20,7 @@ use super::pipeline::Run;
 use super::reply::{Protocol, Reply};
 use super::session::Session;
 use super::transaction::{Step, is_transaction_command};
-use tokio_rustls::rustls;
-
-use crate::net::{
-    Admitted, REFUSAL_DRAIN_BYTES_MAX, REFUSAL_LINGER, Transport, close_draining, tls_accept,
-};
+use crate::net::{Admitted, Transport, close_draining, refuse_and_close, tls_accept};
 use crate::node::shared::NodeShared;
 use crate::node::workers::ClientThreads;
 use crate::storage::Cell;
@@ -34,10 +31,11 @@ const REPLY_FLUSH_BYTES: usize = 1024 * 1024;
 /// Bytes read per syscall.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// How long, and how many bytes, a refused connection's further input is
-/// read and dropped before it is closed ([`close_after_error`]).
-const LINGER_MS: u64 = 1000;
-const LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// How long, and how many bytes, the further input of a connection closed
+/// for a protocol error is read and dropped before it is closed (a value
+/// over the size limit may still be arriving; [`close_draining`]).
+const ERROR_LINGER: Duration = Duration::from_millis(1000);
+const ERROR_LINGER_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 type Served = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
@@ -60,7 +58,7 @@ pub(crate) async fn serve<T: Transport>(
         move |stream, addr| {
             let node = node.clone();
             let Some(admitted) = node.client_connections.admit() else {
-                return Box::pin(refuse_connection(stream, node)) as Served;
+                return Box::pin(refuse_connection(stream, node, tls.is_some())) as Served;
             };
             let tls = tls.clone();
             let Some(threads) = &threads else {
@@ -93,15 +91,21 @@ pub(crate) async fn serve<T: Transport>(
 const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// Tells a connection over the limit why, and closes it so that the client
-/// gets the sentence, not a reset ([`close_draining`]).
-async fn refuse_connection<S, T>(mut stream: S, node: Arc<NodeShared<T>>) -> Result<(), String>
+/// gets the sentence, not a reset ([`refuse_and_close`]). On a TLS port
+/// it is closed without one: a sentence needs a TLS handshake first,
+/// which a flood of refused connections should not get.
+async fn refuse_connection<S, T>(
+    mut stream: S,
+    node: Arc<NodeShared<T>>,
+    tls: bool,
+) -> Result<(), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: Transport,
 {
     node.client_connections.log_refusal("Redis-protocol");
-    let _ = stream.write_all(MAX_CLIENTS_REACHED).await;
-    close_draining(&mut stream, REFUSAL_LINGER, REFUSAL_DRAIN_BYTES_MAX).await;
+    let refusal = if tls { &b""[..] } else { MAX_CLIENTS_REACHED };
+    refuse_and_close(&mut stream, refusal).await;
     Ok(())
 }
 
@@ -121,12 +125,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: Transport,
 {
-    match tls {
-        None => serve_connection(stream, node).await,
-        Some(config) => {
-            let stream = tls_accept(stream, config, TLS_REQUIRED).await?;
-            serve_connection(stream, node).await
-        }
+    let Some(config) = tls else {
+        return serve_connection(stream, node).await;
+    };
+    match tls_accept(stream, config, TLS_REQUIRED).await? {
+        Some(stream) => serve_connection(stream, node).await,
+        None => Ok(()),
     }
 }
 
@@ -175,10 +179,13 @@ where
     let mut out = Vec::new();
     loop {
         buffer.reserve(READ_CHUNK_BYTES);
-        let read = stream
-            .read_buf(&mut buffer)
-            .await
-            .map_err(|e| e.to_string())?;
+        let read = match stream.read_buf(&mut buffer).await {
+            Ok(read) => read,
+            // A TLS client that closed without TLS's close_notify (most
+            // do): a close like any other.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e.to_string()),
+        };
         if read == 0 {
             return Ok(());
         }
@@ -228,12 +235,15 @@ where
             Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out, session.protocol);
         }
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        // A TLS stream may keep the end of the replies encrypted but
+        // unsent until flushed (a plain socket's flush does nothing).
+        stream.flush().await.map_err(|e| e.to_string())?;
         out.clear();
         if out.capacity() > REPLY_FLUSH_BYTES {
             out = Vec::new();
         }
         if let Some(e) = protocol_error {
-            close_after_error(&mut stream).await;
+            close_draining(&mut stream, ERROR_LINGER, ERROR_LINGER_BYTES_MAX).await;
             return Err(e);
         }
         if session.quit {
@@ -241,17 +251,6 @@ where
             return Ok(());
         }
     }
-}
-
-/// Closes a connection whose input was refused, once the error reply is
-/// written: the client may still be sending (a value over the size limit,
-/// say), so what it sends is read and dropped for at most [`LINGER_MS`] and
-/// [`LINGER_BYTES_MAX`] first.
-async fn close_after_error<S>(stream: &mut S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    close_draining(stream, Duration::from_millis(LINGER_MS), LINGER_BYTES_MAX).await;
 }
 
 const NOAUTH: &str = "NOAUTH Authentication required.";

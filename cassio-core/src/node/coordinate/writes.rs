@@ -95,16 +95,24 @@ impl<T: Transport> NodeShared<T> {
         answers
     }
 
-    /// [`Self::coordinate_writes`], for writes that arrived at `started`.
+    /// [`Self::coordinate_writes`], for writes that arrived at `started`:
+    /// their write timeout counts from then.
     async fn write_batch(
         self: &Arc<Self>,
         writes: Vec<(Vec<u8>, Cell)>,
         level: ConsistencyLevel,
         started: Instant,
     ) -> Vec<Response> {
-        if let Some(refusal) = self.wait_until_joined().await {
-            return vec![refusal; writes.len()];
-        }
+        // A node still joining waits first; the write timeout then counts
+        // from when it can ask its replicas.
+        let joined = *self.joined.borrow();
+        let started = match joined {
+            true => started,
+            false => match self.wait_until_joined().await {
+                Some(refusal) => return vec![refusal; writes.len()],
+                None => Instant::now(),
+            },
+        };
         let mut phases: Vec<Phase> = writes.iter().map(|_| Phase::Pending).collect();
         let mut rounds = Vec::with_capacity(writes.len());
         let mut groups: Vec<Group> = Vec::new();
