@@ -38,6 +38,10 @@ Usage: sudo ./ubuntu_init.sh [OPTIONS]
                             TLS only (redis-cli --tls); both or neither.
                             Copied to /etc/cassio on every run (a rerun
                             renews them)
+  --tls-ca FILE             PEM certificate of the CA that signed every
+                            node's certificate (needs --tls-cert): the native
+                            port (peers, cassio) speaks TLS too; the same on
+                            every node
   --bind IP                 interface the ports listen on [0.0.0.0: all]
   --data-dir DIR            [/var/lib/cassio]
   --bin-dir DIR             install cassio-node (and cassio) from DIR instead
@@ -66,6 +70,7 @@ http_port=9180
 password_file=""
 tls_cert=""
 tls_key=""
+tls_ca=""
 bind_ip=0.0.0.0
 data_dir=/var/lib/cassio
 bin_dir=""
@@ -78,7 +83,7 @@ while [ $# -gt 0 ]; do
         -h | --help) usage; exit 0 ;;
         --no-start) start=0; shift; continue ;;
         --name | --address | --seeds | --cluster-name | --replication-factor | --native-port | \
-            --resp-port | --http-port | --password-file | --tls-cert | --tls-key | --bind | \
+            --resp-port | --http-port | --password-file | --tls-cert | --tls-key | --tls-ca | --bind | \
             --data-dir | --bin-dir | --root) ;;
         *) die "unknown option '$option' (see --help)" ;;
     esac
@@ -97,6 +102,7 @@ while [ $# -gt 0 ]; do
         --password-file) password_file=$value ;;
         --tls-cert) tls_cert=$value ;;
         --tls-key) tls_key=$value ;;
+        --tls-ca) tls_ca=$value ;;
         --bind) bind_ip=$value ;;
         --data-dir) data_dir=$value ;;
         --bin-dir) bin_dir=$value ;;
@@ -128,6 +134,10 @@ if [ -n "$tls_cert" ] || [ -n "$tls_key" ]; then
         die "--tls-cert and --tls-key go together (a certificate and its private key)"
     [ -r "$tls_cert" ] || die "cannot read --tls-cert '$tls_cert'"
     [ -r "$tls_key" ] || die "cannot read --tls-key '$tls_key'"
+fi
+if [ -n "$tls_ca" ]; then
+    [ -n "$tls_cert" ] || die "--tls-ca needs --tls-cert and --tls-key (this node's own certificate)"
+    [ -r "$tls_ca" ] || die "cannot read --tls-ca '$tls_ca'"
 fi
 [[ $replication_factor =~ ^[1-9][0-9]*$ ]] || die "--replication-factor must be a positive number, got '$replication_factor'"
 [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || die "--name may hold letters, digits, '.', '_' and '-', got '$name'"
@@ -203,6 +213,7 @@ install -d "$root/etc/cassio"
 tls_given=()
 if [ -n "$tls_cert" ]; then
     tls_given=(CASSIO_TLS_CERT_FILE="$tls_cert" CASSIO_TLS_KEY_FILE="$tls_key")
+    if [ -n "$tls_ca" ]; then tls_given+=(CASSIO_TLS_CA_CERT_FILE="$tls_ca"); fi
     env "${tls_given[@]}" "$bin_dir/cassio-node" --check-config >/dev/null ||
         die "--tls-cert and --tls-key are no usable pair (see above); nothing was installed in $root/etc/cassio"
 fi
@@ -263,6 +274,12 @@ EOF
 cert_file = "/etc/cassio/tls.crt"
 key_file = "/etc/cassio/tls.key"
 EOF
+        if [ -n "$tls_ca" ]; then
+            cat >>"$staged" <<EOF
+# The native port (peers, cassio --tls-ca-cert-file /etc/cassio/ca.crt) too.
+ca_cert_file = "/etc/cassio/ca.crt"
+EOF
+        fi
     fi
     # Checked before it is installed: a rerun keeps whatever is installed.
     env "${tls_given[@]}" "$bin_dir/cassio-node" --config "$staged" --check-config >/dev/null ||
@@ -277,6 +294,7 @@ if [ -n "$tls_cert" ]; then
     # The key readable by root and the cassio group only, as the config.
     say "installing $root/etc/cassio/tls.crt and tls.key"
     install -m 0644 "$tls_cert" "$root/etc/cassio/tls.crt"
+    if [ -n "$tls_ca" ]; then install -m 0644 "$tls_ca" "$root/etc/cassio/ca.crt"; fi
     if [ -z "$root" ]; then
         install -m 0640 -o root -g cassio "$tls_key" "$root/etc/cassio/tls.key"
     else
@@ -322,6 +340,9 @@ EOF
 tls_under_root=()
 if [ -n "$root" ] && [ -n "$tls_on" ]; then
     tls_under_root=(CASSIO_TLS_CERT_FILE="$root/etc/cassio/tls.crt" CASSIO_TLS_KEY_FILE="$root/etc/cassio/tls.key")
+    if grep -q '^ca_cert_file' "$config"; then
+        tls_under_root+=(CASSIO_TLS_CA_CERT_FILE="$root/etc/cassio/ca.crt")
+    fi
 fi
 env "${tls_under_root[@]}" "$bin_dir/cassio-node" --config "$config" --check-config >/dev/null ||
     die "$config is not valid (see above)"
@@ -350,6 +371,9 @@ for _ in $(seq 1 60); do
         say "cassio is up: node $name at $address:$native_port (Redis protocol on port $resp_port${tls_on:+, TLS})"
         if [ -x /usr/local/bin/cassio ]; then
             [ -z "$password" ] || export CASSIO_PASSWORD=$password
+            if grep -q '^ca_cert_file' "$config"; then
+                export CASSIO_TLS_CA_CERT_FILE=/etc/cassio/ca.crt
+            fi
             /usr/local/bin/cassio --host "$address:$native_port" status || true
         fi
         echo "   Other hosts reach it through TCP ports $native_port and $resp_port; open them between the cluster's hosts only."

@@ -10,10 +10,13 @@ mod zipf;
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cassio_client::{ClientConfig, ConsistencyLevel, MoveSummary, Secret, blocking::Client};
+use cassio_client::{
+    ClientConfig, ConsistencyLevel, MoveSummary, Secret, TlsClient, blocking::Client,
+};
 use clap::{Parser, Subcommand};
 
 /// `cassio up` runs nodes in this process: the same allocator as
@@ -52,6 +55,10 @@ struct Cli {
     /// nodes require).
     #[arg(long, global = true, env = "CASSIO_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// The cluster's CA certificate (PEM), for a cluster whose native port
+    /// speaks TLS (nodes started with --tls-ca-cert-file).
+    #[arg(long, global = true, env = "CASSIO_TLS_CA_CERT_FILE")]
+    tls_ca_cert_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,23 +124,28 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// How the CLI's clients talk to the cluster: its level and password.
-fn connect_config(cli: &Cli) -> ClientConfig {
-    ClientConfig {
+/// How the CLI's clients talk to the cluster: its level, password and CA.
+fn connect_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
+    let tls = match &cli.tls_ca_cert_file {
+        Some(path) => Some(TlsClient::from_ca_cert_file(path)?),
+        None => None,
+    };
+    Ok(ClientConfig {
         consistency: cli.consistency,
         password: cli.password.clone().map(Secret::new),
+        tls,
         ..ClientConfig::default()
-    }
+    })
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    match Client::connect(&[cli.host], connect_config(cli)) {
+    match Client::connect(&[cli.host], connect_config(cli)?) {
         Ok(client) => Ok(client),
-        // A node answered, and said why not (a password, say).
+        // A node answered, and said why not (a password, TLS, say).
         Err(
-            refused @ cassio_client::Error::Transport(cassio_core::Error::HandshakeRefused {
-                ..
-            }),
+            refused @ cassio_client::Error::Transport(
+                cassio_core::Error::HandshakeRefused { .. } | cassio_core::Error::Tls { .. },
+            ),
         ) => Err(refused.into()),
         Err(e) => Err(anyhow::Error::new(e).context(format!(
             "cannot reach a cassio node at {} (is one running? `cassio up` starts a local cluster)",
@@ -243,7 +255,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let client = connect(&cli)?;
             shell::run(&client, &cli.host.to_string(), cli.consistency)
         }
-        Command::Bench(args) => bench::run(args, &connect_config(&cli), cli.host, cli.json),
+        Command::Bench(args) => bench::run(args, &connect_config(&cli)?, cli.host, cli.json),
         Command::Repair { timeout_s } => {
             let client = connect(&cli)?;
             let summary = client.repair(std::time::Duration::from_secs(*timeout_s))?;

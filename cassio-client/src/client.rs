@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::coordinator::repair::RepairSummary;
-use cassio_core::net::{Connection, Tcp};
+use cassio_core::net::{Connection, Tcp, TlsClient};
 use cassio_core::proto::{
     CleanupSummary, ClusterStatus, Hello, KeyRange, MoveSummary, Request, Response, Role, ScanEntry,
 };
@@ -34,6 +34,9 @@ pub struct ClientConfig {
     pub frame_bytes_max: usize,
     /// The cluster's password, if it has one.
     pub password: Option<Secret>,
+    /// TLS, for a cluster whose native port speaks it: nodes' certificates
+    /// are checked against its CA ([`TlsClient::from_ca_cert_file`]).
+    pub tls: Option<TlsClient>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
             retries: 2,
             frame_bytes_max: 64 * 1024 * 1024,
             password: None,
+            tls: None,
         }
     }
 }
@@ -365,12 +369,13 @@ impl Client {
         let hello = Hello::new(&config.cluster_name, Role::Client, None)
             .with_password(config.password.as_ref());
         let conn = Arc::new(
-            Connection::open(
+            Connection::open_with(
                 &Tcp,
                 addr,
                 hello,
                 config.frame_bytes_max,
                 config.connect_timeout,
+                config.tls.as_ref(),
             )
             .await?,
         );

@@ -37,6 +37,7 @@ mod routing;
 
 pub use cassio_core::coordinator::ConsistencyLevel;
 pub use cassio_core::coordinator::repair::RepairSummary;
+pub use cassio_core::net::TlsClient;
 pub use cassio_core::proto::{CleanupSummary, KeyRange, MoveSummary, ScanEntry};
 pub use cassio_core::types::Secret;
 pub use client::{Client, ClientConfig, ScanPage, Versioned};

@@ -99,6 +99,11 @@ pub enum Error {
     )]
     RemovedFromCluster { name: String, seen_by: String },
 
+    /// A TLS handshake with a node failed (its certificate is not from the
+    /// CA given, say).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls { addr: String, reason: String },
+
     /// The other side refused our handshake, saying why.
     #[error("handshake refused by {addr}: {reason}")]
     HandshakeRefused { addr: String, reason: String },

@@ -89,6 +89,12 @@ struct Args {
     /// PEM private key of --tls-cert-file.
     #[arg(long, env = "CASSIO_TLS_KEY_FILE")]
     tls_key_file: Option<PathBuf>,
+    /// PEM certificate of the CA that signed every node's certificate: the
+    /// native port (peers, cassio clients) then speaks TLS too, and peers'
+    /// certificates are checked against it [default: native port in plain
+    /// text].
+    #[arg(long, env = "CASSIO_TLS_CA_CERT_FILE")]
+    tls_ca_cert_file: Option<PathBuf>,
     /// Read and validate the configuration, print it as TOML, and exit
     /// (status 2 and the reason if it is not valid).
     #[arg(long)]
@@ -166,15 +172,17 @@ impl Args {
         }
         config.tls = match (&self.tls_cert_file, &self.tls_key_file, config.tls) {
             (None, None, tls) => tls,
-            (Some(cert_file), Some(key_file), _) => Some(TlsFiles {
+            (Some(cert_file), Some(key_file), tls) => Some(TlsFiles {
                 cert_file: cert_file.clone(),
                 key_file: key_file.clone(),
+                ca_cert_file: tls.and_then(|tls| tls.ca_cert_file),
             }),
             // One of the two flags over a config file's [tls]: it replaces
             // that file.
             (cert, key, Some(tls)) => Some(TlsFiles {
                 cert_file: cert.clone().unwrap_or(tls.cert_file),
                 key_file: key.clone().unwrap_or(tls.key_file),
+                ca_cert_file: tls.ca_cert_file,
             }),
             (Some(_), None, None) => {
                 anyhow::bail!(
@@ -187,6 +195,14 @@ impl Args {
                 )
             }
         };
+        if let Some(ca) = &self.tls_ca_cert_file {
+            match &mut config.tls {
+                Some(tls) => tls.ca_cert_file = Some(ca.clone()),
+                None => anyhow::bail!(
+                    "--tls-ca-cert-file needs --tls-cert-file and --tls-key-file (this node's own certificate and key)"
+                ),
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -435,5 +451,20 @@ mod tests {
         assert_eq!(both.tls.unwrap().key_file, PathBuf::from("a.key"));
         let alone = flags(&["--tls-cert-file", "a.crt"]).unwrap_err();
         assert!(alone.to_string().contains("--tls-key-file"), "{alone}");
+        let ca = flags(&[
+            "--tls-cert-file",
+            "a.crt",
+            "--tls-key-file",
+            "a.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(ca.tls.unwrap().ca_cert_file, Some(PathBuf::from("ca.crt")));
+        let ca_alone = flags(&["--tls-ca-cert-file", "ca.crt"]).unwrap_err();
+        assert!(
+            ca_alone.to_string().contains("--tls-cert-file"),
+            "{ca_alone}"
+        );
     }
 }

@@ -260,6 +260,20 @@ fn the_chart_lints_and_renders_a_configuration_the_daemon_accepts() {
     }
     let effective = check_config(&config, &tls_env);
     assert!(effective.contains("[tls]"), "{effective}");
+    // The native port too, with the Secret's CA.
+    let statefulset = render(
+        "templates/statefulset.yaml",
+        &["tls.existingSecret=cassio-tls", "tls.native=true"],
+    );
+    let ca_in_pod = &env_values(&statefulset)["CASSIO_TLS_CA_CERT_FILE"];
+    assert_eq!(ca_in_pod, "/etc/cassio-tls/ca.crt");
+    assert!(help.contains("[env: CASSIO_TLS_CA_CERT_FILE="), "{help}");
+    tls_env.insert(
+        "CASSIO_TLS_CA_CERT_FILE".into(),
+        tls_env["CASSIO_TLS_CERT_FILE"].clone(),
+    );
+    let effective = check_config(&config, &tls_env);
+    assert!(effective.contains("ca_cert_file = "), "{effective}");
 }
 
 /// The first one-line `command: [...]` after the line `section` (the

@@ -323,10 +323,15 @@ fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
         "t",
         (free_port(), free_port()),
         None,
-        &["--tls-cert", &crt, "--tls-key", &key],
+        &["--tls-cert", &crt, "--tls-key", &key, "--tls-ca", &crt],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = config(&tls);
+    assert!(
+        written.contains("ca_cert_file = \"/etc/cassio/ca.crt\"")
+            && tls.join("etc/cassio/ca.crt").exists(),
+        "{written}"
+    );
     assert!(
         written.contains(
             "[tls]\ncert_file = \"/etc/cassio/tls.crt\"\nkey_file = \"/etc/cassio/tls.key\"\n"

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::READ_BUFFER_BYTES;
 use super::outbox::Outbox;
+use super::tls::TlsClient;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, RequestFrame, Response};
@@ -45,57 +46,92 @@ impl Connection {
         frame_bytes_max: usize,
         timeout: Duration,
     ) -> Result<Connection> {
+        Self::open_with(transport, addr, hello, frame_bytes_max, timeout, None).await
+    }
+
+    /// [`Connection::open`], over TLS if `tls` is given (a node whose
+    /// native port speaks TLS), all within `timeout`.
+    pub async fn open_with<T: Transport>(
+        transport: &T,
+        addr: SocketAddr,
+        hello: Hello,
+        frame_bytes_max: usize,
+        timeout: Duration,
+        tls: Option<&TlsClient>,
+    ) -> Result<Connection> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = |what: String| Error::Timeout {
+            what,
+            after_ms: timeout.as_millis() as u64,
+        };
+        let stream = tokio::time::timeout_at(deadline, transport.connect(addr))
+            .await
+            .map_err(|_| timed_out(format!("connecting to {addr}")))?
+            .map_err(|e| Error::io(addr.to_string(), e))?;
+        let Some(tls) = tls else {
+            return Self::start(stream, addr, hello, frame_bytes_max, deadline, timed_out).await;
+        };
+        let stream = tokio::time::timeout_at(deadline, tls.connect(addr, stream))
+            .await
+            .map_err(|_| {
+                timed_out(format!(
+                    "TLS handshake with {addr} (a stalled node, or a port that speaks no TLS)"
+                ))
+            })??;
+        Self::start(stream, addr, hello, frame_bytes_max, deadline, timed_out).await
+    }
+
+    /// Says hello on a connected `stream` by `deadline` and, once welcomed,
+    /// starts the connection's reader and writer.
+    async fn start<S>(
+        mut stream: S,
+        addr: SocketAddr,
+        hello: Hello,
+        frame_bytes_max: usize,
+        deadline: tokio::time::Instant,
+        timed_out: impl Fn(String) -> Error,
+    ) -> Result<Connection>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let not_a_node = |reason: String| Error::NotANode {
             addr: addr.to_string(),
             reason,
         };
-        let mut connected = false;
         let handshake = async {
-            let mut stream = transport
-                .connect(addr)
-                .await
-                .map_err(|e| Error::io(addr.to_string(), e))?;
-            connected = true;
-            let reply = async {
-                proto::write_frame(&mut stream, &hello).await?;
-                let reply = proto::read_frame(&mut stream, frame_bytes_max)
-                    .await?
-                    .ok_or(Error::ConnectionClosed {
-                        addr: addr.to_string(),
-                    })?;
-                proto::decode::<HelloReply>(&reply)
-            };
-            // An answer no cassio node gives (an absurd frame length, bytes
-            // that are no message) means another service; anything else
-            // (a closed connection, say) keeps its own error.
-            let reply = reply.await.map_err(|e| match e {
+            proto::write_frame(&mut stream, &hello).await?;
+            let reply = proto::read_frame(&mut stream, frame_bytes_max)
+                .await?
+                .ok_or(Error::ConnectionClosed {
+                    addr: addr.to_string(),
+                })?;
+            proto::decode::<HelloReply>(&reply)
+        };
+        // An answer no cassio node gives (an absurd frame length, bytes
+        // that are no message) means another service; anything else
+        // (a closed connection, say) keeps its own error.
+        let reply = tokio::time::timeout_at(deadline, handshake)
+            .await
+            .map_err(|_| {
+                timed_out(format!(
+                    "handshake with {addr} (a stalled node, or not a node's native port: a Redis port waits for a command line)"
+                ))
+            })?
+            .map_err(|e| match e {
                 Error::FrameTooLarge { .. } | Error::MalformedMessage(_) => {
                     not_a_node(e.to_string())
                 }
                 other => other,
             });
-            match reply? {
-                HelloReply::Welcome { node_id } => Ok((stream, node_id)),
-                HelloReply::Refused { reason } => Err(Error::HandshakeRefused {
+        let remote = match reply? {
+            HelloReply::Welcome { node_id } => node_id,
+            HelloReply::Refused { reason } => {
+                return Err(Error::HandshakeRefused {
                     addr: addr.to_string(),
                     reason,
-                }),
+                });
             }
         };
-        let outcome = tokio::time::timeout(timeout, handshake).await;
-        let Ok(handshaken) = outcome else {
-            let what = match connected {
-                true => format!(
-                    "handshake with {addr} (a stalled node, or not a node's native port: a Redis port waits for a command line)"
-                ),
-                false => format!("connecting to {addr}"),
-            };
-            return Err(Error::Timeout {
-                what,
-                after_ms: timeout.as_millis() as u64,
-            });
-        };
-        let (stream, remote) = handshaken?;
 
         let (read_half, mut write_half) = tokio::io::split(stream);
         let mut read_half = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, read_half);

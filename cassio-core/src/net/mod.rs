@@ -26,8 +26,8 @@ pub use server::{Caller, Handler};
 pub(crate) use server::{ServerConfig, serve};
 #[cfg(feature = "simulation")]
 pub use sim::Sim;
-pub use tls::TlsFiles;
 pub(crate) use tls::accept as tls_accept;
+pub use tls::{TlsClient, TlsFiles};
 pub use transport::{Tcp, Transport};
 
 /// A `host:port` as a user writes it, by address or by name (resolved

@@ -99,7 +99,13 @@ impl Outbox {
                 continue;
             }
             self.room.notify_waiters();
-            if let Err(e) = writer.write_all(&out).await {
+            // Flushed: a TLS stream may keep the end of a write encrypted
+            // but unsent until then (a socket's flush does nothing).
+            let written = match writer.write_all(&out).await {
+                Ok(()) => writer.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 self.close();
                 return Err(e);
             }

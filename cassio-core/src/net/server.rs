@@ -14,10 +14,12 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio_rustls::rustls;
 
 use super::READ_BUFFER_BYTES;
 use super::connection_limit::ConnectionLimit;
 use super::outbox::Outbox;
+use super::tls::accept as tls_accept;
 use super::transport::Transport;
 use crate::error::{Error, Result};
 use crate::proto::{self, Frame, Hello, HelloReply, Request, Response, Role};
@@ -36,6 +38,8 @@ pub(crate) struct ServerConfig {
     /// port; a client's handshake past it is refused. Peers do not count:
     /// refusing one would split the cluster.
     pub clients: Arc<ConnectionLimit>,
+    /// Given, the port speaks TLS only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Who is on the other end of a connection.
@@ -143,7 +147,40 @@ where
     }
 }
 
+/// Serves one connection: over TLS if the port speaks it. A peer or client
+/// that speaks plain text to a TLS port is refused in its own protocol, a
+/// hello refusal that says why.
 async fn serve_connection<S, H>(
+    stream: S,
+    addr: SocketAddr,
+    handler: Arc<H>,
+    config: Arc<ServerConfig>,
+) -> Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let Some(tls) = config.tls.clone() else {
+        return serve_stream(stream, addr, handler, config).await;
+    };
+    let refusal = HelloReply::Refused {
+        reason: "this node's native port speaks TLS only: connect with the cluster's CA \
+                 (cassio --tls-ca-cert-file, ClientConfig::tls)"
+            .into(),
+    };
+    let mut plain_refusal = Vec::new();
+    proto::encode_frame_into(&mut plain_refusal, &refusal)?;
+    match tls_accept(stream, tls, &plain_refusal).await {
+        Ok(Some(stream)) => serve_stream(stream, addr, handler, config).await,
+        Ok(None) => Ok(()),
+        Err(reason) => Err(Error::Tls {
+            addr: addr.to_string(),
+            reason,
+        }),
+    }
+}
+
+async fn serve_stream<S, H>(
     mut stream: S,
     addr: SocketAddr,
     handler: Arc<H>,

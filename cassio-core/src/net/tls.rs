@@ -1,11 +1,15 @@
-//! TLS for the Redis-protocol port: the certificate chain and private key a
-//! node serves (PEM files, as Redis's `tls-cert-file` and `tls-key-file`),
-//! loaded once at start with rustls's safe defaults (TLS 1.2 and 1.3; no
-//! client certificates), and the server side of each connection's
-//! handshake, bounded in time. A client that speaks plain text to a TLS
-//! port is answered in plain text, so it learns why.
+//! TLS: the certificate chain and private key a node serves (PEM files, as
+//! Redis's `tls-cert-file` and `tls-key-file`), loaded once at start with
+//! rustls's safe defaults (TLS 1.2 and 1.3; no client certificates), and
+//! the server side of each connection's handshake, bounded in time; a
+//! client that speaks plain text to a TLS port is answered in plain text
+//! (in its own protocol), so it learns why. The Redis-protocol port speaks
+//! TLS with the files; the native port too once the cluster's CA is given
+//! (`ca_cert_file`), and then nodes and cassio clients connect through
+//! [`TlsClient`], which checks a node's certificate against that CA.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,11 +18,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::client::TlsStream as ClientTlsStream;
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    self, CertificateError, DigitallySignedStruct, ServerConfig, SignatureScheme,
+};
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::linger::refuse_and_close;
 use crate::error::{Error, Result};
@@ -35,6 +46,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// PEM: the CA that signed every node's certificate. Given, the native
+    /// port (peers and cassio clients) speaks TLS too, and this node checks
+    /// its peers' certificates against it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<PathBuf>,
 }
 
 impl TlsFiles {
@@ -42,7 +58,17 @@ impl TlsFiles {
     /// identity, as a node does at start: the error names the file and
     /// what is wrong with it (`cassio-node --check-config`).
     pub fn check(&self) -> Result<()> {
-        self.load().map(drop)
+        self.load()?;
+        self.peer_client().map(drop)
+    }
+
+    /// How this node connects to its peers when the native port speaks TLS
+    /// (`ca_cert_file` given), or why it cannot.
+    pub(crate) fn peer_client(&self) -> Result<Option<TlsClient>> {
+        self.ca_cert_file
+            .as_deref()
+            .map(TlsClient::from_ca_cert_file)
+            .transpose()
     }
 
     /// The server side of TLS with these files, or why they make none.
@@ -103,6 +129,115 @@ where
         Err(_) => Err(format!(
             "TLS handshake not done within {HANDSHAKE_TIMEOUT:?}"
         )),
+    }
+}
+
+/// The client side of TLS to a node's native port: the node's certificate
+/// must chain to the cluster's CA. Its names are not checked, since nodes
+/// are reached at the addresses they gossip (as Cassandra's internode
+/// encryption without endpoint verification): give a CA that signs this
+/// cluster's certificates only.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: TlsConnector,
+    ca_cert_file: PathBuf,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("ca_cert_file", &self.ca_cert_file)
+            .finish()
+    }
+}
+
+impl TlsClient {
+    /// Trusts the CA certificates of the PEM file `path` (`--tls-ca-cert-file`).
+    pub fn from_ca_cert_file(path: &Path) -> Result<TlsClient> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in read_certs(path)? {
+            roots
+                .add(cert)
+                .map_err(|e| tls_error(path, format!("not a CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| tls_error(path, e))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainToCa(chain)))
+            .with_no_client_auth();
+        Ok(TlsClient {
+            connector: TlsConnector::from(Arc::new(config)),
+            ca_cert_file: path.to_path_buf(),
+        })
+    }
+
+    /// The client side of a TLS handshake with the node at `addr`.
+    pub(crate) async fn connect<S>(&self, addr: SocketAddr, stream: S) -> Result<ClientTlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = ServerName::IpAddress(addr.ip().into());
+        self.connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| Error::Tls {
+                addr: addr.to_string(),
+                reason: format!("{e} (checked against {})", self.ca_cert_file.display()),
+            })
+    }
+}
+
+/// Checks a server's certificate chain against the CA, not its names.
+#[derive(Debug)]
+struct ChainToCa(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainToCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        // The chain is checked first; a name is checked only after it
+        // held, so a name error means the chain is good.
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -27,8 +27,8 @@ pub struct NodeConfig {
     /// When set (`--password`), every client and peer must give it: in the
     /// native handshake, and on the Redis port with AUTH (or HELLO's AUTH)
     /// before any other command. Every node of a cluster needs the same.
-    /// Sent in the clear on the native port (and on the Redis port without
-    /// `tls`): use it on a network you trust.
+    /// Sent in the clear on a port without TLS (`tls`): there, use it on a
+    /// network you trust.
     pub password: Option<Secret>,
     /// Native protocol address for clients and peers (`--listen`); port 0
     /// picks a free port.
@@ -100,10 +100,11 @@ pub struct NodeConfig {
     /// answered `-ERR max number of clients reached` (or its native
     /// handshake refused) and closed. Peers never count. Default: 10,000.
     pub max_clients: usize,
-    /// TLS on the Redis-protocol port (`--tls-cert-file` and
-    /// `--tls-key-file`, Redis's names; `[tls]` in a config file): the
-    /// port then speaks only TLS, and a plain-text client is told so. The
-    /// native and HTTP ports stay plain text. Default: off.
+    /// TLS (`--tls-cert-file` and `--tls-key-file`, Redis's names; `[tls]`
+    /// in a config file): the Redis-protocol port then speaks only TLS, and
+    /// a plain-text client is told so; with the cluster's CA as well
+    /// (`--tls-ca-cert-file`), the native port too. The HTTP port stays
+    /// plain text. Default: off.
     pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
 }
@@ -270,9 +271,12 @@ impl NodeConfig {
                 self.client_threads
             ));
         }
-        if self.tls.is_some() && self.resp.is_none() {
+        if let Some(tls) = &self.tls
+            && tls.ca_cert_file.is_none()
+            && self.resp.is_none()
+        {
             return fail(
-                "TLS files are given but the Redis-protocol port is off (--resp): TLS serves that port"
+                "TLS files are given but the Redis-protocol port is off (--resp) and no CA (--tls-ca-cert-file) turns TLS on for the native port: TLS would serve nothing"
                     .into(),
             );
         }

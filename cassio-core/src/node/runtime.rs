@@ -101,6 +101,12 @@ pub(crate) async fn run_node<T: Transport>(
     // Unreadable or mismatched TLS files stop the start here, before the
     // engine opens or a port is bound.
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let peer_tls = match &config.tls {
+        Some(files) => files.peer_client()?,
+        None => None,
+    };
+    // The native port speaks TLS once the cluster's CA is given.
+    let native_tls = peer_tls.as_ref().and(tls.clone());
     let data_dir = config.data_dir();
     crate::storage::create_dir(&data_dir)?;
     if let Some(refusal) = super::leave::left_marker_refusal(&data_dir, &config.name) {
@@ -186,15 +192,18 @@ pub(crate) async fn run_node<T: Transport>(
         },
     );
     gossiper.remember(known_peers.states);
-    let shared = Arc::new(NodeShared::new(
-        config.clone(),
-        native_addr,
-        gossiper,
-        engine,
-        hints,
-        transport.clone(),
-        clock,
-    ));
+    let shared = Arc::new(
+        NodeShared::new(
+            config.clone(),
+            native_addr,
+            gossiper,
+            engine,
+            hints,
+            transport.clone(),
+            clock,
+        )
+        .with_peer_tls(peer_tls),
+    );
     tracing::info!(node = %node_id, %native_addr, %bound_addr, generation, "node listening");
     shared.check_identity(&others, new_node).await?;
     if joining {
@@ -208,6 +217,7 @@ pub(crate) async fn run_node<T: Transport>(
         handshake_timeout: Duration::from_secs(5),
         password: config.password.clone(),
         clients: shared.client_connections.clone(),
+        tls: native_tls,
     });
     let server = tokio::spawn(crate::net::serve(
         transport.clone(),

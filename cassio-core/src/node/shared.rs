@@ -17,7 +17,7 @@ use super::workers::current_thread_index;
 use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
-use crate::net::{Caller, Connection, ConnectionLimit, Handler, Transport};
+use crate::net::{Caller, Connection, ConnectionLimit, Handler, TlsClient, Transport};
 use crate::proto::{
     ClusterStatus, Hello, KeyedCell, MemberStatus, Request, Response, Role, keyed_cell_bytes,
 };
@@ -62,6 +62,9 @@ pub(crate) struct NodeShared<T: Transport> {
     /// Client connections open (Redis-protocol and native; peers do not
     /// count), and the most allowed (`max_clients`).
     pub(crate) client_connections: Arc<ConnectionLimit>,
+    /// How this node connects to its peers when the native port speaks
+    /// TLS (the cluster's CA given).
+    peer_tls: Option<TlsClient>,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -121,6 +124,7 @@ impl<T: Transport> NodeShared<T> {
             resp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
             client_connections,
+            peer_tls: None,
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
@@ -200,6 +204,12 @@ impl<T: Transport> NodeShared<T> {
         Response::ReplicaCells(cells)
     }
 
+    /// This node, connecting to its peers over TLS with `peer_tls` (the
+    /// native port speaks TLS).
+    pub(crate) fn with_peer_tls(self, peer_tls: Option<TlsClient>) -> Self {
+        NodeShared { peer_tls, ..self }
+    }
+
     /// A pooled connection to the peer at `addr`, opened if needed.
     pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
         let key = (current_thread_index(), addr);
@@ -219,12 +229,13 @@ impl<T: Transport> NodeShared<T> {
         )
         .with_password(self.config.password.as_ref());
         let conn = Arc::new(
-            Connection::open(
+            Connection::open_with(
                 &self.transport,
                 addr,
                 hello,
                 self.config.frame_bytes_max,
                 self.peer_timeout(),
+                self.peer_tls.as_ref(),
             )
             .await?,
         );

@@ -131,10 +131,12 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     message: &T,
 ) -> Result<()> {
     let frame = encode_frame(message)?;
-    writer
-        .write_all(&frame)
-        .await
-        .map_err(|e| Error::io("connection", e))
+    // Flushed: over TLS the frame may otherwise wait, encrypted, unsent.
+    let written = match writer.write_all(&frame).await {
+        Ok(()) => writer.flush().await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| Error::io("connection", e))
 }
 
 #[cfg(test)]

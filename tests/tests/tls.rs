@@ -1,9 +1,12 @@
-//! The Redis-protocol port over TLS: clients that trust the node's
+//! TLS. The Redis-protocol port: clients that trust the node's
 //! certificate read and write through it (a rustls client, and `redis-cli
 //! --tls`); a plain-text client is told the port speaks TLS, a broken
-//! handshake closes only its own connection; TLS files that are missing,
-//! hold no certificate or do not match stop the start with the file and
-//! the reason.
+//! handshake closes only its own connection. The native port, once the
+//! cluster's CA is given: nodes gossip and replicate over TLS, cassio
+//! clients with the CA read and write, a plain-text peer is refused with
+//! the reason, and a client with another CA fails on the certificate. TLS
+//! files that are missing, hold no certificate or do not match stop the
+//! start with the file and the reason.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,13 +14,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cassio_core::net::TlsFiles;
+use cassio_client::blocking::Client;
+use cassio_client::{ClientConfig, ConsistencyLevel};
+use cassio_core::net::{TlsClient, TlsFiles};
+use cassio_core::proto::Request;
 use cassio_core::{Node, NodeConfig, NodeHandle};
+use cassio_tests::harness::{TestClient, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{self, RootCertStore};
 
 /// A self-signed certificate for 127.0.0.1 and its key, written as PEM
 /// files under `dir` (`name.crt`, `name.key`); the certificate's PEM too,
@@ -29,6 +36,7 @@ fn certificate(dir: &Path, name: &str) -> (TlsFiles, String) {
     let files = TlsFiles {
         cert_file: dir.join(format!("{name}.crt")),
         key_file: dir.join(format!("{name}.key")),
+        ca_cert_file: None,
     };
     std::fs::write(&files.cert_file, cert.pem()).unwrap();
     std::fs::write(&files.key_file, signing_key.serialize_pem()).unwrap();
@@ -66,7 +74,7 @@ async fn over_tls_reading_late(
         .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -195,6 +203,70 @@ async fn tls_clients_read_and_write_and_plain_text_clients_are_told() {
     tokio::task::spawn_blocking(move || node.shutdown().unwrap())
         .await
         .unwrap();
+}
+
+#[test]
+fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    // One self-signed certificate: every node's, and the cluster's CA.
+    let (files, _) = certificate(dir.path(), "cluster");
+    let with_ca = TlsFiles {
+        ca_cert_file: Some(files.cert_file.clone()),
+        ..files.clone()
+    };
+    let nodes = start_cluster(2, dir.path(), move |config| {
+        config.replication_factor = 2;
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+        config.tls = Some(with_ca.clone());
+    });
+    // Formed: the nodes gossiped over TLS. Writes at ALL reach both.
+    let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.native_addr()).collect();
+    let config = |ca: &Path| ClientConfig {
+        tls: Some(TlsClient::from_ca_cert_file(ca).unwrap()),
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(&seeds, config(&files.cert_file)).unwrap();
+    let all = Some(ConsistencyLevel::All);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        client
+            .set_with(key.as_bytes(), b"over tls", all, None)
+            .unwrap();
+    }
+    let read = client.get_versioned(b"k7", all).unwrap().map(|v| v.value);
+    assert_eq!(read, Some(b"over tls".to_vec()));
+
+    // A peer or client in plain text is told why, in its own protocol.
+    let plain = TestClient::try_peer_request(seeds[0], "n9", Request::ClusterStatus);
+    match plain {
+        Err(cassio_core::Error::HandshakeRefused { reason, .. }) => {
+            assert!(reason.contains("speaks TLS only"), "{reason}")
+        }
+        other => panic!("a plain-text peer on a TLS port: {other:?}"),
+    }
+    // A client that trusts another CA does not take the node's certificate.
+    let (stranger, _) = certificate(dir.path(), "stranger");
+    match Client::connect(&seeds, config(&stranger.cert_file)) {
+        Err(cassio_client::Error::Transport(cassio_core::Error::Tls { reason, .. })) => {
+            assert!(reason.contains("stranger.crt"), "{reason}")
+        }
+        other => panic!("a client with another CA: {:?}", other.err()),
+    }
+    // A CA file that holds no certificate stops the start.
+    let bad_ca = TlsFiles {
+        ca_cert_file: Some(files.key_file.clone()),
+        ..files.clone()
+    };
+    let refusal = Node::start(tls_config(dir.path(), bad_ca))
+        .err()
+        .expect("bad CA");
+    assert!(
+        refusal.to_string().contains("holds no certificate"),
+        "{refusal}"
+    );
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
 }
 
 #[test]
