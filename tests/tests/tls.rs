@@ -19,7 +19,7 @@ use cassio_client::{ClientConfig, ConsistencyLevel};
 use cassio_core::net::{TlsClient, TlsFiles};
 use cassio_core::proto::Request;
 use cassio_core::{Node, NodeConfig, NodeHandle};
-use cassio_tests::harness::{TestClient, start_cluster};
+use cassio_tests::harness::{TestClient, node_config, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -252,6 +252,15 @@ fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
         }
         other => panic!("a client with another CA: {:?}", other.err()),
     }
+    // A node whose CA the cluster's certificates do not chain to cannot
+    // join: its start fails with the reason.
+    let mut outsider = node_config("n9", dir.path(), vec![seeds[0]]);
+    outsider.tls = Some(TlsFiles {
+        ca_cert_file: Some(stranger.cert_file.clone()),
+        ..stranger.clone()
+    });
+    let refusal = Node::start(outsider).err().expect("a node with another CA");
+    assert!(refusal.to_string().contains("TLS with"), "{refusal}");
     // A CA file that holds no certificate stops the start.
     let bad_ca = TlsFiles {
         ca_cert_file: Some(files.key_file.clone()),

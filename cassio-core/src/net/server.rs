@@ -171,7 +171,14 @@ where
     let mut plain_refusal = Vec::new();
     proto::encode_frame_into(&mut plain_refusal, &refusal)?;
     match tls_accept(stream, tls, &plain_refusal).await {
-        Ok(Some(stream)) => serve_stream(stream, addr, handler, config).await,
+        Ok(Some(stream)) => match serve_stream(stream, addr, handler, config).await {
+            // A TLS peer that closed without TLS's close_notify (a process
+            // that exited, say): a close like any other.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(())
+            }
+            served => served,
+        },
         Ok(None) => Ok(()),
         Err(reason) => Err(Error::Tls {
             addr: addr.to_string(),

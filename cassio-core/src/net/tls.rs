@@ -185,9 +185,21 @@ impl TlsClient {
         self.connector
             .connect(name, stream)
             .await
-            .map_err(|e| Error::Tls {
-                addr: addr.to_string(),
-                reason: format!("{e} (checked against {})", self.ca_cert_file.display()),
+            .map_err(|e| {
+                let mut reason = format!("{e} (checked against {})", self.ca_cert_file.display());
+                if reason.contains("CaUsedAsEndEntity") {
+                    reason.push_str(
+                        ": the node serves a CA certificate (CA:TRUE) as its own; give each node a certificate the CA signed",
+                    );
+                } else if e.kind() == io::ErrorKind::UnexpectedEof {
+                    reason.push_str(
+                        ": the node closed the connection; does its native port speak TLS (every node needs --tls-ca-cert-file)?",
+                    );
+                }
+                Error::Tls {
+                    addr: addr.to_string(),
+                    reason,
+                }
             })
     }
 }

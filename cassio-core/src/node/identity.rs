@@ -66,11 +66,14 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// `addr`'s view of the cluster; `None` if it does not answer in time.
-    /// A refused handshake is an error.
+    /// A refused handshake, or a failed TLS one (certificates that do not
+    /// match the CA), is an error: a setting to fix before the node joins.
     async fn view_of(&self, addr: SocketAddr) -> Result<Option<ClusterStatus>> {
         let conn = match self.peer(addr).await {
             Ok(conn) => conn,
-            Err(refused @ Error::HandshakeRefused { .. }) => return Err(refused),
+            Err(refused @ (Error::HandshakeRefused { .. } | Error::Tls { .. })) => {
+                return Err(refused);
+            }
             Err(_) => return Ok(None),
         };
         match conn

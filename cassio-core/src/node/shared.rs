@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,6 +32,9 @@ const CLIENT_TIMESTAMP_AHEAD_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 
 /// Keys sampled to estimate each node's owned share for status.
 const OWNERSHIP_SAMPLES: u32 = 10_000;
+
+/// A failing TLS connection to a peer is logged at most this often.
+const TLS_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// A ring and each of its nodes' owned share, in ring order.
 type RingShares = (Arc<Ring>, Arc<[f64]>);
@@ -65,6 +69,9 @@ pub(crate) struct NodeShared<T: Transport> {
     /// How this node connects to its peers when the native port speaks
     /// TLS (the cluster's CA given).
     peer_tls: Option<TlsClient>,
+    /// When a failed TLS connection to a peer was last logged (ms; MAX:
+    /// never).
+    tls_failure_logged_ms: AtomicU64,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -125,6 +132,7 @@ impl<T: Transport> NodeShared<T> {
             http_addr: Mutex::new(None),
             client_connections,
             peer_tls: None,
+            tls_failure_logged_ms: AtomicU64::new(u64::MAX),
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
@@ -222,6 +230,26 @@ impl<T: Transport> NodeShared<T> {
     }
 
     async fn open_peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
+        let opened = self.open_peer_connection(addr).await;
+        if let Err(e @ Error::Tls { .. }) = &opened {
+            // Peers that cannot talk TLS to each other is a setting to fix
+            // (certificates, CA): said once every 10 s, not on every try.
+            let now_ms = self.now_ms();
+            let last_ms = self.tls_failure_logged_ms.load(Ordering::Relaxed);
+            let never = last_ms == u64::MAX;
+            if (never || now_ms.saturating_sub(last_ms) >= TLS_FAILURE_LOG_INTERVAL_MS)
+                && self
+                    .tls_failure_logged_ms
+                    .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(peer = %addr, error = %e, "cannot reach a peer over TLS");
+            }
+        }
+        opened
+    }
+
+    async fn open_peer_connection(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
         let hello = Hello::new(
             &self.config.cluster_name,
             Role::Peer,
