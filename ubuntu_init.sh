@@ -215,7 +215,7 @@ if [ -n "$tls_cert" ]; then
     tls_given=(CASSIO_TLS_CERT_FILE="$tls_cert" CASSIO_TLS_KEY_FILE="$tls_key")
     if [ -n "$tls_ca" ]; then tls_given+=(CASSIO_TLS_CA_CERT_FILE="$tls_ca"); fi
     env "${tls_given[@]}" "$bin_dir/cassio-node" --check-config >/dev/null ||
-        die "--tls-cert and --tls-key are no usable pair (see above); nothing was installed in $root/etc/cassio"
+        die "--tls-cert, --tls-key${tls_ca:+ and --tls-ca} do not make a usable TLS setting (see above); nothing was installed in $root/etc/cassio"
 fi
 if [ -f "$config" ]; then
     say "keeping $config (edit it, or remove it to write a new one)"
@@ -224,6 +224,8 @@ if [ -f "$config" ]; then
     fi
     if [ -n "$tls_cert" ] && ! grep -q '^\[tls\]' "$config"; then
         echo "   (the kept config has no [tls] section: the installed certificate is not used)"
+    elif [ -n "$tls_ca" ] && ! grep -q '^ca_cert_file' "$config"; then
+        echo "   (the kept config has no ca_cert_file: the installed CA is not used, the native port stays plain text)"
     fi
     # It may hold a password: readable by root and the cassio group only,
     # as this script writes it (older versions left it world-readable).

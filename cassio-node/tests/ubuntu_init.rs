@@ -377,7 +377,7 @@ fn written_configs_follow_the_options_and_broken_ones_are_not_installed() {
             "rf" => assert!(stderr.contains("nothing was installed"), "{stderr}"),
             "tls" => assert!(
                 stderr.contains("do not make a server identity")
-                    && stderr.contains("no usable pair"),
+                    && stderr.contains("do not make a usable TLS setting"),
                 "{stderr}"
             ),
             _ => {}

@@ -43,6 +43,31 @@ fn certificate(dir: &Path, name: &str) -> (TlsFiles, String) {
     (files, cert.pem())
 }
 
+/// A CA of its own, and a node certificate it signed for the name
+/// `node.invalid` only (nodes are reached by address, so names must not
+/// matter), written under `dir` as `name-ca.crt`, `name.crt`, `name.key`.
+fn cluster_pki(dir: &Path, name: &str) -> TlsFiles {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node_cert = rcgen::CertificateParams::new(vec!["node.invalid".to_string()])
+        .unwrap()
+        .signed_by(&node_key, &issuer)
+        .unwrap();
+    let files = TlsFiles {
+        cert_file: dir.join(format!("{name}.crt")),
+        key_file: dir.join(format!("{name}.key")),
+        ca_cert_file: Some(dir.join(format!("{name}-ca.crt"))),
+    };
+    std::fs::write(&files.cert_file, node_cert.pem()).unwrap();
+    std::fs::write(&files.key_file, node_key.serialize_pem()).unwrap();
+    std::fs::write(files.ca_cert_file.as_ref().unwrap(), ca_cert.pem()).unwrap();
+    files
+}
+
 fn tls_config(dir: &Path, tls: TlsFiles) -> NodeConfig {
     NodeConfig {
         name: "solo".into(),
@@ -208,16 +233,14 @@ async fn tls_clients_read_and_write_and_plain_text_clients_are_told() {
 #[test]
 fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
     let dir = tempfile::tempdir().unwrap();
-    // One self-signed certificate: every node's, and the cluster's CA.
-    let (files, _) = certificate(dir.path(), "cluster");
-    let with_ca = TlsFiles {
-        ca_cert_file: Some(files.cert_file.clone()),
-        ..files.clone()
-    };
+    // Every node serves the one certificate the cluster's CA signed.
+    let files = cluster_pki(dir.path(), "cluster");
+    let ca = files.ca_cert_file.clone().unwrap();
+    let for_nodes = files.clone();
     let nodes = start_cluster(2, dir.path(), move |config| {
         config.replication_factor = 2;
         config.resp = Some("127.0.0.1:0".parse().unwrap());
-        config.tls = Some(with_ca.clone());
+        config.tls = Some(for_nodes.clone());
     });
     // Formed: the nodes gossiped over TLS. Writes at ALL reach both.
     let seeds: Vec<SocketAddr> = nodes.iter().map(|n| n.native_addr()).collect();
@@ -225,7 +248,7 @@ fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
         tls: Some(TlsClient::from_ca_cert_file(ca).unwrap()),
         ..ClientConfig::default()
     };
-    let client = Client::connect(&seeds, config(&files.cert_file)).unwrap();
+    let client = Client::connect(&seeds, config(&ca)).unwrap();
     let all = Some(ConsistencyLevel::All);
     for i in 0..20 {
         let key = format!("k{i}");
@@ -236,43 +259,55 @@ fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
     let read = client.get_versioned(b"k7", all).unwrap().map(|v| v.value);
     assert_eq!(read, Some(b"over tls".to_vec()));
 
-    // A peer or client in plain text is told why, in its own protocol.
-    let plain = TestClient::try_peer_request(seeds[0], "n9", Request::ClusterStatus);
-    match plain {
-        Err(cassio_core::Error::HandshakeRefused { reason, .. }) => {
-            assert!(reason.contains("speaks TLS only"), "{reason}")
+    // A peer or client in plain text is told why, in its own protocol;
+    // "node1" makes a 22-byte hello, whose first byte (0x16) is a TLS
+    // record's.
+    for name in ["n9", "node1"] {
+        match TestClient::try_peer_request(seeds[0], name, Request::ClusterStatus) {
+            Err(cassio_core::Error::HandshakeRefused { reason, .. }) => {
+                assert!(reason.contains("speaks TLS only"), "{name}: {reason}")
+            }
+            other => panic!("a plain-text peer {name} on a TLS port: {other:?}"),
         }
-        other => panic!("a plain-text peer on a TLS port: {other:?}"),
     }
     // A client that trusts another CA does not take the node's certificate.
-    let (stranger, _) = certificate(dir.path(), "stranger");
-    match Client::connect(&seeds, config(&stranger.cert_file)) {
+    let stranger = cluster_pki(dir.path(), "stranger");
+    let stranger_ca = stranger.ca_cert_file.clone().unwrap();
+    match Client::connect(&seeds, config(&stranger_ca)) {
         Err(cassio_client::Error::Transport(cassio_core::Error::Tls { reason, .. })) => {
-            assert!(reason.contains("stranger.crt"), "{reason}")
+            assert!(reason.contains("invalid peer certificate"), "{reason}")
         }
         other => panic!("a client with another CA: {:?}", other.err()),
     }
-    // A node whose CA the cluster's certificates do not chain to cannot
-    // join: its start fails with the reason.
+    // Nor does a node of another CA: it stops at start with the reason.
     let mut outsider = node_config("n9", dir.path(), vec![seeds[0]]);
-    outsider.tls = Some(TlsFiles {
-        ca_cert_file: Some(stranger.cert_file.clone()),
-        ..stranger.clone()
-    });
+    outsider.tls = Some(stranger.clone());
     let refusal = Node::start(outsider).err().expect("a node with another CA");
-    assert!(refusal.to_string().contains("TLS with"), "{refusal}");
-    // A CA file that holds no certificate stops the start.
-    let bad_ca = TlsFiles {
-        ca_cert_file: Some(files.key_file.clone()),
-        ..files.clone()
-    };
-    let refusal = Node::start(tls_config(dir.path(), bad_ca))
-        .err()
-        .expect("bad CA");
     assert!(
-        refusal.to_string().contains("holds no certificate"),
+        refusal.to_string().contains("invalid peer certificate"),
         "{refusal}"
     );
+    // A certificate of its own the CA did not sign, or a CA file that
+    // holds no certificate, stops the start.
+    for (tls, why) in [
+        (
+            TlsFiles {
+                ca_cert_file: Some(ca.clone()),
+                ..stranger
+            },
+            "is not one its peers take",
+        ),
+        (
+            TlsFiles {
+                ca_cert_file: Some(files.key_file.clone()),
+                ..files.clone()
+            },
+            "holds no certificate",
+        ),
+    ] {
+        let refusal = Node::start(tls_config(dir.path(), tls)).err().expect(why);
+        assert!(refusal.to_string().contains(why), "{refusal}");
+    }
     for node in nodes {
         node.shutdown().unwrap();
     }

@@ -5,7 +5,7 @@
 //! queued together leave in one `write`.
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
 
 /// Callers wait for room once this much waits to be written (a larger frame
@@ -99,13 +99,7 @@ impl Outbox {
                 continue;
             }
             self.room.notify_waiters();
-            // Flushed: a TLS stream may keep the end of a write encrypted
-            // but unsent until then (a socket's flush does nothing).
-            let written = match writer.write_all(&out).await {
-                Ok(()) => writer.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
+            if let Err(e) = crate::proto::write_flushed(writer, &out).await {
                 self.close();
                 return Err(e);
             }

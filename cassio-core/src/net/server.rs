@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -147,6 +147,16 @@ where
     }
 }
 
+/// The frame a plain-text hello on a TLS port is answered with.
+static PLAIN_TEXT_REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let refusal = HelloReply::Refused {
+        reason: "this node's native port speaks TLS only: connect with the cluster's CA \
+                 (cassio --tls-ca-cert-file, ClientConfig::tls)"
+            .into(),
+    };
+    proto::encode_frame(&refusal).unwrap_or_default()
+});
+
 /// Serves one connection: over TLS if the port speaks it. A peer or client
 /// that speaks plain text to a TLS port is refused in its own protocol, a
 /// hello refusal that says why.
@@ -163,14 +173,7 @@ where
     let Some(tls) = config.tls.clone() else {
         return serve_stream(stream, addr, handler, config).await;
     };
-    let refusal = HelloReply::Refused {
-        reason: "this node's native port speaks TLS only: connect with the cluster's CA \
-                 (cassio --tls-ca-cert-file, ClientConfig::tls)"
-            .into(),
-    };
-    let mut plain_refusal = Vec::new();
-    proto::encode_frame_into(&mut plain_refusal, &refusal)?;
-    match tls_accept(stream, tls, &plain_refusal).await {
+    match tls_accept(stream, tls, &PLAIN_TEXT_REFUSAL).await {
         Ok(Some(stream)) => match serve_stream(stream, addr, handler, config).await {
             // A TLS peer that closed without TLS's close_notify (a process
             // that exited, say): a close like any other.

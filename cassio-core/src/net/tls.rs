@@ -48,27 +48,45 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
     /// PEM: the CA that signed every node's certificate. Given, the native
     /// port (peers and cassio clients) speaks TLS too, and this node checks
-    /// its peers' certificates against it.
+    /// the certificate of every node it connects to against it (those that
+    /// connect to it show none: the password keeps strangers out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert_file: Option<PathBuf>,
 }
 
 impl TlsFiles {
-    /// Reads both files and checks that they make a usable server
-    /// identity, as a node does at start: the error names the file and
-    /// what is wrong with it (`cassio-node --check-config`).
+    /// Reads the files and checks that they make a usable server identity
+    /// (one the CA signed, if a CA is given), as a node does at start: the
+    /// error names the file and what is wrong with it (`cassio-node
+    /// --check-config`).
     pub fn check(&self) -> Result<()> {
         self.load()?;
         self.peer_client().map(drop)
     }
 
     /// How this node connects to its peers when the native port speaks TLS
-    /// (`ca_cert_file` given), or why it cannot.
+    /// (`ca_cert_file` given), or why it cannot. This node's own
+    /// certificate must chain to the CA as well: its peers check it so.
     pub(crate) fn peer_client(&self) -> Result<Option<TlsClient>> {
-        self.ca_cert_file
-            .as_deref()
-            .map(TlsClient::from_ca_cert_file)
-            .transpose()
+        let Some(ca) = &self.ca_cert_file else {
+            return Ok(None);
+        };
+        let client = TlsClient::from_ca_cert_file(ca)?;
+        let certs = read_certs(&self.cert_file)?;
+        let any_address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        client
+            .verifier
+            .verify_server_cert(&certs[0], &certs[1..], &any_address, &[], UnixTime::now())
+            .map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "TLS certificate {} is not one its peers take: {} with the CA {}{}",
+                    self.cert_file.display(),
+                    e,
+                    ca.display(),
+                    ca_used_as_node_hint(&e.to_string())
+                ))
+            })?;
+        Ok(Some(client))
     }
 
     /// The server side of TLS with these files, or why they make none.
@@ -94,9 +112,9 @@ impl TlsFiles {
 
 /// The server side of a TLS handshake on `stream`, within
 /// [`HANDSHAKE_TIMEOUT`]; `None` if the client closed before it began, or
-/// spoke plain text: a client whose first byte starts no TLS handshake
-/// record is sent `plain_refusal`, in plain text, and closed. The error
-/// says why a handshake failed.
+/// spoke plain text: a client whose first bytes are no TLS record header
+/// is sent `plain_refusal`, in plain text, and closed. The error says why
+/// a handshake failed.
 pub(crate) async fn accept<S>(
     mut stream: S,
     config: Arc<ServerConfig>,
@@ -106,21 +124,28 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout_at(deadline, stream.read(&mut first)).await {
-        Ok(Ok(1)) => {}
-        // A port check (connect, close): nothing to say.
-        Ok(Ok(_)) => return Ok(None),
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
+    let mut head = [0u8; RECORD_HEAD_BYTES];
+    let mut got = 0;
+    while got < head.len() {
+        match tokio::time::timeout_at(deadline, stream.read(&mut head[got..])).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => got += n,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
+        }
     }
-    if first[0] != HANDSHAKE_RECORD {
+    if got == 0 {
+        // A port check (connect, close): nothing to say.
+        return Ok(None);
+    }
+    if !is_tls_record_head(&head[..got]) {
         tracing::debug!("a plain-text client on the TLS port: told so, closed");
         refuse_and_close(&mut stream, plain_refusal).await;
         return Ok(None);
     }
     let stream = Replayed {
-        first: Some(first[0]),
+        head,
+        read: 0,
         inner: stream,
     };
     match tokio::time::timeout_at(deadline, TlsAcceptor::from(config).accept(stream)).await {
@@ -140,6 +165,7 @@ where
 #[derive(Clone)]
 pub struct TlsClient {
     connector: TlsConnector,
+    verifier: Arc<ChainToCa>,
     ca_cert_file: PathBuf,
 }
 
@@ -164,43 +190,58 @@ impl TlsClient {
         let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| tls_error(path, e))?;
+        let verifier = Arc::new(ChainToCa(chain));
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainToCa(chain)))
+            .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth();
         Ok(TlsClient {
             connector: TlsConnector::from(Arc::new(config)),
+            verifier,
             ca_cert_file: path.to_path_buf(),
         })
     }
 
-    /// The client side of a TLS handshake with the node at `addr`.
+    /// The client side of a TLS handshake with the node at `addr`. What
+    /// TLS refused (a certificate, an alert) is [`Error::Tls`], and so is a
+    /// close in mid-handshake (most likely a port without TLS); other
+    /// failures of the network stay [`Error::Io`].
     pub(crate) async fn connect<S>(&self, addr: SocketAddr, stream: S) -> Result<ClientTlsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let name = ServerName::IpAddress(addr.ip().into());
-        self.connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| {
-                let mut reason = format!("{e} (checked against {})", self.ca_cert_file.display());
-                if reason.contains("CaUsedAsEndEntity") {
-                    reason.push_str(
-                        ": the node serves a CA certificate (CA:TRUE) as its own; give each node a certificate the CA signed",
-                    );
-                } else if e.kind() == io::ErrorKind::UnexpectedEof {
-                    reason.push_str(
-                        ": the node closed the connection; does its native port speak TLS (every node needs --tls-ca-cert-file)?",
-                    );
-                }
-                Error::Tls {
-                    addr: addr.to_string(),
-                    reason,
-                }
-            })
+        self.connector.connect(name, stream).await.map_err(|e| {
+            let refused_by_tls = e
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+            let hint = if refused_by_tls {
+                ca_used_as_node_hint(&e.to_string())
+            } else if e.kind() == io::ErrorKind::UnexpectedEof {
+                ": the node closed the connection; does its native port speak TLS (every node needs --tls-ca-cert-file)?"
+            } else {
+                return Error::io(addr.to_string(), e);
+            };
+            Error::Tls {
+                addr: addr.to_string(),
+                reason: format!(
+                    "{e} (checked against {}){hint}",
+                    self.ca_cert_file.display()
+                ),
+            }
+        })
+    }
+}
+
+/// What to do when a CA certificate is served as a node's (webpki's
+/// `CaUsedAsEndEntity`, which rustls only shows in its message).
+fn ca_used_as_node_hint(error: &str) -> &'static str {
+    if error.contains("CaUsedAsEndEntity") {
+        ": that certificate is a CA's (CA:TRUE); give each node a certificate the CA signed"
+    } else {
+        ""
     }
 }
 
@@ -253,13 +294,23 @@ impl ServerCertVerifier for ChainToCa {
     }
 }
 
-/// The first byte of every TLS connection: a handshake record's type.
-const HANDSHAKE_RECORD: u8 = 0x16;
+/// A TLS connection starts with a record header: a handshake record's type
+/// (0x16), then its version, 3.1 to 3.4. Neither protocol's plain text
+/// starts so: a RESP command starts with `*` or a letter, and a native
+/// hello with its length, little-endian, whose third byte is 0 for any
+/// hello under 64 KiB.
+const RECORD_HEAD_BYTES: usize = 3;
 
-/// A stream whose first byte was read to tell TLS from plain text, and is
-/// read again, first, by the handshake.
+fn is_tls_record_head(head: &[u8]) -> bool {
+    matches!(head, [0x16, 0x03, 0x01..=0x04])
+}
+
+/// A stream whose first bytes were read to tell TLS from plain text, and
+/// are read again, first, by the handshake.
 pub(crate) struct Replayed<S> {
-    first: Option<u8>,
+    head: [u8; RECORD_HEAD_BYTES],
+    /// How many of `head` were read again.
+    read: usize,
     inner: S,
 }
 
@@ -269,10 +320,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if buf.remaining() > 0
-            && let Some(byte) = self.first.take()
-        {
-            buf.put_slice(&[byte]);
+        if self.read < RECORD_HEAD_BYTES && buf.remaining() > 0 {
+            let rest = &self.head[self.read..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.read += n;
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -107,6 +107,11 @@ pub(crate) async fn run_node<T: Transport>(
     };
     // The native port speaks TLS once the cluster's CA is given.
     let native_tls = peer_tls.as_ref().and(tls.clone());
+    if native_tls.is_some() && config.password.is_none() {
+        tracing::warn!(
+            "the native port speaks TLS but asks no password: nodes check the certificates of the nodes they connect to, not of those that connect to them, so any host can connect as a client or a peer; set a password (--password)"
+        );
+    }
     let data_dir = config.data_dir();
     crate::storage::create_dir(&data_dir)?;
     if let Some(refusal) = super::leave::left_marker_refusal(&data_dir, &config.name) {

@@ -131,12 +131,19 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     message: &T,
 ) -> Result<()> {
     let frame = encode_frame(message)?;
-    // Flushed: over TLS the frame may otherwise wait, encrypted, unsent.
-    let written = match writer.write_all(&frame).await {
-        Ok(()) => writer.flush().await,
-        Err(e) => Err(e),
-    };
-    written.map_err(|e| Error::io("connection", e))
+    write_flushed(writer, &frame)
+        .await
+        .map_err(|e| Error::io("connection", e))
+}
+
+/// Writes `bytes` and flushes: over TLS, what was written may otherwise
+/// wait, encrypted, unsent (a socket's flush does nothing).
+pub(crate) async fn write_flushed<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await
 }
 
 #[cfg(test)]

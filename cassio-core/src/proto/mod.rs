@@ -5,6 +5,7 @@
 mod codec;
 mod message;
 
+pub(crate) use codec::write_flushed;
 pub use codec::{
     FRAME_BYTES_LIMIT, decode, encode, encode_frame, encode_frame_into, read_frame,
     read_frame_into, whole_frame_len, write_frame,
