@@ -190,6 +190,8 @@ where
     }
 }
 
+/// The native protocol on an open stream (plain, or TLS already
+/// handshaken): the hello, then requests until either side closes.
 async fn serve_stream<S, H>(
     mut stream: S,
     addr: SocketAddr,
