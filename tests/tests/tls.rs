@@ -2,9 +2,11 @@
 //! certificate read and write through it (a rustls client, and `redis-cli
 //! --tls`); a plain-text client is told the port speaks TLS, a broken
 //! handshake closes only its own connection. The native port, once the
-//! cluster's CA is given: nodes gossip and replicate over TLS, cassio
-//! clients with the CA read and write, a plain-text peer is refused with
-//! the reason, and a client with another CA fails on the certificate. TLS
+//! cluster's CA is given: nodes gossip and replicate over TLS, showing
+//! each other certificates the CA signed, cassio clients with the CA read
+//! and write, a plain-text peer or one without a node's certificate is
+//! refused with the reason, and a client with another CA fails on the
+//! certificate. TLS
 //! files that are missing, hold no certificate or do not match stop the
 //! start with the file and the reason.
 
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use cassio_client::blocking::Client;
 use cassio_client::{ClientConfig, ConsistencyLevel};
-use cassio_core::net::{TlsClient, TlsFiles};
-use cassio_core::proto::Request;
+use cassio_core::net::{Connection, Tcp, TlsClient, TlsFiles};
+use cassio_core::proto::{Hello, Request, Role};
 use cassio_core::{Node, NodeConfig, NodeHandle};
 use cassio_tests::harness::{TestClient, node_config, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -269,6 +271,27 @@ fn the_native_port_speaks_tls_between_peers_and_to_clients_with_the_ca() {
             }
             other => panic!("a plain-text peer {name} on a TLS port: {other:?}"),
         }
+    }
+    // A connection with the CA but no node's certificate may be a client,
+    // not a peer.
+    let as_peer = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Connection::open_with(
+            &Tcp,
+            seeds[0],
+            Hello::new("cassio", Role::Peer, Some("n9".into())),
+            1 << 20,
+            Duration::from_secs(5),
+            Some(&TlsClient::from_ca_cert_file(&ca).unwrap()),
+        ));
+    match as_peer {
+        Err(cassio_core::Error::HandshakeRefused { reason, .. }) => {
+            assert!(
+                reason.contains("a peer must show a certificate"),
+                "{reason}"
+            )
+        }
+        other => panic!("a peer without a certificate: {:?}", other.err()),
     }
     // A client that trusts another CA does not take the node's certificate.
     let stranger = cluster_pki(dir.path(), "stranger");

@@ -171,17 +171,23 @@ where
     H: Handler,
 {
     let Some(tls) = config.tls.clone() else {
-        return serve_stream(stream, addr, handler, config).await;
+        return serve_stream(stream, addr, handler, config, None).await;
     };
     match tls_accept(stream, tls, &PLAIN_TEXT_REFUSAL).await {
-        Ok(Some(stream)) => match serve_stream(stream, addr, handler, config).await {
-            // A TLS peer that closed without TLS's close_notify (a process
-            // that exited, say): a close like any other.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Ok(())
+        Ok(Some(stream)) => {
+            // rustls checked it against the CA if one was shown.
+            let certified = stream.get_ref().1.peer_certificates().is_some();
+            match serve_stream(stream, addr, handler, config, Some(certified)).await {
+                // A TLS peer that closed without TLS's close_notify (a process
+                // that exited, say): a close like any other.
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    Ok(())
+                }
+                served => served,
             }
-            served => served,
-        },
+        }
         Ok(None) => Ok(()),
         Err(reason) => Err(Error::Tls {
             addr: addr.to_string(),
@@ -191,12 +197,15 @@ where
 }
 
 /// The native protocol on an open stream (plain, or TLS already
-/// handshaken): the hello, then requests until either side closes.
+/// handshaken): the hello, then requests until either side closes. Over
+/// TLS (`certified` given), a hello that says it is a peer needs a
+/// certificate the cluster's CA signed (`certified` true).
 async fn serve_stream<S, H>(
     mut stream: S,
     addr: SocketAddr,
     handler: Arc<H>,
     config: Arc<ServerConfig>,
+    certified: Option<bool>,
 ) -> Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -219,11 +228,19 @@ where
             None => return Err(e),
         },
     };
-    let refusal = hello.refusal(
-        &config.cluster_name,
-        &config.node_id,
-        config.password.as_ref(),
-    );
+    let uncertified_peer = hello.role == Role::Peer && certified == Some(false);
+    let refusal = hello
+        .refusal(
+            &config.cluster_name,
+            &config.node_id,
+            config.password.as_ref(),
+        )
+        .or_else(|| {
+            uncertified_peer.then(|| {
+                "a peer must show a certificate the cluster's CA signed (its node's --tls-cert-file); this connection showed none"
+                    .to_string()
+            })
+        });
     if let Some(reason) = refusal {
         return Err(refuse(&mut stream, addr, reason).await);
     }

@@ -25,6 +25,8 @@ use tokio_rustls::rustls::client::danger::{
 };
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::{
     self, CertificateError, DigitallySignedStruct, ServerConfig, SignatureScheme,
 };
@@ -47,9 +49,9 @@ pub struct TlsFiles {
     /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
     /// PEM: the CA that signed every node's certificate. Given, the native
-    /// port (peers and cassio clients) speaks TLS too, and this node checks
-    /// the certificate of every node it connects to against it (those that
-    /// connect to it show none: the password keeps strangers out).
+    /// port (peers and cassio clients) speaks TLS too; nodes show each other
+    /// their certificates, checked against it, and a connection that says
+    /// it is a peer without one is refused (clients show none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_cert_file: Option<PathBuf>,
 }
@@ -61,22 +63,30 @@ impl TlsFiles {
     /// --check-config`).
     pub fn check(&self) -> Result<()> {
         self.load()?;
+        self.load_native()?;
         self.peer_client().map(drop)
     }
 
     /// How this node connects to its peers when the native port speaks TLS
     /// (`ca_cert_file` given), or why it cannot. This node's own
-    /// certificate must chain to the CA as well: its peers check it so.
+    /// certificate must chain to the CA as well, for a server and for a
+    /// client: its peers check it both ways.
     pub(crate) fn peer_client(&self) -> Result<Option<TlsClient>> {
         let Some(ca) = &self.ca_cert_file else {
             return Ok(None);
         };
-        let client = TlsClient::from_ca_cert_file(ca)?;
         let certs = read_certs(&self.cert_file)?;
+        let key = read_key(&self.key_file)?;
+        let client = TlsClient::with_ca(ca, Some((certs.clone(), key)))?;
         let any_address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let as_client = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
+            .build()
+            .map_err(|e| tls_error(ca, e))?;
         client
             .verifier
             .verify_server_cert(&certs[0], &certs[1..], &any_address, &[], UnixTime::now())
+            .and_then(|_| as_client.verify_client_cert(&certs[0], &certs[1..], UnixTime::now()))
             .map_err(|e| {
                 Error::InvalidConfig(format!(
                     "TLS certificate {} is not one its peers take: {} with the CA {}{}",
@@ -89,23 +99,48 @@ impl TlsFiles {
         Ok(Some(client))
     }
 
-    /// The server side of TLS with these files, or why they make none.
+    /// The server side of TLS on the Redis port with these files, or why
+    /// they make none.
     pub(crate) fn load(&self) -> Result<Arc<ServerConfig>> {
+        self.server_config(None)
+    }
+
+    /// The server side of TLS on the native port: as [`Self::load`], and a
+    /// connecting node shows its certificate, which must chain to the CA
+    /// (clients show none); `None` without a CA (no TLS there).
+    pub(crate) fn load_native(&self) -> Result<Option<Arc<ServerConfig>>> {
+        let Some(ca) = &self.ca_cert_file else {
+            return Ok(None);
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let peers = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_error(ca, e))?;
+        self.server_config(Some(peers)).map(Some)
+    }
+
+    fn server_config(
+        &self,
+        peers: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>> {
         let certs = read_certs(&self.cert_file)?;
         let key = read_key(&self.key_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                Error::InvalidConfig(format!(
-                    "TLS certificate {} and key {} do not make a server identity: {e}",
-                    self.cert_file.display(),
-                    self.key_file.display()
-                ))
-            })?;
+            .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?;
+        let builder = match peers {
+            Some(peers) => builder.with_client_cert_verifier(peers),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(certs, key).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "TLS certificate {} and key {} do not make a server identity: {e}",
+                self.cert_file.display(),
+                self.key_file.display()
+            ))
+        })?;
         Ok(Arc::new(config))
     }
 }
@@ -180,23 +215,32 @@ impl std::fmt::Debug for TlsClient {
 impl TlsClient {
     /// Trusts the CA certificates of the PEM file `path` (`--tls-ca-cert-file`).
     pub fn from_ca_cert_file(path: &Path) -> Result<TlsClient> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in read_certs(path)? {
-            roots
-                .add(cert)
-                .map_err(|e| tls_error(path, format!("not a CA certificate: {e}")))?;
-        }
+        Self::with_ca(path, None)
+    }
+
+    /// [`Self::from_ca_cert_file`], showing `identity` (a node's certificate
+    /// chain and key) to the nodes it connects to, as peers must.
+    fn with_ca(
+        path: &Path,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<TlsClient> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| tls_error(path, e))?;
+        let chain =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(path)?), provider.clone())
+                .build()
+                .map_err(|e| tls_error(path, e))?;
         let verifier = Arc::new(ChainToCa(chain));
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidConfig(format!("TLS set-up: {e}")))?
             .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(verifier.clone());
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((certs, key)) => builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| Error::InvalidConfig(format!("TLS client identity: {e}")))?,
+        };
         Ok(TlsClient {
             connector: TlsConnector::from(Arc::new(config)),
             verifier,
@@ -363,6 +407,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
 
 fn tls_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::InvalidConfig(format!("TLS file {}: {e}", path.display()))
+}
+
+/// The CA certificates of the PEM file `path`.
+fn roots(path: &Path) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| tls_error(path, format!("not a CA certificate: {e}")))?;
+    }
+    Ok(roots)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {

@@ -106,10 +106,13 @@ pub(crate) async fn run_node<T: Transport>(
         None => None,
     };
     // The native port speaks TLS once the cluster's CA is given.
-    let native_tls = peer_tls.as_ref().and(tls.clone());
+    let native_tls = match &config.tls {
+        Some(files) => files.load_native()?,
+        None => None,
+    };
     if native_tls.is_some() && config.password.is_none() {
         tracing::warn!(
-            "the native port speaks TLS but asks no password: nodes check the certificates of the nodes they connect to, not of those that connect to them, so any host can connect as a client or a peer; set a password (--password)"
+            "the native port speaks TLS but asks no password: peers must show the cluster's certificates, but any host can connect as a client; set a password (--password)"
         );
     }
     let data_dir = config.data_dir();
