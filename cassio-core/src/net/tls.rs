@@ -1,12 +1,13 @@
 //! TLS: the certificate chain and private key a node serves (PEM files, as
 //! Redis's `tls-cert-file` and `tls-key-file`), loaded once at start with
-//! rustls's safe defaults (TLS 1.2 and 1.3; no client certificates), and
-//! the server side of each connection's handshake, bounded in time; a
-//! client that speaks plain text to a TLS port is answered in plain text
-//! (in its own protocol), so it learns why. The Redis-protocol port speaks
-//! TLS with the files; the native port too once the cluster's CA is given
-//! (`ca_cert_file`), and then nodes and cassio clients connect through
-//! [`TlsClient`], which checks a node's certificate against that CA.
+//! rustls's safe defaults (TLS 1.2 and 1.3), and the server side of each
+//! connection's handshake, bounded in time; a client that speaks plain text
+//! to a TLS port is answered in plain text (in its own protocol), so it
+//! learns why. The Redis-protocol port speaks TLS with the files and asks
+//! for no client certificate; the native port too once the cluster's CA is
+//! given (`ca_cert_file`), and then asks for one (a node shows it, a client
+//! need not), and nodes and cassio clients connect through [`TlsClient`],
+//! which checks a node's certificate against that CA.
 
 use std::io;
 use std::net::SocketAddr;
