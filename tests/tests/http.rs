@@ -204,10 +204,11 @@ fn wrong_requests_get_clear_answers_and_the_node_serves_on() {
 fn a_joining_node_is_live_but_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     // A new node whose seed never answers stays JOINING: it has no one to
-    // stream its keys from.
-    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let seed = unreachable.local_addr().unwrap();
-    drop(unreachable);
+    // stream its keys from. The seed is a loopback address no test binds
+    // (the tests' nodes bind 127.0.0.1), so connections are refused at
+    // once. A port freed on 127.0.0.1 could be taken by a node of a test
+    // running beside this one, and "lonely" would join that cluster.
+    let seed: std::net::SocketAddr = "127.0.0.2:1".parse().unwrap();
     let mut config = node_config("lonely", dir.path(), vec![seed]);
     config.http = Some("127.0.0.1:0".parse().unwrap());
     let node = Node::start(config).expect("the node starts");
