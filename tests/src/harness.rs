@@ -242,3 +242,17 @@ pub fn ring_seen_by(node: &NodeHandle) -> cassio_core::ring::Ring {
             .map(|m| (m.node.clone(), &m.vnodes[..])),
     )
 }
+
+/// What a plain TCP connection to `addr` is answered to `input`, up to when
+/// the other side closes (or `read_timeout` passes without a byte).
+pub fn answer_until_closed(addr: SocketAddr, input: &[u8], read_timeout: Duration) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .expect("timeout");
+    stream.write_all(input).expect("write");
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    reply
+}

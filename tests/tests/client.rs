@@ -3,11 +3,12 @@
 //! at QUORUM. Native clients share `max_clients` with Redis-protocol ones,
 //! and peers never count.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use cassio_client::{Client, ClientConfig, ConsistencyLevel, Error};
-use cassio_tests::harness::{TestClient, shutdown_async, start_cluster_async, wait_for};
+use cassio_tests::harness::{
+    TestClient, answer_until_closed, shutdown_async, start_cluster_async, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_land_on_replicas() {
@@ -179,12 +180,6 @@ async fn native_clients_share_max_clients_and_peers_never_count() {
 
 /// What a Redis-protocol port answers `input` with, up to when it closes.
 fn until_closed(addr: std::net::SocketAddr, input: &[u8]) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(input).unwrap();
-    let mut reply = String::new();
-    let _ = stream.read_to_string(&mut reply);
-    reply
+    let reply = answer_until_closed(addr, input, Duration::from_secs(5));
+    String::from_utf8_lossy(&reply).into_owned()
 }

@@ -10,8 +10,7 @@
 //! files that are missing, hold no certificate or do not match stop the
 //! start with the file and the reason.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use cassio_client::{ClientConfig, ConsistencyLevel};
 use cassio_core::net::{Connection, Tcp, TlsClient, TlsFiles};
 use cassio_core::proto::{Hello, Request, Role};
 use cassio_core::{Node, NodeConfig, NodeHandle};
-use cassio_tests::harness::{TestClient, node_config, start_cluster};
+use cassio_tests::harness::{TestClient, answer_until_closed, node_config, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -124,14 +123,7 @@ async fn over_tls_reading_late(
 
 /// What a plain TCP connection gets back for `input`, until it closes.
 fn plain(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    stream.write_all(input).unwrap();
-    let mut reply = Vec::new();
-    let _ = stream.read_to_end(&mut reply);
-    reply
+    answer_until_closed(addr, input, Duration::from_secs(15))
 }
 
 fn redis_cli(args: &[&str]) -> Option<std::process::Output> {

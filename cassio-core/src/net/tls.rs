@@ -80,10 +80,7 @@ impl TlsFiles {
         let key = read_key(&self.key_file)?;
         let client = TlsClient::with_ca(ca, Some((certs.clone(), key)))?;
         let any_address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let as_client = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
-            .build()
-            .map_err(|e| tls_error(ca, e))?;
+        let as_client = peer_verifier(ca, false)?;
         client
             .verifier
             .verify_server_cert(&certs[0], &certs[1..], &any_address, &[], UnixTime::now())
@@ -113,12 +110,7 @@ impl TlsFiles {
         let Some(ca) = &self.ca_cert_file else {
             return Ok(None);
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let peers = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| tls_error(ca, e))?;
-        self.server_config(Some(peers)).map(Some)
+        self.server_config(Some(peer_verifier(ca, true)?)).map(Some)
     }
 
     fn server_config(
@@ -408,6 +400,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
 
 fn tls_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::InvalidConfig(format!("TLS file {}: {e}", path.display()))
+}
+
+/// Checks a certificate a connecting node shows against the CA `ca`;
+/// `clients_too` lets connections that show none through (clients).
+fn peer_verifier(ca: &Path, clients_too: bool) -> Result<Arc<dyn ClientCertVerifier>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
+    let builder = match clients_too {
+        true => builder.allow_unauthenticated(),
+        false => builder,
+    };
+    builder.build().map_err(|e| tls_error(ca, e))
 }
 
 /// The CA certificates of the PEM file `path`.
