@@ -385,7 +385,12 @@ fn redis_crate_commands() {
     );
 
     // Errors: unknown command, wrong arity.
-    let err = cmd("FLUSHALL").query::<String>(&mut con).unwrap_err();
+    let err = cmd("HSET")
+        .arg("h")
+        .arg("f")
+        .arg("v")
+        .query::<String>(&mut con)
+        .unwrap_err();
     assert!(err.to_string().contains("unknown command"), "{err}");
     let err = cmd("GET").query::<String>(&mut con).unwrap_err();
     assert!(

@@ -166,6 +166,18 @@ impl<T: Transport> NodeShared<T> {
         self.hlc.now_many(wall_us, count)
     }
 
+    /// The timestamp to write a key again with after reading its cell
+    /// (written at `read_us`): `drawn`, the command's own (drawn in
+    /// pipeline order), if that is newer, else a new one past `read_us`,
+    /// so the write is not lost to the cell it replaces.
+    pub(crate) fn rewrite_timestamp(&self, drawn: u64, read_us: u64) -> u64 {
+        if drawn > read_us {
+            return drawn;
+        }
+        self.hlc.observe(read_us);
+        self.write_timestamps(1)
+    }
+
     /// Milliseconds since this node started, on the runtime's clock (which a
     /// simulation controls).
     pub(crate) fn now_ms(&self) -> u64 {

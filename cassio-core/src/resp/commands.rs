@@ -1,11 +1,15 @@
-//! The Redis commands cassio knows, and the data commands (GET, SET, DEL,
-//! EXISTS, MGET, MSET; SCAN and KEYS in [`super::scan`]), which run through the node's coordinator at the
-//! connection's consistency level. Session commands are in [`super::session`].
+//! The Redis commands cassio knows (and those it refuses, with the reason),
+//! and the data commands (GET, SET and its variants, DEL, EXISTS, MGET,
+//! MSET, STRLEN, TYPE; SCAN and KEYS in [`super::scan`], TTL and EXPIRE
+//! and their kin in [`super::expiry`]), which run through the node's
+//! coordinator at the connection's consistency level. Session commands are
+//! in [`super::session`].
 
 use std::sync::Arc;
 
 use fnv::FnvHashSet;
 
+use super::expiry::ExpiryUnit;
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
@@ -38,6 +42,24 @@ pub(crate) enum Command {
     Mset,
     Scan,
     Keys,
+    Setex,
+    Psetex,
+    Setnx,
+    Getset,
+    Getdel,
+    Getex,
+    Unlink,
+    Strlen,
+    Type,
+    Ttl,
+    Pttl,
+    Expiretime,
+    Pexpiretime,
+    Expire,
+    Pexpire,
+    Expireat,
+    Pexpireat,
+    Persist,
     Multi,
     Exec,
     Discard,
@@ -68,12 +90,67 @@ const COMMANDS: &[(&str, Command)] = &[
     ("mset", Command::Mset),
     ("scan", Command::Scan),
     ("keys", Command::Keys),
+    ("setex", Command::Setex),
+    ("psetex", Command::Psetex),
+    ("setnx", Command::Setnx),
+    ("getset", Command::Getset),
+    ("getdel", Command::Getdel),
+    ("getex", Command::Getex),
+    ("unlink", Command::Unlink),
+    ("strlen", Command::Strlen),
+    ("type", Command::Type),
+    ("ttl", Command::Ttl),
+    ("pttl", Command::Pttl),
+    ("expiretime", Command::Expiretime),
+    ("pexpiretime", Command::Pexpiretime),
+    ("expire", Command::Expire),
+    ("pexpire", Command::Pexpire),
+    ("expireat", Command::Expireat),
+    ("pexpireat", Command::Pexpireat),
+    ("persist", Command::Persist),
     ("multi", Command::Multi),
     ("exec", Command::Exec),
     ("discard", Command::Discard),
     ("watch", Command::Watch),
     ("unwatch", Command::Unwatch),
 ];
+
+/// Redis commands cassio knows but does not run, with the reason: each
+/// needs an atomic read-modify-write of a key, or of every key, which a
+/// leaderless store does not have.
+const REFUSED: &[(&str, &str)] = &[
+    ("incr", INCREMENTS),
+    ("incrby", INCREMENTS),
+    ("incrbyfloat", INCREMENTS),
+    ("decr", INCREMENTS),
+    ("decrby", INCREMENTS),
+    ("append", CHANGES_IN_PLACE),
+    ("setrange", CHANGES_IN_PLACE),
+    (
+        "msetnx",
+        "cassio cannot set several keys at once only if none exists",
+    ),
+    ("flushall", FLUSHES),
+    ("flushdb", FLUSHES),
+];
+const INCREMENTS: &str =
+    "cassio has no atomic read-modify-write, so increments racing on one key would be lost";
+const CHANGES_IN_PLACE: &str =
+    "cassio has no atomic read-modify-write, so changes racing on one key would be lost";
+const FLUSHES: &str = "cassio has no cluster-wide truncate yet; delete keys with DEL";
+
+/// The error for a command cassio knows but refuses (see [`REFUSED`]).
+pub(crate) fn refusal(name: &[u8]) -> Option<Reply> {
+    REFUSED
+        .iter()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+        .map(|(n, reason)| {
+            Reply::err(format!(
+                "ERR {} is not supported: {reason}",
+                n.to_ascii_uppercase()
+            ))
+        })
+}
 
 /// Keys (or key-value pairs, for MSET) one command may name: bounds the
 /// memory a single reply can take.
@@ -99,8 +176,7 @@ impl Command {
             .map_or("?", |(n, _)| n)
     }
 
-    /// GET, SET, DEL, EXISTS, MGET, MSET, SCAN or KEYS: a command that
-    /// reads or writes keys through the coordinator.
+    /// A command that reads or writes keys through the coordinator.
     pub(crate) fn is_data(self) -> bool {
         matches!(
             self,
@@ -112,6 +188,32 @@ impl Command {
                 | Command::Mset
                 | Command::Scan
                 | Command::Keys
+                | Command::Setex
+                | Command::Psetex
+                | Command::Setnx
+                | Command::Getset
+                | Command::Getdel
+                | Command::Getex
+                | Command::Unlink
+                | Command::Strlen
+                | Command::Type
+        ) || self.is_expiry()
+    }
+
+    /// A command [`super::expiry`] runs.
+    pub(crate) fn is_expiry(self) -> bool {
+        matches!(
+            self,
+            Command::Ttl
+                | Command::Pttl
+                | Command::Expiretime
+                | Command::Pexpiretime
+                | Command::Expire
+                | Command::Pexpire
+                | Command::Expireat
+                | Command::Pexpireat
+                | Command::Persist
+                | Command::Getex
         )
     }
 
@@ -128,9 +230,24 @@ impl Command {
         let command = Command::lookup(args.first()?)?;
         let argc = args.len();
         let well_formed = match command {
-            Command::Get => argc == 2,
+            Command::Get
+            | Command::Getdel
+            | Command::Strlen
+            | Command::Type
+            | Command::Ttl
+            | Command::Pttl
+            | Command::Expiretime
+            | Command::Pexpiretime
+            | Command::Persist => argc == 2,
             Command::Set => argc >= 3,
-            Command::Del | Command::Exists | Command::Mget => argc >= 2,
+            Command::Setnx | Command::Getset => argc == 3,
+            Command::Setex | Command::Psetex => argc == 4,
+            Command::Expire | Command::Pexpire | Command::Expireat | Command::Pexpireat => {
+                argc >= 3
+            }
+            Command::Del | Command::Unlink | Command::Exists | Command::Mget | Command::Getex => {
+                argc >= 2
+            }
             Command::Mset => argc >= 3 && argc % 2 == 1,
             Command::Scan => argc >= 2,
             Command::Keys => argc == 2,
@@ -147,13 +264,31 @@ impl Command {
     ) -> (&'a [&'k [u8]], &'a [&'k [u8]], usize) {
         let none = &args[..0];
         match self {
-            Command::Get | Command::Exists | Command::Mget => (&args[1..], none, 1),
+            Command::Get
+            | Command::Exists
+            | Command::Mget
+            | Command::Strlen
+            | Command::Type
+            | Command::Ttl
+            | Command::Pttl
+            | Command::Expiretime
+            | Command::Pexpiretime => (&args[1..], none, 1),
             // NX, XX and GET read the key before writing it (other
-            // options take this path too: conservative).
+            // options take this path too: conservative); so do the
+            // commands that write the value they read again.
             Command::Set if args.len() > 3 => (&args[1..2], &args[1..2], 1),
-            Command::Set => (none, &args[1..2], 1),
+            Command::Setnx
+            | Command::Getset
+            | Command::Getdel
+            | Command::Getex
+            | Command::Expire
+            | Command::Pexpire
+            | Command::Expireat
+            | Command::Pexpireat
+            | Command::Persist => (&args[1..2], &args[1..2], 1),
+            Command::Set | Command::Setex | Command::Psetex => (none, &args[1..2], 1),
             Command::Mset => (none, &args[1..], 2),
-            Command::Del => (&args[1..], &args[1..], 1),
+            Command::Del | Command::Unlink => (&args[1..], &args[1..], 1),
             _ => (none, none, 1),
         }
     }
@@ -195,7 +330,7 @@ pub(crate) fn write_reply(response: Response) -> Reply {
 }
 
 /// Whether the coordinator's answer says written, or the error reply.
-fn written(response: Response) -> Result<(), Reply> {
+pub(crate) fn written(response: Response) -> Result<(), Reply> {
     match response {
         Response::Written { .. } => Ok(()),
         other => Err(failure(other)),
@@ -219,6 +354,42 @@ pub(crate) fn failure(response: Response) -> Reply {
 }
 
 impl<T: Transport> NodeShared<T> {
+    /// SET `args[1]` `args[2]` with `options`, its write at `timestamp`.
+    async fn set(
+        self: &Arc<Self>,
+        args: &[&[u8]],
+        options: SetOptions,
+        level: ConsistencyLevel,
+        timestamp: u64,
+    ) -> Reply {
+        // NX, XX and GET read the key first (not atomically).
+        let mut existing = None;
+        if options.condition.is_some() || options.get_old {
+            existing = match self.read_value(args[1], level).await {
+                Ok(existing) => existing,
+                Err(reply) => return reply,
+            };
+        }
+        let answer = |written: Reply, existing: Option<Vec<u8>>| match options.get_old {
+            true => Reply::Bulk(existing),
+            false => written,
+        };
+        if let Some(must_exist) = options.condition
+            && existing.is_some() != must_exist
+        {
+            return answer(Reply::Bulk(None), existing);
+        }
+        let cell = Cell {
+            timestamp,
+            expires_at_ms: options.expires_at_ms,
+            value: CellValue::Value(args[2].to_vec()),
+        };
+        match self.write_cell(args[1], cell, level).await {
+            Ok(()) => answer(Reply::ok(), existing),
+            Err(reply) => reply,
+        }
+    }
+
     async fn read_value(
         self: &Arc<Self>,
         key: &[u8],
@@ -269,35 +440,72 @@ impl<T: Transport> NodeShared<T> {
                 Ok(value) => Reply::Bulk(value),
                 Err(reply) => reply,
             },
-            Command::Set => {
-                let options = match set_options(&args[3..], (self.clock)()) {
-                    Ok(options) => options,
+            Command::Set => match set_options(&args[3..], (self.clock)()) {
+                Ok(options) => self.set(args, options, level, first_timestamp).await,
+                Err(reply) => reply,
+            },
+            Command::Setex | Command::Psetex => {
+                let unit = match command {
+                    Command::Setex => ExpiryUnit::Seconds,
+                    _ => ExpiryUnit::Milliseconds,
+                };
+                let now_ms = (self.clock)();
+                let options = match unit.expiry_ms(args[2], now_ms, command.name(), true) {
+                    Ok(at) => SetOptions {
+                        expires_at_ms: Some(u64::try_from(at).unwrap_or(0).max(now_ms)),
+                        ..SetOptions::default()
+                    },
                     Err(reply) => return reply,
                 };
-                // NX, XX and GET read the key first (not atomically).
-                let mut existing = None;
-                if options.condition.is_some() || options.get_old {
-                    existing = match self.read_value(args[1], level).await {
-                        Ok(existing) => existing,
-                        Err(reply) => return reply,
-                    };
-                }
-                let answer = |written: Reply, existing: Option<Vec<u8>>| match options.get_old {
-                    true => Reply::Bulk(existing),
-                    false => written,
+                let args = [args[0], args[1], args[3]];
+                self.set(&args, options, level, first_timestamp).await
+            }
+            Command::Setnx => {
+                let options = SetOptions {
+                    condition: Some(false),
+                    ..SetOptions::default()
                 };
-                if let Some(must_exist) = options.condition
-                    && existing.is_some() != must_exist
-                {
-                    return answer(Reply::Bulk(None), existing);
+                match self.set(args, options, level, first_timestamp).await {
+                    Reply::Simple(_) => Reply::Integer(1),
+                    Reply::Bulk(None) => Reply::Integer(0),
+                    failed => failed,
                 }
-                let cell = cell(Some(args[2]), options.expires_at_ms, first_timestamp);
-                match self.write_cell(args[1], cell, level).await {
-                    Ok(()) => answer(Reply::ok(), existing),
+            }
+            Command::Getset => {
+                let options = SetOptions {
+                    get_old: true,
+                    ..SetOptions::default()
+                };
+                self.set(args, options, level, first_timestamp).await
+            }
+            Command::Getdel => {
+                let cell = match self.read_cell(args[1], level).await {
+                    Ok(Some(cell)) => cell,
+                    Ok(None) => return Reply::Bulk(None),
+                    Err(reply) => return reply,
+                };
+                // The tombstone must be newer than the value it returns.
+                let timestamp = self.rewrite_timestamp(first_timestamp, cell.timestamp);
+                match self
+                    .write_cell(args[1], Cell::tombstone(timestamp), level)
+                    .await
+                {
+                    Ok(()) => Reply::Bulk(cell.into_live_value(0)),
                     Err(reply) => reply,
                 }
             }
-            Command::Del => {
+            Command::Strlen | Command::Type => match self.read_value(args[1], level).await {
+                Ok(value) if command == Command::Strlen => {
+                    Reply::Integer(value.map_or(0, |v| v.len() as i64))
+                }
+                Ok(value) => Reply::Simple(if value.is_some() { "string" } else { "none" }),
+                Err(reply) => reply,
+            },
+            command if command.is_expiry() => {
+                self.expiry_command(command, args, level, first_timestamp)
+                    .await
+            }
+            Command::Del | Command::Unlink => {
                 // Every key read in one batch, then every tombstone written
                 // in one: `DEL k k` deletes (and counts) k once.
                 let mut seen = FnvHashSet::default();
@@ -406,32 +614,13 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
                 let Some(amount) = options.get(i + 1) else {
                     return Err(Reply::err("ERR syntax error"));
                 };
-                let Some(amount) = redis_integer(amount) else {
-                    return Err(Reply::err("ERR value is not an integer or out of range"));
-                };
-                let ms = match option.as_str() {
-                    "EX" | "EXAT" => amount.checked_mul(1000),
-                    _ => Some(amount),
-                };
-                let from_ms = match option.as_str() {
-                    "EX" | "PX" => i64::try_from(now_ms).ok(),
-                    _ => Some(0),
-                };
-                // As Redis: a time that is not positive, or an expiry past
-                // what a signed 64-bit ms count holds, is refused (not
-                // wrapped around into the past).
-                let expires = ms
-                    .filter(|ms| *ms > 0)
-                    .and_then(|ms| ms.checked_add(from_ms?))
-                    .and_then(|at| u64::try_from(at).ok());
-                let Some(expires) = expires else {
-                    return Err(Reply::err("ERR invalid expire time in 'set' command"));
-                };
+                let unit = ExpiryUnit::of_option(&option).unwrap_or(ExpiryUnit::Seconds);
+                let expires = unit.expiry_ms(amount, now_ms, "set", true)?;
                 // An absolute time already past expires the key now, not
                 // then: compaction counts gc_grace from the expiry, and an
                 // expiry in the distant past would let it purge the cell
                 // before every replica has it.
-                parsed.expires_at_ms = Some(expires.max(now_ms));
+                parsed.expires_at_ms = Some(u64::try_from(expires).unwrap_or(0).max(now_ms));
                 expiry_option = Some(option);
                 i += 2;
             }

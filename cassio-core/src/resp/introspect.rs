@@ -26,6 +26,20 @@ fn spec(command: Command) -> Spec {
         Command::Exists => spec(-2, &["readonly", "fast"], (1, -1, 1)),
         Command::Mget => spec(-2, &["readonly", "fast"], (1, -1, 1)),
         Command::Mset => spec(-3, &["write", "denyoom"], (1, -1, 2)),
+        Command::Setex | Command::Psetex => spec(4, &["write", "denyoom"], (1, 1, 1)),
+        Command::Setnx | Command::Getset => spec(3, &["write", "denyoom", "fast"], (1, 1, 1)),
+        Command::Getdel | Command::Persist => spec(2, &["write", "fast"], (1, 1, 1)),
+        Command::Getex => spec(-2, &["write", "fast"], (1, 1, 1)),
+        Command::Unlink => spec(-2, &["write", "fast"], (1, -1, 1)),
+        Command::Strlen
+        | Command::Type
+        | Command::Ttl
+        | Command::Pttl
+        | Command::Expiretime
+        | Command::Pexpiretime => spec(2, &["readonly", "fast"], (1, 1, 1)),
+        Command::Expire | Command::Pexpire | Command::Expireat | Command::Pexpireat => {
+            spec(-3, &["write", "fast"], (1, 1, 1))
+        }
         Command::Scan => spec(-2, &["readonly"], NO_KEYS),
         Command::Keys => spec(2, &["readonly"], NO_KEYS),
         Command::Dbsize => spec(1, &["readonly", "fast"], NO_KEYS),

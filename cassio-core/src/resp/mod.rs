@@ -2,7 +2,8 @@
 //! redis-cli, redis-benchmark and Redis client libraries work against any
 //! node: [`parse`] (RESP arrays and inline commands), [`reply`],
 //! [`commands`] (data commands, each through the coordinator at the
-//! connection's consistency level), [`session`] (connection state and the
+//! connection's consistency level), [`expiry`] (TTL, EXPIRE and their
+//! kin), [`session`] (connection state and the
 //! commands answered at once), [`introspect`] (`COMMAND`), [`transaction`]
 //! (MULTI/EXEC), [`scan`] (SCAN and KEYS, with [`glob`] patterns),
 //! [`pipeline`] (which pipelined commands may run at once) and the listener
@@ -10,6 +11,7 @@
 
 mod commands;
 mod config;
+mod expiry;
 mod glob;
 mod introspect;
 mod parse;

@@ -6,7 +6,7 @@
 //! anything but those two and QUIT. They are answered at once,
 //! without the coordinator.
 
-use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, text};
+use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, refusal, text};
 use super::introspect::arity;
 use super::reply::{Protocol, Reply};
 use super::transaction::Transaction;
@@ -348,7 +348,7 @@ impl<T: Transport> NodeShared<T> {
 /// running it: unknown command, too many arguments, wrong arity.
 pub(crate) fn checked_command(args: &[&[u8]]) -> Result<Command, Reply> {
     let Some(command) = Command::lookup(args[0]) else {
-        return Err(unknown_command(args));
+        return Err(refusal(args[0]).unwrap_or_else(|| unknown_command(args)));
     };
     if args.len() > MULTI_KEY_ARGS_MAX + 1 {
         return Err(Reply::err(format!(

@@ -9,7 +9,7 @@ use serde_bytes::Bytes;
 
 use super::*;
 use crate::coordinator::ReadRound;
-use crate::storage::validate_key;
+use crate::storage::{CellValue, validate_key};
 
 /// A batch of reads being coordinated: each key's round and replicas, and
 /// the replicas asked.
@@ -27,6 +27,28 @@ struct ReadBatch {
 /// the ones read repair writes.
 fn stale_jobs<'b>(batch: &'b ReadBatch, met: &'b [bool]) -> impl Iterator<Item = usize> + 'b {
     (0..batch.rounds.len()).filter(|&job| met[job] && batch.rounds[job].stale().next().is_some())
+}
+
+/// One key's read: the newest cell if it is a live value (`None`: the key
+/// has none), or the answer that says why the read failed.
+pub(crate) type CellRead = std::result::Result<Option<Cell>, Box<Response>>;
+
+/// A key's read as the answer to a client's get.
+fn value_answer(read: CellRead) -> Response {
+    match read {
+        Ok(Some(cell)) => Response::Value {
+            timestamp: Some(cell.timestamp),
+            value: match cell.value {
+                CellValue::Value(value) => Some(value),
+                CellValue::Tombstone => None,
+            },
+        },
+        Ok(None) => Response::Value {
+            value: None,
+            timestamp: None,
+        },
+        Err(answer) => *answer,
+    }
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -48,21 +70,32 @@ impl<T: Transport> NodeShared<T> {
         keys: &[&[u8]],
         level: ConsistencyLevel,
     ) -> Vec<Response> {
+        let reads = self.coordinate_cell_reads(keys, level).await;
+        reads.into_iter().map(value_answer).collect()
+    }
+
+    /// [`NodeShared::coordinate_reads`], answered with each key's live
+    /// cell, its expiry included (the Redis port's TTL and EXPIRE).
+    pub(crate) async fn coordinate_cell_reads(
+        self: &Arc<Self>,
+        keys: &[&[u8]],
+        level: ConsistencyLevel,
+    ) -> Vec<CellRead> {
         let started = Instant::now();
-        let answers = self.read_batch(keys, level).await;
+        let reads = self.read_batch(keys, level).await;
         self.metrics
             .read_latency
             .record(started.elapsed(), keys.len());
-        answers
+        reads
     }
 
     async fn read_batch(
         self: &Arc<Self>,
         keys: &[&[u8]],
         level: ConsistencyLevel,
-    ) -> Vec<Response> {
+    ) -> Vec<CellRead> {
         if let Some(refusal) = self.wait_until_joined().await {
-            return vec![refusal; keys.len()];
+            return vec![Err(Box::new(refusal)); keys.len()];
         }
         let mut phases: Vec<Phase> = keys.iter().map(|_| Phase::Pending).collect();
         let mut batch = ReadBatch {
@@ -164,26 +197,13 @@ impl<T: Transport> NodeShared<T> {
                 .map(ReadRound::into_newest)
                 .collect()
         };
-        let answers: Vec<Response> = phases
+        let answers: Vec<CellRead> = phases
             .into_iter()
             .zip(winners)
-            .map(|(phase, winner)| {
-                match phase {
-                    Phase::Answered(answer) => return answer,
-                    Phase::Pending => return left_pending(),
-                    Phase::Met => {}
-                }
-                let timestamp = winner.as_ref().map(|c| c.timestamp);
-                match winner.and_then(|c| c.into_live_value(now_ms)) {
-                    Some(value) => Response::Value {
-                        value: Some(value),
-                        timestamp,
-                    },
-                    None => Response::Value {
-                        value: None,
-                        timestamp: None,
-                    },
-                }
+            .map(|(phase, winner)| match phase {
+                Phase::Answered(answer) => Err(Box::new(answer)),
+                Phase::Pending => Err(Box::new(left_pending())),
+                Phase::Met => Ok(winner.filter(|cell| cell.live_value(now_ms).is_some())),
             })
             .collect();
         if late_votes {

@@ -1,0 +1,353 @@
+//! The same commands sent to redis-server and to a 3-node cassio cluster get
+//! the same replies: the key-expiry commands (TTL, PTTL, EXPIRETIME,
+//! PEXPIRETIME, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX) and
+//! SET's kin (SETEX, PSETEX, SETNX, GETSET, GETDEL, STRLEN, TYPE, UNLINK),
+//! errors included, word for word. redis-server (Debian's redis-server
+//! package; `.ci/run` installs it) listens on a Unix socket in a temporary
+//! directory, so no port is shared with other tests.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::proto::{Request, Response};
+use cassio_tests::harness::{TestClient, ring_seen_by, start_cluster, wait_for};
+use redis::Value;
+
+/// A redis-server this test started; killed (by its PID) when dropped.
+struct RedisServer {
+    child: Child,
+    socket: String,
+}
+
+impl RedisServer {
+    fn start(dir: &Path) -> RedisServer {
+        let socket = dir.join("redis.sock").display().to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket", &socket, "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian's redis-server package; .ci/run installs it)");
+        let server = RedisServer { child, socket };
+        wait_for(Duration::from_secs(10), "redis-server to listen", || {
+            server.try_connection().is_some()
+        });
+        server
+    }
+
+    fn try_connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(format!("unix://{}", self.socket)).ok()?;
+        client.get_connection().ok()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reply, with errors as their text.
+type Answer = Result<Value, String>;
+
+fn send(con: &mut redis::Connection, args: &[String]) -> Answer {
+    let mut cmd = redis::cmd(&args[0]);
+    for arg in &args[1..] {
+        cmd.arg(arg);
+    }
+    cmd.query::<Value>(con).map_err(|e| e.to_string())
+}
+
+/// How two replies must agree.
+#[derive(Clone, Copy)]
+enum Agree {
+    Exactly,
+    /// Integers at most this far apart (a PTTL read a few ms apart).
+    Within(i64),
+}
+
+fn agrees(redis: &Answer, cassio: &Answer, agree: Agree) -> bool {
+    match (agree, redis, cassio) {
+        (Agree::Within(slack), Ok(Value::Int(a)), Ok(Value::Int(b))) => (a - b).abs() <= slack,
+        _ => redis == cassio,
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+#[test]
+fn expiry_and_string_commands_answer_as_redis_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis_server = RedisServer::start(dir.path());
+    let nodes = start_cluster(3, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+        config.replication_factor = 3;
+    });
+    let cassio_con = |i: usize| {
+        let addr = nodes[i].resp_addr().expect("RESP enabled");
+        redis::Client::open(format!("redis://{addr}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    };
+    let mut redis_con = redis_server.try_connection().expect("redis-server");
+    let mut cassio = cassio_con(0);
+
+    // Absolute times a while ahead, and one in the past.
+    let at_s = now_s() + 1000;
+    let at_ms = (now_s() + 2000) * 1000;
+    let past_s = now_s() - 10;
+    let script: Vec<(String, Agree)> = [
+        "SET k v",
+        "TTL k",
+        "PTTL k",
+        "EXPIRETIME k",
+        "TTL missing",
+        "PEXPIRETIME missing",
+        "EXPIRE k 100",
+        "TTL k",
+        "~PTTL k",
+        "EXPIRE k 50 GT",
+        "EXPIRE k 200 gt",
+        "EXPIRE k 300 LT",
+        "EXPIRE k 150 LT",
+        "EXPIRE k 10 NX",
+        "EXPIRE k 120 XX GT",
+        "TTL k",
+        "EXPIRE k 10 NX XX",
+        "EXPIRE k 10 GT LT",
+        "EXPIRE k 10 FOO",
+        "EXPIRE k abc",
+        "EXPIRE k abc FOO",
+        "EXPIRE k 9223372036854775807",
+        "PEXPIRE k 9223372036854775807",
+        "EXPIRE missing 10",
+        "EXPIRE k",
+        "PERSIST k",
+        "PERSIST k",
+        "PERSIST missing",
+        "TTL k",
+        "GET k",
+        "EXPIRE k 10 XX",
+        "EXPIRE k 10 GT",
+        "EXPIRE k 10 LT",
+        "TTL k",
+        &format!("EXPIREAT k {at_s}"),
+        "EXPIRETIME k",
+        "PEXPIRETIME k",
+        &format!("PEXPIREAT k {at_ms}"),
+        "PEXPIRETIME k",
+        "EXPIRETIME k",
+        "GET k",
+        "EXPIRE k 0",
+        "GET k",
+        "EXISTS k",
+        "EXPIRE k 10",
+        "SET k v2",
+        "PEXPIRE k -1",
+        "GET k",
+        "SET k v3",
+        &format!("EXPIREAT k {past_s}"),
+        "EXISTS k",
+        "SETEX s 100 v",
+        "TTL s",
+        "GET s",
+        "SETEX s 0 v",
+        "SETEX s -1 v",
+        "SETEX s abc v",
+        "SETEX s 10",
+        "PSETEX p 100000 v",
+        "~PTTL p",
+        "PSETEX p 0 v",
+        "SETNX n 1",
+        "SETNX n 2",
+        "GET n",
+        "GETSET n 3",
+        "GET n",
+        "GETSET fresh x",
+        "SETEX n 100 v",
+        "GETSET n w",
+        "TTL n",
+        "GETDEL n",
+        "GETDEL n",
+        "EXISTS n",
+        "SET g v",
+        "GETEX g",
+        "TTL g",
+        "GETEX g EX 100",
+        "TTL g",
+        "GETEX g persist",
+        "TTL g",
+        "GETEX g PX 0",
+        "GETEX g EX 1 PX 1",
+        "GETEX g PERSIST EX 1",
+        "GETEX g FOO",
+        "GETEX missing EX 10",
+        "EXISTS missing",
+        &format!("GETEX g EXAT {past_s}"),
+        "GET g",
+        "SET k2 hello",
+        "STRLEN k2",
+        "STRLEN missing",
+        "TYPE k2",
+        "TYPE missing",
+        "UNLINK k2 missing k2",
+        "GET k2",
+        "TTL",
+        "GETDEL a b",
+    ]
+    .iter()
+    .map(|line| match line.strip_prefix('~') {
+        Some(line) => (line.to_string(), Agree::Within(1000)),
+        None => (line.to_string(), Agree::Exactly),
+    })
+    .collect();
+    for (line, agree) in &script {
+        let args: Vec<String> = line.split(' ').map(str::to_string).collect();
+        let (expected, got) = (send(&mut redis_con, &args), send(&mut cassio, &args));
+        assert!(
+            agrees(&expected, &got, agree.to_owned()),
+            "{line}: redis-server answered {expected:?}, cassio {got:?}"
+        );
+    }
+
+    // Rewrites reach every replica: written at ALL through one node, each
+    // rewrite is read at ONE (its own replica's cell) on another.
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("ALL")
+        .query(&mut cassio)
+        .unwrap();
+    let mut other = cassio_con(2);
+    let _: () = redis::cmd("CASSIO.CONSISTENCY")
+        .arg("ONE")
+        .query(&mut other)
+        .unwrap();
+    let mut on_both = |line: &str| {
+        let args: Vec<String> = line.split(' ').map(str::to_string).collect();
+        let (expected, got) = (send(&mut redis_con, &args), send(&mut cassio, &args));
+        assert_eq!(expected, got, "{line}");
+    };
+    let mut ttl_elsewhere = || -> i64 { redis::cmd("TTL").arg("x").query(&mut other).unwrap() };
+    on_both("SETEX x 500 v");
+    assert_eq!(ttl_elsewhere(), 500);
+    on_both("EXPIRE x 900");
+    assert_eq!(
+        ttl_elsewhere(),
+        900,
+        "the other node's replica has the new expiry"
+    );
+    on_both("PERSIST x");
+    assert_eq!(ttl_elsewhere(), -1, "and then none");
+    on_both("GETEX x EX 700");
+    assert_eq!(ttl_elsewhere(), 700);
+    on_both("GETDEL x");
+    assert_eq!(ttl_elsewhere(), -2, "and the key is gone");
+}
+
+#[test]
+fn read_modify_write_commands_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(1, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let addr = nodes[0].resp_addr().expect("RESP enabled");
+    let mut con = redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::cmd("SET").arg("n").arg("1").query(&mut con).unwrap();
+    for (args, expected) in [
+        (
+            &["INCR", "n"][..],
+            "INCR is not supported: cassio has no atomic read-modify-write",
+        ),
+        (&["incrby", "n", "5"], "INCRBY is not supported"),
+        (&["DECR", "n"], "DECR is not supported"),
+        (&["APPEND", "n", "x"], "APPEND is not supported"),
+        (&["MSETNX", "a", "1"], "MSETNX is not supported"),
+        (
+            &["FLUSHALL"],
+            "FLUSHALL is not supported: cassio has no cluster-wide truncate",
+        ),
+    ] {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        let error = cmd.query::<Value>(&mut con).unwrap_err().to_string();
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    let value: String = redis::cmd("GET").arg("n").query(&mut con).unwrap();
+    assert_eq!(value, "1", "nothing was changed");
+}
+
+/// A cell written with a timestamp ahead of a coordinator's clock (a
+/// client's own, or a node whose clock runs ahead) is still replaced by
+/// EXPIRE, PERSIST and GETDEL through that coordinator: each rewrites at a
+/// timestamp past the cell's, not its own older one, which would lose.
+#[test]
+fn rewrites_win_over_a_cell_from_a_clock_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(2, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+        config.replication_factor = 1;
+    });
+    // A key that only nodes[1] holds: written through it, only it sees the
+    // timestamp, so nodes[0]'s clock stays behind.
+    let ring = ring_seen_by(&nodes[0]);
+    let key = (0..1000)
+        .map(|i| format!("skew{i}"))
+        .find(|key| ring.replicas(key.as_bytes(), 1) == [nodes[1].node_id()])
+        .expect("a key nodes[1] replicates");
+    let ahead_us = (now_s() + 3600) * 1_000_000;
+    let put = |value: &str| {
+        let answer = TestClient::connect(nodes[1].native_addr()).request(Request::Put {
+            key: key.clone().into_bytes(),
+            value: value.into(),
+            level: Some(ConsistencyLevel::One),
+            timestamp: Some(ahead_us),
+            ttl_ms: None,
+        });
+        assert!(matches!(answer, Response::Written { .. }), "{answer:?}");
+    };
+    put("ahead");
+    let addr = nodes[0].resp_addr().expect("RESP enabled");
+    let mut con = redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut send_key = |command: &str, arg: Option<&str>| -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(&key);
+        if let Some(arg) = arg {
+            cmd.arg(arg);
+        }
+        cmd.query(&mut con)
+    };
+    assert_eq!(send_key("EXPIRE", Some("100")), Ok(Value::Int(1)));
+    assert_eq!(
+        send_key("TTL", None),
+        Ok(Value::Int(100)),
+        "the rewrite won over the cell ahead"
+    );
+    assert_eq!(send_key("PERSIST", None), Ok(Value::Int(1)));
+    assert_eq!(send_key("TTL", None), Ok(Value::Int(-1)));
+    assert_eq!(
+        send_key("GETDEL", None),
+        Ok(Value::BulkString(b"ahead".to_vec()))
+    );
+    assert_eq!(
+        send_key("EXISTS", None),
+        Ok(Value::Int(0)),
+        "the tombstone won too"
+    );
+}
