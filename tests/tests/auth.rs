@@ -84,6 +84,14 @@ fn redis_clients_must_authenticate_first() {
         expected.len(),
     );
     assert_eq!(answer, expected);
+    // RESET forgets the authentication, as Redis's does.
+    let expected = "+OK\r\n$1\r\nc\r\n+RESET\r\n-NOAUTH Authentication required.\r\n";
+    let answer = exchange(
+        addr,
+        b"AUTH s3cret\r\nGET a\r\nRESET\r\nGET a\r\n",
+        expected.len(),
+    );
+    assert_eq!(answer, expected);
     let hello = exchange(addr, b"HELLO 3\r\n", 9);
     assert_eq!(hello, "-NOAUTH H", "HELLO without AUTH is refused");
 

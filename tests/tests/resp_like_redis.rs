@@ -204,6 +204,16 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         "GET k2",
         "TTL",
         "GETDEL a b",
+        "ROLE",
+        "CLIENT SETNAME before-reset",
+        "RESET",
+        "CLIENT GETNAME",
+        "MULTI",
+        "SET inside 1",
+        "RESET",
+        "EXEC",
+        "EXISTS inside",
+        "TIME extra",
     ]
     .iter()
     .map(|line| match line.strip_prefix('~') {
@@ -274,6 +284,7 @@ fn read_modify_write_commands_are_refused_with_the_reason() {
         (&["DECR", "n"], "DECR is not supported"),
         (&["APPEND", "n", "x"], "APPEND is not supported"),
         (&["MSETNX", "a", "1"], "MSETNX is not supported"),
+        (&["RENAME", "n", "m"], "RENAME is not supported"),
         (
             &["FLUSHALL"],
             "FLUSHALL is not supported: cassio has no cluster-wide truncate",
@@ -288,6 +299,22 @@ fn read_modify_write_commands_are_refused_with_the_reason() {
     }
     let value: String = redis::cmd("GET").arg("n").query(&mut con).unwrap();
     assert_eq!(value, "1", "nothing was changed");
+
+    // Tools that look for a primary find one.
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut con)
+        .unwrap();
+    assert!(info.contains("role:master\r\n"), "{info}");
+
+    // TIME: the node's clock, as Unix seconds and microseconds.
+    let (seconds, micros): (String, String) = redis::cmd("TIME").query(&mut con).unwrap();
+    let seconds: u64 = seconds.parse().unwrap();
+    let micros: u64 = micros.parse().unwrap();
+    assert!(
+        seconds.abs_diff(now_s()) <= 5 && micros < 1_000_000,
+        "{seconds} {micros}"
+    );
 }
 
 /// A cell written with a timestamp ahead of a coordinator's clock (a

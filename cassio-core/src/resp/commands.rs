@@ -30,6 +30,9 @@ pub(crate) enum Command {
     /// `COMMAND`, which redis-cli asks on connect.
     Introspect,
     Info,
+    Time,
+    Role,
+    Reset,
     /// `CONFIG GET` (the rest is refused).
     Config,
     Consistency,
@@ -81,6 +84,9 @@ const COMMANDS: &[(&str, Command)] = &[
     ("client", Command::Client),
     ("command", Command::Introspect),
     ("info", Command::Info),
+    ("time", Command::Time),
+    ("role", Command::Role),
+    ("reset", Command::Reset),
     ("config", Command::Config),
     ("cassio.consistency", Command::Consistency),
     ("dbsize", Command::Dbsize),
@@ -130,6 +136,8 @@ const REFUSED: &[(&str, &str)] = &[
         "msetnx",
         "cassio cannot set several keys at once only if none exists",
     ),
+    ("rename", MOVES),
+    ("renamenx", MOVES),
     ("flushall", FLUSHES),
     ("flushdb", FLUSHES),
 ];
@@ -137,6 +145,8 @@ const INCREMENTS: &str =
     "cassio has no atomic read-modify-write, so increments racing on one key would be lost";
 const CHANGES_IN_PLACE: &str =
     "cassio has no atomic read-modify-write, so changes racing on one key would be lost";
+const MOVES: &str =
+    "cassio cannot move a value to another key atomically; SET the new key, then DEL the old";
 const FLUSHES: &str = "cassio has no cluster-wide truncate yet; delete keys with DEL";
 
 /// The error for a command cassio knows but refuses (see [`REFUSED`]).
@@ -354,10 +364,11 @@ pub(crate) fn failure(response: Response) -> Reply {
 }
 
 impl<T: Transport> NodeShared<T> {
-    /// SET `args[1]` `args[2]` with `options`, its write at `timestamp`.
+    /// SET `key` `value` with `options`, its write at `timestamp`.
     async fn set(
         self: &Arc<Self>,
-        args: &[&[u8]],
+        key: &[u8],
+        value: &[u8],
         options: SetOptions,
         level: ConsistencyLevel,
         timestamp: u64,
@@ -365,7 +376,7 @@ impl<T: Transport> NodeShared<T> {
         // NX, XX and GET read the key first (not atomically).
         let mut existing = None;
         if options.condition.is_some() || options.get_old {
-            existing = match self.read_value(args[1], level).await {
+            existing = match self.read_value(key, level).await {
                 Ok(existing) => existing,
                 Err(reply) => return reply,
             };
@@ -382,9 +393,9 @@ impl<T: Transport> NodeShared<T> {
         let cell = Cell {
             timestamp,
             expires_at_ms: options.expires_at_ms,
-            value: CellValue::Value(args[2].to_vec()),
+            value: CellValue::Value(value.to_vec()),
         };
-        match self.write_cell(args[1], cell, level).await {
+        match self.write_cell(key, cell, level).await {
             Ok(()) => answer(Reply::ok(), existing),
             Err(reply) => reply,
         }
@@ -441,7 +452,10 @@ impl<T: Transport> NodeShared<T> {
                 Err(reply) => reply,
             },
             Command::Set => match set_options(&args[3..], (self.clock)()) {
-                Ok(options) => self.set(args, options, level, first_timestamp).await,
+                Ok(options) => {
+                    self.set(args[1], args[2], options, level, first_timestamp)
+                        .await
+                }
                 Err(reply) => reply,
             },
             Command::Setex | Command::Psetex => {
@@ -457,15 +471,18 @@ impl<T: Transport> NodeShared<T> {
                     },
                     Err(reply) => return reply,
                 };
-                let args = [args[0], args[1], args[3]];
-                self.set(&args, options, level, first_timestamp).await
+                self.set(args[1], args[3], options, level, first_timestamp)
+                    .await
             }
             Command::Setnx => {
                 let options = SetOptions {
                     condition: Some(false),
                     ..SetOptions::default()
                 };
-                match self.set(args, options, level, first_timestamp).await {
+                match self
+                    .set(args[1], args[2], options, level, first_timestamp)
+                    .await
+                {
                     Reply::Simple(_) => Reply::Integer(1),
                     Reply::Bulk(None) => Reply::Integer(0),
                     failed => failed,
@@ -476,7 +493,8 @@ impl<T: Transport> NodeShared<T> {
                     get_old: true,
                     ..SetOptions::default()
                 };
-                self.set(args, options, level, first_timestamp).await
+                self.set(args[1], args[2], options, level, first_timestamp)
+                    .await
             }
             Command::Getdel => {
                 let cell = match self.read_cell(args[1], level).await {

@@ -65,6 +65,20 @@ fn spec(command: Command) -> Spec {
         Command::Info => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Config => spec(-2, &["admin", "noscript", "loading", "stale"], NO_KEYS),
         Command::Consistency => spec(-1, &["fast"], NO_KEYS),
+        Command::Time => spec(1, &["loading", "stale", "fast"], NO_KEYS),
+        Command::Role => spec(1, &["noscript", "loading", "stale", "fast"], NO_KEYS),
+        Command::Reset => spec(
+            1,
+            &[
+                "noscript",
+                "loading",
+                "stale",
+                "fast",
+                "no_auth",
+                "allow_busy",
+            ],
+            NO_KEYS,
+        ),
         Command::Multi | Command::Discard | Command::Unwatch => spec(
             1,
             &["noscript", "loading", "stale", "fast", "allow_busy"],

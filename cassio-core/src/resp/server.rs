@@ -255,12 +255,12 @@ where
 
 const NOAUTH: &str = "NOAUTH Authentication required.";
 
-/// AUTH, HELLO (which may carry AUTH) and QUIT: what a connection to a node
-/// with a password may send before it authenticates.
+/// AUTH, HELLO (which may carry AUTH), RESET and QUIT: what a connection
+/// to a node with a password may send before it authenticates.
 fn allowed_before_auth(args: &[&[u8]]) -> bool {
     matches!(
         Command::lookup(args[0]),
-        Some(Command::Auth | Command::Hello | Command::Quit)
+        Some(Command::Auth | Command::Hello | Command::Reset | Command::Quit)
     )
 }
 

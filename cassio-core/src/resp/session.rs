@@ -1,7 +1,7 @@
 //! A connection's session: its consistency level, name, protocol (RESP2 or
 //! RESP3) and which replies it is sent, and the commands that read or set
 //! them or ask about the node (PING, ECHO, SELECT, HELLO, AUTH, CLIENT,
-//! COMMAND, INFO, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). On a node with a
+//! COMMAND, INFO, TIME, ROLE, RESET, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). On a node with a
 //! password a connection must authenticate (AUTH, or HELLO's AUTH) before
 //! anything but those two and QUIT. They are answered at once,
 //! without the coordinator.
@@ -105,6 +105,25 @@ impl<T: Transport> NodeShared<T> {
             Command::Client if argc >= 2 => client(session, args),
             Command::Introspect => super::introspect::command(args),
             Command::Info => Reply::bulk(self.info(&args[1..])),
+            Command::Time if argc == 1 => {
+                let now_ms = (self.clock)();
+                Reply::Array(vec![
+                    Reply::bulk((now_ms / 1000).to_string()),
+                    Reply::bulk((now_ms % 1000 * 1000).to_string()),
+                ])
+            }
+            // Every node takes writes: as Redis, a primary without replicas
+            // (cassio replicates by key; INFO's Cluster section tells).
+            Command::Role if argc == 1 => Reply::Array(vec![
+                Reply::bulk("master"),
+                Reply::Integer(0),
+                Reply::Array(Vec::new()),
+            ]),
+            Command::Reset if argc == 1 => {
+                *session =
+                    Session::new(self.config.read_consistency, self.config.password.is_none());
+                Reply::Simple("RESET")
+            }
             Command::Config => super::config::config(&self.config, *self.resp_addr.lock(), args),
             Command::Consistency => match args.get(1) {
                 None => Reply::bulk(session.level.as_str()),
@@ -296,6 +315,10 @@ impl<T: Transport> NodeShared<T> {
                 connections.open(),
                 connections.max()
             ),
+        );
+        section(
+            "Replication",
+            "role:master\r\nconnected_slaves:0\r\n".into(),
         );
         section(
             "Keyspace",

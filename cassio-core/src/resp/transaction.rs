@@ -85,7 +85,9 @@ impl<T: Transport> NodeShared<T> {
         }
         let in_transaction = session.transaction.is_some();
         Step::Reply(match command {
-            Some(Command::Quit) => self.session_command(session, args),
+            // As in Redis, QUIT and RESET act at once, even after MULTI
+            // (RESET leaves the transaction).
+            Some(Command::Quit | Command::Reset) => self.session_command(session, args),
             Some(Command::Multi) if in_transaction => {
                 Reply::err("ERR MULTI calls can not be nested")
             }
