@@ -86,8 +86,17 @@ pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()>
             bootstrap: false,
             ..NodeConfig::default()
         };
-        let node = Node::start(config)
-            .with_context(|| format!("cannot start {name} on 127.0.0.1:{port}"))?;
+        let node = Node::start(config).map_err(|e| {
+            let port_taken = matches!(&e, cassio_core::Error::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::AddrInUse);
+            let error = anyhow::Error::new(e).context(format!("cannot start {name} on 127.0.0.1:{port}"));
+            match port_taken {
+                true => error.context(
+                    "a port is taken (another cassio, or a redis-server on 6379?): choose free ones with --base-port and --resp-base-port",
+                ),
+                false => error,
+            }
+        })?;
         nodes.push(node);
     }
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -371,3 +371,27 @@ fn up_then_set_get_del_status() {
         "SIGTERM stops `cassio up` cleanly: {exit:?}"
     );
 }
+
+#[test]
+fn up_on_a_taken_port_says_which_flags_choose_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let native = free_ports(2);
+    // Something else (a redis-server, say) holds the first RESP port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let resp = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_cassio"))
+        .args(["up", "--nodes", "1", "--base-port", &native.to_string()])
+        .args(["--resp-base-port", &resp, "--data-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a port is taken")
+            && stderr.contains("--resp-base-port")
+            && stderr.contains(&format!("127.0.0.1:{resp}: Address already in use")),
+        "{stderr}"
+    );
+}
