@@ -373,13 +373,18 @@ impl<T: Transport> NodeShared<T> {
         level: ConsistencyLevel,
         timestamp: u64,
     ) -> Reply {
-        // NX, XX and GET read the key first (not atomically).
+        // NX, XX, GET and KEEPTTL read the key first (not atomically).
         let mut existing = None;
-        if options.condition.is_some() || options.get_old {
-            existing = match self.read_value(key, level).await {
-                Ok(existing) => existing,
+        let mut expires_at_ms = options.expires_at_ms;
+        if options.condition.is_some() || options.get_old || options.keep_ttl {
+            let cell = match self.read_cell(key, level).await {
+                Ok(cell) => cell,
                 Err(reply) => return reply,
             };
+            if options.keep_ttl {
+                expires_at_ms = cell.as_ref().and_then(|c| c.expires_at_ms);
+            }
+            existing = cell.and_then(Cell::into_value);
         }
         let answer = |written: Reply, existing: Option<Vec<u8>>| match options.get_old {
             true => Reply::Bulk(existing),
@@ -392,7 +397,7 @@ impl<T: Transport> NodeShared<T> {
         }
         let cell = Cell {
             timestamp,
-            expires_at_ms: options.expires_at_ms,
+            expires_at_ms,
             value: CellValue::Value(value.to_vec()),
         };
         match self.write_cell(key, cell, level).await {
@@ -508,7 +513,7 @@ impl<T: Transport> NodeShared<T> {
                     .write_cell(args[1], Cell::tombstone(timestamp), level)
                     .await
                 {
-                    Ok(()) => Reply::Bulk(cell.into_live_value(0)),
+                    Ok(()) => Reply::Bulk(cell.into_value()),
                     Err(reply) => reply,
                 }
             }
@@ -612,15 +617,17 @@ struct SetOptions {
     condition: Option<bool>,
     /// GET: answer with the value the key had.
     get_old: bool,
+    /// KEEPTTL: keep the expiry the key had.
+    keep_ttl: bool,
 }
 
 /// Parses SET's options after the value, `[EX seconds | PX milliseconds |
-/// EXAT unix-seconds | PXAT unix-milliseconds] [NX | XX] [GET]` in any
-/// order, given the time `now_ms`, with Redis's errors.
+/// EXAT unix-seconds | PXAT unix-milliseconds | KEEPTTL] [NX | XX] [GET]`
+/// in any order, given the time `now_ms`, with Redis's errors.
 fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
     let mut parsed = SetOptions::default();
-    // Which of EX, PX, EXAT and PXAT was given: as in Redis, the same one
-    // again replaces it, another one is an error.
+    // Which of EX, PX, EXAT, PXAT and KEEPTTL was given: as in Redis, the
+    // same one again replaces it, another one is an error.
     let mut expiry_option = None;
     let mut i = 0;
     while i < options.len() {
@@ -641,6 +648,11 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
                 parsed.expires_at_ms = Some(u64::try_from(expires).unwrap_or(0).max(now_ms));
                 expiry_option = Some(option);
                 i += 2;
+            }
+            "KEEPTTL" if expiry_option.as_ref().is_none_or(|given| *given == option) => {
+                parsed.keep_ttl = true;
+                expiry_option = Some(option);
+                i += 1;
             }
             "NX" | "XX" => {
                 let must_exist = option == "XX";
@@ -741,7 +753,12 @@ mod tests {
         assert_eq!(error(&[b"EX"]), "ERR syntax error");
         assert_eq!(error(&[b"EX", b"1", b"PX", b"1"]), "ERR syntax error");
         assert_eq!(error(&[b"NX", b"XX"]), "ERR syntax error");
-        assert_eq!(error(&[b"KEEPTTL"]), "ERR syntax error");
+        assert_eq!(
+            options(&[b"keepttl", b"XX", b"KEEPTTL"]).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(error(&[b"KEEPTTL", b"EX", b"1"]), "ERR syntax error");
+        assert_eq!(error(&[b"PX", b"1", b"KEEPTTL"]), "ERR syntax error");
         assert_eq!(
             options(&[b"exat", b"2000"]),
             Ok((Some(2_000_000), None, false))

@@ -61,6 +61,15 @@ impl Cell {
         }
     }
 
+    /// The bytes of a value (expired or not), taken out of the cell; `None`
+    /// for a tombstone.
+    pub fn into_value(self) -> Option<Vec<u8>> {
+        match self.value {
+            CellValue::Value(v) => Some(v),
+            CellValue::Tombstone => None,
+        }
+    }
+
     /// [`Cell::live_value`], taking the bytes out of the cell.
     pub fn into_live_value(self, now_ms: u64) -> Option<Vec<u8>> {
         match self.value {

@@ -9,7 +9,7 @@ use serde_bytes::Bytes;
 
 use super::*;
 use crate::coordinator::ReadRound;
-use crate::storage::{CellValue, validate_key};
+use crate::storage::validate_key;
 
 /// A batch of reads being coordinated: each key's round and replicas, and
 /// the replicas asked.
@@ -38,10 +38,7 @@ fn value_answer(read: CellRead) -> Response {
     match read {
         Ok(Some(cell)) => Response::Value {
             timestamp: Some(cell.timestamp),
-            value: match cell.value {
-                CellValue::Value(value) => Some(value),
-                CellValue::Tombstone => None,
-            },
+            value: cell.into_value(),
         },
         Ok(None) => Response::Value {
             value: None,
