@@ -92,7 +92,7 @@ pub(crate) fn run(args: &UpArgs, password: Option<Secret>) -> anyhow::Result<()>
             let error = anyhow::Error::new(e).context(format!("cannot start {name} on 127.0.0.1:{port}"));
             match port_taken {
                 true => error.context(
-                    "a port is taken (another cassio, or a redis-server on 6379?): choose free ones with --base-port and --resp-base-port",
+                    "a port is taken (another cassio, or a redis-server on 6379?): choose free ones with --base-port, --resp-base-port (and --http-base-port)",
                 ),
                 false => error,
             }

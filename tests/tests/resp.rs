@@ -857,6 +857,11 @@ fn protocol_switches_and_reply_control_byte_for_byte() {
                  CLIENT REPLY ON\r\nPING e\r\nCLIENT REPLY SKIP\r\nCLIENT REPLY ON\r\nPING f\r\n";
     let expected = b"+OK\r\n$1\r\ne\r\n+OK\r\n$1\r\nf\r\n";
     assert_eq!(exchange(&mut nc, send, expected.len()), expected);
+    // RESET turns replies on, its own included, unless it is skipped.
+    let send = b"CLIENT REPLY OFF\r\nPING g\r\nRESET\r\nPING h\r\n\
+                 CLIENT REPLY SKIP\r\nRESET\r\nPING i\r\n";
+    let expected = b"+RESET\r\n$1\r\nh\r\n$1\r\ni\r\n";
+    assert_eq!(exchange(&mut nc, send, expected.len()), expected);
 
     let send = b"SET \"a b\" 'c d'\r\nGET \"a\\x20b\"\r\nCLIENT SETNAME \"x y\"\r\n\
                  SET k v EX 18446744073709552\r\nSET k v EX 10 PX 10\r\nGET k\r\n";

@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cassio_core::coordinator::ConsistencyLevel;
-use cassio_core::proto::{Request, Response};
+use cassio_core::proto::{KeyedCell, Request, Response};
+use cassio_core::storage::Cell;
 use cassio_tests::harness::{TestClient, ring_seen_by, start_cluster, wait_for};
 use redis::Value;
 
@@ -147,6 +148,10 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         &format!("PEXPIREAT k {at_ms}"),
         "PEXPIRETIME k",
         "EXPIRETIME k",
+        &format!("PEXPIREAT k {}", at_ms + 600),
+        "EXPIRETIME k",
+        &format!("PEXPIREAT k {}", at_ms + 499),
+        "EXPIRETIME k",
         "GET k",
         "EXPIRE k 0",
         "GET k",
@@ -204,6 +209,13 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         "GETEX g PERSIST EX 1",
         "GETEX g FOO",
         "GETEX missing EX 10",
+        "GETEX missing EX 0",
+        "GETEX missing PX abc",
+        "GETEX g EX 0",
+        "GETEX g EX 1 EX 100",
+        "TTL g",
+        "GETEX g PERSIST PERSIST",
+        "TTL g",
         "EXISTS missing",
         &format!("GETEX g EXAT {past_s}"),
         "GET g",
@@ -225,6 +237,9 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         "RESET",
         "EXEC",
         "EXISTS inside",
+        "MULTI",
+        "RESET now",
+        "EXEC",
         "TIME extra",
     ]
     .iter()
@@ -348,7 +363,7 @@ fn rewrites_win_over_a_cell_from_a_clock_ahead() {
         .find(|key| ring.replicas(key.as_bytes(), 1) == [nodes[1].node_id()])
         .expect("a key nodes[1] replicates");
     let ahead_us = (now_s() + 3600) * 1_000_000;
-    let put = |value: &str| {
+    let put = |value: &str, ahead_us: u64| {
         let answer = TestClient::connect(nodes[1].native_addr()).request(Request::Put {
             key: key.clone().into_bytes(),
             value: value.into(),
@@ -358,7 +373,7 @@ fn rewrites_win_over_a_cell_from_a_clock_ahead() {
         });
         assert!(matches!(answer, Response::Written { .. }), "{answer:?}");
     };
-    put("ahead");
+    put("ahead", ahead_us);
     let addr = nodes[0].resp_addr().expect("RESP enabled");
     let mut con = redis::Client::open(format!("redis://{addr}/"))
         .unwrap()
@@ -389,4 +404,75 @@ fn rewrites_win_over_a_cell_from_a_clock_ahead() {
         Ok(Value::Int(0)),
         "the tombstone won too"
     );
+    put("ahead again", ahead_us + 1_000_000);
+    assert_eq!(send_key("DEL", None), Ok(Value::Int(1)));
+    assert_eq!(
+        send_key("EXISTS", None),
+        Ok(Value::Int(0)),
+        "DEL's tombstone covers the cell it counted"
+    );
+}
+
+/// A rewrite after a stale read does not bring the older value back: a
+/// replica holds a newer value than the one EXPIRE reads at ONE, and after
+/// the EXPIRE a read at ALL still finds the newer value. Reads and writes
+/// at ANY read at ONE.
+#[test]
+fn a_rewrite_after_a_stale_read_loses_to_the_newer_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(2, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+        config.replication_factor = 2;
+        config.hinted_handoff = false;
+    });
+    let addr = nodes[0].resp_addr().expect("RESP enabled");
+    let mut con = redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut run = |line: &str| -> Answer {
+        let args: Vec<String> = line.split(' ').map(str::to_string).collect();
+        send(&mut con, &args)
+    };
+    assert_eq!(run("CASSIO.CONSISTENCY ALL"), Ok(Value::Okay));
+    assert_eq!(run("SET k old"), Ok(Value::Okay));
+    let old = TestClient::replica_cell(nodes[0].native_addr(), b"k").expect("written");
+    // Only nodes[1] gets the newer value (as if nodes[0] missed it).
+    let newer = Request::ReplicaWrites(vec![KeyedCell {
+        key: b"k".to_vec(),
+        cell: Cell::value("newer", old.timestamp + 10),
+    }]);
+    let answer = TestClient::peer_request(nodes[1].native_addr(), "test", newer);
+    assert_eq!(answer, Response::Done);
+
+    assert_eq!(run("CASSIO.CONSISTENCY ONE"), Ok(Value::Okay));
+    assert_eq!(
+        run("GET k"),
+        Ok(Value::BulkString(b"old".to_vec())),
+        "nodes[0] answers ONE from its own, stale replica"
+    );
+    assert_eq!(run("EXPIRE k 100"), Ok(Value::Int(1)));
+    assert_eq!(run("CASSIO.CONSISTENCY ALL"), Ok(Value::Okay));
+    assert_eq!(
+        run("GET k"),
+        Ok(Value::BulkString(b"newer".to_vec())),
+        "the rewrite of the stale value lost to the newer one"
+    );
+    assert_eq!(
+        run("TTL k"),
+        Ok(Value::Int(-1)),
+        "the newer value's own expiry"
+    );
+
+    // ANY reads at ONE, as GET does.
+    assert_eq!(run("CASSIO.CONSISTENCY ANY"), Ok(Value::Okay));
+    for (line, expected) in [
+        ("SET any v NX", Value::Okay),
+        ("TTL any", Value::Int(-1)),
+        ("EXPIRE any 50", Value::Int(1)),
+        ("TTL any", Value::Int(50)),
+        ("GETDEL any", Value::BulkString(b"v".to_vec())),
+    ] {
+        assert_eq!(run(line), Ok(expected), "{line}");
+    }
 }

@@ -30,6 +30,7 @@ use std::thread::JoinHandle;
 use tokio::sync::watch;
 
 pub use config::NodeConfig;
+pub(crate) use coordinate::CellRead;
 pub use open_files::{open_files_shortfall, raise_open_files_limit};
 pub use runtime::{NodeEnv, next_generation};
 pub use scan::SCAN_LIMIT_MAX;

@@ -166,16 +166,26 @@ impl<T: Transport> NodeShared<T> {
         self.hlc.now_many(wall_us, count)
     }
 
-    /// The timestamp to write a key again with after reading its cell
-    /// (written at `read_us`): `drawn`, the command's own (drawn in
-    /// pipeline order), if that is newer, else a new one past `read_us`,
-    /// so the write is not lost to the cell it replaces.
-    pub(crate) fn rewrite_timestamp(&self, drawn: u64, read_us: u64) -> u64 {
-        if drawn > read_us {
-            return drawn;
+    /// The timestamp to write a key's value again with (a new expiry) after
+    /// reading its cell, written at `read_us`: just past it, so the rewrite
+    /// replaces that cell but loses to any newer write the read did not see
+    /// (a stale read must not bring an older value back over it). The
+    /// clock moves past it, so later commands write newer cells.
+    pub(crate) fn rewrite_timestamp(&self, read_us: u64) -> u64 {
+        let timestamp = read_us.saturating_add(1);
+        self.hlc.observe(timestamp);
+        timestamp
+    }
+
+    /// The timestamp of a tombstone for a key whose cell, written at
+    /// `read_us`, was read: `drawn`, the command's own (drawn in pipeline
+    /// order), or just past the cell if that is newer (written by a clock
+    /// ahead of this one), so the delete always covers the cell it saw.
+    pub(crate) fn delete_timestamp(&self, drawn: u64, read_us: u64) -> u64 {
+        match drawn > read_us {
+            true => drawn,
+            false => self.rewrite_timestamp(read_us),
         }
-        self.hlc.observe(read_us);
-        self.write_timestamps(1)
     }
 
     /// Milliseconds since this node started, on the runtime's clock (which a

@@ -13,6 +13,7 @@ use super::expiry::ExpiryUnit;
 use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
+use crate::node::CellRead;
 use crate::node::shared::NodeShared;
 use crate::proto::Response;
 use crate::storage::{Cell, CellValue};
@@ -203,7 +204,6 @@ impl Command {
                 | Command::Setnx
                 | Command::Getset
                 | Command::Getdel
-                | Command::Getex
                 | Command::Unlink
                 | Command::Strlen
                 | Command::Type
@@ -326,11 +326,11 @@ pub(crate) fn is_plain_set(command: Command, args: &[&[u8]]) -> bool {
     command == Command::Set && args.len() == 3
 }
 
-/// The reply to GET from the coordinator's answer.
-pub(crate) fn read_reply(response: Response) -> Reply {
-    match response {
-        Response::Value { value, .. } => Reply::Bulk(value),
-        other => failure(other),
+/// The reply to GET from the coordinator's read.
+pub(crate) fn read_reply(read: CellRead) -> Reply {
+    match read {
+        Ok(cell) => Reply::Bulk(cell.and_then(Cell::into_value)),
+        Err(answer) => failure(*answer),
     }
 }
 
@@ -406,18 +406,29 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
+    /// A key's live cell, read at `level` (ONE for ANY), or the error reply.
+    pub(super) async fn read_cell(
+        self: &Arc<Self>,
+        key: &[u8],
+        level: ConsistencyLevel,
+    ) -> Result<Option<Cell>, Reply> {
+        let mut reads = self.coordinate_cell_reads(&[key], read_level(level)).await;
+        match reads.pop() {
+            Some(read) => read.map_err(|answer| failure(*answer)),
+            None => Err(Reply::err("ERR internal: a read got no answer")),
+        }
+    }
+
+    /// A key's live value, read at `level` (ONE for ANY), or the error reply.
     async fn read_value(
         self: &Arc<Self>,
         key: &[u8],
         level: ConsistencyLevel,
     ) -> Result<Option<Vec<u8>>, Reply> {
-        match self.coordinate_read(key.to_vec(), read_level(level)).await {
-            Response::Value { value, .. } => Ok(value),
-            other => Err(failure(other)),
-        }
+        Ok(self.read_cell(key, level).await?.and_then(Cell::into_value))
     }
 
-    async fn write_cell(
+    pub(super) async fn write_cell(
         self: &Arc<Self>,
         key: &[u8],
         cell: Cell,
@@ -507,8 +518,8 @@ impl<T: Transport> NodeShared<T> {
                     Ok(None) => return Reply::Bulk(None),
                     Err(reply) => return reply,
                 };
-                // The tombstone must be newer than the value it returns.
-                let timestamp = self.rewrite_timestamp(first_timestamp, cell.timestamp);
+                // The tombstone covers the value it returns.
+                let timestamp = self.delete_timestamp(first_timestamp, cell.timestamp);
                 match self
                     .write_cell(args[1], Cell::tombstone(timestamp), level)
                     .await
@@ -517,10 +528,11 @@ impl<T: Transport> NodeShared<T> {
                     Err(reply) => reply,
                 }
             }
-            Command::Strlen | Command::Type => match self.read_value(args[1], level).await {
-                Ok(value) if command == Command::Strlen => {
-                    Reply::Integer(value.map_or(0, |v| v.len() as i64))
-                }
+            Command::Strlen => match self.read_value(args[1], level).await {
+                Ok(value) => Reply::Integer(value.map_or(0, |v| v.len() as i64)),
+                Err(reply) => reply,
+            },
+            Command::Type => match self.read_value(args[1], level).await {
                 Ok(value) => Reply::Simple(if value.is_some() { "string" } else { "none" }),
                 Err(reply) => reply,
             },
@@ -537,19 +549,21 @@ impl<T: Transport> NodeShared<T> {
                     .copied()
                     .filter(|k| seen.insert(*k))
                     .collect();
-                let answers = self.coordinate_reads(&keys, read_level(level)).await;
+                let reads = self.coordinate_cell_reads(&keys, read_level(level)).await;
                 let mut deleted = 0;
-                for answer in answers {
-                    match answer {
-                        Response::Value { value, .. } => deleted += i64::from(value.is_some()),
-                        other => return failure(other),
-                    }
+                let mut tombstones = Vec::with_capacity(keys.len());
+                for ((key, read), drawn) in keys.iter().zip(reads).zip(first_timestamp..) {
+                    let timestamp = match read {
+                        Ok(Some(cell)) => {
+                            deleted += 1;
+                            // Covers the cell read, even one from a clock ahead.
+                            self.delete_timestamp(drawn, cell.timestamp)
+                        }
+                        Ok(None) => drawn,
+                        Err(answer) => return failure(*answer),
+                    };
+                    tombstones.push((key.to_vec(), cell(None, None, timestamp)));
                 }
-                let tombstones = keys
-                    .iter()
-                    .zip(first_timestamp..)
-                    .map(|(key, timestamp)| (key.to_vec(), cell(None, None, timestamp)))
-                    .collect();
                 let answers = self.coordinate_writes(tombstones, level).await;
                 match answers.into_iter().map(written).find_map(Result::err) {
                     Some(failed) => failed,
@@ -557,12 +571,14 @@ impl<T: Transport> NodeShared<T> {
                 }
             }
             Command::Exists | Command::Mget => {
-                let answers = self.coordinate_reads(&args[1..], read_level(level)).await;
-                let mut values = Vec::with_capacity(answers.len());
-                for answer in answers {
-                    match answer {
-                        Response::Value { value, .. } => values.push(value),
-                        other => return failure(other),
+                let reads = self
+                    .coordinate_cell_reads(&args[1..], read_level(level))
+                    .await;
+                let mut values = Vec::with_capacity(reads.len());
+                for read in reads {
+                    match read {
+                        Ok(cell) => values.push(cell.and_then(Cell::into_value)),
+                        Err(answer) => return failure(*answer),
                     }
                 }
                 if command == Command::Exists {
@@ -633,13 +649,12 @@ fn set_options(options: &[&[u8]], now_ms: u64) -> Result<SetOptions, Reply> {
     while i < options.len() {
         let option = text(options[i]).to_ascii_uppercase();
         match option.as_str() {
-            "EX" | "PX" | "EXAT" | "PXAT"
-                if expiry_option.as_ref().is_none_or(|given| *given == option) =>
+            name if let Some(unit) = ExpiryUnit::of_option(name)
+                && expiry_option.as_ref().is_none_or(|given| *given == option) =>
             {
                 let Some(amount) = options.get(i + 1) else {
                     return Err(Reply::err("ERR syntax error"));
                 };
-                let unit = ExpiryUnit::of_option(&option).unwrap_or(ExpiryUnit::Seconds);
                 let expires = unit.expiry_ms(amount, now_ms, "set", true)?;
                 // An absolute time already past expires the key now, not
                 // then: compaction counts gc_grace from the expiry, and an

@@ -1,10 +1,12 @@
 //! Keys' expiry on the Redis port. TTL, PTTL, EXPIRETIME and PEXPIRETIME
 //! read it; EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST and GETEX change
-//! it. A change reads the key's cell and writes the value again with the new
-//! expiry (a tombstone, for an expiry already past) at a timestamp newer
-//! than the cell's. Like SET NX it is not atomic: a SET of the same key
-//! from another client between the read and the write can be overwritten
-//! by the value read.
+//! it. A change reads the key's cell and writes its value again with the
+//! new expiry, at a timestamp just past the cell's: the rewrite replaces the
+//! cell read, but a newer write it did not see (made meanwhile, or missed
+//! by a read at ONE) wins over it, so a stale read never brings an older
+//! value back; the change is then lost, as if it had come first. An expiry
+//! already past writes a tombstone instead, as DEL does. Not atomic, as
+//! SET NX is not.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use super::reply::Reply;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
-use crate::storage::{Cell, CellValue};
+use crate::storage::Cell;
 
 /// How an expiry argument counts time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,71 +121,79 @@ impl Conditions {
     }
 }
 
-/// What GETEX does to the key it reads.
+/// What GETEX does to the key it reads. The amount is checked only once
+/// the key is found, as Redis does (GETEX of a missing key is nil).
 #[derive(Debug, PartialEq)]
-enum GetexChange {
+enum GetexChange<'a> {
     Nothing,
     Persist,
-    ExpireAt(i64),
+    Expire(ExpiryUnit, &'a [u8]),
 }
 
-fn getex_change(options: &[&[u8]], now_ms: u64) -> Result<GetexChange, Reply> {
-    let option = |i: usize| text(options[i]).to_ascii_uppercase();
-    match options.len() {
-        0 => Ok(GetexChange::Nothing),
-        1 if option(0) == "PERSIST" => Ok(GetexChange::Persist),
-        2 => match ExpiryUnit::of_option(&option(0)) {
-            Some(unit) => unit
-                .expiry_ms(options[1], now_ms, "getex", true)
-                .map(GetexChange::ExpireAt),
-            None => Err(Reply::err("ERR syntax error")),
-        },
-        _ => Err(Reply::err("ERR syntax error")),
+/// GETEX's options: EX, PX, EXAT or PXAT with an amount, or PERSIST; the
+/// same one again replaces it, another one is a syntax error (as Redis).
+fn getex_change<'a>(options: &[&'a [u8]]) -> Result<GetexChange<'a>, Reply> {
+    let syntax_error = || Reply::err("ERR syntax error");
+    let mut change = GetexChange::Nothing;
+    let mut i = 0;
+    while i < options.len() {
+        let option = text(options[i]).to_ascii_uppercase();
+        let next = match ExpiryUnit::of_option(&option) {
+            Some(unit) => {
+                i += 1;
+                GetexChange::Expire(unit, options.get(i).ok_or_else(syntax_error)?)
+            }
+            None if option == "PERSIST" => GetexChange::Persist,
+            None => return Err(syntax_error()),
+        };
+        let same_kind = match (&change, &next) {
+            (GetexChange::Nothing, _) | (GetexChange::Persist, GetexChange::Persist) => true,
+            (GetexChange::Expire(given, _), GetexChange::Expire(unit, _)) => given == unit,
+            _ => false,
+        };
+        if !same_kind {
+            return Err(syntax_error());
+        }
+        change = next;
+        i += 1;
     }
+    Ok(change)
+}
+
+/// A ms count as Redis replies it (a signed 64-bit integer).
+fn reply_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 impl<T: Transport> NodeShared<T> {
-    /// A key's live cell at `level`, or the error reply.
-    pub(super) async fn read_cell(
-        self: &Arc<Self>,
-        key: &[u8],
-        level: ConsistencyLevel,
-    ) -> Result<Option<Cell>, Reply> {
-        let mut reads = self.coordinate_cell_reads(&[key], level).await;
-        match reads.pop() {
-            Some(Ok(cell)) => Ok(cell),
-            Some(Err(answer)) => Err(super::commands::failure(*answer)),
-            None => Err(Reply::err("ERR internal: a read got no answer")),
-        }
-    }
-
     /// Writes `cell`'s value again, expiring at `expires_at_ms` (never for
-    /// `None`; a time not after now deletes it), at a timestamp after the
-    /// cell's.
+    /// `None`), just past the cell ([`NodeShared::rewrite_timestamp`]); an
+    /// expiry not after now deletes the key instead, as Redis does.
     async fn rewrite_expiry(
         self: &Arc<Self>,
         key: &[u8],
-        cell: Cell,
+        cell: &Cell,
         expires_at_ms: Option<i64>,
         drawn_timestamp: u64,
         level: ConsistencyLevel,
     ) -> Result<(), Reply> {
-        let timestamp = self.rewrite_timestamp(drawn_timestamp, cell.timestamp);
         let now_ms = (self.clock)();
         let rewritten = match expires_at_ms.map(|at| u64::try_from(at).unwrap_or(0)) {
-            Some(at) if at <= now_ms => Cell::tombstone(timestamp),
+            Some(at) if at <= now_ms => {
+                Cell::tombstone(self.delete_timestamp(drawn_timestamp, cell.timestamp))
+            }
             expires_at_ms => Cell {
-                timestamp,
+                timestamp: self.rewrite_timestamp(cell.timestamp),
                 expires_at_ms,
-                value: cell.value,
+                value: cell.value.clone(),
             },
         };
-        super::commands::written(self.coordinate_write(key.to_vec(), rewritten, level).await)
+        self.write_cell(key, rewritten, level).await
     }
 
     /// TTL, PTTL, EXPIRETIME, PEXPIRETIME, EXPIRE, PEXPIRE, EXPIREAT,
-    /// PEXPIREAT, PERSIST or GETEX, well-formed, at `level`; a write uses
-    /// `drawn_timestamp` if that is newer than the key's cell.
+    /// PEXPIREAT, PERSIST or GETEX, well-formed, at `level`. A delete uses
+    /// `drawn_timestamp` (or one past the cell read, if that is newer).
     pub(crate) async fn expiry_command(
         self: &Arc<Self>,
         command: Command,
@@ -200,7 +210,8 @@ impl<T: Transport> NodeShared<T> {
             Command::Pexpireat => Some(ExpiryUnit::UnixMilliseconds),
             _ => None,
         };
-        // Arguments are checked before the key is read, as Redis does.
+        // EXPIRE's arguments are checked before the key is read, as Redis
+        // does (conditions first).
         let expire = match expire_unit {
             Some(unit) => match (
                 Conditions::parse(&args[3..]),
@@ -212,35 +223,37 @@ impl<T: Transport> NodeShared<T> {
             None => None,
         };
         let getex = match command {
-            Command::Getex => match getex_change(&args[2..], now_ms) {
-                Ok(change) => Some(change),
+            Command::Getex => match getex_change(&args[2..]) {
+                Ok(change) => change,
                 Err(reply) => return reply,
             },
-            _ => None,
+            _ => GetexChange::Nothing,
         };
         let cell = match self.read_cell(key, level).await {
             Ok(cell) => cell,
             Err(reply) => return reply,
         };
         let now_ms = (self.clock)();
-        let remaining_ms = |at: u64| at.saturating_sub(now_ms) as i64;
         match command {
             Command::Ttl | Command::Pttl | Command::Expiretime | Command::Pexpiretime => {
                 Reply::Integer(match cell.map(|c| c.expires_at_ms) {
                     None => -2,
                     Some(None) => -1,
                     Some(Some(at)) => match command {
-                        Command::Ttl => (remaining_ms(at) + 500) / 1000,
-                        Command::Pttl => remaining_ms(at),
-                        Command::Expiretime => (at / 1000) as i64,
-                        _ => at as i64,
+                        Command::Pttl => reply_ms(at.saturating_sub(now_ms)),
+                        Command::Pexpiretime => reply_ms(at),
+                        // Seconds are rounded, as Redis rounds them.
+                        Command::Ttl => {
+                            reply_ms(at.saturating_sub(now_ms).saturating_add(500)) / 1000
+                        }
+                        _ => reply_ms(at.saturating_add(500)) / 1000,
                     },
                 })
             }
             Command::Persist => match cell {
                 Some(cell) if cell.expires_at_ms.is_some() => {
                     match self
-                        .rewrite_expiry(key, cell, None, drawn_timestamp, level)
+                        .rewrite_expiry(key, &cell, None, drawn_timestamp, level)
                         .await
                     {
                         Ok(()) => Reply::Integer(1),
@@ -253,20 +266,23 @@ impl<T: Transport> NodeShared<T> {
                 let Some(cell) = cell else {
                     return Reply::Bulk(None);
                 };
-                let value = match &cell.value {
-                    CellValue::Value(value) => value.clone(),
-                    CellValue::Tombstone => return Reply::Bulk(None),
-                };
                 let expires_at_ms = match getex {
-                    Some(GetexChange::ExpireAt(at)) => Some(at),
-                    Some(GetexChange::Persist) if cell.expires_at_ms.is_some() => None,
-                    _ => return Reply::bulk(value),
+                    GetexChange::Expire(unit, amount) => {
+                        match unit.expiry_ms(amount, now_ms, name, true) {
+                            Ok(at) => Some(at),
+                            Err(reply) => return reply,
+                        }
+                    }
+                    GetexChange::Persist if cell.expires_at_ms.is_some() => None,
+                    GetexChange::Persist | GetexChange::Nothing => {
+                        return Reply::Bulk(cell.into_value());
+                    }
                 };
                 match self
-                    .rewrite_expiry(key, cell, expires_at_ms, drawn_timestamp, level)
+                    .rewrite_expiry(key, &cell, expires_at_ms, drawn_timestamp, level)
                     .await
                 {
-                    Ok(()) => Reply::bulk(value),
+                    Ok(()) => Reply::Bulk(cell.into_value()),
                     Err(reply) => reply,
                 }
             }
@@ -278,7 +294,7 @@ impl<T: Transport> NodeShared<T> {
                     return Reply::Integer(0);
                 }
                 match self
-                    .rewrite_expiry(key, cell, Some(at), drawn_timestamp, level)
+                    .rewrite_expiry(key, &cell, Some(at), drawn_timestamp, level)
                     .await
                 {
                     Ok(()) => Reply::Integer(1),
@@ -370,16 +386,24 @@ mod tests {
     }
 
     #[test]
-    fn getex_takes_one_expiry_or_persist() {
-        let now_ms = 1_000;
-        let change = |words: &[&[u8]]| getex_change(words, now_ms);
+    fn getex_takes_one_kind_of_change() {
+        let change = |words: &[&'static [u8]]| getex_change(words);
         assert_eq!(change(&[]), Ok(GetexChange::Nothing));
         assert_eq!(change(&[b"persist"]), Ok(GetexChange::Persist));
-        assert_eq!(change(&[b"px", b"5"]), Ok(GetexChange::ExpireAt(1_005)));
-        assert_eq!(change(&[b"EXAT", b"3"]), Ok(GetexChange::ExpireAt(3_000)));
+        assert_eq!(change(&[b"PERSIST", b"persist"]), Ok(GetexChange::Persist));
         assert_eq!(
-            error(change(&[b"EX", b"0"]).unwrap_err()),
-            "ERR invalid expire time in 'getex' command"
+            change(&[b"px", b"5"]),
+            Ok(GetexChange::Expire(ExpiryUnit::Milliseconds, b"5"))
+        );
+        assert_eq!(
+            change(&[b"EX", b"1", b"ex", b"2"]),
+            Ok(GetexChange::Expire(ExpiryUnit::Seconds, b"2")),
+            "the same one again replaces it"
+        );
+        assert_eq!(
+            change(&[b"EX", b"0"]),
+            Ok(GetexChange::Expire(ExpiryUnit::Seconds, b"0")),
+            "the amount is checked once the key is found"
         );
         for words in [
             &[b"EX" as &[u8]][..],

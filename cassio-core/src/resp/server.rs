@@ -393,7 +393,7 @@ where
         let reads = async {
             match keys.is_empty() {
                 true => Vec::new(),
-                false => node.coordinate_reads(&keys, read_level(level)).await,
+                false => node.coordinate_cell_reads(&keys, read_level(level)).await,
             }
         };
         let writes = async {

@@ -3,7 +3,7 @@
 //! them or ask about the node (PING, ECHO, SELECT, HELLO, AUTH, CLIENT,
 //! COMMAND, INFO, TIME, ROLE, RESET, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). On a node with a
 //! password a connection must authenticate (AUTH, or HELLO's AUTH) before
-//! anything but those two and QUIT. They are answered at once,
+//! anything but those two, RESET and QUIT. They are answered at once,
 //! without the coordinator.
 
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, refusal, text};
@@ -152,14 +152,19 @@ impl<T: Transport> NodeShared<T> {
         session: &mut Session,
         args: &[&[u8]],
     ) -> (Reply, Option<Protocol>) {
+        let replies_before = session.replies;
         let delivery = session.next_delivery();
         let reply = self.session_command(session, args);
         let sets_replies = args.len() == 3
             && args[0].eq_ignore_ascii_case(b"client")
             && args[1].eq_ignore_ascii_case(b"reply")
             && !matches!(reply, Reply::Error(_));
+        // RESET turns replies back on, its own included (unless skipped).
+        let resets_replies = reply == Reply::Simple("RESET") && replies_before == ReplyMode::Off;
         let delivery = if sets_replies {
             (session.replies == ReplyMode::On).then_some(session.protocol)
+        } else if resets_replies {
+            Some(session.protocol)
         } else {
             delivery.map(|_| session.protocol)
         };

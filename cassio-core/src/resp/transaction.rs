@@ -58,7 +58,7 @@ pub(crate) fn is_transaction_command(args: &[&[u8]]) -> bool {
 impl<T: Transport> NodeShared<T> {
     /// Answers MULTI, EXEC, DISCARD, WATCH or UNWATCH, or (inside a
     /// transaction) queues any other command; QUIT still closes the
-    /// connection at once.
+    /// connection at once, and RESET resets it (leaving the transaction).
     pub(crate) fn transaction_command(&self, session: &mut Session, args: &[&[u8]]) -> Step {
         let command = args.first().and_then(|name| Command::lookup(name));
         if is_transaction_command(args)
@@ -87,7 +87,9 @@ impl<T: Transport> NodeShared<T> {
         Step::Reply(match command {
             // As in Redis, QUIT and RESET act at once, even after MULTI
             // (RESET leaves the transaction).
-            Some(Command::Quit | Command::Reset) => self.session_command(session, args),
+            Some(Command::Quit) => self.session_command(session, args),
+            // RESET in the wrong shape is queued, that is refused.
+            Some(Command::Reset) if args.len() == 1 => self.session_command(session, args),
             Some(Command::Multi) if in_transaction => {
                 Reply::err("ERR MULTI calls can not be nested")
             }

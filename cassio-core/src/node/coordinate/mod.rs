@@ -12,6 +12,7 @@
 //! reply, and each key's phase until the batch is answered.
 
 mod reads;
+pub(crate) use reads::CellRead;
 mod writes;
 
 use std::future::Future;
