@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cassio_core::NodeHandle;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::proto::{KeyedCell, Request, Response};
 use cassio_core::storage::Cell;
@@ -50,6 +51,15 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `redis` crate connection to `node`'s Redis port.
+fn connect(node: &NodeHandle) -> redis::Connection {
+    let addr = node.resp_addr().expect("RESP enabled");
+    redis::Client::open(format!("redis://{addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
 }
 
 /// A reply, with errors as their text.
@@ -93,15 +103,8 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         config.resp = Some("127.0.0.1:0".parse().unwrap());
         config.replication_factor = 3;
     });
-    let cassio_con = |i: usize| {
-        let addr = nodes[i].resp_addr().expect("RESP enabled");
-        redis::Client::open(format!("redis://{addr}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    };
     let mut redis_con = redis_server.try_connection().expect("redis-server");
-    let mut cassio = cassio_con(0);
+    let mut cassio = connect(&nodes[0]);
 
     // Absolute times a while ahead, and one in the past.
     let at_s = now_s() + 1000;
@@ -257,13 +260,54 @@ fn expiry_and_string_commands_answer_as_redis_does() {
         );
     }
 
+    // In one pipeline (as one write, and as MULTI/EXEC), each command sees
+    // the ones before it, as in Redis.
+    let lines = [
+        "SET p v",
+        "EXPIRE p 100",
+        "TTL p",
+        "PERSIST p",
+        "TTL p",
+        "SETEX p 50 w",
+        "GETEX p EX 70",
+        "TTL p",
+        "GETSET p x",
+        "TTL p",
+        "SET p y KEEPTTL",
+        "EXPIRE p 30 NX",
+        "SET p z KEEPTTL",
+        "TTL p",
+        "GETDEL p",
+        "TTL p",
+        "SETNX p again",
+        "STRLEN p",
+        "UNLINK p",
+        "TYPE p",
+    ];
+    for atomic in [false, true] {
+        let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
+        for line in lines {
+            let mut words = line.split(' ');
+            let cmd = pipe.cmd(words.next().expect("a command"));
+            for word in words {
+                cmd.arg(word);
+            }
+        }
+        let expected: Vec<Value> = pipe.query(&mut redis_con).unwrap();
+        let got: Vec<Value> = pipe.query(&mut cassio).unwrap();
+        assert_eq!(expected, got, "pipelined (atomic: {atomic})");
+    }
+
     // Rewrites reach every replica: written at ALL through one node, each
     // rewrite is read at ONE (its own replica's cell) on another.
     let _: () = redis::cmd("CASSIO.CONSISTENCY")
         .arg("ALL")
         .query(&mut cassio)
         .unwrap();
-    let mut other = cassio_con(2);
+    let mut other = connect(&nodes[2]);
     let _: () = redis::cmd("CASSIO.CONSISTENCY")
         .arg("ONE")
         .query(&mut other)
@@ -296,11 +340,7 @@ fn read_modify_write_commands_are_refused_with_the_reason() {
     let nodes = start_cluster(1, dir.path(), |config| {
         config.resp = Some("127.0.0.1:0".parse().unwrap());
     });
-    let addr = nodes[0].resp_addr().expect("RESP enabled");
-    let mut con = redis::Client::open(format!("redis://{addr}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(&nodes[0]);
     let _: () = redis::cmd("SET").arg("n").arg("1").query(&mut con).unwrap();
     for (args, expected) in [
         (
@@ -346,8 +386,8 @@ fn read_modify_write_commands_are_refused_with_the_reason() {
 
 /// A cell written with a timestamp ahead of a coordinator's clock (a
 /// client's own, or a node whose clock runs ahead) is still replaced by
-/// EXPIRE, PERSIST and GETDEL through that coordinator: each rewrites at a
-/// timestamp past the cell's, not its own older one, which would lose.
+/// EXPIRE, PERSIST, GETDEL and DEL through that coordinator: each writes at
+/// a timestamp past the cell's, not its own older one, which would lose.
 #[test]
 fn rewrites_win_over_a_cell_from_a_clock_ahead() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,11 +414,7 @@ fn rewrites_win_over_a_cell_from_a_clock_ahead() {
         assert!(matches!(answer, Response::Written { .. }), "{answer:?}");
     };
     put("ahead", ahead_us);
-    let addr = nodes[0].resp_addr().expect("RESP enabled");
-    let mut con = redis::Client::open(format!("redis://{addr}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(&nodes[0]);
     let mut send_key = |command: &str, arg: Option<&str>| -> redis::RedisResult<Value> {
         let mut cmd = redis::cmd(command);
         cmd.arg(&key);
@@ -425,11 +461,7 @@ fn a_rewrite_after_a_stale_read_loses_to_the_newer_value() {
         config.replication_factor = 2;
         config.hinted_handoff = false;
     });
-    let addr = nodes[0].resp_addr().expect("RESP enabled");
-    let mut con = redis::Client::open(format!("redis://{addr}/"))
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut con = connect(&nodes[0]);
     let mut run = |line: &str| -> Answer {
         let args: Vec<String> = line.split(' ').map(str::to_string).collect();
         send(&mut con, &args)

@@ -16,6 +16,17 @@ struct Spec {
     keys: (i64, i64, i64),
 }
 
+/// The flags of AUTH and RESET: commands a connection may send at any time
+/// (before AUTH too).
+const ANYTIME: &[&str] = &[
+    "noscript",
+    "loading",
+    "stale",
+    "fast",
+    "no_auth",
+    "allow_busy",
+];
+
 fn spec(command: Command) -> Spec {
     let spec = |arity, flags, keys| Spec { arity, flags, keys };
     const NO_KEYS: (i64, i64, i64) = (0, 0, 0);
@@ -48,18 +59,7 @@ fn spec(command: Command) -> Spec {
         Command::Quit => spec(-1, &["fast", "no_auth"], NO_KEYS),
         Command::Select => spec(2, &["loading", "stale", "fast"], NO_KEYS),
         Command::Hello => spec(-1, &["loading", "stale", "fast", "no_auth"], NO_KEYS),
-        Command::Auth => spec(
-            -2,
-            &[
-                "noscript",
-                "loading",
-                "stale",
-                "fast",
-                "no_auth",
-                "allow_busy",
-            ],
-            NO_KEYS,
-        ),
+        Command::Auth => spec(-2, ANYTIME, NO_KEYS),
         Command::Client => spec(-2, &["loading", "stale"], NO_KEYS),
         Command::Introspect => spec(-1, &["loading", "stale"], NO_KEYS),
         Command::Info => spec(-1, &["loading", "stale"], NO_KEYS),
@@ -67,18 +67,7 @@ fn spec(command: Command) -> Spec {
         Command::Consistency => spec(-1, &["fast"], NO_KEYS),
         Command::Time => spec(1, &["loading", "stale", "fast"], NO_KEYS),
         Command::Role => spec(1, &["noscript", "loading", "stale", "fast"], NO_KEYS),
-        Command::Reset => spec(
-            1,
-            &[
-                "noscript",
-                "loading",
-                "stale",
-                "fast",
-                "no_auth",
-                "allow_busy",
-            ],
-            NO_KEYS,
-        ),
+        Command::Reset => spec(1, ANYTIME, NO_KEYS),
         Command::Multi | Command::Discard | Command::Unwatch => spec(
             1,
             &["noscript", "loading", "stale", "fast", "allow_busy"],

@@ -129,6 +129,45 @@ mod tests {
     }
 
     #[test]
+    fn expiry_commands_read_and_write_their_key() {
+        let reads_and_writes: [&[&[u8]]; 9] = [
+            &[b"EXPIRE", b"k", b"10"],
+            &[b"PEXPIREAT", b"k", b"10"],
+            &[b"PERSIST", b"k"],
+            &[b"GETEX", b"k"],
+            &[b"GETDEL", b"k"],
+            &[b"GETSET", b"k", b"v"],
+            &[b"SETNX", b"k", b"v"],
+            &[b"SET", b"k", b"v", b"KEEPTTL"],
+            &[b"UNLINK", b"j", b"k"],
+        ];
+        for command in reads_and_writes {
+            let name = String::from_utf8_lossy(command[0]);
+            let mut run = Run::default();
+            assert!(admit(&mut run, &[b"SET", b"k", b"1"]));
+            assert!(!admit(&mut run, command), "{name} reads k after a write");
+            run.clear();
+            assert!(admit(&mut run, &[b"GET", b"k"]));
+            assert!(!admit(&mut run, command), "{name} writes k after a read");
+        }
+        for reads in [
+            &[b"TTL" as &[u8], b"k"][..],
+            &[b"PEXPIRETIME", b"k"],
+            &[b"STRLEN", b"k"],
+            &[b"TYPE", b"k"],
+        ] {
+            let mut run = Run::default();
+            assert!(admit(&mut run, &[b"GET", b"k"]));
+            let name = String::from_utf8_lossy(reads[0]);
+            assert!(admit(&mut run, reads), "{name} only reads");
+            assert!(
+                !admit(&mut run, &[b"SETEX", b"k", b"5", b"v"]),
+                "SETEX writes k"
+            );
+        }
+    }
+
+    #[test]
     fn huge_multi_key_commands_wait_instead_of_scanning_long() {
         let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("k{i}").into_bytes()).collect();
         let mut mget: Vec<&[u8]> = vec![b"MGET"];
