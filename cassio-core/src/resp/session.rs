@@ -1,10 +1,10 @@
 //! A connection's session: its consistency level, name, protocol (RESP2 or
 //! RESP3) and which replies it is sent, and the commands that read or set
 //! them or ask about the node (PING, ECHO, SELECT, HELLO, AUTH, CLIENT,
-//! COMMAND, INFO, TIME, ROLE, RESET, DBSIZE, `CASSIO.CONSISTENCY`, QUIT). On a node with a
-//! password a connection must authenticate (AUTH, or HELLO's AUTH) before
-//! anything but those two, RESET and QUIT. They are answered at once,
-//! without the coordinator.
+//! COMMAND, INFO, TIME, ROLE, RESET, DBSIZE, `CASSIO.CONSISTENCY`, QUIT).
+//! On a node with a password a connection must authenticate (AUTH, or
+//! HELLO's AUTH) before anything but those two, RESET and QUIT. They are
+//! answered at once, without the coordinator.
 
 use super::commands::{Command, MULTI_KEY_ARGS_MAX, arity_error, redis_integer, refusal, text};
 use super::introspect::arity;
