@@ -1,10 +1,11 @@
-//! The same commands sent to redis-server and to a 3-node cassio cluster get
-//! the same replies: the key-expiry commands (TTL, PTTL, EXPIRETIME,
-//! PEXPIRETIME, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, PERSIST, GETEX) and
-//! SET's kin (SETEX, PSETEX, SETNX, GETSET, GETDEL, STRLEN, TYPE, UNLINK),
-//! errors included, word for word. redis-server (Debian's redis-server
-//! package; `.ci/run` installs it) listens on a Unix socket in a temporary
-//! directory, so no port is shared with other tests.
+//! The same commands sent to redis-server and to cassio get the same
+//! replies, errors included, word for word: the key-expiry commands (TTL,
+//! PTTL, EXPIRETIME, PEXPIRETIME, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT,
+//! PERSIST, GETEX) and SET's kin (SETEX, PSETEX, SETNX, GETSET, GETDEL,
+//! STRLEN, TYPE, UNLINK) against a 3-node cluster, alone and pipelined, and
+//! the core commands in their wrong shapes against one node. redis-server
+//! (Debian's redis-server package; `.ci/run` installs it) listens on a Unix
+//! socket in a temporary directory, so no port is shared with other tests.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -347,6 +348,89 @@ fn expiry_and_string_commands_answer_as_redis_does() {
     assert_eq!(ttl_elsewhere(), 700);
     on_both("GETDEL x");
     assert_eq!(ttl_elsewhere(), -2, "and the key is gone");
+}
+
+/// The commands cassio had before this file's, with the errors clients
+/// get for their wrong shapes. (Deliberate differences are left out:
+/// SELECT of another db, and CONFIG's help hint.)
+#[test]
+fn core_commands_and_their_errors_answer_as_redis_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis_server = RedisServer::start(dir.path());
+    let nodes = start_cluster(1, dir.path(), |config| {
+        config.resp = Some("127.0.0.1:0".parse().unwrap());
+    });
+    let mut redis_con = redis_server.try_connection().expect("redis-server");
+    let mut cassio = connect(&nodes[0]);
+    let lines = [
+        "PING",
+        "PING hi",
+        "PING a b",
+        "ECHO",
+        "ECHO x y",
+        "SELECT 0",
+        "SELECT x",
+        "SET",
+        "SET k",
+        "SET k v",
+        "SET k v EX",
+        "SET k v EX 0",
+        "SET k v EX -1",
+        "SET k v PX 1.5",
+        "SET k v NX XX",
+        "SET k v FOO",
+        "SET k v GET",
+        "SET k w NX GET",
+        "SET k2 v XX",
+        "SET k2 v XX GET",
+        "GET",
+        "GET k extra",
+        "GET k",
+        "MSET",
+        "MSET a",
+        "MSET a 1 b",
+        "MSET a 1 b 2",
+        "MGET",
+        "MGET a b nope",
+        "DEL",
+        "DEL a a nope",
+        "EXISTS",
+        "EXISTS b b nope",
+        "CLIENT",
+        "CLIENT SETNAME",
+        "CLIENT SETNAME n1",
+        "CLIENT GETNAME",
+        "CLIENT FOO",
+        "HELLO 4",
+        "HELLO x",
+        "HELLO 2 FOO",
+        "AUTH x",
+        "AUTH a b c",
+        "DBSIZE x",
+        "CONFIG",
+        "CONFIG GET",
+        "MULTI",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "EXEC",
+        "WATCH",
+        "UNWATCH",
+        "KEYS",
+        "SCAN",
+        "SCAN x",
+        "SCAN 0 COUNT 0",
+        "SCAN 0 COUNT x",
+        "SCAN 0 MATCH",
+        "SCAN 0 FOO 1",
+        "NOPE",
+        "NOPE a b",
+    ];
+    for line in lines {
+        let args: Vec<String> = line.split(' ').map(str::to_string).collect();
+        let (expected, got) = (send(&mut redis_con, &args), send(&mut cassio, &args));
+        assert_eq!(expected, got, "{line}: redis-server, then cassio");
+    }
 }
 
 #[test]
