@@ -126,10 +126,11 @@ enum Command {
 
 /// How the CLI's clients talk to the cluster: its level, password and CA.
 fn connect_config(cli: &Cli) -> anyhow::Result<ClientConfig> {
-    let tls = match &cli.tls_ca_cert_file {
-        Some(path) => Some(TlsClient::from_ca_cert_file(path)?),
-        None => None,
-    };
+    let tls = cli
+        .tls_ca_cert_file
+        .as_deref()
+        .map(TlsClient::from_ca_cert_file)
+        .transpose()?;
     Ok(ClientConfig {
         consistency: cli.consistency,
         password: cli.password.clone().map(Secret::new),

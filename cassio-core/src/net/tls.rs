@@ -57,27 +57,51 @@ pub struct TlsFiles {
     pub ca_cert_file: Option<PathBuf>,
 }
 
+/// What a node serves and connects with over TLS, made from [`TlsFiles`]
+/// once, at start.
+pub(crate) struct TlsSetup {
+    /// The Redis port's server side (no client certificates).
+    pub(crate) resp: Arc<ServerConfig>,
+    /// With the cluster's CA: the native port's server side (a connecting
+    /// node shows its certificate, which must chain to the CA; clients show
+    /// none) and how this node connects to its peers.
+    pub(crate) native: Option<(Arc<ServerConfig>, TlsClient)>,
+}
+
 impl TlsFiles {
     /// Reads the files and checks that they make a usable server identity
     /// (one the CA signed, if a CA is given), as a node does at start: the
     /// error names the file and what is wrong with it (`cassio-node
     /// --check-config`).
     pub fn check(&self) -> Result<()> {
-        self.load()?;
-        self.load_native()?;
-        self.peer_client().map(drop)
+        self.load().map(drop)
     }
 
-    /// How this node connects to its peers when the native port speaks TLS
-    /// (`ca_cert_file` given), or why it cannot. This node's own
-    /// certificate must chain to the CA as well, for a server and for a
-    /// client: its peers check it both ways.
-    pub(crate) fn peer_client(&self) -> Result<Option<TlsClient>> {
-        let Some(ca) = &self.ca_cert_file else {
-            return Ok(None);
-        };
+    /// Everything TLS needs from these files, or why they make none: each
+    /// file is read once.
+    pub(crate) fn load(&self) -> Result<TlsSetup> {
         let certs = read_certs(&self.cert_file)?;
         let key = read_key(&self.key_file)?;
+        let resp = self.server_config(&certs, &key, None)?;
+        let native = match &self.ca_cert_file {
+            None => None,
+            Some(ca) => {
+                let server = self.server_config(&certs, &key, Some(peer_verifier(ca, true)?))?;
+                Some((server, self.peer_client(ca, certs, key)?))
+            }
+        };
+        Ok(TlsSetup { resp, native })
+    }
+
+    /// How this node connects to its peers, showing `certs`, or why it
+    /// cannot: its certificate must chain to the CA `ca` for a server and
+    /// for a client, since its peers check it both ways.
+    fn peer_client(
+        &self,
+        ca: &Path,
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<TlsClient> {
         let client = TlsClient::with_ca(ca, Some((certs.clone(), key)))?;
         let any_address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
         let as_client = peer_verifier(ca, false)?;
@@ -94,31 +118,17 @@ impl TlsFiles {
                     ca_used_as_node_hint(&e.to_string())
                 ))
             })?;
-        Ok(Some(client))
+        Ok(client)
     }
 
-    /// The server side of TLS on the Redis port with these files, or why
-    /// they make none.
-    pub(crate) fn load(&self) -> Result<Arc<ServerConfig>> {
-        self.server_config(None)
-    }
-
-    /// The server side of TLS on the native port: as [`Self::load`], and a
-    /// connecting node shows its certificate, which must chain to the CA
-    /// (clients show none); `None` without a CA (no TLS there).
-    pub(crate) fn load_native(&self) -> Result<Option<Arc<ServerConfig>>> {
-        let Some(ca) = &self.ca_cert_file else {
-            return Ok(None);
-        };
-        self.server_config(Some(peer_verifier(ca, true)?)).map(Some)
-    }
-
+    /// A server side showing `certs`, asking connecting `peers` for
+    /// certificates if given.
     fn server_config(
         &self,
+        certs: &[CertificateDer<'static>],
+        key: &PrivateKeyDer<'static>,
         peers: Option<Arc<dyn ClientCertVerifier>>,
     ) -> Result<Arc<ServerConfig>> {
-        let certs = read_certs(&self.cert_file)?;
-        let key = read_key(&self.key_file)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -127,13 +137,15 @@ impl TlsFiles {
             Some(peers) => builder.with_client_cert_verifier(peers),
             None => builder.with_no_client_auth(),
         };
-        let config = builder.with_single_cert(certs, key).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "TLS certificate {} and key {} do not make a server identity: {e}",
-                self.cert_file.display(),
-                self.key_file.display()
-            ))
-        })?;
+        let config = builder
+            .with_single_cert(certs.to_vec(), key.clone_key())
+            .map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "TLS certificate {} and key {} do not make a server identity: {e}",
+                    self.cert_file.display(),
+                    self.key_file.display()
+                ))
+            })?;
         Ok(Arc::new(config))
     }
 }

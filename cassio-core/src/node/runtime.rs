@@ -101,14 +101,10 @@ pub(crate) async fn run_node<T: Transport>(
     // Unreadable or mismatched TLS files stop the start here, before the
     // engine opens or a port is bound.
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
-    let peer_tls = match &config.tls {
-        Some(files) => files.peer_client()?,
-        None => None,
-    };
     // The native port speaks TLS once the cluster's CA is given.
-    let native_tls = match &config.tls {
-        Some(files) => files.load_native()?,
-        None => None,
+    let (native_tls, peer_tls) = match tls.as_ref().and_then(|tls| tls.native.clone()) {
+        Some((server, client)) => (Some(server), Some(client)),
+        None => (None, None),
     };
     if native_tls.is_some() && config.password.is_none() {
         tracing::warn!(
@@ -252,7 +248,7 @@ pub(crate) async fn run_node<T: Transport>(
             shared.clone(),
             shutdown.clone(),
             client_threads.clone(),
-            tls,
+            tls.map(|tls| tls.resp),
         ))
     });
     let http_server = http_listener.map(|(listener, bound)| {

@@ -69,9 +69,8 @@ pub(crate) struct NodeShared<T: Transport> {
     /// How this node connects to its peers when the native port speaks
     /// TLS (the cluster's CA given).
     peer_tls: Option<TlsClient>,
-    /// When a failed TLS connection to a peer was last logged (ms; MAX:
-    /// never).
-    tls_failure_logged_ms: AtomicU64,
+    /// From when (ms) a failed TLS connection to a peer is logged again.
+    tls_failure_log_from_ms: AtomicU64,
     started: tokio::time::Instant,
     /// Pooled peer connections, per thread of this node (see
     /// [`super::workers`]): a request's messages stay on its thread.
@@ -132,7 +131,7 @@ impl<T: Transport> NodeShared<T> {
             http_addr: Mutex::new(None),
             client_connections,
             peer_tls: None,
-            tls_failure_logged_ms: AtomicU64::new(u64::MAX),
+            tls_failure_log_from_ms: AtomicU64::new(0),
             started: tokio::time::Instant::now(),
             peers: Mutex::default(),
             replicas_cache: ReplicasCache::default(),
@@ -257,12 +256,12 @@ impl<T: Transport> NodeShared<T> {
             // Peers that cannot talk TLS to each other is a setting to fix
             // (certificates, CA): said once every 10 s, not on every try.
             let now_ms = self.now_ms();
-            let last_ms = self.tls_failure_logged_ms.load(Ordering::Relaxed);
-            let never = last_ms == u64::MAX;
-            if (never || now_ms.saturating_sub(last_ms) >= TLS_FAILURE_LOG_INTERVAL_MS)
+            let from_ms = self.tls_failure_log_from_ms.load(Ordering::Relaxed);
+            let next_ms = now_ms + TLS_FAILURE_LOG_INTERVAL_MS;
+            if now_ms >= from_ms
                 && self
-                    .tls_failure_logged_ms
-                    .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .tls_failure_log_from_ms
+                    .compare_exchange(from_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
                 tracing::warn!(peer = %addr, error = %e, "cannot reach a peer over TLS");

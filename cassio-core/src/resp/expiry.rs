@@ -251,15 +251,11 @@ impl<T: Transport> NodeShared<T> {
                 })
             }
             Command::Persist => match cell {
-                Some(cell) if cell.expires_at_ms.is_some() => {
-                    match self
-                        .rewrite_expiry(key, &cell, None, drawn_timestamp, level)
-                        .await
-                    {
-                        Ok(()) => Reply::Integer(1),
-                        Err(reply) => reply,
-                    }
-                }
+                Some(cell) if cell.expires_at_ms.is_some() => self
+                    .rewrite_expiry(key, &cell, None, drawn_timestamp, level)
+                    .await
+                    .err()
+                    .unwrap_or(Reply::Integer(1)),
                 _ => Reply::Integer(0),
             },
             Command::Getex => {
@@ -278,13 +274,10 @@ impl<T: Transport> NodeShared<T> {
                         return Reply::Bulk(cell.into_value());
                     }
                 };
-                match self
-                    .rewrite_expiry(key, &cell, expires_at_ms, drawn_timestamp, level)
+                self.rewrite_expiry(key, &cell, expires_at_ms, drawn_timestamp, level)
                     .await
-                {
-                    Ok(()) => Reply::Bulk(cell.into_value()),
-                    Err(reply) => reply,
-                }
+                    .err()
+                    .unwrap_or_else(|| Reply::Bulk(cell.into_value()))
             }
             _ => {
                 let (Some(cell), Some((at, conditions))) = (cell, expire) else {
@@ -293,13 +286,10 @@ impl<T: Transport> NodeShared<T> {
                 if !conditions.allow(cell.expires_at_ms, at) {
                     return Reply::Integer(0);
                 }
-                match self
-                    .rewrite_expiry(key, &cell, Some(at), drawn_timestamp, level)
+                self.rewrite_expiry(key, &cell, Some(at), drawn_timestamp, level)
                     .await
-                {
-                    Ok(()) => Reply::Integer(1),
-                    Err(reply) => reply,
-                }
+                    .err()
+                    .unwrap_or(Reply::Integer(1))
             }
         }
     }
