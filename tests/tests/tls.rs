@@ -112,9 +112,12 @@ async fn over_tls_reading_late(
         .await
         .expect("TLS handshake with the node");
     stream.write_all(request).await.unwrap();
+    // The end of a large request may still sit encrypted in the TLS
+    // session (the socket was full when it was written): send it.
+    stream.flush().await.unwrap();
     tokio::time::sleep(delay).await;
     let mut reply = vec![0u8; reply_len];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut reply))
+    tokio::time::timeout(Duration::from_secs(15), stream.read_exact(&mut reply))
         .await
         .expect("a reply in time")
         .unwrap();
