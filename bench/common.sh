@@ -25,7 +25,14 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-printf '[storage]\nsync_mode = "%s"\n' "$SYNC" >"$work/node.toml"
+# READ_SPECULATIVE_RETRY_MS=0: reads ask every live replica (the read path
+# before reads asked only the replicas their level needs).
+{
+    if [ -n "${READ_SPECULATIVE_RETRY_MS:-}" ]; then
+        echo "read_speculative_retry_ms = $READ_SPECULATIVE_RETRY_MS"
+    fi
+    printf '[storage]\nsync_mode = "%s"\n' "$SYNC"
+} >"$work/node.toml"
 
 # TLS=1: every Redis-protocol port speaks TLS, with a self-signed
 # certificate for 127.0.0.1 made here; redis-cli and redis-benchmark trust it.

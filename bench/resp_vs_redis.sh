@@ -19,6 +19,7 @@
 #   SYNC=batch bench/resp_vs_redis.sh         # durable writes: cassio's batch sync
 #                                             # mode against appendfsync always
 #   TLS=1 bench/resp_vs_redis.sh              # every server's port speaks TLS
+#   READ_SPECULATIVE_RETRY_MS=0 bench/...     # reads ask every live replica
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}

@@ -73,6 +73,12 @@ pub struct NodeConfig {
     pub write_timeout_ms: u64,
     /// A read gets `QuorumNotReached` if its level is not met in this time.
     pub read_timeout_ms: u64,
+    /// A read asks only the replicas its level needs (this node's own copy
+    /// first, when it holds one); if they have not all answered in this
+    /// time, it asks the key's other live replicas too (Cassandra's
+    /// speculative retry). 0 asks every live replica at once: each read then
+    /// compares, and repairs, every copy, for a replica's worth more work.
+    pub read_speculative_retry_ms: u64,
     /// Keep hints for replicas that miss a write, and replay them.
     pub hinted_handoff: bool,
     /// Hints older than this are dropped (anti-entropy must cover them).
@@ -152,6 +158,7 @@ impl Default for NodeConfig {
             write_consistency: ConsistencyLevel::Quorum,
             write_timeout_ms: 2000,
             read_timeout_ms: 5000,
+            read_speculative_retry_ms: 20,
             hinted_handoff: true,
             hint_window_ms: 3 * 60 * 60 * 1000,
             hints_bytes_max: 256 * 1024 * 1024,

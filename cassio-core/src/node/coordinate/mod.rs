@@ -3,8 +3,9 @@
 //! to every replica (the local one applied directly, down ones hinted in one
 //! write once the others are asked); each key's answer comes when its level
 //! is met or cannot be. Reads
-//! ask every live replica, answer with the newest vote once enough are in,
-//! and repair stale replicas: before answering at TWO and above, after at
+//! ask the replicas their level needs (more when one fails or is slow),
+//! answer with the newest vote once enough are in, and repair stale
+//! replicas among the voters: before answering at TWO and above, after at
 //! ONE. A batch costs one message per remote replica, whatever its size.
 //!
 //! `writes.rs` and `reads.rs` hold the two batch paths; this module holds

@@ -1,6 +1,9 @@
-//! Coordinating a batch of reads: every live replica votes; a key is
-//! answered with the newest vote once enough are in; stale replicas are
-//! repaired, before answering at TWO and above, after at ONE.
+//! Coordinating a batch of reads: each key asks as many replicas as its
+//! level needs (this node's own copy first, when it holds one), another in
+//! the place of one that fails, and the rest once one is slow (speculative
+//! retry); a key is answered with the newest vote once enough are in;
+//! stale replicas among the voters are repaired, before answering at TWO
+//! and above, after at ONE.
 
 use std::pin::pin;
 
@@ -17,10 +20,73 @@ struct ReadBatch {
     rounds: Vec<ReadRound>,
     groups: Vec<Group>,
     replicas: Replicas,
+    /// Per key: which of its live remote replicas to ask next.
+    next_remote: Vec<NextRemote>,
     /// Read repairs done: (job, replica, timestamp of the cell written), so
     /// the repair after late votes writes a replica again only if a newer
     /// cell won meanwhile.
     repaired: Vec<(usize, NodeId, u64)>,
+}
+
+/// Which of a key's live remote replicas a read asks next. They are taken
+/// in turn from a place the key's hash picks, so that the reads of keys
+/// with the same replicas spread over all of them, and each key asks its
+/// replicas in the same order every time.
+#[derive(Clone, Copy, Default)]
+struct NextRemote {
+    /// Where in the list of live remote replicas the key starts.
+    from: usize,
+    /// How many of them are asked already.
+    asked: usize,
+}
+
+impl NextRemote {
+    fn new(key: &[u8]) -> Self {
+        let mut hasher = fnv::FnvHasher::default();
+        std::hash::Hasher::write(&mut hasher, key);
+        NextRemote {
+            from: std::hash::Hasher::finish(&hasher) as usize,
+            asked: 0,
+        }
+    }
+
+    /// The next live replica of `targets` other than `local` not asked
+    /// yet, if any is left.
+    fn take<'t>(&mut self, targets: &'t [Target], local: &NodeId) -> Option<&'t Target> {
+        let remote = |t: &&Target| t.up && t.node != *local;
+        let count = targets.iter().filter(remote).count();
+        if self.asked >= count {
+            return None;
+        }
+        let index = (self.from % count + self.asked) % count;
+        self.asked += 1;
+        targets.iter().filter(remote).nth(index)
+    }
+}
+
+/// Adds `job` to the group of `target` among `groups[first..]` (the ones
+/// not sent yet), or to a new one.
+fn enlist(groups: &mut Vec<Group>, first: usize, target: &Target, job: usize) {
+    match groups[first..]
+        .iter_mut()
+        .find(|g| g.target.node == target.node)
+    {
+        Some(group) => group.jobs.push(job),
+        None => groups.push(Group {
+            target: target.clone(),
+            jobs: vec![job],
+            bytes: 0,
+        }),
+    }
+}
+
+/// What a replica's answer to a group leaves to do.
+enum Followup {
+    Nothing,
+    /// It answered the first keys only (a frame's worth): ask it the rest.
+    AskAgain(Group),
+    /// It failed: these keys need another replica each.
+    Missed(Vec<usize>),
 }
 
 /// The keys of a read batch whose level was met and whose votes disagree:
@@ -99,8 +165,10 @@ impl<T: Transport> NodeShared<T> {
             rounds: Vec::with_capacity(keys.len()),
             groups: Vec::new(),
             replicas: self.replicas(keys.iter().copied()),
+            next_remote: Vec::with_capacity(keys.len()),
             repaired: Vec::new(),
         };
+        let ask_every_replica = self.config.read_speculative_retry_ms == 0;
         Metrics::add(&self.metrics.reads, keys.len() as u64);
         // This node's own votes come from one storage snapshot.
         let snapshot = self.engine.snapshot();
@@ -119,6 +187,7 @@ impl<T: Transport> NodeShared<T> {
                 None => batch.replicas.of(job),
             };
             let mut round = ReadRound::new(level, targets.len());
+            let mut next_remote = NextRemote::new(key);
             self.check_reachable(&mut phases[job], targets, round.required(), level);
             if matches!(phases[job], Phase::Pending) {
                 for target in targets.iter() {
@@ -132,39 +201,69 @@ impl<T: Transport> NodeShared<T> {
                         }
                     } else if !target.up {
                         round.missed();
-                    } else {
-                        match batch
-                            .groups
-                            .iter_mut()
-                            .find(|g| g.target.node == target.node)
-                        {
-                            Some(group) => group.jobs.push(job),
-                            None => batch.groups.push(Group {
-                                target: target.clone(),
-                                jobs: vec![job],
-                                bytes: 0,
-                            }),
-                        }
                     }
+                }
+                // The remote replicas the level still needs (all of them,
+                // with speculative retry off).
+                let (required, votes) = round.counts();
+                let wanted = if ask_every_replica {
+                    targets.len()
+                } else {
+                    required.saturating_sub(votes)
+                };
+                for _ in 0..wanted {
+                    let Some(target) = next_remote.take(targets, &self.node_id) else {
+                        break;
+                    };
+                    enlist(&mut batch.groups, 0, target, job);
                 }
             }
             batch.rounds.push(round);
+            batch.next_remote.push(next_remote);
         }
         drop(snapshot);
-        let deadline = Instant::now() + Duration::from_millis(self.config.read_timeout_ms);
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.config.read_timeout_ms);
         let mut replies = Replies::default();
+        let mut missed = Vec::new();
         for group in 0..batch.groups.len() {
-            self.ask_for_votes(&mut batch, group, keys, &mut replies, deadline)
-                .await;
+            missed.extend(
+                self.ask_for_votes(&mut batch, group, keys, &mut replies, deadline)
+                    .await,
+            );
         }
-        let mut timer = pin!(tokio::time::sleep_until(deadline));
+        self.ask_others(&mut batch, missed, false, keys, &mut replies, deadline)
+            .await;
+        let speculate_at = started + Duration::from_millis(self.config.read_speculative_retry_ms);
+        let mut speculated = ask_every_replica;
+        let mut timer = pin!(tokio::time::sleep_until(if speculated {
+            deadline
+        } else {
+            speculate_at.min(deadline)
+        }));
         while self.settle(&mut phases, &batch.rounds, level) {
             match replies.next(timer.as_mut()).await {
-                Some((group, reply)) => {
-                    if let Some(rest) = self.votes_answered(&mut batch, group, reply) {
+                Some((group, reply)) => match self.votes_answered(&mut batch, group, reply) {
+                    Followup::Nothing => {}
+                    Followup::AskAgain(rest) => {
                         self.ask_again(&mut batch, rest, keys, &mut replies, deadline)
-                            .await;
+                            .await
                     }
+                    Followup::Missed(jobs) => {
+                        self.ask_others(&mut batch, jobs, false, keys, &mut replies, deadline)
+                            .await
+                    }
+                },
+                None if !speculated && Instant::now() < deadline => {
+                    // A replica is slow: every key still waiting asks all
+                    // its other replicas too.
+                    speculated = true;
+                    let waiting =
+                        (0..phases.len()).filter(|&j| matches!(phases[j], Phase::Pending));
+                    let waiting: Vec<usize> = waiting.collect();
+                    self.ask_others(&mut batch, waiting, true, keys, &mut replies, deadline)
+                        .await;
+                    timer.as_mut().reset(deadline);
                 }
                 None => self.time_out(&mut phases, &batch.rounds, level),
             }
@@ -173,7 +272,7 @@ impl<T: Transport> NodeShared<T> {
         // Votes that already arrived are counted now: often the last
         // replica answered too, and no background work is needed.
         while let Some((group, reply)) = replies.next_ready() {
-            if let Some(rest) = self.votes_answered(&mut batch, group, reply) {
+            if let Followup::AskAgain(rest) = self.votes_answered(&mut batch, group, reply) {
                 // Late anyway: not asked again.
                 rest.jobs.iter().for_each(|&job| batch.rounds[job].missed());
             }
@@ -210,7 +309,9 @@ impl<T: Transport> NodeShared<T> {
             self.background.run(async move {
                 let mut timer = pin!(tokio::time::sleep_until(deadline));
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {
-                    if let Some(rest) = shared.votes_answered(&mut batch, group, reply) {
+                    if let Followup::AskAgain(rest) =
+                        shared.votes_answered(&mut batch, group, reply)
+                    {
                         rest.jobs.iter().for_each(|&job| batch.rounds[job].missed());
                     }
                 }
@@ -229,7 +330,7 @@ impl<T: Transport> NodeShared<T> {
         batch: &mut ReadBatch,
         group: usize,
         reply: Result<Response>,
-    ) -> Option<Group> {
+    ) -> Followup {
         let Group { target, jobs, .. } = &batch.groups[group];
         match reply {
             Ok(Response::ReplicaCells(cells)) if !cells.is_empty() && cells.len() <= jobs.len() => {
@@ -237,7 +338,10 @@ impl<T: Transport> NodeShared<T> {
                 for (&job, cell) in jobs.iter().zip(cells) {
                     batch.rounds[job].reply(target.node.clone(), cell);
                 }
-                (answered < jobs.len()).then(|| Group {
+                if answered == jobs.len() {
+                    return Followup::Nothing;
+                }
+                Followup::AskAgain(Group {
                     target: target.clone(),
                     jobs: jobs[answered..].to_vec(),
                     bytes: 0,
@@ -248,12 +352,13 @@ impl<T: Transport> NodeShared<T> {
                 for &job in jobs {
                     batch.rounds[job].missed();
                 }
-                None
+                Followup::Missed(jobs.clone())
             }
         }
     }
 
-    /// Asks a replica again for the keys it left out of an answer.
+    /// Asks a replica again for the keys it left out of an answer (and, if
+    /// it cannot be sent to, other replicas).
     async fn ask_again(
         &self,
         batch: &mut ReadBatch,
@@ -264,12 +369,52 @@ impl<T: Transport> NodeShared<T> {
     ) {
         batch.groups.push(rest);
         let group = batch.groups.len() - 1;
-        self.ask_for_votes(batch, group, keys, replies, deadline)
+        let missed = self
+            .ask_for_votes(batch, group, keys, replies, deadline)
+            .await;
+        self.ask_others(batch, missed, false, keys, replies, deadline)
             .await;
     }
 
+    /// Asks each of `jobs` whose level is not met yet one more of its live
+    /// replicas, or every one not asked yet if `all`. A replica that cannot
+    /// be sent to counts as missed, and the next one is asked in its place.
+    async fn ask_others(
+        &self,
+        batch: &mut ReadBatch,
+        mut jobs: Vec<usize>,
+        all: bool,
+        keys: &[&[u8]],
+        replies: &mut Replies,
+        deadline: Instant,
+    ) {
+        while !jobs.is_empty() {
+            let first_new = batch.groups.len();
+            for job in jobs.drain(..) {
+                let (required, votes) = batch.rounds[job].counts();
+                if votes >= required {
+                    continue;
+                }
+                let targets = batch.replicas.of(job);
+                let next_remote = &mut batch.next_remote[job];
+                while let Some(target) = next_remote.take(targets, &self.node_id) {
+                    enlist(&mut batch.groups, first_new, target, job);
+                    if !all {
+                        break;
+                    }
+                }
+            }
+            for group in first_new..batch.groups.len() {
+                jobs.extend(
+                    self.ask_for_votes(batch, group, keys, replies, deadline)
+                        .await,
+                );
+            }
+        }
+    }
+
     /// Sends group `group` its `ReplicaReads`; if that cannot be sent, its
-    /// keys count as missed.
+    /// keys count as missed, and are returned.
     async fn ask_for_votes(
         &self,
         batch: &mut ReadBatch,
@@ -277,15 +422,17 @@ impl<T: Transport> NodeShared<T> {
         keys: &[&[u8]],
         replies: &mut Replies,
         deadline: Instant,
-    ) {
+    ) -> Vec<usize> {
         let Group { target, jobs, .. } = &batch.groups[group];
         let request =
             ReplicaRequest::Reads(jobs.iter().map(|&job| Bytes::new(keys[job])).collect());
-        if !self.ask(target, group, &request, replies, deadline).await {
-            for &job in jobs {
-                batch.rounds[job].missed();
-            }
+        if self.ask(target, group, &request, replies, deadline).await {
+            return Vec::new();
         }
+        for &job in jobs {
+            batch.rounds[job].missed();
+        }
+        jobs.clone()
     }
 
     /// Read repair of every key whose level was met and whose votes
@@ -336,5 +483,50 @@ impl<T: Transport> NodeShared<T> {
             }
         }
         written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn target(name: &str, up: bool) -> Target {
+        Target {
+            node: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            up,
+        }
+    }
+
+    #[test]
+    fn a_key_asks_each_live_remote_replica_once_and_keys_spread_over_them() {
+        let local = NodeId::from("self");
+        let targets = [
+            target("a", true),
+            target("self", true),
+            target("b", true),
+            target("down", false),
+            target("c", true),
+        ];
+        let mut first_asked: BTreeMap<String, usize> = BTreeMap::new();
+        for key in 0..300 {
+            let key = format!("key{key}");
+            let mut next = NextRemote::new(key.as_bytes());
+            let mut asked = Vec::new();
+            while let Some(t) = next.take(&targets, &local) {
+                asked.push(t.node.to_string());
+            }
+            let mut each = asked.clone();
+            each.sort();
+            assert_eq!(each, ["a", "b", "c"], "{key}: every live remote once");
+            let again = NextRemote::new(key.as_bytes()).take(&targets, &local);
+            assert_eq!(again.map(|t| t.node.to_string()), Some(asked[0].clone()));
+            *first_asked.entry(asked[0].clone()).or_default() += 1;
+        }
+        // 300 keys over 3 replicas: each is asked first for about 100.
+        assert_eq!(first_asked.len(), 3, "{first_asked:?}");
+        assert!(first_asked.values().all(|&n| n >= 70), "{first_asked:?}");
     }
 }

@@ -1,0 +1,185 @@
+//! Which replicas a read asks, in turmoil's deterministic simulation: three
+//! nodes, RF 3, and the link between the coordinator and one replica held
+//! (its messages wait, as a stalled node's would; gossip has not noticed
+//! yet). A QUORUM read asks the coordinator's own copy and one remote
+//! replica: reads that picked the held one are answered by the other after
+//! the speculative retry delay, long before the read timeout, and the rest
+//! without waiting. With speculative retry off (0), every live replica is
+//! asked at once and no read waits.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use cassio_core::NodeConfig;
+use cassio_core::coordinator::ConsistencyLevel;
+use cassio_core::net::{Connection, Sim};
+use cassio_core::node::{NodeEnv, next_generation, run_node_on};
+use cassio_core::proto::{Hello, Request, Response, Role};
+use cassio_core::storage::StorageConfig;
+
+const PORT: u16 = 9000;
+const KEYS: usize = 24;
+const SPECULATIVE_RETRY_MS: u64 = 50;
+const READ_TIMEOUT_MS: u64 = 2000;
+
+fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
+
+/// What a client gets for `request` sent to node `n0`.
+async fn call(request: Request) -> Result<Response, String> {
+    let me = turmoil::lookup("client");
+    let addr = SocketAddr::new(turmoil::lookup("n0"), PORT);
+    let hello = Hello::new("cassio", Role::Client, None);
+    let conn = Connection::open(
+        &Sim { host_ip: me },
+        addr,
+        hello,
+        1 << 20,
+        Duration::from_secs(1),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    conn.request(request, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// How long each of the QUORUM reads took (sim ms), in key order, with the
+/// link n0 - n1 held from before the first read.
+fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(7)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .simulation_duration(Duration::from_secs(60))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(2))
+        .build();
+    let seed_addr = SocketAddr::new(sim.lookup(name(0)), PORT);
+    for i in 0..3 {
+        let data_dir = dir.path().join(name(i));
+        sim.host(name(i), move || {
+            let data_dir = data_dir.clone();
+            async move {
+                let host_ip = turmoil::lookup(name(i).as_str());
+                let config = NodeConfig {
+                    name: name(i),
+                    listen: SocketAddr::new(host_ip, PORT),
+                    resp: None,
+                    seeds: vec![seed_addr],
+                    data_dir: Some(data_dir.clone()),
+                    vnodes: 8,
+                    bootstrap: false,
+                    gossip_interval_ms: 200,
+                    read_timeout_ms: READ_TIMEOUT_MS,
+                    read_speculative_retry_ms: speculative_retry_ms,
+                    storage: StorageConfig {
+                        background_threads: false,
+                        ..StorageConfig::default()
+                    },
+                    ..NodeConfig::default()
+                };
+                let clock: cassio_core::storage::Clock =
+                    Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
+                let env = NodeEnv {
+                    generation: next_generation(&data_dir, clock())?,
+                    rng_seed: i as u64,
+                    clock,
+                    client_threads: false,
+                };
+                let (keep_running, shutdown) = tokio::sync::watch::channel(false);
+                run_node_on(config, Sim { host_ip }, env, shutdown).await?;
+                drop(keep_running);
+                Ok(())
+            }
+        });
+    }
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let written = Rc::new(std::cell::Cell::new(false));
+    {
+        let (times, written) = (times.clone(), written.clone());
+        sim.client("client", async move {
+            // Gossip forms the ring.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for key in 0..KEYS {
+                let put = Request::Put {
+                    key: format!("k{key}").into_bytes(),
+                    value: format!("v{key}").into_bytes(),
+                    level: Some(ConsistencyLevel::All),
+                    timestamp: None,
+                    ttl_ms: None,
+                };
+                match call(put).await? {
+                    Response::Written { .. } => {}
+                    other => return Err(format!("write of k{key} at ALL: {other:?}").into()),
+                }
+            }
+            written.set(true);
+            // The test holds n0 - n1 now.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for key in 0..KEYS {
+                let started = now_ms();
+                let get = Request::Get {
+                    key: format!("k{key}").into_bytes(),
+                    level: Some(ConsistencyLevel::Quorum),
+                };
+                match call(get).await? {
+                    Response::Value { value: Some(v), .. } if v == format!("v{key}").as_bytes() => {
+                    }
+                    other => return Err(format!("QUORUM read of k{key}: {other:?}").into()),
+                }
+                times.borrow_mut().push(now_ms() - started);
+            }
+            Ok(())
+        });
+    }
+    let mut held = false;
+    while !sim.step().unwrap() {
+        if !held && written.get() {
+            sim.hold("n0", "n1");
+            held = true;
+        }
+    }
+    let times = times.borrow().clone();
+    assert_eq!(times.len(), KEYS, "every read answered");
+    times
+}
+
+#[test]
+fn a_quorum_read_asks_one_remote_replica_and_another_when_it_is_slow() {
+    let times = read_times_with_a_held_replica(SPECULATIVE_RETRY_MS);
+    let waited: Vec<u64> = times
+        .iter()
+        .copied()
+        .filter(|&ms| ms >= SPECULATIVE_RETRY_MS)
+        .collect();
+    // Reads spread over both remote replicas: some picked the held one.
+    assert!(
+        !waited.is_empty() && waited.len() < KEYS,
+        "some reads, not all, waited for the retry: {times:?}"
+    );
+    // Those were answered by the other replica once the retry fired,
+    // long before the read timeout.
+    assert!(
+        waited.iter().all(|&ms| ms < SPECULATIVE_RETRY_MS + 100),
+        "a read waited past its retry: {times:?}"
+    );
+}
+
+#[test]
+fn with_speculative_retry_off_a_read_asks_every_replica_at_once() {
+    let times = read_times_with_a_held_replica(0);
+    assert!(
+        times.iter().all(|&ms| ms < SPECULATIVE_RETRY_MS),
+        "a read waited although every replica was asked: {times:?}"
+    );
+}
