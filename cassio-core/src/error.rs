@@ -112,6 +112,11 @@ pub enum Error {
     #[error("connection to {addr} closed")]
     ConnectionClosed { addr: String },
 
+    /// A request to the peer (or connecting to it) timed out lately; it is
+    /// connected to again in the background, and not waited for meanwhile.
+    #[error("peer {addr} stopped answering; reconnecting in the background")]
+    PeerStalled { addr: String },
+
     /// An operation did not finish in time.
     #[error("{what} timed out after {after_ms} ms")]
     Timeout { what: String, after_ms: u64 },

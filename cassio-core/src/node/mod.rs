@@ -14,6 +14,7 @@ mod identity;
 mod join;
 mod leave;
 mod open_files;
+mod peers;
 mod peers_file;
 mod repair;
 mod repair_schedule;

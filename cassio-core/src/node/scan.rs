@@ -283,7 +283,7 @@ impl<T: Transport> NodeShared<T> {
                 message: format!("unexpected answer to a scan: {other:?}"),
             }),
             Err(e) => {
-                self.forget_peer(addr);
+                self.peers.failed(addr, &e);
                 Err(e)
             }
         }

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -14,7 +13,7 @@ use super::config::NodeConfig;
 use super::coordinate::ReplicasCache;
 use super::durable::write_durably;
 use super::hints::HintStore;
-use super::workers::current_thread_index;
+use super::peers::PeerPool;
 use crate::cluster::{Gossiper, Member};
 use crate::coordinator::{HybridClock, Metrics};
 use crate::error::{Error, Result};
@@ -33,11 +32,22 @@ const CLIENT_TIMESTAMP_AHEAD_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// Keys sampled to estimate each node's owned share for status.
 const OWNERSHIP_SAMPLES: u32 = 10_000;
 
-/// A failing TLS connection to a peer is logged at most this often.
-const TLS_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
-
 /// A ring and each of its nodes' owned share, in ring order.
 type RingShares = (Arc<Ring>, Arc<[f64]>);
+
+/// The pool through which a node connects to its peers: it says hello as
+/// node `node_id` of `config`'s cluster, over TLS if `tls` is given.
+fn peer_pool<T: Transport>(
+    config: &NodeConfig,
+    node_id: &NodeId,
+    transport: T,
+    tls: Option<TlsClient>,
+) -> PeerPool<T> {
+    let hello = Hello::new(&config.cluster_name, Role::Peer, Some(node_id.clone()))
+        .with_password(config.password.as_ref());
+    let timeout = Duration::from_millis(config.peer_request_timeout_ms);
+    PeerPool::new(transport, hello, config.frame_bytes_max, timeout, tls)
+}
 
 pub(crate) struct NodeShared<T: Transport> {
     pub(crate) config: NodeConfig,
@@ -66,16 +76,9 @@ pub(crate) struct NodeShared<T: Transport> {
     /// Client connections open (Redis-protocol and native; peers do not
     /// count), and the most allowed (`max_clients`).
     pub(crate) client_connections: Arc<ConnectionLimit>,
-    /// How this node connects to its peers when the native port speaks
-    /// TLS (the cluster's CA given).
-    peer_tls: Option<TlsClient>,
-    /// From when (ms) a failed TLS connection to a peer is logged again.
-    tls_failure_log_from_ms: AtomicU64,
     started: tokio::time::Instant,
-    /// Pooled peer connections, per thread of this node (see
-    /// [`super::workers`]): a request's messages stay on its thread.
-    /// Looked up for every replica request: FNV, not SipHash.
-    peers: Mutex<fnv::FnvHashMap<(usize, SocketAddr), Arc<Connection>>>,
+    /// Connections to peers, and which peers stalled.
+    pub(crate) peers: Arc<PeerPool<T>>,
     /// The replica list batches share while the replication factor covers
     /// the ring.
     pub(super) replicas_cache: ReplicasCache,
@@ -113,8 +116,10 @@ impl<T: Transport> NodeShared<T> {
         clock: Clock,
     ) -> Self {
         let client_connections = ConnectionLimit::new(config.max_clients);
+        let node_id = gossiper.local().clone();
+        let peers = Arc::new(peer_pool(&config, &node_id, transport.clone(), None));
         NodeShared {
-            node_id: gossiper.local().clone(),
+            node_id,
             config,
             native_addr,
             gossiper: Mutex::new(gossiper),
@@ -130,10 +135,8 @@ impl<T: Transport> NodeShared<T> {
             resp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
             client_connections,
-            peer_tls: None,
-            tls_failure_log_from_ms: AtomicU64::new(0),
             started: tokio::time::Instant::now(),
-            peers: Mutex::default(),
+            peers,
             replicas_cache: ReplicasCache::default(),
             ownership: Mutex::new(None),
             scan_cursors: Default::default(),
@@ -236,67 +239,21 @@ impl<T: Transport> NodeShared<T> {
     /// This node, connecting to its peers over TLS with `peer_tls` (the
     /// native port speaks TLS).
     pub(crate) fn with_peer_tls(self, peer_tls: Option<TlsClient>) -> Self {
-        NodeShared { peer_tls, ..self }
-    }
-
-    /// A pooled connection to the peer at `addr`, opened if needed.
-    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        let key = (current_thread_index(), addr);
-        if let Some(conn) = self.peers.lock().get(&key).filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
-        }
-        // Boxed: the handshake's state would otherwise enlarge every
-        // request's future, though it is needed once per peer.
-        Box::pin(self.open_peer(addr)).await
-    }
-
-    async fn open_peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        let opened = self.open_peer_connection(addr).await;
-        if let Err(e @ Error::Tls { .. }) = &opened {
-            // Peers that cannot talk TLS to each other is a setting to fix
-            // (certificates, CA): said once every 10 s, not on every try.
-            let now_ms = self.now_ms();
-            let from_ms = self.tls_failure_log_from_ms.load(Ordering::Relaxed);
-            let next_ms = now_ms + TLS_FAILURE_LOG_INTERVAL_MS;
-            if now_ms >= from_ms
-                && self
-                    .tls_failure_log_from_ms
-                    .compare_exchange(from_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                tracing::warn!(peer = %addr, error = %e, "cannot reach a peer over TLS");
-            }
-        }
-        opened
-    }
-
-    async fn open_peer_connection(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        let hello = Hello::new(
-            &self.config.cluster_name,
-            Role::Peer,
-            Some(self.node_id.clone()),
-        )
-        .with_password(self.config.password.as_ref());
-        let conn = Arc::new(
-            Connection::open_with(
-                &self.transport,
-                addr,
-                hello,
-                self.config.frame_bytes_max,
-                self.peer_timeout(),
-                self.peer_tls.as_ref(),
-            )
-            .await?,
+        let peers = peer_pool(
+            &self.config,
+            &self.node_id,
+            self.transport.clone(),
+            peer_tls,
         );
-        self.peers
-            .lock()
-            .insert((current_thread_index(), addr), conn.clone());
-        Ok(conn)
+        NodeShared {
+            peers: Arc::new(peers),
+            ..self
+        }
     }
 
-    /// Drops this thread's pooled connection to `addr`.
-    pub(crate) fn forget_peer(&self, addr: SocketAddr) {
-        self.peers.lock().remove(&(current_thread_index(), addr));
+    /// This thread's connection to the peer at `addr` ([`PeerPool::get`]).
+    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
+        self.peers.get(addr).await
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {

@@ -283,7 +283,7 @@ impl<T: Transport> NodeShared<T> {
             Ok(Response::Done) => Ok(()),
             Ok(other) => Err(unexpected_reply(node, other)),
             Err(e) => {
-                self.forget_peer(addr);
+                self.peers.failed(addr, &e);
                 Err(e)
             }
         }
@@ -346,7 +346,7 @@ impl<T: Transport> NodeShared<T> {
             }
             Err(e) => {
                 tracing::debug!(replica = %target.node, error = %e, "cannot reach replica");
-                self.forget_peer(target.addr);
+                self.peers.failed(target.addr, &e);
                 false
             }
         }
@@ -361,7 +361,7 @@ impl<T: Transport> NodeShared<T> {
             }
             Err(e) => {
                 tracing::debug!(replica = %target.node, error = %e, "replica request failed");
-                self.forget_peer(target.addr);
+                self.peers.failed(target.addr, &e);
             }
         }
     }

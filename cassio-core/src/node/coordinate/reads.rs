@@ -315,6 +315,10 @@ impl<T: Transport> NodeShared<T> {
                         rest.jobs.iter().for_each(|&job| batch.rounds[job].missed());
                     }
                 }
+                // Replicas that did not answer by the deadline.
+                for &(group, _) in &replies.slots {
+                    shared.peers.stalled(batch.groups[group].target.addr);
+                }
                 let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 shared.repair_all(&keys, &mut batch, &met).await;
             });

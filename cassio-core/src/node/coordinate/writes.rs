@@ -59,12 +59,12 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Replicas that did not answer a batch of writes by the deadline get
-    /// hints; their connection is dropped from the pool, as it may be stuck.
+    /// hints, and are marked stalled ([`crate::node::peers`]).
     async fn writes_unanswered(&self, batch: &mut WriteBatch, replies: &Replies) {
         for &(group, _) in &replies.slots {
             let target = &batch.groups[group].target;
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
-            self.forget_peer(target.addr);
+            self.peers.stalled(target.addr);
             self.writes_missed(batch, group).await;
         }
     }

@@ -1,11 +1,16 @@
-//! Which replicas a read asks, in turmoil's deterministic simulation: three
-//! nodes, RF 3, and the link between the coordinator and one replica held
-//! (its messages wait, as a stalled node's would; gossip has not noticed
-//! yet). A QUORUM read asks the coordinator's own copy and one remote
-//! replica: reads that picked the held one are answered by the other after
-//! the speculative retry delay, long before the read timeout, and the rest
-//! without waiting. With speculative retry off (0), every live replica is
-//! asked at once and no read waits.
+//! A replica that is slow or unreachable from the coordinator while gossip
+//! still calls it UP, in turmoil's deterministic simulation: three nodes,
+//! RF 3, and the link between the coordinator n0 and the replica n1 held
+//! (its messages wait, as a stalled node's would).
+//!
+//! - A QUORUM read asks the coordinator's own copy and one remote replica:
+//!   reads that picked the held one are answered by the other after the
+//!   speculative retry delay, long before the read timeout, and the rest
+//!   without waiting. With speculative retry off (0), every live replica is
+//!   asked at once and no read waits.
+//! - Held for good (n2 still relays n1's heartbeats, so n0 never marks it
+//!   DOWN): once a request to n1 timed out, writes and reads through n0 do
+//!   not wait for new connections to n1, which are tried in the background.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -24,6 +29,7 @@ const PORT: u16 = 9000;
 const KEYS: usize = 24;
 const SPECULATIVE_RETRY_MS: u64 = 50;
 const READ_TIMEOUT_MS: u64 = 2000;
+const WRITE_TIMEOUT_MS: u64 = 1000;
 
 fn name(i: usize) -> String {
     format!("n{i}")
@@ -52,21 +58,20 @@ async fn call(request: Request) -> Result<Response, String> {
         .map_err(|e| e.to_string())
 }
 
-/// How long each of the QUORUM reads took (sim ms), in key order, with the
-/// link n0 - n1 held from before the first read.
-fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
-    let dir = tempfile::tempdir().unwrap();
+/// A simulation of three nodes n0, n1, n2 (RF 3, formed, nothing
+/// written) with `speculative_retry_ms`, and a host named "client".
+fn cluster(dir: &std::path::Path, speculative_retry_ms: u64) -> turmoil::Sim<'static> {
     let mut sim = turmoil::Builder::new()
         .rng_seed(7)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .simulation_duration(Duration::from_secs(60))
+        .simulation_duration(Duration::from_secs(90))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(2))
         .build();
     let seed_addr = SocketAddr::new(sim.lookup(name(0)), PORT);
     for i in 0..3 {
-        let data_dir = dir.path().join(name(i));
+        let data_dir = dir.join(name(i));
         sim.host(name(i), move || {
             let data_dir = data_dir.clone();
             async move {
@@ -81,6 +86,7 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
                     bootstrap: false,
                     gossip_interval_ms: 200,
                     read_timeout_ms: READ_TIMEOUT_MS,
+                    write_timeout_ms: WRITE_TIMEOUT_MS,
                     read_speculative_retry_ms: speculative_retry_ms,
                     storage: StorageConfig {
                         background_threads: false,
@@ -103,6 +109,36 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
             }
         });
     }
+    sim
+}
+
+fn put(key: usize, level: ConsistencyLevel) -> Request {
+    Request::Put {
+        key: format!("k{key}").into_bytes(),
+        value: format!("v{key}").into_bytes(),
+        level: Some(level),
+        timestamp: None,
+        ttl_ms: None,
+    }
+}
+
+/// Reads `key` at QUORUM through n0; an error unless it holds `v{key}`.
+async fn read_back(key: usize) -> Result<(), String> {
+    let get = Request::Get {
+        key: format!("k{key}").into_bytes(),
+        level: Some(ConsistencyLevel::Quorum),
+    };
+    match call(get).await? {
+        Response::Value { value: Some(v), .. } if v == format!("v{key}").as_bytes() => Ok(()),
+        other => Err(format!("QUORUM read of k{key}: {other:?}")),
+    }
+}
+
+/// How long each of the QUORUM reads took (sim ms), in key order, with the
+/// link n0 - n1 held from before the first read.
+fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = cluster(dir.path(), speculative_retry_ms);
     let times = Rc::new(RefCell::new(Vec::new()));
     let written = Rc::new(std::cell::Cell::new(false));
     {
@@ -111,14 +147,7 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
             // Gossip forms the ring.
             tokio::time::sleep(Duration::from_secs(5)).await;
             for key in 0..KEYS {
-                let put = Request::Put {
-                    key: format!("k{key}").into_bytes(),
-                    value: format!("v{key}").into_bytes(),
-                    level: Some(ConsistencyLevel::All),
-                    timestamp: None,
-                    ttl_ms: None,
-                };
-                match call(put).await? {
+                match call(put(key, ConsistencyLevel::All)).await? {
                     Response::Written { .. } => {}
                     other => return Err(format!("write of k{key} at ALL: {other:?}").into()),
                 }
@@ -128,15 +157,7 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
             tokio::time::sleep(Duration::from_millis(100)).await;
             for key in 0..KEYS {
                 let started = now_ms();
-                let get = Request::Get {
-                    key: format!("k{key}").into_bytes(),
-                    level: Some(ConsistencyLevel::Quorum),
-                };
-                match call(get).await? {
-                    Response::Value { value: Some(v), .. } if v == format!("v{key}").as_bytes() => {
-                    }
-                    other => return Err(format!("QUORUM read of k{key}: {other:?}").into()),
-                }
+                read_back(key).await?;
                 times.borrow_mut().push(now_ms() - started);
             }
             Ok(())
@@ -182,4 +203,49 @@ fn with_speculative_retry_off_a_read_asks_every_replica_at_once() {
         times.iter().all(|&ms| ms < SPECULATIVE_RETRY_MS),
         "a read waited although every replica was asked: {times:?}"
     );
+}
+
+#[test]
+fn requests_do_not_wait_on_connections_to_a_replica_that_stopped_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = cluster(dir.path(), SPECULATIVE_RETRY_MS);
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let hold = Rc::new(std::cell::Cell::new(false));
+    {
+        let (times, hold) = (times.clone(), hold.clone());
+        sim.client("client", async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            hold.set(true);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Long enough for writes to n1 to time out (its connection
+            // is then dropped) and for gossip to judge n1 many times over.
+            let end_ms = now_ms() + 20_000;
+            let mut key = 0;
+            while now_ms() < end_ms {
+                let started = now_ms();
+                match call(put(key, ConsistencyLevel::Quorum)).await? {
+                    Response::Written { .. } => {}
+                    other => return Err(format!("QUORUM write of k{key}: {other:?}").into()),
+                }
+                read_back(key).await?;
+                times.borrow_mut().push((now_ms() - started, started));
+                key += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        });
+    }
+    let mut held = false;
+    while !sim.step().unwrap() {
+        if !held && hold.get() {
+            sim.hold("n0", "n1");
+            held = true;
+        }
+    }
+    let times = times.borrow().clone();
+    assert!(times.len() > 100, "{} writes and reads", times.len());
+    // A write waits for no reply from n1 (QUORUM is n0 and n2), a read at
+    // most for the speculative retry; neither for a connection to n1.
+    let slow: Vec<_> = times.iter().filter(|(ms, _)| *ms >= 500).collect();
+    assert!(slow.is_empty(), "slow (ms, at sim ms): {slow:?}");
 }

@@ -1,0 +1,208 @@
+//! Connections to peers: pooled, one per peer and thread of this node (a
+//! request's messages stay on its thread), and which peers stopped
+//! answering.
+//!
+//! A peer stalls when it is up but does not answer: a stopped process, a
+//! partition that gossip does not see because other nodes still hear the
+//! peer. Connecting to it then hangs until the connect timeout, and a
+//! request that waited for that would also hold up the replicas asked
+//! after it. So once a request to a peer timed out (or connecting did), the
+//! peer is *stalled*: requests fail at once with [`Error::PeerStalled`]
+//! (a read asks another replica, a write keeps a hint) while one new
+//! connection at a time is opened in the background, every
+//! [`STALLED_RETRY_MS`]. A peer that refuses or closes connections is not
+//! stalled: the next request connects again, which fails fast if it is
+//! still down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::workers::current_thread_index;
+use crate::error::{Error, Result};
+use crate::net::{Connection, TlsClient, Transport};
+use crate::proto::Hello;
+
+/// How often a stalled peer is connected to again, in the background.
+const STALLED_RETRY_MS: u64 = 1000;
+
+/// A failing TLS connection to a peer is logged at most this often.
+const TLS_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
+
+enum Slot {
+    Open(Arc<Connection>),
+    Stalled {
+        /// When the next background connect may start.
+        retry_from_ms: u64,
+        /// One is running.
+        connecting: bool,
+    },
+}
+
+/// Where requests get a connection to a peer.
+pub(crate) struct PeerPool<T: Transport> {
+    transport: T,
+    hello: Hello,
+    frame_bytes_max: usize,
+    timeout: Duration,
+    tls: Option<TlsClient>,
+    started: Instant,
+    /// Looked up for every replica request: FNV, not SipHash.
+    slots: Mutex<fnv::FnvHashMap<(usize, SocketAddr), Slot>>,
+    /// From when (ms) a failed TLS connection to a peer is logged again.
+    tls_failure_log_from_ms: AtomicU64,
+}
+
+impl<T: Transport> PeerPool<T> {
+    /// A pool that says `hello` to peers, over TLS if `tls` is given, and
+    /// waits `timeout` for a connection.
+    pub(crate) fn new(
+        transport: T,
+        hello: Hello,
+        frame_bytes_max: usize,
+        timeout: Duration,
+        tls: Option<TlsClient>,
+    ) -> Self {
+        PeerPool {
+            transport,
+            hello,
+            frame_bytes_max,
+            timeout,
+            tls,
+            started: Instant::now(),
+            slots: Mutex::default(),
+            tls_failure_log_from_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// This thread's connection to the peer at `addr`: the pooled one, a new
+    /// one if there is none (or the peer closed it), or at once
+    /// [`Error::PeerStalled`] if the peer stalled.
+    pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
+        let key = (current_thread_index(), addr);
+        match self.slots.lock().get_mut(&key) {
+            Some(Slot::Open(conn)) if !conn.is_closed() => return Ok(conn.clone()),
+            Some(Slot::Stalled {
+                retry_from_ms,
+                connecting,
+            }) => {
+                if !*connecting && self.now_ms() >= *retry_from_ms {
+                    *connecting = true;
+                    let pool = self.clone();
+                    tokio::spawn(async move {
+                        // The outcome is in the slot.
+                        let _ = pool.connect(key).await;
+                    });
+                }
+                return Err(Error::PeerStalled {
+                    addr: addr.to_string(),
+                });
+            }
+            _ => {}
+        }
+        // Boxed: the handshake's state would otherwise enlarge every
+        // request's future, though it is needed once per peer.
+        Box::pin(self.connect(key)).await
+    }
+
+    /// Opens a connection for `key` and keeps it; a connect that timed out
+    /// marks the peer stalled.
+    async fn connect(&self, key: (usize, SocketAddr)) -> Result<Arc<Connection>> {
+        let addr = key.1;
+        let opened = Connection::open_with(
+            &self.transport,
+            addr,
+            self.hello.clone(),
+            self.frame_bytes_max,
+            self.timeout,
+            self.tls.as_ref(),
+        )
+        .await;
+        let mut slots = self.slots.lock();
+        match opened {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                slots.insert(key, Slot::Open(conn.clone()));
+                Ok(conn)
+            }
+            Err(e) => {
+                match &e {
+                    Error::Timeout { .. } => {
+                        let retry_from_ms = self.now_ms() + STALLED_RETRY_MS;
+                        slots.insert(
+                            key,
+                            Slot::Stalled {
+                                retry_from_ms,
+                                connecting: false,
+                            },
+                        );
+                    }
+                    Error::Tls { .. } => {
+                        slots.remove(&key);
+                        self.log_tls_failure(addr, &e);
+                    }
+                    _ => {
+                        slots.remove(&key);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Peers that cannot talk TLS to each other is a setting to fix
+    /// (certificates, CA): said once every 10 s, not on every try.
+    fn log_tls_failure(&self, addr: SocketAddr, error: &Error) {
+        let now_ms = self.now_ms();
+        let from_ms = self.tls_failure_log_from_ms.load(Ordering::Relaxed);
+        let next_ms = now_ms + TLS_FAILURE_LOG_INTERVAL_MS;
+        if now_ms >= from_ms
+            && self
+                .tls_failure_log_from_ms
+                .compare_exchange(from_ms, next_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(peer = %addr, %error, "cannot reach a peer over TLS");
+        }
+    }
+
+    /// A request to `addr` failed with `error`: the peer is marked stalled
+    /// if the request timed out; otherwise this thread's connection is
+    /// dropped (the next request connects again), unless the peer was
+    /// stalled already.
+    pub(crate) fn failed(&self, addr: SocketAddr, error: &Error) {
+        match error {
+            Error::Timeout { .. } => self.stalled(addr),
+            Error::PeerStalled { .. } => {}
+            _ => {
+                self.slots.lock().remove(&(current_thread_index(), addr));
+            }
+        }
+    }
+
+    /// `addr` did not answer in time: this thread's connection is dropped,
+    /// and the next request starts a new one in the background.
+    pub(crate) fn stalled(&self, addr: SocketAddr) {
+        let mut slots = self.slots.lock();
+        let key = (current_thread_index(), addr);
+        if let Some(Slot::Stalled { .. }) = slots.get(&key) {
+            return;
+        }
+        let retry_from_ms = self.now_ms();
+        slots.insert(
+            key,
+            Slot::Stalled {
+                retry_from_ms,
+                connecting: false,
+            },
+        );
+    }
+}
