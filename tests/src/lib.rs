@@ -4,3 +4,4 @@
 
 pub mod crash_workload;
 pub mod harness;
+pub mod sim_node;

@@ -10,12 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
-use cassio_core::net::{Connection, Sim};
 use std::sync::Arc;
 
-use cassio_core::node::{NodeEnv, next_generation, run_node_on};
-use cassio_core::proto::{ClusterStatus, Hello, Request, Response, Role};
-use cassio_core::storage::StorageConfig;
+use cassio_core::proto::{ClusterStatus, Request, Response};
+use cassio_core::storage::Clock;
+use cassio_tests::sim_node;
 
 const NODES: usize = 10;
 const SIDE_A: usize = 3;
@@ -28,18 +27,8 @@ fn name(i: usize) -> String {
 
 async fn status(me: IpAddr, node: usize) -> Option<ClusterStatus> {
     let addr = SocketAddr::new(turmoil::lookup(name(node).as_str()), PORT);
-    let hello = Hello::new("cassio", Role::Client, None);
-    let conn = Connection::open(
-        &Sim { host_ip: me },
-        addr,
-        hello,
-        1 << 20,
-        Duration::from_millis(500),
-    )
-    .await
-    .ok()?;
-    match conn
-        .request(Request::ClusterStatus, Duration::from_millis(500))
+    let timeout = Duration::from_millis(500);
+    match sim_node::request(me, addr, Request::ClusterStatus, timeout, timeout)
         .await
         .ok()?
     {
@@ -115,35 +104,17 @@ fn run_seed(seed: u64) -> Result<Vec<Duration>, String> {
             let data_dir = data_dir.clone();
             async move {
                 let host_ip = turmoil::lookup(name(i).as_str());
+                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
-                    name: name(i),
-                    listen: SocketAddr::new(host_ip, PORT),
-                    resp: None,
-                    seeds: vec![seed_addr],
-                    data_dir: Some(data_dir.clone()),
                     // The nodes of a new cluster: nothing to stream.
                     bootstrap: false,
-                    vnodes: 8,
                     gossip_interval_ms: GOSSIP_INTERVAL_MS,
                     peer_request_timeout_ms: 500,
-                    storage: StorageConfig {
-                        background_threads: false,
-                        ..StorageConfig::default()
-                    },
-                    ..NodeConfig::default()
+                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
                 };
-                let clock: cassio_core::storage::Clock =
+                let clock: Clock =
                     Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                let env = NodeEnv {
-                    generation: next_generation(&data_dir, clock())?,
-                    rng_seed: seed ^ ((i as u64) << 8),
-                    clock,
-                    client_threads: false,
-                };
-                let (keep_running, shutdown) = tokio::sync::watch::channel(false);
-                run_node_on(config, Sim { host_ip }, env, shutdown).await?;
-                drop(keep_running);
-                Ok(())
+                sim_node::run(config, host_ip, clock, seed ^ ((i as u64) << 8)).await
             }
         });
     }

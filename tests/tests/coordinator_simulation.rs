@@ -21,10 +21,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
 use cassio_core::coordinator::ConsistencyLevel;
-use cassio_core::net::{Connection, Sim};
-use cassio_core::node::{NodeEnv, next_generation, run_node_on};
-use cassio_core::proto::{Hello, Request, Response, Role};
-use cassio_core::storage::StorageConfig;
+use cassio_core::proto::{Request, Response};
+use cassio_core::storage::Clock;
+use cassio_tests::sim_node;
 use rand::{Rng, SeedableRng};
 
 const NODES: usize = 5;
@@ -66,17 +65,10 @@ fn now_ms() -> u64 {
 
 async fn call(me: IpAddr, node: usize, request: Request) -> Option<Response> {
     let addr = SocketAddr::new(turmoil::lookup(name(node).as_str()), PORT);
-    let hello = Hello::new("cassio", Role::Client, None);
-    let conn = Connection::open(
-        &Sim { host_ip: me },
-        addr,
-        hello,
-        1 << 20,
-        Duration::from_secs(1),
-    )
-    .await
-    .ok()?;
-    conn.request(request, Duration::from_secs(4)).await.ok()
+    let (connect, answer) = (Duration::from_secs(1), Duration::from_secs(4));
+    sim_node::request(me, addr, request, connect, answer)
+        .await
+        .ok()
 }
 
 async fn read(me: IpAddr, node: usize, key: usize) -> Option<Option<(String, u64)>> {
@@ -121,37 +113,19 @@ fn run_seed(seed: u64) -> Result<Vec<Event>, String> {
             let data_dir = data_dir.clone();
             async move {
                 let host_ip = turmoil::lookup(name(i).as_str());
+                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
-                    name: name(i),
-                    listen: SocketAddr::new(host_ip, PORT),
-                    resp: None,
-                    seeds: vec![seed_addr],
-                    data_dir: Some(data_dir.clone()),
                     // Every node but the first joins (JOINING, streaming,
                     // pending replicas) while the clients already write.
-                    vnodes: 8,
                     gossip_interval_ms: 200,
                     peer_request_timeout_ms: 500,
                     write_timeout_ms: 1000,
                     read_timeout_ms: 1000,
-                    storage: StorageConfig {
-                        background_threads: false,
-                        ..StorageConfig::default()
-                    },
-                    ..NodeConfig::default()
+                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
                 };
-                let clock: cassio_core::storage::Clock =
+                let clock: Clock =
                     Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                let env = NodeEnv {
-                    generation: next_generation(&data_dir, clock())?,
-                    rng_seed: seed ^ ((i as u64) << 8),
-                    clock,
-                    client_threads: false,
-                };
-                let (keep_running, shutdown) = tokio::sync::watch::channel(false);
-                run_node_on(config, Sim { host_ip }, env, shutdown).await?;
-                drop(keep_running);
-                Ok(())
+                sim_node::run(config, host_ip, clock, seed ^ ((i as u64) << 8)).await
             }
         });
     }

@@ -20,10 +20,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
 use cassio_core::coordinator::ConsistencyLevel;
-use cassio_core::net::{Connection, Sim};
-use cassio_core::node::{NodeEnv, next_generation, run_node_on};
-use cassio_core::proto::{Hello, Request, Response, Role};
-use cassio_core::storage::StorageConfig;
+use cassio_core::proto::{Request, Response};
+use cassio_core::storage::Clock;
+use cassio_tests::sim_node;
 
 const PORT: u16 = 9000;
 const KEYS: usize = 24;
@@ -43,17 +42,8 @@ fn now_ms() -> u64 {
 async fn call(request: Request) -> Result<Response, String> {
     let me = turmoil::lookup("client");
     let addr = SocketAddr::new(turmoil::lookup("n0"), PORT);
-    let hello = Hello::new("cassio", Role::Client, None);
-    let conn = Connection::open(
-        &Sim { host_ip: me },
-        addr,
-        hello,
-        1 << 20,
-        Duration::from_secs(1),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    conn.request(request, Duration::from_secs(10))
+    let (connect, answer) = (Duration::from_secs(1), Duration::from_secs(10));
+    sim_node::request(me, addr, request, connect, answer)
         .await
         .map_err(|e| e.to_string())
 }
@@ -76,36 +66,18 @@ fn cluster(dir: &std::path::Path, speculative_retry_ms: u64) -> turmoil::Sim<'st
             let data_dir = data_dir.clone();
             async move {
                 let host_ip = turmoil::lookup(name(i).as_str());
+                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
-                    name: name(i),
-                    listen: SocketAddr::new(host_ip, PORT),
-                    resp: None,
-                    seeds: vec![seed_addr],
-                    data_dir: Some(data_dir.clone()),
-                    vnodes: 8,
                     bootstrap: false,
                     gossip_interval_ms: 200,
                     read_timeout_ms: READ_TIMEOUT_MS,
                     write_timeout_ms: WRITE_TIMEOUT_MS,
                     read_speculative_retry_ms: speculative_retry_ms,
-                    storage: StorageConfig {
-                        background_threads: false,
-                        ..StorageConfig::default()
-                    },
-                    ..NodeConfig::default()
+                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
                 };
-                let clock: cassio_core::storage::Clock =
+                let clock: Clock =
                     Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                let env = NodeEnv {
-                    generation: next_generation(&data_dir, clock())?,
-                    rng_seed: i as u64,
-                    clock,
-                    client_threads: false,
-                };
-                let (keep_running, shutdown) = tokio::sync::watch::channel(false);
-                run_node_on(config, Sim { host_ip }, env, shutdown).await?;
-                drop(keep_running);
-                Ok(())
+                sim_node::run(config, host_ip, clock, i as u64).await
             }
         });
     }
