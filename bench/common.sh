@@ -20,6 +20,8 @@ cargo build --release -q -p cassio-node
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    # A stopped (SIGSTOP) node would never act on the signal to end.
+    for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$work"

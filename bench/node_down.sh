@@ -7,8 +7,14 @@
 # one node of three costs the writes that go on. Then restarts c3 and times
 # how long until c1 has replayed every hint to it. Stops what it started.
 #
+# STOP=1: c3 is stopped with SIGSTOP instead, and measured at once: up but
+# silent, as a hung process is, before gossip marks it DOWN (the default
+# phi threshold here). Writes to it time out and the peer is marked
+# stalled; then c3 is continued (SIGCONT) and the replay timed.
+#
 #   bench/node_down.sh                  # N=200000 C=50 KEYSPACE=1000000
 #   SYNC=batch bench/node_down.sh       # with batch (fsync per group) commits
+#   STOP=1 bench/node_down.sh           # c3 hung, not dead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
@@ -18,6 +24,7 @@ source "bench/common.sh"
 
 # A low threshold so c3 is seen DOWN within seconds of being stopped.
 down_fast=(--phi-convict-threshold 4)
+if [ -n "${STOP:-}" ]; then down_fast=(); fi
 c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_port); r3=$(free_port)
 node c1 "$c1" "$r1" "$c1" "${down_fast[@]}"
 node c2 "$c2" "$r2" "$c1" "${down_fast[@]}"
@@ -28,14 +35,23 @@ wait_members "$r1" 3 UP
 
 declare -A args=([SET]="" [SET-P16]="-P 16") up down
 for row in SET SET-P16; do up[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
-kill "$c3_pid"
-wait "$c3_pid" 2>/dev/null || true
-wait_members "$r1" 1 DOWN
+if [ -n "${STOP:-}" ]; then
+    kill -STOP "$c3_pid"
+else
+    kill "$c3_pid"
+    wait "$c3_pid" 2>/dev/null || true
+    wait_members "$r1" 1 DOWN
+fi
 for row in SET SET-P16; do down[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
 stat() { redis-cli -p "$r1" info | tr -d '\r' | awk -F: -v k="$1" '$1 == k { print $2 }'; }
 hints=$(stat hints_stored)
+c3_seen=$(redis-cli -p "$r1" info | tr -d '\r' | awk -F, '$1 == "member:c3" { print $3 }')
 
-node c3 "$c3" "$r3" "$c1" "${down_fast[@]}"
+if [ -n "${STOP:-}" ]; then
+    kill -CONT "$c3_pid"
+else
+    node c3 "$c3" "$r3" "$c1" "${down_fast[@]}"
+fi
 restarted=$(date +%s.%N)
 replay="not finished in 300 s"
 for _ in $(seq 1 3000); do
@@ -46,10 +62,10 @@ for _ in $(seq 1 3000); do
     sleep 0.1
 done
 
-printf "%-10s %10s %10s %8s\n" row "all up" "c3 down" "down/up"
+printf "%-10s %10s %10s %8s\n" row "all up" "c3 ${STOP:+stopped}${STOP:-down}" "down/up"
 for row in SET SET-P16; do
     printf "%-10s %10.0f %10.0f %8.3f\n" "$row" "${up[$row]}" "${down[$row]}" \
         "$(python3 -c "print(${down[$row]} / ${up[$row]} if ${up[$row]} else 0)")"
 done
 echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1"
-echo "hints stored for c3: $hints; all replayed $replay after c3 restarted (its start and gossip included)"
+echo "c1 saw c3 $c3_seen when the writes ended; hints stored for c3: $hints; all replayed $replay after c3 ${STOP:+continued}${STOP:-restarted} (its start and gossip included)"
