@@ -24,14 +24,15 @@ source "bench/common.sh"
 
 # A low threshold so c3 is seen DOWN within seconds of being stopped.
 down_fast=(--phi-convict-threshold 4)
-if [ -n "${STOP:-}" ]; then down_fast=(); fi
+c3_was=down c3_back=restarted
+if [ -n "${STOP:-}" ]; then down_fast=() c3_was=stopped c3_back="was continued"; fi
 c1=$(free_port); c2=$(free_port); c3=$(free_port); r1=$(free_port); r2=$(free_port); r3=$(free_port)
 node c1 "$c1" "$r1" "$c1" "${down_fast[@]}"
 node c2 "$c2" "$r2" "$c1" "${down_fast[@]}"
 node c3 "$c3" "$r3" "$c1" "${down_fast[@]}"
 c3_pid=${pids[-1]}
 for port in "$r1" "$r2" "$r3"; do wait_pong "$port"; done
-wait_members "$r1" 3 UP
+wait_members "$r1" 3 UP,NORMAL # joined, not JOINING: pending replicas count
 
 declare -A args=([SET]="" [SET-P16]="-P 16") up down
 for row in SET SET-P16; do up[$row]=$(ops "$r1" set "-r $KEYSPACE ${args[$row]}"); done
@@ -62,10 +63,10 @@ for _ in $(seq 1 3000); do
     sleep 0.1
 done
 
-printf "%-10s %10s %10s %8s\n" row "all up" "c3 ${STOP:+stopped}${STOP:-down}" "down/up"
+printf "%-10s %10s %10s %8s\n" row "all up" "c3 $c3_was" "down/up"
 for row in SET SET-P16; do
     printf "%-10s %10.0f %10.0f %8.3f\n" "$row" "${up[$row]}" "${down[$row]}" \
         "$(python3 -c "print(${down[$row]} / ${up[$row]} if ${up[$row]} else 0)")"
 done
 echo "N=$N C=$C KEYSPACE=$KEYSPACE SYNC=$SYNC; 3 nodes, RF 3, QUORUM, via c1"
-echo "c1 saw c3 $c3_seen when the writes ended; hints stored for c3: $hints; all replayed $replay after c3 ${STOP:+continued}${STOP:-restarted} (its start and gossip included)"
+echo "c1 saw c3 $c3_seen when the writes ended; hints stored for c3: $hints; all replayed $replay after c3 $c3_back (its start and gossip included)"

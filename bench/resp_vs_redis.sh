@@ -53,7 +53,7 @@ node c2 "$c2" "$r2" "$c1" "${threads[@]}"
 node c3 "$c3" "$r3" "$c1" "${threads[@]}"
 for port in "$redis_port" "$control_port" "$solo_resp" "$r1" "$r2" "$r3"; do wait_pong "$port"; done
 # Let the cluster see all three nodes before measuring.
-wait_members "$r1" 3 UP
+wait_members "$r1" 3 UP,NORMAL # joined, not JOINING: pending replicas count
 
 # The servers take turns in a different order every round (rotated by one
 # place), and each run starts once the page cache holds no dirty pages: a
