@@ -12,7 +12,8 @@
 //! connection at a time is opened in the background, every
 //! [`STALLED_RETRY_MS`]. A peer that refuses or closes connections is not
 //! stalled: the next request connects again, which fails fast if it is
-//! still down.
+//! still down. A failure never touches a connection younger than the
+//! longest request timeout: it was an older connection's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,13 +35,14 @@ const STALLED_RETRY_MS: u64 = 1000;
 const TLS_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
 
 enum Slot {
-    Open(Arc<Connection>),
-    Stalled {
-        /// When the next background connect may start.
-        retry_from_ms: u64,
-        /// One is running.
-        connecting: bool,
+    Open {
+        conn: Arc<Connection>,
+        opened_ms: u64,
     },
+    /// Requests fail at once; from `retry_from_ms` the next one starts a
+    /// background connect (and moves it past that connect's timeout, so
+    /// one runs at a time, and a lost one is followed by another).
+    Stalled { retry_from_ms: u64 },
 }
 
 /// Where requests get a connection to a peer.
@@ -49,6 +51,9 @@ pub(crate) struct PeerPool<T: Transport> {
     hello: Hello,
     frame_bytes_max: usize,
     timeout: Duration,
+    /// A connection opened less than this ago outlives every request that
+    /// could time out on an older one: the longest request timeout.
+    young_ms: u64,
     tls: Option<TlsClient>,
     started: Instant,
     /// Looked up for every replica request: FNV, not SipHash.
@@ -59,12 +64,14 @@ pub(crate) struct PeerPool<T: Transport> {
 
 impl<T: Transport> PeerPool<T> {
     /// A pool that says `hello` to peers, over TLS if `tls` is given, and
-    /// waits `timeout` for a connection.
+    /// waits `timeout` for a connection; no request waits longer than
+    /// `request_timeout_max`.
     pub(crate) fn new(
         transport: T,
         hello: Hello,
         frame_bytes_max: usize,
         timeout: Duration,
+        request_timeout_max: Duration,
         tls: Option<TlsClient>,
     ) -> Self {
         PeerPool {
@@ -72,6 +79,7 @@ impl<T: Transport> PeerPool<T> {
             hello,
             frame_bytes_max,
             timeout,
+            young_ms: request_timeout_max.max(timeout).as_millis() as u64,
             tls,
             started: Instant::now(),
             slots: Mutex::default(),
@@ -89,13 +97,11 @@ impl<T: Transport> PeerPool<T> {
     pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
         let key = (current_thread_index(), addr);
         match self.slots.lock().get_mut(&key) {
-            Some(Slot::Open(conn)) if !conn.is_closed() => return Ok(conn.clone()),
-            Some(Slot::Stalled {
-                retry_from_ms,
-                connecting,
-            }) => {
-                if !*connecting && self.now_ms() >= *retry_from_ms {
-                    *connecting = true;
+            Some(Slot::Open { conn, .. }) if !conn.is_closed() => return Ok(conn.clone()),
+            Some(Slot::Stalled { retry_from_ms }) => {
+                let now_ms = self.now_ms();
+                if now_ms >= *retry_from_ms {
+                    *retry_from_ms = now_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS;
                     let pool = self.clone();
                     tokio::spawn(async move {
                         // The outcome is in the slot.
@@ -126,36 +132,37 @@ impl<T: Transport> PeerPool<T> {
             self.tls.as_ref(),
         )
         .await;
+        let now_ms = self.now_ms();
         let mut slots = self.slots.lock();
-        match opened {
+        let e = match opened {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                slots.insert(key, Slot::Open(conn.clone()));
-                Ok(conn)
+                let opened_ms = now_ms;
+                slots.insert(
+                    key,
+                    Slot::Open {
+                        conn: conn.clone(),
+                        opened_ms,
+                    },
+                );
+                return Ok(conn);
             }
-            Err(e) => {
-                match &e {
-                    Error::Timeout { .. } => {
-                        let retry_from_ms = self.now_ms() + STALLED_RETRY_MS;
-                        slots.insert(
-                            key,
-                            Slot::Stalled {
-                                retry_from_ms,
-                                connecting: false,
-                            },
-                        );
-                    }
-                    Error::Tls { .. } => {
-                        slots.remove(&key);
-                        self.log_tls_failure(addr, &e);
-                    }
-                    _ => {
-                        slots.remove(&key);
-                    }
-                }
-                Err(e)
+            Err(e) => e,
+        };
+        // A connection another request opened meanwhile stays.
+        if !matches!(slots.get(&key), Some(Slot::Open { .. })) {
+            if let Error::Timeout { .. } = e {
+                let retry_from_ms = now_ms + STALLED_RETRY_MS;
+                slots.insert(key, Slot::Stalled { retry_from_ms });
+            } else {
+                slots.remove(&key);
             }
         }
+        drop(slots);
+        if let Error::Tls { .. } = e {
+            self.log_tls_failure(addr, &e);
+        }
+        Err(e)
     }
 
     /// Peers that cannot talk TLS to each other is a setting to fix
@@ -176,33 +183,42 @@ impl<T: Transport> PeerPool<T> {
 
     /// A request to `addr` failed with `error`: the peer is marked stalled
     /// if the request timed out; otherwise this thread's connection is
-    /// dropped (the next request connects again), unless the peer was
-    /// stalled already.
+    /// dropped (the next request connects again). A stalled peer, or a
+    /// connection younger than the request, stays as it is.
     pub(crate) fn failed(&self, addr: SocketAddr, error: &Error) {
         match error {
             Error::Timeout { .. } => self.stalled(addr),
             Error::PeerStalled { .. } => {}
             _ => {
-                self.slots.lock().remove(&(current_thread_index(), addr));
+                if self.holds_an_old_connection(addr) {
+                    self.slots.lock().remove(&(current_thread_index(), addr));
+                }
             }
         }
     }
 
     /// `addr` did not answer in time: this thread's connection is dropped,
-    /// and the next request starts a new one in the background.
+    /// and the next request starts a new one in the background. Not if the
+    /// connection is younger than the request (or the peer is stalled
+    /// already).
     pub(crate) fn stalled(&self, addr: SocketAddr) {
-        let mut slots = self.slots.lock();
-        let key = (current_thread_index(), addr);
-        if let Some(Slot::Stalled { .. }) = slots.get(&key) {
-            return;
+        if self.holds_an_old_connection(addr) {
+            let retry_from_ms = self.now_ms();
+            let key = (current_thread_index(), addr);
+            self.slots
+                .lock()
+                .insert(key, Slot::Stalled { retry_from_ms });
         }
-        let retry_from_ms = self.now_ms();
-        slots.insert(
-            key,
-            Slot::Stalled {
-                retry_from_ms,
-                connecting: false,
-            },
-        );
+    }
+
+    /// True unless this thread's slot for `addr` is stalled, or holds a
+    /// connection opened within the longest request timeout.
+    fn holds_an_old_connection(&self, addr: SocketAddr) -> bool {
+        let now_ms = self.now_ms();
+        match self.slots.lock().get(&(current_thread_index(), addr)) {
+            Some(Slot::Stalled { .. }) => false,
+            Some(Slot::Open { opened_ms, .. }) => now_ms - opened_ms >= self.young_ms,
+            None => true,
+        }
     }
 }

@@ -283,7 +283,11 @@ impl<T: Transport> NodeShared<T> {
                 message: format!("unexpected answer to a scan: {other:?}"),
             }),
             Err(e) => {
-                self.peers.failed(addr, &e);
+                // A scan's time is what its deadline left, often little:
+                // running out of it says nothing of the peer.
+                if !matches!(e, Error::Timeout { .. }) {
+                    self.peers.failed(addr, &e);
+                }
                 Err(e)
             }
         }

@@ -46,7 +46,16 @@ fn peer_pool<T: Transport>(
     let hello = Hello::new(&config.cluster_name, Role::Peer, Some(node_id.clone()))
         .with_password(config.password.as_ref());
     let timeout = Duration::from_millis(config.peer_request_timeout_ms);
-    PeerPool::new(transport, hello, config.frame_bytes_max, timeout, tls)
+    let longest_ms = config.read_timeout_ms.max(config.write_timeout_ms);
+    let longest = Duration::from_millis(longest_ms);
+    PeerPool::new(
+        transport,
+        hello,
+        config.frame_bytes_max,
+        timeout,
+        longest,
+        tls,
+    )
 }
 
 pub(crate) struct NodeShared<T: Transport> {

@@ -6,7 +6,8 @@
 //! ask the replicas their level needs (more when one fails or is slow),
 //! answer with the newest vote once enough are in, and repair stale
 //! replicas among the voters: before answering at TWO and above, after at
-//! ONE. A batch costs one message per remote replica, whatever its size.
+//! ONE (through a replica, only its own copy votes at ONE). A batch costs
+//! one message per remote replica, whatever its size.
 //!
 //! `writes.rs` and `reads.rs` hold the two batch paths; this module holds
 //! what they share: replica lists, sending to a replica and collecting its
