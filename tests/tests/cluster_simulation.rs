@@ -10,20 +10,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
-use std::sync::Arc;
 
 use cassio_core::proto::{ClusterStatus, Request, Response};
-use cassio_core::storage::Clock;
-use cassio_tests::sim_node;
+use cassio_tests::sim_node::{self, PORT, name};
 
 const NODES: usize = 10;
 const SIDE_A: usize = 3;
-const PORT: u16 = 9000;
 const GOSSIP_INTERVAL_MS: u64 = 200;
-
-fn name(i: usize) -> String {
-    format!("n{i}")
-}
 
 async fn status(me: IpAddr, node: usize) -> Option<ClusterStatus> {
     let addr = SocketAddr::new(turmoil::lookup(name(node).as_str()), PORT);
@@ -103,18 +96,14 @@ fn run_seed(seed: u64) -> Result<Vec<Duration>, String> {
         sim.host(name(i), move || {
             let data_dir = data_dir.clone();
             async move {
-                let host_ip = turmoil::lookup(name(i).as_str());
-                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
                     // The nodes of a new cluster: nothing to stream.
                     bootstrap: false,
                     gossip_interval_ms: GOSSIP_INTERVAL_MS,
                     peer_request_timeout_ms: 500,
-                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
+                    ..sim_node::config(i, vec![seed_addr], data_dir)
                 };
-                let clock: Clock =
-                    Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                sim_node::run(config, host_ip, clock, seed ^ ((i as u64) << 8)).await
+                sim_node::run(config, seed ^ ((i as u64) << 8)).await
             }
         });
     }

@@ -16,14 +16,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::proto::{Request, Response};
-use cassio_core::storage::Clock;
-use cassio_tests::sim_node;
+use cassio_tests::sim_node::{self, PORT, name};
 use rand::{Rng, SeedableRng};
 
 const NODES: usize = 5;
@@ -32,11 +30,6 @@ const KEYS: usize = 5;
 /// Clients stop issuing operations here, before the heal and the final check.
 const WORKLOAD_END_MS: u64 = 38_000;
 const OPS_PER_CLIENT_MAX: usize = 400;
-const PORT: u16 = 9000;
-
-fn name(i: usize) -> String {
-    format!("n{i}")
-}
 
 #[derive(Clone, Debug, PartialEq)]
 enum Event {
@@ -112,8 +105,6 @@ fn run_seed(seed: u64) -> Result<Vec<Event>, String> {
         sim.host(name(i), move || {
             let data_dir = data_dir.clone();
             async move {
-                let host_ip = turmoil::lookup(name(i).as_str());
-                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
                     // Every node but the first joins (JOINING, streaming,
                     // pending replicas) while the clients already write.
@@ -121,11 +112,9 @@ fn run_seed(seed: u64) -> Result<Vec<Event>, String> {
                     peer_request_timeout_ms: 500,
                     write_timeout_ms: 1000,
                     read_timeout_ms: 1000,
-                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
+                    ..sim_node::config(i, vec![seed_addr], data_dir)
                 };
-                let clock: Clock =
-                    Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                sim_node::run(config, host_ip, clock, seed ^ ((i as u64) << 8)).await
+                sim_node::run(config, seed ^ ((i as u64) << 8)).await
             }
         });
     }

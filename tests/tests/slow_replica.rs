@@ -15,24 +15,17 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cassio_core::NodeConfig;
 use cassio_core::coordinator::ConsistencyLevel;
 use cassio_core::proto::{Request, Response};
-use cassio_core::storage::Clock;
-use cassio_tests::sim_node;
+use cassio_tests::sim_node::{self, PORT, name};
 
-const PORT: u16 = 9000;
 const KEYS: usize = 24;
 const SPECULATIVE_RETRY_MS: u64 = 50;
 const READ_TIMEOUT_MS: u64 = 2000;
 const WRITE_TIMEOUT_MS: u64 = 1000;
-
-fn name(i: usize) -> String {
-    format!("n{i}")
-}
 
 fn now_ms() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
@@ -65,32 +58,33 @@ fn cluster(dir: &std::path::Path, speculative_retry_ms: u64) -> turmoil::Sim<'st
         sim.host(name(i), move || {
             let data_dir = data_dir.clone();
             async move {
-                let host_ip = turmoil::lookup(name(i).as_str());
-                let listen = SocketAddr::new(host_ip, PORT);
                 let config = NodeConfig {
                     bootstrap: false,
                     gossip_interval_ms: 200,
                     read_timeout_ms: READ_TIMEOUT_MS,
                     write_timeout_ms: WRITE_TIMEOUT_MS,
                     read_speculative_retry_ms: speculative_retry_ms,
-                    ..sim_node::config(&name(i), listen, vec![seed_addr], data_dir)
+                    ..sim_node::config(i, vec![seed_addr], data_dir)
                 };
-                let clock: Clock =
-                    Arc::new(|| turmoil::since_epoch().unwrap_or_default().as_millis() as u64);
-                sim_node::run(config, host_ip, clock, i as u64).await
+                sim_node::run(config, i as u64).await
             }
         });
     }
     sim
 }
 
-fn put(key: usize, level: ConsistencyLevel) -> Request {
-    Request::Put {
+/// Writes `v{key}` to `key` at `level` through n0.
+async fn write(key: usize, level: ConsistencyLevel) -> Result<(), String> {
+    let put = Request::Put {
         key: format!("k{key}").into_bytes(),
         value: format!("v{key}").into_bytes(),
         level: Some(level),
         timestamp: None,
         ttl_ms: None,
+    };
+    match call(put).await? {
+        Response::Written { .. } => Ok(()),
+        other => Err(format!("write of k{key} at {level:?}: {other:?}")),
     }
 }
 
@@ -103,6 +97,18 @@ async fn read_back(key: usize) -> Result<(), String> {
     match call(get).await? {
         Response::Value { value: Some(v), .. } if v == format!("v{key}").as_bytes() => Ok(()),
         other => Err(format!("QUORUM read of k{key}: {other:?}")),
+    }
+}
+
+/// Runs `sim` to its end, holding the link n0 - n1 from when `hold` turns
+/// true.
+fn run_holding_n0_n1(mut sim: turmoil::Sim<'_>, hold: &std::cell::Cell<bool>) {
+    let mut held = false;
+    while !sim.step().unwrap() {
+        if !held && hold.get() {
+            sim.hold("n0", "n1");
+            held = true;
+        }
     }
 }
 
@@ -119,10 +125,7 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
             // Gossip forms the ring.
             tokio::time::sleep(Duration::from_secs(5)).await;
             for key in 0..KEYS {
-                match call(put(key, ConsistencyLevel::All)).await? {
-                    Response::Written { .. } => {}
-                    other => return Err(format!("write of k{key} at ALL: {other:?}").into()),
-                }
+                write(key, ConsistencyLevel::All).await?;
             }
             written.set(true);
             // The test holds n0 - n1 now.
@@ -135,13 +138,7 @@ fn read_times_with_a_held_replica(speculative_retry_ms: u64) -> Vec<u64> {
             Ok(())
         });
     }
-    let mut held = false;
-    while !sim.step().unwrap() {
-        if !held && written.get() {
-            sim.hold("n0", "n1");
-            held = true;
-        }
-    }
+    run_holding_n0_n1(sim, &written);
     let times = times.borrow().clone();
     assert_eq!(times.len(), KEYS, "every read answered");
     times
@@ -195,10 +192,7 @@ fn requests_do_not_wait_on_connections_to_a_replica_that_stopped_answering() {
             let mut key = 0;
             while now_ms() < end_ms {
                 let started = now_ms();
-                match call(put(key, ConsistencyLevel::Quorum)).await? {
-                    Response::Written { .. } => {}
-                    other => return Err(format!("QUORUM write of k{key}: {other:?}").into()),
-                }
+                write(key, ConsistencyLevel::Quorum).await?;
                 read_back(key).await?;
                 times.borrow_mut().push((now_ms() - started, started));
                 key += 1;
@@ -207,13 +201,7 @@ fn requests_do_not_wait_on_connections_to_a_replica_that_stopped_answering() {
             Ok(())
         });
     }
-    let mut held = false;
-    while !sim.step().unwrap() {
-        if !held && hold.get() {
-            sim.hold("n0", "n1");
-            held = true;
-        }
-    }
+    run_holding_n0_n1(sim, &hold);
     let times = times.borrow().clone();
     assert!(times.len() > 100, "{} writes and reads", times.len());
     // A write waits for no reply from n1 (QUORUM is n0 and n2), a read at

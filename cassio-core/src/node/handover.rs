@@ -259,7 +259,7 @@ impl<T: Transport> NodeShared<T> {
                     joined,
                 };
                 let asked = async {
-                    let conn = self.peer(addr).await?;
+                    let conn = self.peers.get(addr).await?;
                     match conn.request(request, timeout).await? {
                         Response::Streamed(summary) => Ok(Response::Streamed(summary)),
                         other => Err(unexpected(&conn, other)),
@@ -314,7 +314,7 @@ impl<T: Transport> NodeShared<T> {
         node: &NodeId,
         status: NodeStatus,
     ) -> bool {
-        let Ok(conn) = self.peer(addr).await else {
+        let Ok(conn) = self.peers.get(addr).await else {
             return false;
         };
         match conn

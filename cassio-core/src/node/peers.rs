@@ -183,42 +183,40 @@ impl<T: Transport> PeerPool<T> {
 
     /// A request to `addr` failed with `error`: the peer is marked stalled
     /// if the request timed out; otherwise this thread's connection is
-    /// dropped (the next request connects again). A stalled peer, or a
-    /// connection younger than the request, stays as it is.
+    /// dropped (the next request connects again).
     pub(crate) fn failed(&self, addr: SocketAddr, error: &Error) {
         match error {
             Error::Timeout { .. } => self.stalled(addr),
             Error::PeerStalled { .. } => {}
-            _ => {
-                if self.holds_an_old_connection(addr) {
-                    self.slots.lock().remove(&(current_thread_index(), addr));
-                }
-            }
+            _ => self.replace_old(addr, None),
         }
     }
 
     /// `addr` did not answer in time: this thread's connection is dropped,
-    /// and the next request starts a new one in the background. Not if the
-    /// connection is younger than the request (or the peer is stalled
-    /// already).
+    /// and the next request starts a new one in the background.
     pub(crate) fn stalled(&self, addr: SocketAddr) {
-        if self.holds_an_old_connection(addr) {
-            let retry_from_ms = self.now_ms();
-            let key = (current_thread_index(), addr);
-            self.slots
-                .lock()
-                .insert(key, Slot::Stalled { retry_from_ms });
-        }
+        let retry_from_ms = self.now_ms();
+        self.replace_old(addr, Some(Slot::Stalled { retry_from_ms }));
     }
 
-    /// True unless this thread's slot for `addr` is stalled, or holds a
-    /// connection opened within the longest request timeout.
-    fn holds_an_old_connection(&self, addr: SocketAddr) -> bool {
+    /// Puts `slot` (or nothing) in place of this thread's slot for `addr`,
+    /// unless the peer is stalled already or the slot holds a connection
+    /// opened within the longest request timeout: the failure was then an
+    /// older connection's.
+    fn replace_old(&self, addr: SocketAddr, slot: Option<Slot>) {
         let now_ms = self.now_ms();
-        match self.slots.lock().get(&(current_thread_index(), addr)) {
+        let key = (current_thread_index(), addr);
+        let mut slots = self.slots.lock();
+        let old = match slots.get(&key) {
             Some(Slot::Stalled { .. }) => false,
             Some(Slot::Open { opened_ms, .. }) => now_ms - opened_ms >= self.young_ms,
             None => true,
+        };
+        if old {
+            match slot {
+                Some(slot) => slots.insert(key, slot),
+                None => slots.remove(&key),
+            };
         }
     }
 }

@@ -222,7 +222,7 @@ impl<T: Transport> NodeShared<T> {
             })
             .await?;
         summary.ranges = ranges.len() as u64;
-        let conn = self.peer(addr).await?;
+        let conn = self.peers.get(addr).await?;
         let differing = self
             .differing_ranges(&conn, ranges, shared.placement())
             .await?;

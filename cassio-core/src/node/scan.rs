@@ -272,7 +272,7 @@ impl<T: Transport> NodeShared<T> {
             range: range.clone(),
             limit: limit as u32,
         };
-        let conn = self.peer(addr).await?;
+        let conn = self.peers.get(addr).await?;
         let timeout = deadline.saturating_duration_since(Instant::now());
         match conn.request(request, timeout).await {
             Ok(Response::ReplicaScanned { cells, more }) if cells.len() <= limit => {

@@ -260,11 +260,6 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// This thread's connection to the peer at `addr` ([`PeerPool::get`]).
-    pub(crate) async fn peer(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        self.peers.get(addr).await
-    }
-
     pub(crate) fn members(&self) -> Vec<Member> {
         self.gossiper.lock().members(self.now_ms())
     }
@@ -324,7 +319,7 @@ impl<T: Transport> NodeShared<T> {
         addr: SocketAddr,
         syn: crate::cluster::GossipSyn,
     ) -> Result<()> {
-        let conn = self.peer(addr).await?;
+        let conn = self.peers.get(addr).await?;
         let ack = match conn
             .request(Request::GossipSyn(syn), self.peer_timeout())
             .await?

@@ -277,7 +277,7 @@ impl<T: Transport> NodeShared<T> {
             let writes = writes.into_iter().map(|w| (w.key, w.cell));
             return write_durably(&self.engine, writes.collect()).await;
         }
-        let conn = self.peer(addr).await?;
+        let conn = self.peers.get(addr).await?;
         let timeout = Duration::from_millis(self.config.write_timeout_ms);
         let response = conn.request(Request::ReplicaWrites(writes), timeout).await;
         match response {
@@ -328,7 +328,7 @@ impl<T: Transport> NodeShared<T> {
         deadline: Instant,
     ) -> bool {
         let send = async {
-            match self.peer(target.addr).await {
+            match self.peers.get(target.addr).await {
                 Ok(conn) => conn.send(request).await,
                 Err(e) => Err(e),
             }

@@ -258,9 +258,9 @@ impl<T: Transport> NodeShared<T> {
                     // A replica is slow: every key still waiting asks all
                     // its other replicas too.
                     speculated = true;
-                    let waiting =
-                        (0..phases.len()).filter(|&j| matches!(phases[j], Phase::Pending));
-                    let waiting: Vec<usize> = waiting.collect();
+                    let waiting: Vec<usize> = (0..phases.len())
+                        .filter(|&j| matches!(phases[j], Phase::Pending))
+                        .collect();
                     self.ask_others(&mut batch, waiting, true, keys, &mut replies, deadline)
                         .await;
                     timer.as_mut().reset(deadline);
