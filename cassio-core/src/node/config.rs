@@ -240,7 +240,7 @@ impl NodeConfig {
         }
         if !(1024..=FRAME_BYTES_LIMIT).contains(&self.frame_bytes_max) {
             return fail(format!(
-                "--frame-bytes-max must be between 1024 and {FRAME_BYTES_LIMIT}, got {}",
+                "frame_bytes_max must be between 1024 and {FRAME_BYTES_LIMIT}, got {}",
                 self.frame_bytes_max
             ));
         }
@@ -249,7 +249,7 @@ impl NodeConfig {
             self.storage.value_bytes_max + crate::storage::KEY_BYTES_MAX + FRAME_OVERHEAD_BYTES;
         if self.frame_bytes_max < needed {
             return fail(format!(
-                "--frame-bytes-max ({}) must hold the largest value (storage.value_bytes_max {}) plus a key and headers: at least {needed}",
+                "frame_bytes_max ({}) must hold the largest value (storage.value_bytes_max {}) plus a key and headers: at least {needed}",
                 self.frame_bytes_max, self.storage.value_bytes_max
             ));
         }
@@ -264,13 +264,13 @@ impl NodeConfig {
             );
         }
         if self.peer_request_timeout_ms == 0 {
-            return fail("--peer-request-timeout-ms must be at least 1, got 0".into());
+            return fail("peer_request_timeout_ms must be at least 1, got 0".into());
         }
         if self.write_timeout_ms == 0 || self.read_timeout_ms == 0 {
-            return fail("--write-timeout-ms and --read-timeout-ms must be at least 1".into());
+            return fail("write_timeout_ms and read_timeout_ms must be at least 1".into());
         }
         if self.read_consistency == ConsistencyLevel::Any {
-            return fail("--read-consistency ANY is for writes only; use ONE or higher".into());
+            return fail("read_consistency ANY is for writes only; use ONE or higher".into());
         }
         if self.client_threads > CLIENT_THREADS_MAX {
             return fail(format!(
@@ -356,6 +356,16 @@ mod tests {
         assert_eq!(
             config.validate().unwrap_err().to_string(),
             "invalid configuration: --max-clients must be at least 1, got 0"
+        );
+        // Settings only the config file (or NodeConfig) has are named by
+        // their key, not as flags cassio-node does not take.
+        let config = NodeConfig {
+            write_timeout_ms: 0,
+            ..NodeConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid configuration: write_timeout_ms and read_timeout_ms must be at least 1"
         );
     }
 
