@@ -117,6 +117,11 @@ pub enum Error {
     #[error("peer {addr} stopped answering; reconnecting in the background")]
     PeerStalled { addr: String },
 
+    /// Connecting to a peer failed, for a request that did not wait for
+    /// the connect itself.
+    #[error("cannot connect to peer {addr}: {reason}")]
+    PeerUnreachable { addr: String, reason: String },
+
     /// An operation did not finish in time.
     #[error("{what} timed out after {after_ms} ms")]
     Timeout { what: String, after_ms: u64 },

@@ -11,6 +11,8 @@
 //! - Held for good (n2 still relays n1's heartbeats, so n0 never marks it
 //!   DOWN): once a request to n1 timed out, writes and reads through n0 do
 //!   not wait for new connections to n1, which are tried in the background.
+//! - n0 restarted while the link is held: its first connects to n1 hang,
+//!   and writes through n0 do not wait for them either.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -206,6 +208,53 @@ fn requests_do_not_wait_on_connections_to_a_replica_that_stopped_answering() {
     assert!(times.len() > 100, "{} writes and reads", times.len());
     // A write waits for no reply from n1 (QUORUM is n0 and n2), a read at
     // most for the speculative retry; neither for a connection to n1.
+    let slow: Vec<_> = times.iter().filter(|(ms, _)| *ms >= 500).collect();
+    assert!(slow.is_empty(), "slow (ms, at sim ms): {slow:?}");
+}
+
+#[test]
+fn a_restarted_coordinator_does_not_wait_for_its_first_connect_to_a_held_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = cluster(dir.path(), SPECULATIVE_RETRY_MS);
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let restart = Rc::new(std::cell::Cell::new(false));
+    {
+        let (times, restart) = (times.clone(), restart.clone());
+        sim.client("client", async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for key in 0..KEYS {
+                write(key, ConsistencyLevel::All).await?;
+            }
+            // The test holds n0 - n1 and restarts n0 now.
+            restart.set(true);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let end_ms = now_ms() + 10_000;
+            let mut key = 0;
+            while now_ms() < end_ms {
+                let started = now_ms();
+                match write(key, ConsistencyLevel::Quorum).await {
+                    Ok(()) => times.borrow_mut().push((now_ms() - started, started)),
+                    // n0 is still starting: no answer yet.
+                    Err(e) if e.contains("onnect") => {}
+                    Err(e) => return Err(e.into()),
+                }
+                key += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        });
+    }
+    let mut restarted = false;
+    while !sim.step().unwrap() {
+        if !restarted && restart.get() {
+            sim.hold("n0", "n1");
+            sim.bounce("n0");
+            restarted = true;
+        }
+    }
+    let times = times.borrow().clone();
+    assert!(times.len() > 100, "{} writes", times.len());
+    // QUORUM is n0 and n2: no write waits for a connection to n1.
     let slow: Vec<_> = times.iter().filter(|(ms, _)| *ms >= 500).collect();
     assert!(slow.is_empty(), "slow (ms, at sim ms): {slow:?}");
 }

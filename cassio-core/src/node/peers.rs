@@ -6,20 +6,31 @@
 //! partition that gossip does not see because other nodes still hear the
 //! peer. Connecting to it then hangs until the connect timeout, and a
 //! request that waited for that would also hold up the replicas asked
-//! after it. So once a request to a peer timed out (or connecting did), the
-//! peer is *stalled*: requests fail at once with [`Error::PeerStalled`]
-//! (a read asks another replica, a write keeps a hint) while one new
-//! connection at a time is opened in the background, every
-//! [`STALLED_RETRY_MS`]. A peer that refuses or closes connections is not
-//! stalled: the next request connects again, which fails fast if it is
-//! still down. A failure never touches a connection younger than the
-//! longest request timeout: it was an older connection's.
+//! after it. So:
+//!
+//! - The coordinator's replica requests never wait for a connect
+//!   ([`PeerPool::reach`]): a connection being opened is a task of its
+//!   own, which the request's reply waits on beside the other replicas'
+//!   replies (as Cassandra queues messages for a peer being connected to).
+//! - Once a request to a peer timed out (or connecting did), the peer is
+//!   *stalled*: requests fail at once with [`Error::PeerStalled`] (a read
+//!   asks another replica, a write keeps a hint) until, every
+//!   [`STALLED_RETRY_MS`], the next request connects again; a replica
+//!   request then rides on that connect, so the first one after the peer
+//!   recovers reaches it.
+//!
+//! A peer that refuses or closes connections is not stalled: the next
+//! request connects again, which fails fast if it is still down. A failure
+//! never touches a connection younger than the longest request timeout: it
+//! was an older connection's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -28,21 +39,54 @@ use crate::error::{Error, Result};
 use crate::net::{Connection, TlsClient, Transport};
 use crate::proto::Hello;
 
-/// How often a stalled peer is connected to again, in the background.
+/// How often a stalled peer is connected to again.
 const STALLED_RETRY_MS: u64 = 1000;
 
 /// A failing TLS connection to a peer is logged at most this often.
 const TLS_FAILURE_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// A connect under way, as a future any number of requests may wait on:
+/// the connection, or why it could not be opened. It runs as a task of its
+/// own, so it ends (and leaves its outcome in the slot) even when no one
+/// waits for it any more.
+pub(crate) type Connecting =
+    Shared<BoxFuture<'static, std::result::Result<Arc<Connection>, String>>>;
+
+type SlotKey = (usize, SocketAddr);
 
 enum Slot {
     Open {
         conn: Arc<Connection>,
         opened_ms: u64,
     },
-    /// Requests fail at once; from `retry_from_ms` the next one starts a
-    /// background connect (and moves it past that connect's timeout, so
-    /// one runs at a time, and a lost one is followed by another).
+    /// Being opened since `started_ms`.
+    Connecting {
+        connecting: Connecting,
+        started_ms: u64,
+    },
+    /// Requests fail at once; from `retry_from_ms` the next one connects
+    /// again.
     Stalled { retry_from_ms: u64 },
+}
+
+/// What a slot offers a request now.
+enum Found {
+    Open(Arc<Connection>),
+    Connecting(Connecting),
+    Stalled,
+    /// A stalled peer's turn to be connected to again.
+    Retry,
+    /// Nothing open or being opened.
+    Absent,
+}
+
+/// A peer's connection as a replica request finds it ([`PeerPool::reach`]).
+pub(crate) enum Reach {
+    Open(Arc<Connection>),
+    /// Being opened: the request goes once it is, and fails if it cannot be.
+    Connecting(Connecting),
+    /// Stalled: not to be waited for.
+    Stalled,
 }
 
 /// Where requests get a connection to a peer.
@@ -57,7 +101,7 @@ pub(crate) struct PeerPool<T: Transport> {
     tls: Option<TlsClient>,
     started: Instant,
     /// Looked up for every replica request: FNV, not SipHash.
-    slots: Mutex<fnv::FnvHashMap<(usize, SocketAddr), Slot>>,
+    slots: Mutex<fnv::FnvHashMap<SlotKey, Slot>>,
     /// From when (ms) a failed TLS connection to a peer is logged again.
     tls_failure_log_from_ms: AtomicU64,
 }
@@ -91,37 +135,110 @@ impl<T: Transport> PeerPool<T> {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// This thread's connection to the peer at `addr`: the pooled one, a new
-    /// one if there is none (or the peer closed it), or at once
-    /// [`Error::PeerStalled`] if the peer stalled.
-    pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
-        let key = (current_thread_index(), addr);
-        match self.slots.lock().get_mut(&key) {
-            Some(Slot::Open { conn, .. }) if !conn.is_closed() => return Ok(conn.clone()),
-            Some(Slot::Stalled { retry_from_ms }) => {
-                let now_ms = self.now_ms();
-                if now_ms >= *retry_from_ms {
-                    *retry_from_ms = now_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS;
-                    let pool = self.clone();
-                    tokio::spawn(async move {
-                        // The outcome is in the slot.
-                        let _ = pool.connect(key).await;
-                    });
-                }
-                return Err(Error::PeerStalled {
-                    addr: addr.to_string(),
-                });
+    /// What this thread's slot for `addr` offers a request now.
+    fn find(&self, slots: &fnv::FnvHashMap<SlotKey, Slot>, key: &SlotKey, now_ms: u64) -> Found {
+        match slots.get(key) {
+            Some(Slot::Open { conn, .. }) if !conn.is_closed() => Found::Open(conn.clone()),
+            // A connect ends within its timeout; one older was lost (its
+            // runtime shut down) and is started again.
+            Some(Slot::Connecting {
+                connecting,
+                started_ms,
+            }) if now_ms < started_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS => {
+                Found::Connecting(connecting.clone())
             }
-            _ => {}
+            Some(Slot::Stalled { retry_from_ms }) if now_ms < *retry_from_ms => Found::Stalled,
+            Some(Slot::Stalled { .. }) => Found::Retry,
+            _ => Found::Absent,
         }
-        // Boxed: the handshake's state would otherwise enlarge every
-        // request's future, though it is needed once per peer.
-        Box::pin(self.connect(key)).await
+    }
+
+    /// Starts connecting for `key` in a task of its own, which keeps the
+    /// outcome in the slot.
+    fn spawn_connect(self: &Arc<Self>, key: SlotKey) -> Connecting {
+        let pool = self.clone();
+        let task = tokio::spawn(async move { pool.connect(key).await.map_err(|e| e.to_string()) });
+        task.map(|joined| joined.unwrap_or_else(|e| Err(format!("connect task: {e}"))))
+            .boxed()
+            .shared()
+    }
+
+    /// Connects to a stalled peer again, for the request that found it
+    /// due: the others still fail at once until that succeeds (the retry
+    /// time moves past the connect's timeout, so one runs at a time).
+    fn retry(
+        self: &Arc<Self>,
+        slots: &mut fnv::FnvHashMap<SlotKey, Slot>,
+        key: SlotKey,
+        now_ms: u64,
+    ) -> Connecting {
+        let retry_from_ms = now_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS;
+        slots.insert(key, Slot::Stalled { retry_from_ms });
+        self.spawn_connect(key)
+    }
+
+    /// This thread's connection to the peer at `addr` for a replica
+    /// request, without waiting: the pooled one, or one being opened (a
+    /// connect is started if none is under way, or if a stalled peer is due
+    /// to be tried again), or none if the peer stalled.
+    pub(crate) fn reach(self: &Arc<Self>, addr: SocketAddr) -> Reach {
+        let (key, now_ms) = ((current_thread_index(), addr), self.now_ms());
+        let mut slots = self.slots.lock();
+        match self.find(&slots, &key, now_ms) {
+            Found::Open(conn) => Reach::Open(conn),
+            Found::Connecting(connecting) => Reach::Connecting(connecting),
+            Found::Stalled => Reach::Stalled,
+            Found::Retry => Reach::Connecting(self.retry(&mut slots, key, now_ms)),
+            // First contact: the requests until it is open wait for it.
+            Found::Absent => {
+                let connecting = self.spawn_connect(key);
+                let slot = Slot::Connecting {
+                    connecting: connecting.clone(),
+                    started_ms: now_ms,
+                };
+                slots.insert(key, slot);
+                Reach::Connecting(connecting)
+            }
+        }
+    }
+
+    /// This thread's connection to the peer at `addr`: the pooled one, one
+    /// being opened, a new one if there is none (or the peer closed it),
+    /// or at once [`Error::PeerStalled`] if the peer stalled (its next
+    /// connect, when due, starts in the background).
+    pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
+        let (key, now_ms) = ((current_thread_index(), addr), self.now_ms());
+        let found = {
+            let mut slots = self.slots.lock();
+            let found = self.find(&slots, &key, now_ms);
+            if let Found::Retry = found {
+                // Not waited for: the slot keeps its outcome.
+                drop(self.retry(&mut slots, key, now_ms));
+            }
+            found
+        };
+        match found {
+            Found::Open(conn) => Ok(conn),
+            Found::Connecting(connecting) => {
+                connecting.await.map_err(|reason| Error::PeerUnreachable {
+                    addr: addr.to_string(),
+                    reason,
+                })
+            }
+            Found::Stalled | Found::Retry => Err(Error::PeerStalled {
+                addr: addr.to_string(),
+            }),
+            // Boxed: the handshake's state would otherwise enlarge every
+            // request's future, though it is needed once per peer.
+            // Connected here, not in a task: the caller gets the connect's
+            // own error (a refused handshake, say).
+            Found::Absent => Box::pin(self.connect(key)).await,
+        }
     }
 
     /// Opens a connection for `key` and keeps it; a connect that timed out
     /// marks the peer stalled.
-    async fn connect(&self, key: (usize, SocketAddr)) -> Result<Arc<Connection>> {
+    async fn connect(&self, key: SlotKey) -> Result<Arc<Connection>> {
         let addr = key.1;
         let opened = Connection::open_with(
             &self.transport,
@@ -208,7 +325,8 @@ impl<T: Transport> PeerPool<T> {
         let key = (current_thread_index(), addr);
         let mut slots = self.slots.lock();
         let old = match slots.get(&key) {
-            Some(Slot::Stalled { .. }) => false,
+            // A connect under way decides for itself.
+            Some(Slot::Stalled { .. } | Slot::Connecting { .. }) => false,
             Some(Slot::Open { opened_ms, .. }) => now_ms - opened_ms >= self.young_ms,
             None => true,
         };

@@ -255,6 +255,29 @@ pub enum ReplicaRequest<'a> {
     Reads(Vec<&'a serde_bytes::Bytes>),
 }
 
+impl ReplicaRequest<'_> {
+    /// The same request, owning its keys and cells (for a request that
+    /// outlives the batch it borrows from).
+    pub fn to_request(&self) -> Request {
+        match self {
+            ReplicaRequest::Writes(writes) => Request::ReplicaWrites(
+                writes
+                    .iter()
+                    .map(|w| KeyedCell {
+                        key: w.key.to_vec(),
+                        cell: w.cell.clone(),
+                    })
+                    .collect(),
+            ),
+            ReplicaRequest::Reads(keys) => Request::ReplicaReads(
+                keys.iter()
+                    .map(|key| serde_bytes::ByteBuf::from(key.to_vec()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// [`Request`]'s variant indexes that [`ReplicaRequest`] encodes (a test
 /// checks they match).
 const REPLICA_WRITES_VARIANT: u32 = 7;

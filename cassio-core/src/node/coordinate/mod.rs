@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 use super::durable::{synced, write_durably};
+use super::peers::Reach;
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
@@ -36,12 +37,33 @@ use crate::proto::{KeyedCell, ReplicaRequest, Request, Response, keyed_cell_byte
 use crate::storage::Cell;
 use crate::types::NodeId;
 
+/// A remote replica's response to come.
+enum Reply {
+    /// The request is sent.
+    Sent(ResponseSlot),
+    /// The request goes once the connection being opened is (first
+    /// contact, or a stalled peer tried again): connecting, sending and the
+    /// response in one future, boxed as it is rare.
+    Connecting(Pin<Box<dyn Future<Output = Result<Response>> + Send>>),
+}
+
+impl Future for Reply {
+    type Output = Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Reply::Sent(slot) => Pin::new(slot).poll(cx),
+            Reply::Connecting(reply) => reply.as_mut().poll(cx),
+        }
+    }
+}
+
 /// Responses awaited from remote replicas: a handful at most (one per
 /// replica), so scanning them all on each wake-up is the cheapest set.
 #[derive(Default)]
 struct Replies {
     /// (index of the target, its response to come).
-    slots: Vec<(usize, ResponseSlot)>,
+    slots: Vec<(usize, Reply)>,
 }
 
 impl Replies {
@@ -318,7 +340,9 @@ impl<T: Transport> NodeShared<T> {
 
     /// Sends `request` to a remote replica and adds the response it awaits
     /// (numbered `index`) to `replies`; false if it could not be sent by
-    /// `deadline` (a stalled peer's write queue stays full).
+    /// `deadline` (a stalled peer's write queue stays full) or the peer is
+    /// stalled. A connection being opened is not waited for here: the
+    /// request goes once it is, and its reply is awaited with the others.
     async fn ask(
         &self,
         target: &Target,
@@ -327,13 +351,28 @@ impl<T: Transport> NodeShared<T> {
         replies: &mut Replies,
         deadline: Instant,
     ) -> bool {
-        let send = async {
-            match self.peers.get(target.addr).await {
-                Ok(conn) => conn.send(request).await,
-                Err(e) => Err(e),
+        let conn = match self.peers.reach(target.addr) {
+            Reach::Open(conn) => conn,
+            Reach::Connecting(connecting) => {
+                let (addr, request) = (target.addr, request.to_request());
+                let reply = async move {
+                    let conn = connecting.await.map_err(|reason| Error::PeerUnreachable {
+                        addr: addr.to_string(),
+                        reason,
+                    })?;
+                    conn.send(&request).await?.await
+                };
+                replies
+                    .slots
+                    .push((index, Reply::Connecting(Box::pin(reply))));
+                return true;
+            }
+            Reach::Stalled => {
+                tracing::debug!(replica = %target.node, "replica stalled: not asked");
+                return false;
             }
         };
-        let sent = match tokio::time::timeout_at(deadline, send).await {
+        let sent = match tokio::time::timeout_at(deadline, conn.send(request)).await {
             Ok(sent) => sent,
             Err(_) => Err(Error::Timeout {
                 what: format!("sending to replica {}", target.node),
@@ -342,7 +381,7 @@ impl<T: Transport> NodeShared<T> {
         };
         match sent {
             Ok(slot) => {
-                replies.slots.push((index, slot));
+                replies.slots.push((index, Reply::Sent(slot)));
                 true
             }
             Err(e) => {

@@ -60,8 +60,8 @@ impl<T: Transport> NodeShared<T> {
 
     /// Replicas that did not answer a batch of writes by the deadline get
     /// hints, and are marked stalled ([`crate::node::peers`]).
-    async fn writes_unanswered(&self, batch: &mut WriteBatch, replies: &Replies) {
-        for &(group, _) in &replies.slots {
+    async fn writes_unanswered(&self, batch: &mut WriteBatch, replies: Replies) {
+        for (group, _) in replies.slots {
             let target = &batch.groups[group].target;
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
             self.peers.stalled(target.addr);
@@ -285,7 +285,7 @@ impl<T: Transport> NodeShared<T> {
                 while let Some((group, reply)) = replies.next(timer.as_mut()).await {
                     shared.writes_answered(&mut batch, group, reply).await;
                 }
-                shared.writes_unanswered(&mut batch, &replies).await;
+                shared.writes_unanswered(&mut batch, replies).await;
             });
         }
         answers
