@@ -1,6 +1,6 @@
 //! Counters a node reports in its status: requests, failures by kind,
 //! hints and read repairs; and, for `/metrics` only, how long reads and
-//! writes took.
+//! writes took, and how often slow or stalled replicas were worked around.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,6 +26,13 @@ pub struct Metrics {
     pub read_latency: LatencyHistogram,
     /// Per key written as coordinator: from the batch's start to its answer.
     pub write_latency: LatencyHistogram,
+    /// Keys whose read asked its other live replicas too, as the ones asked
+    /// had not answered within `read_speculative_retry_ms` (`/metrics` only).
+    pub speculative_retries: AtomicU64,
+    /// Replica requests not sent because the replica had stopped answering
+    /// (a stalled peer): the write was hinted, the read asked another
+    /// replica (`/metrics` only).
+    pub stalled_replica_requests: AtomicU64,
 }
 
 /// A copy of [`Metrics`] for the wire.
@@ -49,8 +56,12 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Self::get;
         MetricsSnapshot {
             reads: get(&self.reads),
             writes: get(&self.writes),

@@ -108,12 +108,14 @@ fn escape_label_value(value: &str) -> String {
 }
 
 /// What the node keeps that its cluster status (on the wire) does not
-/// carry: the latency histograms of the keys it coordinated, and its
-/// client connections.
+/// carry: the latency histograms of the keys it coordinated, how often it
+/// worked around slow or stalled replicas, and its client connections.
 #[derive(Default)]
 pub(crate) struct NodeLocal {
     pub(crate) reads: LatencySnapshot,
     pub(crate) writes: LatencySnapshot,
+    pub(crate) speculative_retries: u64,
+    pub(crate) stalled_replica_requests: u64,
     pub(crate) client_connections: u64,
     pub(crate) client_connections_max: u64,
     pub(crate) client_connections_refused: u64,
@@ -217,6 +219,21 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
         "cassio_coordinator_write_latency_seconds",
         "Time from a write's arrival at this node as coordinator to its answer, per key.",
         &local.writes,
+    );
+    page.singles(
+        Counter,
+        &[
+            (
+                "cassio_coordinator_speculative_retries_total",
+                "Keys whose read asked its other live replicas too, as the ones asked had not answered within read_speculative_retry_ms.",
+                local.speculative_retries,
+            ),
+            (
+                "cassio_coordinator_stalled_replica_requests_total",
+                "Replica requests not sent because the replica had stopped answering (a stalled peer): the write was hinted, the read asked another replica.",
+                local.stalled_replica_requests,
+            ),
+        ],
     );
     page.singles(
         Gauge,
@@ -415,6 +432,7 @@ mod tests {
             reads: histogram.snapshot(),
             client_connections: 4,
             client_connections_refused: 2,
+            speculative_retries: 6,
             ..Default::default()
         };
         let page = render(&status, &local, &storage);
@@ -425,6 +443,11 @@ mod tests {
         assert_eq!(value("cassio_read_repairs_total"), 3.0);
         assert_eq!(value("cassio_client_connections"), 4.0);
         assert_eq!(value("cassio_client_connections_refused_total"), 2.0);
+        assert_eq!(value("cassio_coordinator_speculative_retries_total"), 6.0);
+        assert_eq!(
+            value("cassio_coordinator_stalled_replica_requests_total"),
+            0.0
+        );
         assert_eq!(value("cassio_replication_factor"), 3.0);
         assert_eq!(value(r#"cassio_member_up{node="a"}"#), 1.0);
         assert_eq!(value(r#"cassio_member_up{node="b"}"#), 0.0);

@@ -16,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use crate::coordinator::Metrics;
 use crate::net::{ConnectionLimit, Transport, refuse_and_close};
 use crate::node::shared::NodeShared;
 
@@ -100,6 +101,8 @@ fn respond<T: Transport>(
             let local = exposition::NodeLocal {
                 reads: node.metrics.read_latency.snapshot(),
                 writes: node.metrics.write_latency.snapshot(),
+                speculative_retries: Metrics::get(&node.metrics.speculative_retries),
+                stalled_replica_requests: Metrics::get(&node.metrics.stalled_replica_requests),
                 client_connections: connections.open() as u64,
                 client_connections_max: connections.max() as u64,
                 client_connections_refused: connections.refused(),

@@ -368,6 +368,7 @@ impl<T: Transport> NodeShared<T> {
                 return true;
             }
             Reach::Stalled => {
+                Metrics::add(&self.metrics.stalled_replica_requests, 1);
                 tracing::debug!(replica = %target.node, "replica stalled: not asked");
                 return false;
             }

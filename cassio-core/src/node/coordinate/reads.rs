@@ -261,6 +261,7 @@ impl<T: Transport> NodeShared<T> {
                     let waiting: Vec<usize> = (0..phases.len())
                         .filter(|&j| matches!(phases[j], Phase::Pending))
                         .collect();
+                    Metrics::add(&self.metrics.speculative_retries, waiting.len() as u64);
                     self.ask_others(&mut batch, waiting, true, keys, &mut replies, deadline)
                         .await;
                     timer.as_mut().reset(deadline);
