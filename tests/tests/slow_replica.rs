@@ -13,6 +13,8 @@
 //!   not wait for new connections to n1, which are tried in the background.
 //! - n0 restarted while the link is held: its first connects to n1 hang,
 //!   and writes through n0 do not wait for them either.
+//! - Held right after n0 connected to n1: the first timeout on that fresh
+//!   connection stalls n1 too, and reads stop waiting for it.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -257,4 +259,64 @@ fn a_restarted_coordinator_does_not_wait_for_its_first_connect_to_a_held_replica
     // QUORUM is n0 and n2: no write waits for a connection to n1.
     let slow: Vec<_> = times.iter().filter(|(ms, _)| *ms >= 500).collect();
     assert!(slow.is_empty(), "slow (ms, at sim ms): {slow:?}");
+}
+
+#[test]
+fn a_fresh_connection_that_times_out_stalls_its_peer_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = cluster(dir.path(), SPECULATIVE_RETRY_MS);
+    let reads = Rc::new(RefCell::new(Vec::new()));
+    let (restart, hold) = (
+        Rc::new(std::cell::Cell::new(false)),
+        Rc::new(std::cell::Cell::new(false)),
+    );
+    {
+        let (reads, restart, hold) = (reads.clone(), restart.clone(), hold.clone());
+        sim.client("client", async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            // n0 restarts, and connects to n1 anew for its first ALL write.
+            restart.set(true);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut key = 0;
+            while write(key, ConsistencyLevel::All).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The test holds n0 - n1 now.
+            hold.set(true);
+            let held_ms = now_ms();
+            while now_ms() < held_ms + 5_000 {
+                key += 1;
+                write(key, ConsistencyLevel::Quorum).await?;
+                let started = now_ms();
+                read_back(key).await?;
+                reads
+                    .borrow_mut()
+                    .push((now_ms() - started, started - held_ms));
+            }
+            Ok(())
+        });
+    }
+    let (mut restarted, mut held) = (false, false);
+    while !sim.step().unwrap() {
+        if !restarted && restart.get() {
+            sim.bounce("n0");
+            restarted = true;
+        }
+        if !held && hold.get() {
+            sim.hold("n0", "n1");
+            held = true;
+        }
+    }
+    let reads = reads.borrow().clone();
+    assert!(reads.len() > 50, "{} reads", reads.len());
+    // The first write to time out on the fresh connection (after
+    // WRITE_TIMEOUT_MS) stalls n1; after that only the reads that ride on
+    // a retried connect (one every few seconds) wait for the retry.
+    let waited_later: Vec<_> = (reads.iter())
+        .filter(|&&(ms, at)| ms >= SPECULATIVE_RETRY_MS && at > WRITE_TIMEOUT_MS + 200)
+        .collect();
+    assert!(
+        waited_later.len() <= 2,
+        "reads that waited (ms, at ms after the hold): {waited_later:?}"
+    );
 }

@@ -270,6 +270,13 @@ pub struct ResponseSlot {
     answered: bool,
 }
 
+impl ResponseSlot {
+    /// The connection the request went on.
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+}
+
 impl Future for ResponseSlot {
     type Output = Result<Response>;
 

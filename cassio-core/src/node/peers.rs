@@ -20,9 +20,9 @@
 //!   recovers reaches it.
 //!
 //! A peer that refuses or closes connections is not stalled: the next
-//! request connects again, which fails fast if it is still down. A failure
-//! never touches a connection younger than the longest request timeout: it
-//! was an older connection's.
+//! request connects again, which fails fast if it is still down. A timeout
+//! stalls the peer only if it happened on the connection still pooled: one
+//! on a connection since replaced says nothing of the new one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,10 +55,7 @@ pub(crate) type Connecting =
 type SlotKey = (usize, SocketAddr);
 
 enum Slot {
-    Open {
-        conn: Arc<Connection>,
-        opened_ms: u64,
-    },
+    Open(Arc<Connection>),
     /// Being opened since `started_ms`.
     Connecting {
         connecting: Connecting,
@@ -66,7 +63,9 @@ enum Slot {
     },
     /// Requests fail at once; from `retry_from_ms` the next one connects
     /// again.
-    Stalled { retry_from_ms: u64 },
+    Stalled {
+        retry_from_ms: u64,
+    },
 }
 
 /// What a slot offers a request now.
@@ -95,9 +94,6 @@ pub(crate) struct PeerPool<T: Transport> {
     hello: Hello,
     frame_bytes_max: usize,
     timeout: Duration,
-    /// A connection opened less than this ago outlives every request that
-    /// could time out on an older one: the longest request timeout.
-    young_ms: u64,
     tls: Option<TlsClient>,
     started: Instant,
     /// Looked up for every replica request: FNV, not SipHash.
@@ -108,14 +104,12 @@ pub(crate) struct PeerPool<T: Transport> {
 
 impl<T: Transport> PeerPool<T> {
     /// A pool that says `hello` to peers, over TLS if `tls` is given, and
-    /// waits `timeout` for a connection; no request waits longer than
-    /// `request_timeout_max`.
+    /// waits `timeout` for a connection.
     pub(crate) fn new(
         transport: T,
         hello: Hello,
         frame_bytes_max: usize,
         timeout: Duration,
-        request_timeout_max: Duration,
         tls: Option<TlsClient>,
     ) -> Self {
         PeerPool {
@@ -123,7 +117,6 @@ impl<T: Transport> PeerPool<T> {
             hello,
             frame_bytes_max,
             timeout,
-            young_ms: request_timeout_max.max(timeout).as_millis() as u64,
             tls,
             started: Instant::now(),
             slots: Mutex::default(),
@@ -138,7 +131,7 @@ impl<T: Transport> PeerPool<T> {
     /// What this thread's slot for `addr` offers a request now.
     fn find(&self, slots: &fnv::FnvHashMap<SlotKey, Slot>, key: &SlotKey, now_ms: u64) -> Found {
         match slots.get(key) {
-            Some(Slot::Open { conn, .. }) if !conn.is_closed() => Found::Open(conn.clone()),
+            Some(Slot::Open(conn)) if !conn.is_closed() => Found::Open(conn.clone()),
             // A connect ends within its timeout; one older was lost (its
             // runtime shut down) and is started again.
             Some(Slot::Connecting {
@@ -254,20 +247,13 @@ impl<T: Transport> PeerPool<T> {
         let e = match opened {
             Ok(conn) => {
                 let conn = Arc::new(conn);
-                let opened_ms = now_ms;
-                slots.insert(
-                    key,
-                    Slot::Open {
-                        conn: conn.clone(),
-                        opened_ms,
-                    },
-                );
+                slots.insert(key, Slot::Open(conn.clone()));
                 return Ok(conn);
             }
             Err(e) => e,
         };
         // A connection another request opened meanwhile stays.
-        if !matches!(slots.get(&key), Some(Slot::Open { .. })) {
+        if !matches!(slots.get(&key), Some(Slot::Open(_))) {
             if let Error::Timeout { .. } = e {
                 let retry_from_ms = now_ms + STALLED_RETRY_MS;
                 slots.insert(key, Slot::Stalled { retry_from_ms });
@@ -298,43 +284,26 @@ impl<T: Transport> PeerPool<T> {
         }
     }
 
-    /// A request to `addr` failed with `error`: the peer is marked stalled
-    /// if the request timed out; otherwise this thread's connection is
-    /// dropped (the next request connects again).
-    pub(crate) fn failed(&self, addr: SocketAddr, error: &Error) {
-        match error {
-            Error::Timeout { .. } => self.stalled(addr),
-            Error::PeerStalled { .. } => {}
-            _ => self.replace_old(addr, None),
+    /// A request on `conn` failed with `error`: a timeout stalls the peer
+    /// ([`Self::stalled`]). Any other failure closed `conn` (requests pass
+    /// over a closed connection), or was not the connection's.
+    pub(crate) fn failed(&self, conn: &Arc<Connection>, error: &Error) {
+        if let Error::Timeout { .. } = error {
+            self.stalled(conn);
         }
     }
 
-    /// `addr` did not answer in time: this thread's connection is dropped,
-    /// and the next request starts a new one in the background.
-    pub(crate) fn stalled(&self, addr: SocketAddr) {
+    /// A request on `conn` was not answered in time: if `conn` is still
+    /// pooled, the peer is stalled, and the next request due connects
+    /// again. A connection since replaced stays as it is.
+    pub(crate) fn stalled(&self, conn: &Arc<Connection>) {
         let retry_from_ms = self.now_ms();
-        self.replace_old(addr, Some(Slot::Stalled { retry_from_ms }));
-    }
-
-    /// Puts `slot` (or nothing) in place of this thread's slot for `addr`,
-    /// unless the peer is stalled already or the slot holds a connection
-    /// opened within the longest request timeout: the failure was then an
-    /// older connection's.
-    fn replace_old(&self, addr: SocketAddr, slot: Option<Slot>) {
-        let now_ms = self.now_ms();
-        let key = (current_thread_index(), addr);
+        let addr = conn.addr();
         let mut slots = self.slots.lock();
-        let old = match slots.get(&key) {
-            // A connect under way decides for itself.
-            Some(Slot::Stalled { .. } | Slot::Connecting { .. }) => false,
-            Some(Slot::Open { opened_ms, .. }) => now_ms - opened_ms >= self.young_ms,
-            None => true,
-        };
-        if old {
-            match slot {
-                Some(slot) => slots.insert(key, slot),
-                None => slots.remove(&key),
-            };
+        for (_, slot) in slots.iter_mut().filter(|(key, _)| key.1 == addr) {
+            if matches!(slot, Slot::Open(pooled) if Arc::ptr_eq(pooled, conn)) {
+                *slot = Slot::Stalled { retry_from_ms };
+            }
         }
     }
 }

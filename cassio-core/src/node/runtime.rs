@@ -331,7 +331,6 @@ pub(crate) async fn run_node<T: Transport>(
             tokio::spawn(async move {
                 if let Err(e) = shared.gossip_with(addr, syn).await {
                     tracing::debug!(peer = %addr, error = %e, "gossip round failed");
-                    shared.peers.failed(addr, &e);
                 }
             });
         }

@@ -274,22 +274,16 @@ impl<T: Transport> NodeShared<T> {
         };
         let conn = self.peers.get(addr).await?;
         let timeout = deadline.saturating_duration_since(Instant::now());
-        match conn.request(request, timeout).await {
-            Ok(Response::ReplicaScanned { cells, more }) if cells.len() <= limit => {
+        // A scan's time is what its deadline left, often little: running
+        // out of it says nothing of the peer, which stays pooled.
+        match conn.request(request, timeout).await? {
+            Response::ReplicaScanned { cells, more } if cells.len() <= limit => {
                 Ok(NodePage { cells, more })
             }
-            Ok(other) => Err(Error::Remote {
+            other => Err(Error::Remote {
                 node: node.to_string(),
                 message: format!("unexpected answer to a scan: {other:?}"),
             }),
-            Err(e) => {
-                // A scan's time is what its deadline left, often little:
-                // running out of it says nothing of the peer.
-                if !matches!(e, Error::Timeout { .. }) {
-                    self.peers.failed(addr, &e);
-                }
-                Err(e)
-            }
         }
     }
 

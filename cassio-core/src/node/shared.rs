@@ -46,16 +46,7 @@ fn peer_pool<T: Transport>(
     let hello = Hello::new(&config.cluster_name, Role::Peer, Some(node_id.clone()))
         .with_password(config.password.as_ref());
     let timeout = Duration::from_millis(config.peer_request_timeout_ms);
-    let longest_ms = config.read_timeout_ms.max(config.write_timeout_ms);
-    let longest = Duration::from_millis(longest_ms);
-    PeerPool::new(
-        transport,
-        hello,
-        config.frame_bytes_max,
-        timeout,
-        longest,
-        tls,
-    )
+    PeerPool::new(transport, hello, config.frame_bytes_max, timeout, tls)
 }
 
 pub(crate) struct NodeShared<T: Transport> {
@@ -320,10 +311,7 @@ impl<T: Transport> NodeShared<T> {
         syn: crate::cluster::GossipSyn,
     ) -> Result<()> {
         let conn = self.peers.get(addr).await?;
-        let ack = match conn
-            .request(Request::GossipSyn(syn), self.peer_timeout())
-            .await?
-        {
+        let ack = match self.gossip_request(&conn, Request::GossipSyn(syn)).await? {
             Response::GossipAck(ack) => ack,
             other => return Err(unexpected(&conn, other)),
         };
@@ -333,8 +321,8 @@ impl<T: Transport> NodeShared<T> {
             gossiper.heard_from(conn.remote(), self.now_ms());
             ack2
         };
-        match conn
-            .request(Request::GossipAck2(ack2), self.peer_timeout())
+        match self
+            .gossip_request(&conn, Request::GossipAck2(ack2))
             .await?
         {
             Response::Done => {
@@ -343,6 +331,16 @@ impl<T: Transport> NodeShared<T> {
             }
             other => Err(unexpected(&conn, other)),
         }
+    }
+
+    /// `body` to the peer on `conn`, answered within the peer timeout; a
+    /// timeout stalls the peer (for this thread: the node's own).
+    async fn gossip_request(&self, conn: &Arc<Connection>, body: Request) -> Result<Response> {
+        let reply = conn.request(body, self.peer_timeout()).await;
+        if let Err(e) = &reply {
+            self.peers.failed(conn, e);
+        }
+        reply
     }
 
     /// Waits (up to the write timeout) until this node may coordinate: it

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 use super::durable::{synced, write_durably};
-use super::peers::Reach;
+use super::peers::{PeerPool, Reach};
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
@@ -45,6 +45,17 @@ enum Reply {
     /// contact, or a stalled peer tried again): connecting, sending and the
     /// response in one future, boxed as it is rare.
     Connecting(Pin<Box<dyn Future<Output = Result<Response>> + Send>>),
+}
+
+impl Reply {
+    /// The replica did not answer by the deadline: it is stalled if the
+    /// request went on its pooled connection. (A connect that had not
+    /// ended by then stalls it itself, when it times out.)
+    fn unanswered<T: Transport>(&self, peers: &PeerPool<T>) {
+        if let Reply::Sent(slot) = self {
+            peers.stalled(slot.connection());
+        }
+    }
 }
 
 impl Future for Reply {
@@ -306,7 +317,7 @@ impl<T: Transport> NodeShared<T> {
             Ok(Response::Done) => Ok(()),
             Ok(other) => Err(unexpected_reply(node, other)),
             Err(e) => {
-                self.peers.failed(addr, &e);
+                self.peers.failed(&conn, &e);
                 Err(e)
             }
         }
@@ -387,14 +398,15 @@ impl<T: Transport> NodeShared<T> {
             }
             Err(e) => {
                 tracing::debug!(replica = %target.node, error = %e, "cannot reach replica");
-                self.peers.failed(target.addr, &e);
+                self.peers.failed(&conn, &e);
                 false
             }
         }
     }
 
-    /// A remote replica's reply that is not the one hoped for: logged, and
-    /// a failed connection is dropped from the pool.
+    /// A remote replica's reply that is not the one hoped for: logged. (A
+    /// reply fails only when its connection closed, or could not be opened:
+    /// the pool passes over both.)
     fn replica_failed(&self, target: &Target, reply: Result<Response>) {
         match reply {
             Ok(response) => {
@@ -402,7 +414,6 @@ impl<T: Transport> NodeShared<T> {
             }
             Err(e) => {
                 tracing::debug!(replica = %target.node, error = %e, "replica request failed");
-                self.peers.failed(target.addr, &e);
             }
         }
     }

@@ -317,8 +317,8 @@ impl<T: Transport> NodeShared<T> {
                     }
                 }
                 // Replicas that did not answer by the deadline.
-                for &(group, _) in &replies.slots {
-                    shared.peers.stalled(batch.groups[group].target.addr);
+                for (_, reply) in &replies.slots {
+                    reply.unanswered(&shared.peers);
                 }
                 let keys: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 shared.repair_all(&keys, &mut batch, &met).await;

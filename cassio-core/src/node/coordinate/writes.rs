@@ -61,10 +61,10 @@ impl<T: Transport> NodeShared<T> {
     /// Replicas that did not answer a batch of writes by the deadline get
     /// hints, and are marked stalled ([`crate::node::peers`]).
     async fn writes_unanswered(&self, batch: &mut WriteBatch, replies: Replies) {
-        for (group, _) in replies.slots {
+        for (group, reply) in replies.slots {
             let target = &batch.groups[group].target;
             tracing::debug!(replica = %target.node, "replica did not answer writes in time");
-            self.peers.stalled(target.addr);
+            reply.unanswered(&self.peers);
             self.writes_missed(batch, group).await;
         }
     }
