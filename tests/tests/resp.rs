@@ -415,6 +415,36 @@ fn redis_crate_commands() {
 /// at once: every reply is the one a one-by-one execution gives. Within a
 /// pipeline, reads see the writes before them, and the last of several
 /// writes to one key wins, although independent commands run concurrently.
+/// INFO's keyspace line counts the keys with a TTL (`expires`), as
+/// redis-cli and monitoring tools read it; a plain SET over a key with a
+/// TTL takes it out of the count.
+#[test]
+fn info_keyspace_counts_keys_with_a_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path());
+    let mut con = connection(&node);
+    let cmd = redis::cmd;
+    let keyspace =
+        |con: &mut redis::Connection| -> String { cmd("INFO").arg("keyspace").query(con).unwrap() };
+    for args in [
+        &["a", "1"][..],
+        &["b", "2", "EX", "100"],
+        &["c", "3", "PX", "100000"],
+    ] {
+        let _: () = cmd("SET").arg(args).query(&mut con).unwrap();
+    }
+    assert_eq!(
+        keyspace(&mut con),
+        "# Keyspace\r\ndb0:keys=3,expires=2,avg_ttl=0\r\n"
+    );
+    let _: () = cmd("SET").arg("b").arg("2").query(&mut con).unwrap();
+    assert_eq!(
+        keyspace(&mut con),
+        "# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n"
+    );
+    node.shutdown().unwrap();
+}
+
 #[test]
 fn concurrent_pipelines_on_three_nodes_answer_as_if_run_in_order() {
     const CONNECTIONS: usize = 12;

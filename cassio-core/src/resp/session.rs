@@ -13,6 +13,7 @@ use super::transaction::Transaction;
 use crate::coordinator::ConsistencyLevel;
 use crate::net::Transport;
 use crate::node::shared::NodeShared;
+use crate::storage::StorageStats;
 
 /// Per-connection state.
 pub(crate) struct Session {
@@ -138,7 +139,9 @@ impl<T: Transport> NodeShared<T> {
                     Err(e) => Reply::err(format!("ERR {e}")),
                 },
             },
-            Command::Dbsize if argc == 1 => Reply::Integer(self.local_key_count() as i64),
+            Command::Dbsize if argc == 1 => {
+                Reply::Integer(local_key_count(&self.engine.stats()) as i64)
+            }
             other => arity_error(other.name()),
         }
     }
@@ -271,14 +274,6 @@ impl<T: Transport> NodeShared<T> {
         }
     }
 
-    /// Approximate keys in this node's own storage (its replicas of the
-    /// data): entries in memtables and tables, from statistics, so it costs
-    /// nothing. A key in several tables, and tombstones, are counted too.
-    fn local_key_count(&self) -> u64 {
-        let stats = self.engine.stats();
-        (stats.sstable_entries - stats.sstable_tombstones) + stats.memtable_entries as u64
-    }
-
     /// `INFO [section ...]`: Server, Clients (this node's Redis-protocol
     /// connections), Keyspace, Cluster (every member as this node sees it)
     /// and Stats; all of them without a section name (or with `all`,
@@ -325,11 +320,13 @@ impl<T: Transport> NodeShared<T> {
             "Replication",
             "role:master\r\nconnected_slaves:0\r\n".into(),
         );
+        let storage = self.engine.stats();
         section(
             "Keyspace",
             format!(
-                "db0:keys={},expires=0,avg_ttl=0\r\n",
-                self.local_key_count()
+                "db0:keys={},expires={},avg_ttl=0\r\n",
+                local_key_count(&storage),
+                storage.expiring
             ),
         );
         let mut cluster = format!(
@@ -467,4 +464,11 @@ fn client_name(name: &[u8]) -> Result<Option<Vec<u8>>, Reply> {
         ));
     }
     Ok((!name.is_empty()).then(|| name.to_vec()))
+}
+
+/// Approximate keys in this node's own storage (its replicas of the data):
+/// entries in memtables and tables, from statistics, so it costs nothing. A
+/// key in several tables, and tombstones, are counted too.
+fn local_key_count(stats: &StorageStats) -> u64 {
+    (stats.sstable_entries - stats.sstable_tombstones) + stats.memtable_entries as u64
 }

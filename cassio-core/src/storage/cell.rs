@@ -78,6 +78,12 @@ impl Cell {
         }
     }
 
+    /// True for a value with a TTL, expired or not (Redis's "volatile"
+    /// keys).
+    pub fn has_ttl(&self) -> bool {
+        !self.is_tombstone() && self.expires_at_ms.is_some()
+    }
+
     /// True for a value whose expiry has passed (tombstones never "expire").
     pub fn is_expired(&self, now_ms: u64) -> bool {
         !self.is_tombstone() && self.expires_at_ms.is_some_and(|at| at <= now_ms)

@@ -134,6 +134,9 @@ pub struct StorageStats {
     /// Entries across tables (a key in several tables counts in each).
     pub sstable_entries: u64,
     pub sstable_tombstones: u64,
+    /// Values with a TTL, expired or not, in memtables and tables (counted
+    /// as entries are: once per table holding one).
+    pub expiring: u64,
     pub flushes: u64,
     pub compactions: u64,
     pub tombstones_purged: u64,
@@ -424,6 +427,13 @@ impl Engine {
             sstable_bytes: version.tables.iter().map(|t| t.file_bytes).sum(),
             sstable_entries: version.tables.iter().map(|t| t.meta.entries).sum(),
             sstable_tombstones: version.tables.iter().map(|t| t.meta.tombstones).sum(),
+            expiring: (version.active.expiring()
+                + version
+                    .immutables
+                    .iter()
+                    .map(|m| m.expiring())
+                    .sum::<usize>()) as u64
+                + version.tables.iter().map(|t| t.meta.expiring).sum::<u64>(),
             flushes: s.counters.flushes.load(Ordering::Relaxed),
             compactions: s.counters.compactions.load(Ordering::Relaxed),
             tombstones_purged: s.counters.tombstones_purged.load(Ordering::Relaxed),
@@ -718,6 +728,29 @@ mod tests {
         assert_eq!((stats.sstables, stats.sstable_entries), (1, 150));
         drop(engine);
         check(&Engine::open(dir.path(), config).unwrap());
+    }
+
+    /// Values with a TTL are counted in the memtable, then in the table a
+    /// flush writes (its meta block), which a reopen reads back.
+    #[test]
+    fn values_with_a_ttl_are_counted_through_flushes_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), small_memtables_inline()).unwrap();
+        let far_ms = system_clock()() + 3_600_000;
+        for i in 0..5u64 {
+            let cell = Cell {
+                expires_at_ms: (i < 3).then_some(far_ms),
+                ..Cell::value("v", i + 1)
+            };
+            engine.write(format!("k{i}").as_bytes(), cell).unwrap();
+        }
+        assert_eq!(engine.stats().expiring, 3);
+        engine.flush().unwrap();
+        let stats = engine.stats();
+        assert_eq!((stats.memtable_entries, stats.expiring), (0, 3));
+        engine.close().unwrap();
+        let engine = Engine::open(dir.path(), small_memtables_inline()).unwrap();
+        assert_eq!(engine.stats().expiring, 3);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub(crate) struct Memtable {
     /// hold the lock only for the lookup.
     map: RwLock<BTreeMap<MemKey, Arc<Cell>>>,
     bytes: AtomicUsize,
+    /// Cells held with a TTL ([`Cell::has_ttl`]).
+    expiring: AtomicUsize,
 }
 
 impl Memtable {
@@ -32,6 +34,7 @@ impl Memtable {
             id,
             map: RwLock::new(BTreeMap::new()),
             bytes: AtomicUsize::new(0),
+            expiring: AtomicUsize::new(0),
         }
     }
 
@@ -39,18 +42,29 @@ impl Memtable {
     /// wins last-write-wins. Callers hold the engine's write lock.
     pub(crate) fn insert(&self, key: &[u8], cell: Cell) {
         let footprint = cell.footprint_bytes(key.len());
+        let expiring = cell.has_ttl();
         let mut map = self.map.write();
-        match map.entry(MemKey::new(key)) {
+        let replaced_expiring = match map.entry(MemKey::new(key)) {
             Entry::Vacant(entry) => {
                 entry.insert(Arc::new(cell));
-                self.bytes.fetch_add(footprint, Ordering::Relaxed);
+                false
             }
             Entry::Occupied(mut entry) if cell.supersedes(entry.get()) => {
-                entry.insert(Arc::new(cell));
-                self.bytes.fetch_add(footprint, Ordering::Relaxed);
+                entry.insert(Arc::new(cell)).has_ttl()
             }
-            Entry::Occupied(_) => {}
-        }
+            Entry::Occupied(_) => return,
+        };
+        self.bytes.fetch_add(footprint, Ordering::Relaxed);
+        match (expiring, replaced_expiring) {
+            (true, false) => self.expiring.fetch_add(1, Ordering::Relaxed),
+            (false, true) => self.expiring.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Cells held with a TTL.
+    pub(crate) fn expiring(&self) -> usize {
+        self.expiring.load(Ordering::Relaxed)
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Cell>> {
@@ -195,6 +209,28 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn counts_the_cells_held_with_a_ttl() {
+        let m = Memtable::new(1);
+        let with_ttl = |timestamp| Cell {
+            expires_at_ms: Some(1_000),
+            ..Cell::value("v", timestamp)
+        };
+        m.insert(b"a", with_ttl(1));
+        m.insert(b"b", with_ttl(1));
+        m.insert(b"c", Cell::value("v", 1));
+        assert_eq!(m.expiring(), 2);
+        // An older cell loses and changes nothing.
+        m.insert(b"a", Cell::value("v", 0));
+        assert_eq!(m.expiring(), 2);
+        // A newer value without a TTL, or a tombstone, replaces one.
+        m.insert(b"a", Cell::value("v", 2));
+        m.insert(b"b", Cell::tombstone(2));
+        assert_eq!(m.expiring(), 0);
+        m.insert(b"c", with_ttl(2));
+        assert_eq!(m.expiring(), 1);
     }
 
     /// Overwrites count too: a hot key must still fill the memtable, or

@@ -4,7 +4,8 @@
 //! [data block]*  entries (codec) then crc32 u32         ~block_bytes each
 //! [index block]  count, then (last_key, offset, len)*, crc32
 //! [bloom block]  bloomfilter bytes, crc32
-//! [meta block]   counts, timestamp range, key range, crc32
+//! [meta block]   counts, timestamp range, key range, cells with a TTL
+//!                (version 2 on), crc32
 //! [footer]       48 bytes: index/bloom/meta (offset u64, len u32),
 //!                version u32, crc32 of the preceding 40 bytes, magic u32
 //! ```
@@ -17,7 +18,9 @@ use super::codec::{DecodeError, get_bytes, get_u32, get_u64, get_varint, put_byt
 use crate::error::{Error, Result};
 
 pub(crate) const MAGIC: u32 = 0xCA55_105D;
-pub(crate) const VERSION: u32 = 1;
+/// Version 2 added the count of cells with a TTL to the meta block; version
+/// 1 files are still read (that count as 0).
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const FOOTER_BYTES: usize = 48;
 const CRC_BYTES: usize = 4;
 
@@ -51,6 +54,8 @@ pub(crate) struct IndexEntry {
 pub(crate) struct TableMeta {
     pub(crate) entries: u64,
     pub(crate) tombstones: u64,
+    /// Values with a TTL (expired or not).
+    pub(crate) expiring: u64,
     pub(crate) min_timestamp: u64,
     pub(crate) max_timestamp: u64,
     pub(crate) min_key: Vec<u8>,
@@ -142,6 +147,7 @@ pub(crate) fn encode_meta(meta: &TableMeta) -> Vec<u8> {
     }
     put_bytes(&mut buf, &meta.min_key);
     put_bytes(&mut buf, &meta.max_key);
+    buf.extend_from_slice(&meta.expiring.to_le_bytes());
     seal_block(&mut buf);
     buf
 }
@@ -152,12 +158,16 @@ pub(crate) fn decode_meta(body: &[u8]) -> Result<TableMeta, DecodeError> {
     at += n;
     let (max_key, n) = get_bytes(&body[at..])?;
     at += n;
-    if at != body.len() {
-        return Err("trailing bytes after the meta block");
-    }
+    // Version 1 ends here; version 2 adds the expiring count.
+    let expiring = match body.len() - at {
+        0 => 0,
+        8 => get_u64(body, at)?,
+        _ => return Err("trailing bytes after the meta block"),
+    };
     Ok(TableMeta {
         entries: get_u64(body, 0)?,
         tombstones: get_u64(body, 8)?,
+        expiring,
         min_timestamp: get_u64(body, 16)?,
         max_timestamp: get_u64(body, 24)?,
         min_key: min_key.to_vec(),
@@ -204,7 +214,7 @@ pub(crate) fn decode_footer(file: &Path, offset: u64, buf: &[u8]) -> Result<Foot
         });
     }
     let version = get_u32(buf, 36).map_err(corrupt)?;
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             file: file.to_path_buf(),
             found: version,
@@ -222,4 +232,76 @@ pub(crate) fn decode_footer(file: &Path, offset: u64, buf: &[u8]) -> Result<Foot
         bloom: handle(12)?,
         meta: handle(24)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> TableMeta {
+        TableMeta {
+            entries: 10,
+            tombstones: 2,
+            expiring: 3,
+            min_timestamp: 5,
+            max_timestamp: 9,
+            min_key: b"a".to_vec(),
+            max_key: b"z".to_vec(),
+        }
+    }
+
+    /// The body of a sealed block.
+    fn body(block: &[u8]) -> &[u8] {
+        &block[..block.len() - CRC_BYTES]
+    }
+
+    #[test]
+    fn the_meta_block_round_trips() {
+        assert_eq!(decode_meta(body(&encode_meta(&meta()))), Ok(meta()));
+    }
+
+    /// Version 1 tables have no expiring count: they read as none, and
+    /// anything else after the keys is refused.
+    #[test]
+    fn a_version_1_meta_block_reads_with_no_expiring_count() {
+        let block = encode_meta(&meta());
+        let v1 = &body(&block)[..body(&block).len() - 8];
+        let expected = TableMeta {
+            expiring: 0,
+            ..meta()
+        };
+        assert_eq!(decode_meta(v1), Ok(expected));
+        let mut odd = body(&block).to_vec();
+        odd.push(0);
+        assert_eq!(
+            decode_meta(&odd),
+            Err("trailing bytes after the meta block")
+        );
+    }
+
+    #[test]
+    fn footers_of_both_versions_open_and_later_ones_are_refused() {
+        let handle = BlockHandle { offset: 1, len: 2 };
+        let footer = Footer {
+            index: handle,
+            bloom: handle,
+            meta: handle,
+        };
+        let path = Path::new("t.sst");
+        let with_version = |version: u32| {
+            let mut buf = encode_footer(&footer);
+            buf[36..40].copy_from_slice(&version.to_le_bytes());
+            let crc = crc32fast::hash(&buf[..40]);
+            buf[40..44].copy_from_slice(&crc.to_le_bytes());
+            buf
+        };
+        for version in [1, VERSION] {
+            let opened = decode_footer(path, 0, &with_version(version)).unwrap();
+            assert_eq!(opened.meta, handle);
+        }
+        assert!(matches!(
+            decode_footer(path, 0, &with_version(VERSION + 1)),
+            Err(Error::UnsupportedVersion { found, .. }) if found == VERSION + 1
+        ));
+    }
 }

@@ -77,6 +77,7 @@ impl TableWriter {
         }
         self.meta.entries += 1;
         self.meta.tombstones += u64::from(cell.is_tombstone());
+        self.meta.expiring += u64::from(cell.has_ttl());
         self.meta.min_timestamp = self.meta.min_timestamp.min(cell.timestamp);
         self.meta.max_timestamp = self.meta.max_timestamp.max(cell.timestamp);
         self.bloom.set(key);
