@@ -411,10 +411,6 @@ fn redis_crate_commands() {
     node.shutdown().unwrap();
 }
 
-/// Pipelines from 12 connections spread over 3 nodes (RF 3, QUORUM), all
-/// at once: every reply is the one a one-by-one execution gives. Within a
-/// pipeline, reads see the writes before them, and the last of several
-/// writes to one key wins, although independent commands run concurrently.
 /// INFO's keyspace line counts the keys with a TTL (`expires`), as
 /// redis-cli and monitoring tools read it; a plain SET over a key with a
 /// TTL takes it out of the count.
@@ -445,6 +441,10 @@ fn info_keyspace_counts_keys_with_a_ttl() {
     node.shutdown().unwrap();
 }
 
+/// Pipelines from 12 connections spread over 3 nodes (RF 3, QUORUM), all
+/// at once: every reply is the one a one-by-one execution gives. Within a
+/// pipeline, reads see the writes before them, and the last of several
+/// writes to one key wins, although independent commands run concurrently.
 #[test]
 fn concurrent_pipelines_on_three_nodes_answer_as_if_run_in_order() {
     const CONNECTIONS: usize = 12;

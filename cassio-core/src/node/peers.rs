@@ -128,6 +128,11 @@ impl<T: Transport> PeerPool<T> {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// The longest a connect runs, and the pause before the next one.
+    fn connect_turn_ms(&self) -> u64 {
+        self.timeout.as_millis() as u64 + STALLED_RETRY_MS
+    }
+
     /// What this thread's slot for `addr` offers a request now.
     fn find(&self, slots: &fnv::FnvHashMap<SlotKey, Slot>, key: &SlotKey, now_ms: u64) -> Found {
         match slots.get(key) {
@@ -137,7 +142,7 @@ impl<T: Transport> PeerPool<T> {
             Some(Slot::Connecting {
                 connecting,
                 started_ms,
-            }) if now_ms < started_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS => {
+            }) if now_ms < started_ms + self.connect_turn_ms() => {
                 Found::Connecting(connecting.clone())
             }
             Some(Slot::Stalled { retry_from_ms }) if now_ms < *retry_from_ms => Found::Stalled,
@@ -165,7 +170,7 @@ impl<T: Transport> PeerPool<T> {
         key: SlotKey,
         now_ms: u64,
     ) -> Connecting {
-        let retry_from_ms = now_ms + self.timeout.as_millis() as u64 + STALLED_RETRY_MS;
+        let retry_from_ms = now_ms + self.connect_turn_ms();
         slots.insert(key, Slot::Stalled { retry_from_ms });
         self.spawn_connect(key)
     }
@@ -196,9 +201,10 @@ impl<T: Transport> PeerPool<T> {
     }
 
     /// This thread's connection to the peer at `addr`: the pooled one, one
-    /// being opened, a new one if there is none (or the peer closed it),
-    /// or at once [`Error::PeerStalled`] if the peer stalled (its next
-    /// connect, when due, starts in the background).
+    /// being opened (whose failure is [`Error::PeerUnreachable`]), a new
+    /// one if there is none (or the peer closed it), or at once
+    /// [`Error::PeerStalled`] if the peer stalled (its next connect, when
+    /// due, starts in the background).
     pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
         let (key, now_ms) = ((current_thread_index(), addr), self.now_ms());
         let found = {
@@ -294,10 +300,12 @@ impl<T: Transport> PeerPool<T> {
     }
 
     /// A request on `conn` was not answered in time: if `conn` is still
-    /// pooled, the peer is stalled, and the next request due connects
-    /// again. A connection since replaced stays as it is.
+    /// pooled, the peer is stalled, and the first request after
+    /// [`STALLED_RETRY_MS`] connects again (at once, a peer that still
+    /// completes handshakes but answers nothing would be back at once). A
+    /// connection since replaced stays as it is.
     pub(crate) fn stalled(&self, conn: &Arc<Connection>) {
-        let retry_from_ms = self.now_ms();
+        let retry_from_ms = self.now_ms() + STALLED_RETRY_MS;
         let addr = conn.addr();
         let mut slots = self.slots.lock();
         for (_, slot) in slots.iter_mut().filter(|(key, _)| key.1 == addr) {

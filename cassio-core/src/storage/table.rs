@@ -61,7 +61,7 @@ impl Table {
             .map_err(|reason| corrupt(footer.index.offset, reason))?;
         let bloom = Bloom::from_slice(&block(footer.bloom)?)
             .map_err(|reason| corrupt(footer.bloom.offset, reason))?;
-        let meta = decode_meta(&block(footer.meta)?)
+        let meta = decode_meta(&block(footer.meta)?, footer.version)
             .map_err(|reason| corrupt(footer.meta.offset, reason))?;
         if let Some(entry) = index
             .iter()

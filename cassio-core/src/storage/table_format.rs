@@ -66,6 +66,8 @@ pub(crate) struct Footer {
     pub(crate) index: BlockHandle,
     pub(crate) bloom: BlockHandle,
     pub(crate) meta: BlockHandle,
+    /// The file's format version (1 to [`VERSION`]).
+    pub(crate) version: u32,
 }
 
 /// Appends the CRC32 of `block` to it.
@@ -152,17 +154,18 @@ pub(crate) fn encode_meta(meta: &TableMeta) -> Vec<u8> {
     buf
 }
 
-pub(crate) fn decode_meta(body: &[u8]) -> Result<TableMeta, DecodeError> {
+/// The meta block of a table of format `version`.
+pub(crate) fn decode_meta(body: &[u8], version: u32) -> Result<TableMeta, DecodeError> {
     let mut at = 32;
     let (min_key, n) = get_bytes(body.get(at..).ok_or("truncated meta")?)?;
     at += n;
     let (max_key, n) = get_bytes(&body[at..])?;
     at += n;
     // Version 1 ends here; version 2 adds the expiring count.
-    let expiring = match body.len() - at {
-        0 => 0,
-        8 => get_u64(body, at)?,
-        _ => return Err("trailing bytes after the meta block"),
+    let expiring = match (version, body.len() - at) {
+        (1, 0) => 0,
+        (_, 8) if version > 1 => get_u64(body, at)?,
+        _ => return Err("meta block of the wrong length for its version"),
     };
     Ok(TableMeta {
         entries: get_u64(body, 0)?,
@@ -183,7 +186,7 @@ pub(crate) fn encode_footer(footer: &Footer) -> [u8; FOOTER_BYTES] {
         buf[at + 8..at + 12].copy_from_slice(&handle.len.to_le_bytes());
         at += 12;
     }
-    buf[36..40].copy_from_slice(&VERSION.to_le_bytes());
+    buf[36..40].copy_from_slice(&footer.version.to_le_bytes());
     let crc = crc32fast::hash(&buf[..40]);
     buf[40..44].copy_from_slice(&crc.to_le_bytes());
     buf[44..48].copy_from_slice(&MAGIC.to_le_bytes());
@@ -231,6 +234,7 @@ pub(crate) fn decode_footer(file: &Path, offset: u64, buf: &[u8]) -> Result<Foot
         index: handle(0)?,
         bloom: handle(12)?,
         meta: handle(24)?,
+        version,
     })
 }
 
@@ -257,47 +261,44 @@ mod tests {
 
     #[test]
     fn the_meta_block_round_trips() {
-        assert_eq!(decode_meta(body(&encode_meta(&meta()))), Ok(meta()));
+        assert_eq!(
+            decode_meta(body(&encode_meta(&meta())), VERSION),
+            Ok(meta())
+        );
     }
 
-    /// Version 1 tables have no expiring count: they read as none, and
-    /// anything else after the keys is refused.
+    /// Version 1 tables have no expiring count: they read as none. A
+    /// block of the other version's length is refused.
     #[test]
     fn a_version_1_meta_block_reads_with_no_expiring_count() {
         let block = encode_meta(&meta());
-        let v1 = &body(&block)[..body(&block).len() - 8];
+        let v2 = body(&block);
+        let v1 = &v2[..v2.len() - 8];
         let expected = TableMeta {
             expiring: 0,
             ..meta()
         };
-        assert_eq!(decode_meta(v1), Ok(expected));
-        let mut odd = body(&block).to_vec();
-        odd.push(0);
-        assert_eq!(
-            decode_meta(&odd),
-            Err("trailing bytes after the meta block")
-        );
+        assert_eq!(decode_meta(v1, 1), Ok(expected));
+        let wrong = Err("meta block of the wrong length for its version");
+        assert_eq!(decode_meta(v2, 1), wrong);
+        assert_eq!(decode_meta(v1, 2), wrong);
     }
 
     #[test]
     fn footers_of_both_versions_open_and_later_ones_are_refused() {
         let handle = BlockHandle { offset: 1, len: 2 };
-        let footer = Footer {
-            index: handle,
-            bloom: handle,
-            meta: handle,
-        };
         let path = Path::new("t.sst");
         let with_version = |version: u32| {
-            let mut buf = encode_footer(&footer);
-            buf[36..40].copy_from_slice(&version.to_le_bytes());
-            let crc = crc32fast::hash(&buf[..40]);
-            buf[40..44].copy_from_slice(&crc.to_le_bytes());
-            buf
+            encode_footer(&Footer {
+                index: handle,
+                bloom: handle,
+                meta: handle,
+                version,
+            })
         };
         for version in [1, VERSION] {
             let opened = decode_footer(path, 0, &with_version(version)).unwrap();
-            assert_eq!(opened.meta, handle);
+            assert_eq!((opened.meta, opened.version), (handle, version));
         }
         assert!(matches!(
             decode_footer(path, 0, &with_version(VERSION + 1)),

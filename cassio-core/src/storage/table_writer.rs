@@ -12,7 +12,7 @@ use super::cell::Cell;
 use super::codec::encode_entry;
 use super::fsutil::sync_dir;
 use super::table_format::{
-    BLOOM_SEED, BlockHandle, Footer, IndexEntry, TableMeta, encode_footer, encode_index,
+    BLOOM_SEED, BlockHandle, Footer, IndexEntry, TableMeta, VERSION, encode_footer, encode_index,
     encode_meta, seal_block, table_path,
 };
 use crate::error::{Error, Result};
@@ -137,7 +137,12 @@ impl TableWriter {
         let bloom = self.write(&bloom)?;
         let meta = encode_meta(&self.meta);
         let meta = self.write(&meta)?;
-        let footer = encode_footer(&Footer { index, bloom, meta });
+        let footer = encode_footer(&Footer {
+            index,
+            bloom,
+            meta,
+            version: VERSION,
+        });
         self.write(&footer)?;
         let file = self
             .out

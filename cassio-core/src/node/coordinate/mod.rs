@@ -42,9 +42,9 @@ enum Reply {
     /// The request is sent.
     Sent(ResponseSlot),
     /// The request goes once the connection being opened is (first
-    /// contact, or a stalled peer tried again): connecting, sending and the
-    /// response in one future, boxed as it is rare.
-    Connecting(Pin<Box<dyn Future<Output = Result<Response>> + Send>>),
+    /// contact, or a stalled peer tried again): connecting and sending in
+    /// one future, boxed as it is rare; then it is `Sent`.
+    Connecting(Pin<Box<dyn Future<Output = Result<ResponseSlot>> + Send>>),
 }
 
 impl Reply {
@@ -62,9 +62,16 @@ impl Future for Reply {
     type Output = Result<Response>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Reply::Sent(slot) => Pin::new(slot).poll(cx),
-            Reply::Connecting(reply) => reply.as_mut().poll(cx),
+        let reply = self.get_mut();
+        loop {
+            match reply {
+                Reply::Sent(slot) => return Pin::new(slot).poll(cx),
+                Reply::Connecting(sending) => match sending.as_mut().poll(cx) {
+                    Poll::Ready(Ok(slot)) => *reply = Reply::Sent(slot),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
         }
     }
 }
@@ -366,16 +373,16 @@ impl<T: Transport> NodeShared<T> {
             Reach::Open(conn) => conn,
             Reach::Connecting(connecting) => {
                 let (addr, request) = (target.addr, request.to_request());
-                let reply = async move {
+                let sending = async move {
                     let conn = connecting.await.map_err(|reason| Error::PeerUnreachable {
                         addr: addr.to_string(),
                         reason,
                     })?;
-                    conn.send(&request).await?.await
+                    conn.send(&request).await
                 };
                 replies
                     .slots
-                    .push((index, Reply::Connecting(Box::pin(reply))));
+                    .push((index, Reply::Connecting(Box::pin(sending))));
                 return true;
             }
             Reach::Stalled => {

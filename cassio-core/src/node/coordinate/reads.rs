@@ -53,15 +53,24 @@ impl NextRemote {
     /// The next live replica of `targets` other than `local` not asked
     /// yet, if any is left.
     fn take<'t>(&mut self, targets: &'t [Target], local: &NodeId) -> Option<&'t Target> {
-        let remote = |t: &&Target| t.up && t.node != *local;
-        let count = targets.iter().filter(remote).count();
+        let count = live_remotes(targets, local).count();
         if self.asked >= count {
             return None;
         }
         let index = (self.from % count + self.asked) % count;
         self.asked += 1;
-        targets.iter().filter(remote).nth(index)
+        live_remotes(targets, local).nth(index)
     }
+
+    /// True while some live remote replica is not asked yet.
+    fn untried(&self, targets: &[Target], local: &NodeId) -> bool {
+        self.asked < live_remotes(targets, local).count()
+    }
+}
+
+/// The replicas of `targets` a read may ask: live, and not `local`.
+fn live_remotes<'t>(targets: &'t [Target], local: &NodeId) -> impl Iterator<Item = &'t Target> {
+    targets.iter().filter(move |t| t.up && t.node != *local)
 }
 
 /// Adds `job` to the group of `target` among `groups[first..]` (the ones
@@ -261,7 +270,10 @@ impl<T: Transport> NodeShared<T> {
                     let waiting: Vec<usize> = (0..phases.len())
                         .filter(|&j| matches!(phases[j], Phase::Pending))
                         .collect();
-                    Metrics::add(&self.metrics.speculative_retries, waiting.len() as u64);
+                    let retried = waiting.iter().filter(|&&j| {
+                        batch.next_remote[j].untried(batch.replicas.of(j), &self.node_id)
+                    });
+                    Metrics::add(&self.metrics.speculative_retries, retried.count() as u64);
                     self.ask_others(&mut batch, waiting, true, keys, &mut replies, deadline)
                         .await;
                     timer.as_mut().reset(deadline);
