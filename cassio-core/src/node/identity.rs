@@ -69,7 +69,8 @@ impl<T: Transport> NodeShared<T> {
     /// A refused handshake, or a failed TLS one (certificates that do not
     /// match the CA), is an error: a setting to fix before the node joins.
     async fn view_of(&self, addr: SocketAddr) -> Result<Option<ClusterStatus>> {
-        let conn = match self.peers.get(addr).await {
+        // Not pooled: the start needs the connect's own error.
+        let conn = match self.peers.open_unpooled(addr).await {
             Ok(conn) => conn,
             Err(refused @ (Error::HandshakeRefused { .. } | Error::Tls { .. })) => {
                 return Err(refused);

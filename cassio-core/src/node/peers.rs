@@ -8,10 +8,11 @@
 //! request that waited for that would also hold up the replicas asked
 //! after it. So:
 //!
-//! - The coordinator's replica requests never wait for a connect
-//!   ([`PeerPool::reach`]): a connection being opened is a task of its
-//!   own, which the request's reply waits on beside the other replicas'
-//!   replies (as Cassandra queues messages for a peer being connected to).
+//! - A connection being opened is a task of its own, one per slot, which
+//!   every request that wants it waits on. The coordinator's replica
+//!   requests never wait for it where they are made ([`PeerPool::reach`]):
+//!   each one's reply waits on it beside the other replicas' replies (as
+//!   Cassandra queues messages for a peer being connected to).
 //! - Once a request to a peer timed out (or connecting did), the peer is
 //!   *stalled*: requests fail at once with [`Error::PeerStalled`] (a read
 //!   asks another replica, a write keeps a hint) until, every
@@ -66,6 +67,14 @@ enum Slot {
     Stalled {
         retry_from_ms: u64,
     },
+}
+
+/// The connection `connecting` opens to `addr`, once it has.
+pub(crate) async fn connected(connecting: Connecting, addr: SocketAddr) -> Result<Arc<Connection>> {
+    connecting.await.map_err(|reason| Error::PeerUnreachable {
+        addr: addr.to_string(),
+        reason,
+    })
 }
 
 /// What a slot offers a request now.
@@ -175,6 +184,23 @@ impl<T: Transport> PeerPool<T> {
         self.spawn_connect(key)
     }
 
+    /// Starts the first connect for `key`: the requests until it is open
+    /// wait for it.
+    fn first_connect(
+        self: &Arc<Self>,
+        slots: &mut fnv::FnvHashMap<SlotKey, Slot>,
+        key: SlotKey,
+        now_ms: u64,
+    ) -> Connecting {
+        let connecting = self.spawn_connect(key);
+        let slot = Slot::Connecting {
+            connecting: connecting.clone(),
+            started_ms: now_ms,
+        };
+        slots.insert(key, slot);
+        connecting
+    }
+
     /// This thread's connection to the peer at `addr` for a replica
     /// request, without waiting: the pooled one, or one being opened (a
     /// connect is started if none is under way, or if a stalled peer is due
@@ -187,59 +213,40 @@ impl<T: Transport> PeerPool<T> {
             Found::Connecting(connecting) => Reach::Connecting(connecting),
             Found::Stalled => Reach::Stalled,
             Found::Retry => Reach::Connecting(self.retry(&mut slots, key, now_ms)),
-            // First contact: the requests until it is open wait for it.
-            Found::Absent => {
-                let connecting = self.spawn_connect(key);
-                let slot = Slot::Connecting {
-                    connecting: connecting.clone(),
-                    started_ms: now_ms,
-                };
-                slots.insert(key, slot);
-                Reach::Connecting(connecting)
-            }
+            Found::Absent => Reach::Connecting(self.first_connect(&mut slots, key, now_ms)),
         }
     }
 
-    /// This thread's connection to the peer at `addr`: the pooled one, one
-    /// being opened (whose failure is [`Error::PeerUnreachable`]), a new
-    /// one if there is none (or the peer closed it), or at once
+    /// This thread's connection to the peer at `addr`: the pooled one, or
+    /// one being opened (started if none is), or at once
     /// [`Error::PeerStalled`] if the peer stalled (its next connect, when
     /// due, starts in the background).
     pub(crate) async fn get(self: &Arc<Self>, addr: SocketAddr) -> Result<Arc<Connection>> {
         let (key, now_ms) = ((current_thread_index(), addr), self.now_ms());
-        let found = {
-            let mut slots = self.slots.lock();
-            let found = self.find(&slots, &key, now_ms);
-            if let Found::Retry = found {
-                // Not waited for: the slot keeps its outcome.
-                drop(self.retry(&mut slots, key, now_ms));
-            }
-            found
+        let stalled = || Error::PeerStalled {
+            addr: addr.to_string(),
         };
-        match found {
-            Found::Open(conn) => Ok(conn),
-            Found::Connecting(connecting) => {
-                connecting.await.map_err(|reason| Error::PeerUnreachable {
-                    addr: addr.to_string(),
-                    reason,
-                })
+        let connecting = {
+            let mut slots = self.slots.lock();
+            match self.find(&slots, &key, now_ms) {
+                Found::Open(conn) => return Ok(conn),
+                Found::Connecting(connecting) => connecting,
+                Found::Absent => self.first_connect(&mut slots, key, now_ms),
+                Found::Stalled => return Err(stalled()),
+                Found::Retry => {
+                    // Not waited for: the slot keeps its outcome.
+                    drop(self.retry(&mut slots, key, now_ms));
+                    return Err(stalled());
+                }
             }
-            Found::Stalled | Found::Retry => Err(Error::PeerStalled {
-                addr: addr.to_string(),
-            }),
-            // Boxed: the handshake's state would otherwise enlarge every
-            // request's future, though it is needed once per peer.
-            // Connected here, not in a task: the caller gets the connect's
-            // own error (a refused handshake, say).
-            Found::Absent => Box::pin(self.connect(key)).await,
-        }
+        };
+        connected(connecting, addr).await
     }
 
-    /// Opens a connection for `key` and keeps it; a connect that timed out
-    /// marks the peer stalled.
-    async fn connect(&self, key: SlotKey) -> Result<Arc<Connection>> {
-        let addr = key.1;
-        let opened = Connection::open_with(
+    /// A connection to `addr` for one caller, outside the pool, with the
+    /// connect's own error (a refused handshake, a TLS failure).
+    pub(crate) async fn open_unpooled(&self, addr: SocketAddr) -> Result<Connection> {
+        Connection::open_with(
             &self.transport,
             addr,
             self.hello.clone(),
@@ -247,7 +254,14 @@ impl<T: Transport> PeerPool<T> {
             self.timeout,
             self.tls.as_ref(),
         )
-        .await;
+        .await
+    }
+
+    /// Opens a connection for `key` and keeps it; a connect that timed out
+    /// marks the peer stalled.
+    async fn connect(&self, key: SlotKey) -> Result<Arc<Connection>> {
+        let addr = key.1;
+        let opened = self.open_unpooled(addr).await;
         let now_ms = self.now_ms();
         let mut slots = self.slots.lock();
         let e = match opened {

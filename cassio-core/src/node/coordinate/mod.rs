@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
 use super::durable::{synced, write_durably};
-use super::peers::{PeerPool, Reach};
+use super::peers::{PeerPool, Reach, connected};
 use super::shared::NodeShared;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
@@ -373,13 +373,8 @@ impl<T: Transport> NodeShared<T> {
             Reach::Open(conn) => conn,
             Reach::Connecting(connecting) => {
                 let (addr, request) = (target.addr, request.to_request());
-                let sending = async move {
-                    let conn = connecting.await.map_err(|reason| Error::PeerUnreachable {
-                        addr: addr.to_string(),
-                        reason,
-                    })?;
-                    conn.send(&request).await
-                };
+                let sending =
+                    async move { connected(connecting, addr).await?.send(&request).await };
                 replies
                     .slots
                     .push((index, Reply::Connecting(Box::pin(sending))));
