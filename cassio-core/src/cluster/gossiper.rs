@@ -19,6 +19,7 @@ use rand::seq::IndexedRandom;
 use super::phi::ArrivalWindow;
 use super::state::{
     Digest, EndpointDelta, EndpointState, GossipAck, GossipAck2, GossipSyn, NodeStatus, Versioned,
+    moving_node,
 };
 use crate::ring::{Ring, Vector};
 use crate::types::NodeId;
@@ -77,9 +78,12 @@ pub struct Gossiper {
     /// heartbeat), so only a later one counts as a sign of life.
     unconfirmed: FnvHashSet<NodeId>,
     ring: Arc<Ring>,
-    /// The ring once every JOINING node has joined and every LEAVING node
-    /// has left; `None` while nobody is joining or leaving.
+    /// The ring once the node moving now ([`moving_node`]) has joined or
+    /// left; `None` while nobody is.
     pending_ring: Option<Arc<Ring>>,
+    /// The ring reads use: the pending ring once the move has streamed,
+    /// the ring before.
+    read_ring: Arc<Ring>,
 }
 
 impl Gossiper {
@@ -117,6 +121,7 @@ impl Gossiper {
             unconfirmed: FnvHashSet::default(),
             ring: Arc::new(Ring::default()),
             pending_ring: None,
+            read_ring: Arc::new(Ring::default()),
         };
         gossiper.rebuild_ring();
         gossiper
@@ -490,32 +495,41 @@ impl Gossiper {
         self.ring.clone()
     }
 
-    /// The ring data moves to while nodes join or leave (JOINING ones in,
-    /// LEAVING ones out); `None` while nobody does. Coordinators write to
-    /// its new replicas too ("pending" replicas, as Cassandra's).
+    /// The ring data moves to while a node joins or leaves (the one moving
+    /// now, [`moving_node`]: in if it joins, out if it leaves); `None`
+    /// while nobody does. Coordinators write to its new replicas too
+    /// ("pending" replicas, as Cassandra's).
     pub fn pending_ring(&self) -> Option<Arc<Ring>> {
         self.pending_ring.clone()
     }
 
+    /// The ring reads use: the ring, or the pending ring once the moving
+    /// node has streamed (its second phase, see [`NodeStatus`]).
+    pub fn read_ring(&self) -> Arc<Ring> {
+        self.read_ring.clone()
+    }
+
     fn rebuild_ring(&mut self) {
-        let ring_over = |keep: &dyn Fn(NodeStatus) -> bool| {
+        let ring_over = |keep: &dyn Fn(&NodeId, NodeStatus) -> bool| {
             Ring::new(
                 self.endpoints
                     .iter()
-                    .filter(|(_, s)| keep(s.status.value))
+                    .filter(|(node, s)| keep(node, s.status.value))
                     .map(|(node, s)| (node.clone(), &s.vnodes.value[..])),
             )
         };
-        self.ring = Arc::new(ring_over(&NodeStatus::owns_data));
-        let moving = self
-            .endpoints
-            .values()
-            .any(|s| matches!(s.status.value, NodeStatus::Joining | NodeStatus::Leaving));
-        self.pending_ring = moving.then(|| {
-            Arc::new(ring_over(&|status| {
-                matches!(status, NodeStatus::Normal | NodeStatus::Joining)
+        self.ring = Arc::new(ring_over(&|_, status| status.owns_data()));
+        let moving = moving_node(self.endpoints.iter().map(|(n, s)| (n, s.status.value)));
+        self.pending_ring = moving.map(|(mover, mover_status)| {
+            Arc::new(ring_over(&|node, status| match node == mover {
+                true => mover_status.is_joining(),
+                false => status.owns_data(),
             }))
         });
+        self.read_ring = match (moving, &self.pending_ring) {
+            (Some((_, status)), Some(pending)) if status.is_streamed() => pending.clone(),
+            _ => self.ring.clone(),
+        };
     }
 }
 
@@ -574,6 +588,107 @@ mod tests {
             }
         }
         assert_eq!(a.ring().nodes().len(), 3);
+    }
+
+    fn names(ring: &Ring) -> Vec<String> {
+        ring.nodes().iter().map(|n| n.to_string()).collect()
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// A join, phase by phase, as a node that watches it sees the rings:
+    /// writes go to the ring and to the pending ring (with the one node
+    /// moving), reads move to the pending ring once it has streamed, and a
+    /// node waiting its turn to join is in neither.
+    #[test]
+    fn a_join_moves_reads_a_phase_before_writes_leave_the_old_ring() {
+        let mut a = node(0, 1, vec![]);
+        let mut b = node(1, 1, vec![]);
+        let mut c = node(2, 1, vec![]);
+        let mut d = node(3, 1, vec![]);
+        round(&mut a, &mut b, 0);
+        c.set_status(NodeStatus::Joining);
+        d.set_status(NodeStatus::Joining);
+        round(&mut a, &mut c, 0);
+        round(&mut a, &mut d, 0);
+        let rings = |g: &Gossiper| {
+            (
+                names(&g.ring()),
+                g.pending_ring().map(|r| names(&r)),
+                names(&g.read_ring()),
+            )
+        };
+        let (ab, abc) = (strings(&["n0", "n1"]), strings(&["n0", "n1", "n2"]));
+        assert_eq!(rings(&a), (ab.clone(), Some(abc.clone()), ab.clone()));
+
+        c.set_status(NodeStatus::JoiningStreamed);
+        round(&mut a, &mut c, 0);
+        assert_eq!(rings(&a), (ab.clone(), Some(abc.clone()), abc.clone()));
+
+        c.set_status(NodeStatus::Normal);
+        round(&mut a, &mut c, 0);
+        let abcd = strings(&["n0", "n1", "n2", "n3"]);
+        assert_eq!(
+            rings(&a),
+            (abc.clone(), Some(abcd), abc.clone()),
+            "the next joiner's turn"
+        );
+    }
+
+    /// A leave, phase by phase: the leaving node stays a replica for
+    /// writes until it is LEFT, reads leave it once it has streamed.
+    #[test]
+    fn a_leave_moves_reads_off_the_node_a_phase_before_writes() {
+        let mut a = node(0, 1, vec![]);
+        let mut b = node(1, 1, vec![]);
+        let mut c = node(2, 1, vec![]);
+        round(&mut a, &mut b, 0);
+        round(&mut a, &mut c, 0);
+        let rings = |g: &Gossiper| {
+            (
+                names(&g.ring()),
+                g.pending_ring().map(|r| names(&r)),
+                names(&g.read_ring()),
+            )
+        };
+        let (ab, abc) = (strings(&["n0", "n1"]), strings(&["n0", "n1", "n2"]));
+        for (status, read) in [
+            (NodeStatus::Leaving, &abc),
+            (NodeStatus::LeavingStreamed, &ab),
+        ] {
+            c.set_status(status);
+            round(&mut a, &mut c, 0);
+            assert_eq!(rings(&a), (abc.clone(), Some(ab.clone()), read.clone()));
+        }
+        c.set_status(NodeStatus::Left);
+        round(&mut a, &mut c, 0);
+        assert_eq!(rings(&a), (ab.clone(), None, ab.clone()));
+    }
+
+    #[test]
+    fn the_node_moving_is_a_streamed_one_then_a_leaving_one_then_the_first_joining() {
+        let n = |i: u8| NodeId::new(format!("n{i}"));
+        let (n1, n2, n3, n4) = (n(1), n(2), n(3), n(4));
+        let moving = |members: &[(&NodeId, NodeStatus)]| {
+            moving_node(members.iter().copied()).map(|(node, s)| (node.to_string(), s))
+        };
+        use NodeStatus::*;
+        assert_eq!(moving(&[(&n1, Normal), (&n2, Left)]), None);
+        assert_eq!(
+            moving(&[(&n1, Normal), (&n3, Joining), (&n2, Joining)]),
+            Some(("n2".into(), Joining))
+        );
+        assert_eq!(
+            moving(&[(&n2, Joining), (&n4, Leaving), (&n3, Joining)]),
+            Some(("n4".into(), Leaving))
+        );
+        assert_eq!(
+            moving(&[(&n1, Joining), (&n4, Leaving), (&n3, JoiningStreamed)]),
+            Some(("n3".into(), JoiningStreamed)),
+            "a smaller joiner that came later waits"
+        );
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub use gossiper::{GossipConfig, Gossiper, LocalEndpoint, Member};
 pub use phi::ArrivalWindow;
 pub use state::{
     Digest, EndpointDelta, EndpointState, GossipAck, GossipAck2, GossipSyn, NodeStatus, Versioned,
+    moving_node,
 };

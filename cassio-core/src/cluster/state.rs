@@ -14,15 +14,28 @@ use crate::ring::Vector;
 use crate::types::NodeId;
 
 /// Where a node is in its life in the cluster.
+///
+/// A join or a leave goes through two phases, as Cassandra's transactional
+/// metadata has it: first every coordinator writes the moving keys to
+/// their replicas by both rings and reads by the old one (`Joining`,
+/// `Leaving`); once streaming is over, reads move to the new ring while
+/// writes still go to both (`JoiningStreamed`, `LeavingStreamed`); only
+/// when every live node reads by the new ring does the node turn `Normal`
+/// or `Left`, and writes go to the new ring alone. Coordinators one phase
+/// apart then always share a quorum. Users see the two phases of a join as
+/// JOINING, those of a leave as LEAVING.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeStatus {
     Joining,
     Normal,
     Leaving,
     Left,
+    JoiningStreamed,
+    LeavingStreamed,
 }
 
 impl NodeStatus {
+    /// The statuses users see (the phases of a move show as their move).
     pub const ALL: [NodeStatus; 4] = [
         NodeStatus::Joining,
         NodeStatus::Normal,
@@ -31,18 +44,73 @@ impl NodeStatus {
     ];
 
     pub fn as_str(self) -> &'static str {
+        self.shown().name()
+    }
+
+    /// The status users see: a move's phases show as the move.
+    pub fn shown(self) -> NodeStatus {
         match self {
-            NodeStatus::Joining => "JOINING",
+            NodeStatus::JoiningStreamed => NodeStatus::Joining,
+            NodeStatus::LeavingStreamed => NodeStatus::Leaving,
+            other => other,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            NodeStatus::Joining | NodeStatus::JoiningStreamed => "JOINING",
             NodeStatus::Normal => "NORMAL",
-            NodeStatus::Leaving => "LEAVING",
+            NodeStatus::Leaving | NodeStatus::LeavingStreamed => "LEAVING",
             NodeStatus::Left => "LEFT",
         }
     }
 
-    /// Whether the node's vnodes take part in placement.
+    /// Whether the node's vnodes take part in placement by the ring (its
+    /// writes' natural replicas, repair, cleanup).
     pub fn owns_data(self) -> bool {
-        matches!(self, NodeStatus::Normal | NodeStatus::Leaving)
+        matches!(
+            self,
+            NodeStatus::Normal | NodeStatus::Leaving | NodeStatus::LeavingStreamed
+        )
     }
+
+    /// Either phase of a join.
+    pub fn is_joining(self) -> bool {
+        matches!(self, NodeStatus::Joining | NodeStatus::JoiningStreamed)
+    }
+
+    /// Either phase of a leave.
+    pub fn is_leaving(self) -> bool {
+        matches!(self, NodeStatus::Leaving | NodeStatus::LeavingStreamed)
+    }
+
+    /// The second phase of a move: streamed, reads by the new ring.
+    pub fn is_streamed(self) -> bool {
+        matches!(
+            self,
+            NodeStatus::JoiningStreamed | NodeStatus::LeavingStreamed
+        )
+    }
+}
+
+/// The one node whose move the cluster carries out now, and its status:
+/// one already streamed, else a leaving one, else the joining one with the
+/// smallest name (joins wait for leaves, and go in name order). Other
+/// joining nodes wait their turn: no data moves to them yet.
+pub fn moving_node<'m>(
+    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus)>,
+) -> Option<(&'m NodeId, NodeStatus)> {
+    let rank = |status: NodeStatus| match status {
+        NodeStatus::JoiningStreamed | NodeStatus::LeavingStreamed => Some(0),
+        NodeStatus::Leaving => Some(1),
+        NodeStatus::Joining => Some(2),
+        NodeStatus::Normal | NodeStatus::Left => None,
+    };
+    members
+        .into_iter()
+        .filter_map(|(node, status)| Some((rank(status)?, node, status)))
+        .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
+        .map(|(_, node, status)| (node, status))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,21 +6,26 @@
 //! that held nothing of it, not only to or from the node that changed.
 //!
 //! 1. The node that changes announces JOINING or LEAVING and waits until
-//!    every live peer knows ([`NodeShared::wait_until_writes_go_to_pending`]).
-//!    From then on every coordinator also writes each key to its pending
-//!    replicas (the replicas by [`crate::cluster::Gossiper::pending_ring`]
-//!    that are not replicas now), and counts them on top of the level.
+//!    every live peer sees it as the node moving now
+//!    ([`NodeShared::wait_until_peers_act_on`], [`moving_node`]: a leave
+//!    first, joins in name order, one at a time). From then on every
+//!    coordinator also writes each key to its pending replicas (the
+//!    replicas by [`crate::cluster::Gossiper::pending_ring`] that are not
+//!    replicas now), and counts them on top of the level.
 //! 2. Every node holding data streams ([`Handover`]): each key it
 //!    replicates by the old ring goes to the key's gainers, the replicas by
 //!    the new ring that were not by the old. Several old replicas send the
 //!    same key; the receivers keep the newest cell.
-//! 3. The node turns NORMAL or LEFT, and the new ring is the ring.
+//! 3. The node turns `JoiningStreamed` or `LeavingStreamed`: reads use the
+//!    new ring, writes still go to both. It waits until every live peer
+//!    reads so.
+//! 4. The node turns NORMAL or LEFT, and the new ring is the ring.
 //!
 //! So every write is either on the old replicas before streaming starts,
-//! or acknowledged by the new replicas as well. One change at a time:
-//! nodes refuse to stream for a join while another node leaves or a node
-//! with a smaller name joins, and a node does not start leaving while
-//! another joins or leaves.
+//! or acknowledged by the new replicas as well; and two coordinators are
+//! at most one step apart, so a read and a write always share a quorum (a
+//! reader by the old ring and a writer by the new one alone never meet).
+//! Nodes refuse to stream for any node but the one moving.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -30,7 +35,7 @@ use std::time::Duration;
 
 use super::repair::{RangeEnd, bound};
 use super::shared::{NodeShared, unexpected};
-use crate::cluster::NodeStatus;
+use crate::cluster::{NodeStatus, moving_node};
 use crate::coordinator::repair::take_page;
 use crate::error::{Error, Result};
 use crate::net::Transport;
@@ -81,6 +86,25 @@ fn ring_of(
             .filter(|(node, _, _, owns_data, _)| include(node, *owns_data))
             .map(|(node, _, _, _, vnodes)| (node.clone(), &vnodes[..])),
     )
+}
+
+/// Whether a view of `members` has `node` in `status`; for a move's phase,
+/// as the node moving ([`moving_node`]), which is when a coordinator acts
+/// on it.
+fn sees<'m>(
+    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus)>,
+    node: &NodeId,
+    status: NodeStatus,
+) -> bool {
+    match status {
+        NodeStatus::Joining
+        | NodeStatus::JoiningStreamed
+        | NodeStatus::Leaving
+        | NodeStatus::LeavingStreamed => moving_node(members) == Some((node, status)),
+        NodeStatus::Normal | NodeStatus::Left => {
+            members.into_iter().any(|(n, s)| n == node && s == status)
+        }
+    }
 }
 
 impl<T: Transport> NodeShared<T> {
@@ -197,8 +221,8 @@ impl<T: Transport> NodeShared<T> {
         let members = gossiper.members(self.now_ms());
         let status = gossiper.status(node);
         let expected = match joined {
-            true => matches!(status, Some(NodeStatus::Joining)),
-            false => matches!(status, Some(NodeStatus::Leaving | NodeStatus::Left)),
+            true => status.is_some_and(NodeStatus::is_joining),
+            false => status.is_some_and(|s| s.is_leaving() || s == NodeStatus::Left),
         };
         if !expected {
             return Err(format!(
@@ -208,16 +232,20 @@ impl<T: Transport> NodeShared<T> {
                 status.map_or("unknown", NodeStatus::as_str)
             ));
         }
-        // One change at a time: joins go in name order, after any leave.
-        if let Some(other) = members.iter().find(|m| {
-            m.node != *node
-                && (m.status == NodeStatus::Leaving
-                    || (joined && m.status == NodeStatus::Joining && m.node < *node))
-        }) {
+        // One change at a time: a leave first, joins in name order (the
+        // moving node is the one coordinators write to as pending). A node
+        // removed (LEFT) waits only for a leave.
+        let moving = match status {
+            Some(NodeStatus::Left) => members
+                .iter()
+                .find(|m| m.status.is_leaving())
+                .map(|m| (&m.node, m.status)),
+            _ => moving_node(members.iter().map(|m| (&m.node, m.status))),
+        };
+        if let Some((other, other_status)) = moving.filter(|(mover, _)| *mover != node) {
             return Err(format!(
-                "{} is {}: one change at a time; ask again once it is done",
-                other.node,
-                other.status.as_str()
+                "{other} is {}: one change at a time; ask again once it is done",
+                other_status.as_str()
             ));
         }
         let topology = gossiper.topology(self.now_ms());
@@ -280,7 +308,9 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Waits (up to [`SPREAD_WAIT_INTERVALS`] gossip intervals) until every
-    /// live peer answers that `node` is `status`; how many did not in time.
+    /// live peer answers that `node` is `status` (for a move's phase: that
+    /// `node` is the node moving, [`moving_node`]); how many did not in
+    /// time.
     pub(super) async fn wait_until_peers_see(&self, node: &NodeId, status: NodeStatus) -> u32 {
         let interval = Duration::from_millis(self.config.gossip_interval_ms);
         let mut unconfirmed = 0;
@@ -288,12 +318,17 @@ impl<T: Transport> NodeShared<T> {
             if attempt > 0 {
                 tokio::time::sleep(interval).await;
             }
-            let peers: Vec<_> = self
-                .members()
-                .into_iter()
+            let members = self.members();
+            let peers: Vec<_> = members
+                .iter()
                 .filter(|m| m.up && m.node != self.node_id && m.node != *node)
                 .filter(|m| m.status != NodeStatus::Left)
                 .collect();
+            // Peers are asked once this node sees it so itself.
+            if !sees(members.iter().map(|m| (&m.node, m.status)), node, status) {
+                unconfirmed = peers.len() as u32;
+                continue;
+            }
             unconfirmed = 0;
             for peer in peers {
                 if !self.peer_sees(peer.native_addr, node, status).await {
@@ -321,20 +356,23 @@ impl<T: Transport> NodeShared<T> {
             .request(Request::ClusterStatus, self.peer_timeout())
             .await
         {
-            Ok(Response::ClusterStatus(seen)) => seen
-                .members
-                .iter()
-                .any(|m| m.node == *node && m.status == status),
+            Ok(Response::ClusterStatus(seen)) => sees(
+                seen.members.iter().map(|m| (&m.node, m.status)),
+                node,
+                status,
+            ),
             _ => false,
         }
     }
 
-    /// Waits until every live peer sees `node` JOINING or LEAVING, then two
-    /// gossip intervals more: each node notices at its next gossip tick
-    /// that keys are moving, and from then on writes to their pending
-    /// replicas too.
-    pub(super) async fn wait_until_writes_go_to_pending(&self, node: &NodeId, status: NodeStatus) {
-        self.wait_until_peers_see(node, status).await;
+    /// Waits until every live peer sees `node` as the moving node in
+    /// `status` (see [`moving_node`]), then two gossip intervals more: each
+    /// node notices at its next gossip tick that keys are moving, and from
+    /// then on writes to their pending replicas too (and, once the move has
+    /// streamed, reads by the new ring). How many did not confirm in time.
+    pub(super) async fn wait_until_peers_act_on(&self, node: &NodeId, status: NodeStatus) -> u32 {
+        let unconfirmed = self.wait_until_peers_see(node, status).await;
         tokio::time::sleep(Duration::from_millis(2 * self.config.gossip_interval_ms)).await;
+        unconfirmed
     }
 }

@@ -58,6 +58,37 @@ pub(super) struct Join {
     running: JoinSet<()>,
 }
 
+impl<T: Transport> NodeShared<T> {
+    /// One attempt to have this joining node's keys streamed to it: once
+    /// every live peer writes to it as a pending replica (it is the node
+    /// moving, and only then is streaming complete), every live node
+    /// holding data streams. Whether all did.
+    async fn stream_for_join(self: &Arc<Self>) -> bool {
+        let me = &self.node_id;
+        let unconfirmed = self.wait_until_peers_act_on(me, NodeStatus::Joining).await;
+        if unconfirmed > 0 {
+            tracing::info!(
+                unconfirmed,
+                "live peers do not all see this node as the one joining yet"
+            );
+            return false;
+        }
+        let outcomes = self.stream_everywhere(me, true).await;
+        let mut refused: Vec<String> = outcomes
+            .iter()
+            .filter_map(|(peer, streamed)| streamed.as_ref().err().map(|e| format!("{peer}: {e}")))
+            .collect();
+        // This node itself is always asked: someone else must answer.
+        if outcomes.len() < 2 {
+            refused.push("no node holding data is UP".into());
+        }
+        if !refused.is_empty() {
+            tracing::info!(?refused, "streaming for this node's join refused");
+        }
+        refused.is_empty()
+    }
+}
+
 impl Join {
     pub(super) fn new(gossip_interval_ms: u64, data_dir: PathBuf) -> Join {
         Join {
@@ -97,23 +128,14 @@ impl Join {
         let marker = self.data_dir.join(JOINING_MARKER);
         let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
         self.running.spawn(async move {
-            // Writes reach this node (a pending replica) once every node
-            // knows it is JOINING: only then is streaming complete.
-            node.wait_until_writes_go_to_pending(&node.node_id, NodeStatus::Joining)
-                .await;
             for attempt in 1..=JOIN_ATTEMPTS {
-                let outcomes = node.stream_everywhere(&node.node_id, true).await;
-                // This node itself is always asked: someone else must answer.
-                let mut refused: Vec<String> = outcomes
-                    .iter()
-                    .filter_map(|(peer, streamed)| {
-                        streamed.as_ref().err().map(|e| format!("{peer}: {e}"))
-                    })
-                    .collect();
-                if outcomes.len() < 2 {
-                    refused.push("no node holding data is UP".into());
-                }
-                if refused.is_empty() {
+                if node.stream_for_join().await {
+                    // Reads move to the ring with this node while writes
+                    // still go to both; once every node reads so, writes
+                    // may leave the old ring.
+                    node.gossiper.lock().set_status(NodeStatus::JoiningStreamed);
+                    node.wait_until_peers_act_on(&node.node_id, NodeStatus::JoiningStreamed)
+                        .await;
                     if let Err(e) = std::fs::remove_file(&marker) {
                         tracing::warn!(error = %e, "cannot remove the joining marker");
                     }
@@ -121,7 +143,7 @@ impl Join {
                     tracing::info!(node = %node.node_id, "joined: NORMAL");
                     return;
                 }
-                tracing::info!(attempt, ?refused, "streaming for this node's join to be asked again");
+                tracing::info!(attempt, "streaming for this node's join to be asked again");
                 tokio::time::sleep(retry).await;
             }
             tracing::error!(

@@ -6,9 +6,10 @@
 //! writes to the nodes that replicate its keys without it. Then every node
 //! holding data, itself included, streams what it replicates to those
 //! nodes. It writes a marker in its data directory (it must not start again
-//! on its old data), turns LEFT, which takes it out of every ring, waits
-//! until its live peers have seen that, refuses the replica writes that
-//! still come, and stops.
+//! on its old data), moves reads off itself (`LeavingStreamed`, still
+//! written to) until every live peer reads so, turns LEFT, which takes it
+//! out of every ring, waits until its live peers have seen that, refuses
+//! the replica writes that still come, and stops.
 //!
 //! `RemoveNode` (on any node, for a node that is down for good): the dead
 //! node is announced LEFT on its behalf, and once the live nodes all know,
@@ -58,8 +59,7 @@ impl<T: Transport> NodeShared<T> {
         self.gossiper.lock().set_status(NodeStatus::Leaving);
         self.ring_moving.store(true, Ordering::Release);
         tracing::info!(node = %me, "leaving the cluster");
-        self.wait_until_writes_go_to_pending(&me, NodeStatus::Leaving)
-            .await;
+        self.wait_until_peers_act_on(&me, NodeStatus::Leaving).await;
         let mut summary = MoveSummary {
             node: me.clone(),
             streamed_from: Vec::new(),
@@ -88,6 +88,11 @@ impl<T: Transport> NodeShared<T> {
                 message: format!("decommission failed, the node stays NORMAL: {e}"),
             };
         }
+        // Reads move to the ring without this node while writes still come
+        // to it; once every node reads so, it leaves the rings.
+        self.gossiper.lock().set_status(NodeStatus::LeavingStreamed);
+        self.wait_until_peers_act_on(&me, NodeStatus::LeavingStreamed)
+            .await;
         self.gossiper.lock().set_status(NodeStatus::Left);
         summary.peers_unconfirmed = self.wait_until_peers_see(&me, NodeStatus::Left).await;
         // Coordinators late to see LEFT get an error (and hint), rather than
@@ -131,7 +136,7 @@ impl<T: Transport> NodeShared<T> {
         }
         if let Some(moving) = others
             .iter()
-            .find(|m| !m.status.owns_data() || m.status == NodeStatus::Leaving)
+            .find(|m| !m.status.owns_data() || m.status.is_leaving())
         {
             return Err(Box::new(Response::Error {
                 message: format!(
@@ -195,7 +200,7 @@ impl<T: Transport> NodeShared<T> {
             failed: Vec::new(),
         };
         // A node that never finished joining replicated nothing.
-        if was != Some(NodeStatus::Joining) {
+        if !was.is_some_and(NodeStatus::is_joining) {
             self.collect_streams(&mut summary, false).await;
         }
         Response::NodeRemoved(summary)

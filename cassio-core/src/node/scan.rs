@@ -217,7 +217,7 @@ impl<T: Transport> NodeShared<T> {
     fn scan_targets(&self, level: ConsistencyLevel) -> (Arc<Ring>, Vec<ScanTarget>, usize) {
         let now = self.now_ms();
         let gossiper = self.gossiper.lock();
-        let ring = gossiper.ring();
+        let ring = gossiper.read_ring();
         let nodes: Vec<_> = ring
             .nodes()
             .iter()
@@ -331,11 +331,11 @@ impl<T: Transport> NodeShared<T> {
             .await
     }
 
-    /// This node's cells of the keys of `range` it replicates by its ring,
+    /// This node's cells of the keys of `range` it replicates by its read ring,
     /// at most `limit` and about a frame's worth; `None` if it is not in its
     /// ring (not yet, or no more), where it replicates nothing.
     fn replica_scan(&self, range: &KeyRange, limit: usize) -> Result<Option<NodePage>> {
-        let ring = self.gossiper.lock().ring();
+        let ring = self.gossiper.lock().read_ring();
         let replication_factor = self.config.replication_factor as usize;
         let Some(me) = ring.nodes().iter().position(|n| *n == self.node_id) else {
             return Ok(None);

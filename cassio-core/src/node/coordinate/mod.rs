@@ -178,6 +178,16 @@ impl ReplicasCache {
     }
 }
 
+/// Which ring a request's replicas come from: while a node joins or
+/// leaves, reads move to the new ring a phase before writes leave the old
+/// one ([`crate::cluster::NodeStatus`]).
+#[derive(Clone, Copy)]
+enum RingUse {
+    Reads,
+    /// The natural replicas; pending ones come on top.
+    Writes,
+}
+
 /// The replicas of each key of a batch.
 enum Replicas {
     /// Every key has these: the replication factor covers the ring.
@@ -212,17 +222,23 @@ fn not_reached(level: ConsistencyLevel, required: usize, received: usize) -> Res
 }
 
 impl<T: Transport> NodeShared<T> {
-    /// The replicas of each key, from one look at membership. When the
+    /// The replicas of each key, from one look at membership: by the read
+    /// ring for reads, by the ring for writes (see [`RingUse`]). When the
     /// replication factor covers the ring every key has the same replicas,
     /// and the keys share one list, reused by batches for
-    /// [`REPLICAS_REUSE_MS`].
-    fn replicas<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Replicas {
+    /// [`REPLICAS_REUSE_MS`] while no node joins or leaves.
+    fn replicas<'k>(&self, keys: impl Iterator<Item = &'k [u8]>, ring_use: RingUse) -> Replicas {
         let now = self.now_ms();
-        if let Some(everyone) = self.replicas_cache.fresh(now) {
+        // While a node moves, reads and writes use different rings.
+        let moving = self.ring_moving.load(std::sync::atomic::Ordering::Acquire);
+        if !moving && let Some(everyone) = self.replicas_cache.fresh(now) {
             return Replicas::Same(everyone);
         }
         let gossiper = self.gossiper.lock();
-        let ring = gossiper.ring();
+        let ring = match ring_use {
+            RingUse::Reads => gossiper.read_ring(),
+            RingUse::Writes => gossiper.ring(),
+        };
         let replication_factor = self.config.replication_factor as usize;
         let replicas_of = |key: &[u8]| {
             ring.replica_set_indexes(key, replication_factor)
@@ -245,7 +261,9 @@ impl<T: Transport> NodeShared<T> {
         };
         if replication_factor >= ring.nodes().len() {
             let everyone: Arc<[Target]> = replicas_of(&[]).collect();
-            self.replicas_cache.keep(now, everyone.clone());
+            if !moving {
+                self.replicas_cache.keep(now, everyone.clone());
+            }
             Replicas::Same(everyone)
         } else {
             Replicas::PerKey(keys.map(|key| replicas_of(key).collect()).collect())
@@ -260,7 +278,7 @@ impl<T: Transport> NodeShared<T> {
         &self,
         keys: impl Iterator<Item = &'k [u8]> + Clone,
     ) -> (Replicas, Vec<(usize, usize)>) {
-        let natural = self.replicas(keys.clone());
+        let natural = self.replicas(keys.clone(), RingUse::Writes);
         if !self.ring_moving.load(std::sync::atomic::Ordering::Acquire) {
             return (natural, Vec::new());
         }

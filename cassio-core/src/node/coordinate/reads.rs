@@ -173,7 +173,7 @@ impl<T: Transport> NodeShared<T> {
         let mut batch = ReadBatch {
             rounds: Vec::with_capacity(keys.len()),
             groups: Vec::new(),
-            replicas: self.replicas(keys.iter().copied()),
+            replicas: self.replicas(keys.iter().copied(), RingUse::Reads),
             next_remote: Vec::with_capacity(keys.len()),
             repaired: Vec::new(),
         };
