@@ -2,9 +2,11 @@
 //! peers and not among its own seeds, is new: it starts JOINING, outside
 //! every ring (no reads and no writes come to it; it coordinates like any
 //! node). Once it sees the nodes that hold data UP (or a while after it saw
-//! the first), it asks each to stream what the ring with it gives to nodes
-//! that did not hold it (`handover.rs`); they pass on the writes they apply
-//! until it is NORMAL everywhere. When every one of them has streamed, it
+//! the first), and every live peer writes to it (it is the node moving:
+//! joins go one at a time, in name order), it asks each node holding data
+//! to stream what the ring with it gives to nodes that did not hold it
+//! (`handover.rs`). When every one of them has streamed, reads move to the
+//! ring with it (`JoiningStreamed`), and once every live peer reads so it
 //! turns NORMAL and takes its place in the ring.
 
 use std::path::{Path, PathBuf};
