@@ -18,8 +18,8 @@ use crate::types::{NodeId, Secret};
 /// First four bytes of every handshake: "not a cassio peer" is caught at once.
 pub const MAGIC: u32 = 0xCA55_10F0;
 /// Bumped on any incompatible change to these messages (3: the handshake
-/// carries a password).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// carries a password; 4: node statuses for a move's streamed phase).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
