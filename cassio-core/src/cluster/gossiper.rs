@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fnv::{FnvHashMap, FnvHashSet};
 use rand::Rng;
@@ -84,6 +85,8 @@ pub struct Gossiper {
     /// The ring reads use: the pending ring once the move has streamed,
     /// the ring before.
     read_ring: Arc<Ring>,
+    /// Whether there is a pending ring, for readers that skip the lock.
+    moving: Arc<AtomicBool>,
 }
 
 impl Gossiper {
@@ -122,6 +125,7 @@ impl Gossiper {
             ring: Arc::new(Ring::default()),
             pending_ring: None,
             read_ring: Arc::new(Ring::default()),
+            moving: Arc::default(),
         };
         gossiper.rebuild_ring();
         gossiper
@@ -509,6 +513,12 @@ impl Gossiper {
         self.read_ring.clone()
     }
 
+    /// A flag that is set, as the view changes, while there is a pending
+    /// ring: a coordinator checks it without taking this gossiper's lock.
+    pub fn moving_flag(&self) -> Arc<AtomicBool> {
+        self.moving.clone()
+    }
+
     fn rebuild_ring(&mut self) {
         let ring_over = |keep: &dyn Fn(&NodeId, NodeStatus) -> bool| {
             Ring::new(
@@ -519,7 +529,11 @@ impl Gossiper {
             )
         };
         self.ring = Arc::new(ring_over(&|_, status| status.owns_data()));
-        let moving = moving_node(self.endpoints.iter().map(|(n, s)| (n, s.status.value)));
+        let moving = moving_node(
+            self.endpoints
+                .iter()
+                .map(|(n, s)| (n, s.status.value, s.generation)),
+        );
         self.pending_ring = moving.map(|(mover, mover_status)| {
             Arc::new(ring_over(&|node, status| match node == mover {
                 true => mover_status.is_joining(),
@@ -530,6 +544,8 @@ impl Gossiper {
             (Some((_, status)), Some(pending)) if status.is_streamed() => pending.clone(),
             _ => self.ring.clone(),
         };
+        self.moving
+            .store(self.pending_ring.is_some(), Ordering::Release);
     }
 }
 
@@ -671,23 +687,32 @@ mod tests {
     fn the_node_moving_is_a_streamed_one_then_a_leaving_one_then_the_first_joining() {
         let n = |i: u8| NodeId::new(format!("n{i}"));
         let (n1, n2, n3, n4) = (n(1), n(2), n(3), n(4));
-        let moving = |members: &[(&NodeId, NodeStatus)]| {
+        let moving = |members: &[(&NodeId, NodeStatus, u64)]| {
             moving_node(members.iter().copied()).map(|(node, s)| (node.to_string(), s))
         };
         use NodeStatus::*;
-        assert_eq!(moving(&[(&n1, Normal), (&n2, Left)]), None);
+        assert_eq!(moving(&[(&n1, Normal, 1), (&n2, Left, 1)]), None);
         assert_eq!(
-            moving(&[(&n1, Normal), (&n3, Joining), (&n2, Joining)]),
-            Some(("n2".into(), Joining))
+            moving(&[(&n1, Normal, 1), (&n3, Joining, 5), (&n2, Joining, 5)]),
+            Some(("n2".into(), Joining)),
+            "started together: by name"
         );
         assert_eq!(
-            moving(&[(&n2, Joining), (&n4, Leaving), (&n3, Joining)]),
+            moving(&[(&n3, Joining, 5), (&n2, Joining, 9)]),
+            Some(("n3".into(), Joining)),
+            "a smaller name that started later waits"
+        );
+        assert_eq!(
+            moving(&[(&n2, Joining, 1), (&n4, Leaving, 1), (&n3, Joining, 1)]),
             Some(("n4".into(), Leaving))
         );
         assert_eq!(
-            moving(&[(&n1, Joining), (&n4, Leaving), (&n3, JoiningStreamed)]),
-            Some(("n3".into(), JoiningStreamed)),
-            "a smaller joiner that came later waits"
+            moving(&[
+                (&n1, Joining, 1),
+                (&n4, Leaving, 1),
+                (&n3, JoiningStreamed, 1)
+            ]),
+            Some(("n3".into(), JoiningStreamed))
         );
     }
 

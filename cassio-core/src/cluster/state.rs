@@ -93,12 +93,14 @@ impl NodeStatus {
     }
 }
 
-/// The one node whose move the cluster carries out now, and its status:
-/// one already streamed, else a leaving one, else the joining one with the
-/// smallest name (joins wait for leaves, and go in name order). Other
-/// joining nodes wait their turn: no data moves to them yet.
+/// The one node whose move the cluster carries out now, and its status,
+/// from each member's (name, status, generation): one already streamed,
+/// else a leaving one, else the joining one that started first (smallest
+/// generation, then name). Other joining nodes wait their turn: no data
+/// moves to them yet, and one that starts later never takes the turn of
+/// one already waiting or streaming.
 pub fn moving_node<'m>(
-    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus)>,
+    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus, u64)>,
 ) -> Option<(&'m NodeId, NodeStatus)> {
     let rank = |status: NodeStatus| match status {
         NodeStatus::JoiningStreamed | NodeStatus::LeavingStreamed => Some(0),
@@ -108,9 +110,9 @@ pub fn moving_node<'m>(
     };
     members
         .into_iter()
-        .filter_map(|(node, status)| Some((rank(status)?, node, status)))
-        .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)))
-        .map(|(_, node, status)| (node, status))
+        .filter_map(|(node, status, generation)| Some((rank(status)?, generation, node, status)))
+        .min_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)))
+        .map(|(_, _, node, status)| (node, status))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -275,7 +275,7 @@ pub(crate) fn render(status: &ClusterStatus, local: &NodeLocal, storage: &Storag
             page.sample(
                 "cassio_member_state",
                 &labels,
-                u8::from(member.status == state),
+                u8::from(member.status.shown() == state),
             );
         }
     }
@@ -413,9 +413,13 @@ mod tests {
 
     #[test]
     fn the_page_is_well_formed_and_says_what_the_node_sees() {
+        // b has streamed: its second phase shows as JOINING.
         let mut status = view(
             "a",
-            &[("a", NodeStatus::Normal), ("b", NodeStatus::Joining)],
+            &[
+                ("a", NodeStatus::Normal),
+                ("b", NodeStatus::JoiningStreamed),
+            ],
         );
         status.metrics.reads = 42;
         status.metrics.read_repairs = 3;

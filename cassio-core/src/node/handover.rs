@@ -92,7 +92,7 @@ fn ring_of(
 /// as the node moving ([`moving_node`]), which is when a coordinator acts
 /// on it.
 fn sees<'m>(
-    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus)>,
+    members: impl IntoIterator<Item = (&'m NodeId, NodeStatus, u64)>,
     node: &NodeId,
     status: NodeStatus,
 ) -> bool {
@@ -101,9 +101,9 @@ fn sees<'m>(
         | NodeStatus::JoiningStreamed
         | NodeStatus::Leaving
         | NodeStatus::LeavingStreamed => moving_node(members) == Some((node, status)),
-        NodeStatus::Normal | NodeStatus::Left => {
-            members.into_iter().any(|(n, s)| n == node && s == status)
-        }
+        NodeStatus::Normal | NodeStatus::Left => members
+            .into_iter()
+            .any(|(n, s, _)| n == node && s == status),
     }
 }
 
@@ -240,7 +240,7 @@ impl<T: Transport> NodeShared<T> {
                 .iter()
                 .find(|m| m.status.is_leaving())
                 .map(|m| (&m.node, m.status)),
-            _ => moving_node(members.iter().map(|m| (&m.node, m.status))),
+            _ => moving_node(members.iter().map(|m| (&m.node, m.status, m.generation))),
         };
         if let Some((other, other_status)) = moving.filter(|(mover, _)| *mover != node) {
             return Err(format!(
@@ -324,9 +324,11 @@ impl<T: Transport> NodeShared<T> {
                 .filter(|m| m.up && m.node != self.node_id && m.node != *node)
                 .filter(|m| m.status != NodeStatus::Left)
                 .collect();
-            // Peers are asked once this node sees it so itself.
-            if !sees(members.iter().map(|m| (&m.node, m.status)), node, status) {
-                unconfirmed = peers.len() as u32;
+            // Peers are asked once this node sees it so itself (which
+            // counts as one more unconfirmed until then).
+            let view = members.iter().map(|m| (&m.node, m.status, m.generation));
+            if !sees(view, node, status) {
+                unconfirmed = peers.len() as u32 + 1;
                 continue;
             }
             unconfirmed = 0;
@@ -357,7 +359,9 @@ impl<T: Transport> NodeShared<T> {
             .await
         {
             Ok(Response::ClusterStatus(seen)) => sees(
-                seen.members.iter().map(|m| (&m.node, m.status)),
+                seen.members
+                    .iter()
+                    .map(|m| (&m.node, m.status, m.generation)),
                 node,
                 status,
             ),
@@ -366,13 +370,27 @@ impl<T: Transport> NodeShared<T> {
     }
 
     /// Waits until every live peer sees `node` as the moving node in
-    /// `status` (see [`moving_node`]), then two gossip intervals more: each
-    /// node notices at its next gossip tick that keys are moving, and from
-    /// then on writes to their pending replicas too (and, once the move has
-    /// streamed, reads by the new ring). How many did not confirm in time.
+    /// `status` (see [`moving_node`]), then two gossip intervals more, for
+    /// requests that began under the view before; how many did not confirm
+    /// in time.
     pub(super) async fn wait_until_peers_act_on(&self, node: &NodeId, status: NodeStatus) -> u32 {
         let unconfirmed = self.wait_until_peers_see(node, status).await;
         tokio::time::sleep(Duration::from_millis(2 * self.config.gossip_interval_ms)).await;
         unconfirmed
+    }
+
+    /// [`Self::wait_until_peers_act_on`] until every live peer confirms,
+    /// however long that takes: a move's streamed phase cannot be undone
+    /// (a coordinator still reading by the old ring would then meet one
+    /// writing to the new ring alone), so the next step waits for all. A
+    /// peer that goes DOWN drops out.
+    pub(super) async fn wait_until_all_peers_act_on(&self, node: &NodeId, status: NodeStatus) {
+        loop {
+            let unconfirmed = self.wait_until_peers_act_on(node, status).await;
+            if unconfirmed == 0 {
+                return;
+            }
+            tracing::warn!(%node, unconfirmed, status = ?status, "waiting for every live peer to act on the move's phase");
+        }
     }
 }

@@ -1,13 +1,15 @@
 //! A new node's join. A node that starts with empty storage, knowing no
-//! peers and not among its own seeds, is new: it starts JOINING, outside
-//! every ring (no reads and no writes come to it; it coordinates like any
-//! node). Once it sees the nodes that hold data UP (or a while after it saw
-//! the first), and every live peer writes to it (it is the node moving:
-//! joins go one at a time, in name order), it asks each node holding data
-//! to stream what the ring with it gives to nodes that did not hold it
-//! (`handover.rs`). When every one of them has streamed, reads move to the
-//! ring with it (`JoiningStreamed`), and once every live peer reads so it
-//! turns NORMAL and takes its place in the ring.
+//! peers and not among its own seeds, is new: it starts JOINING, in no
+//! ring of its own (it coordinates like any node). Once it sees the nodes
+//! that hold data UP (or a while after it saw the first), it waits for its
+//! turn: joins go one at a time, in the order they started
+//! ([`crate::cluster::moving_node`]), and when every live peer sees it as
+//! the node moving, they write to it as a pending replica. Then it asks
+//! each node holding data to stream what the ring with it gives to nodes
+//! that did not hold it (`handover.rs`). When every one of them has
+//! streamed, reads move to the ring with it (`JoiningStreamed`), and once
+//! every live peer reads so it turns NORMAL and takes its place in the
+//! ring. A restart keeps the phase reached (the `joining` marker).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,17 +23,40 @@ use crate::error::Result;
 use crate::net::Transport;
 
 /// The file in a data directory that says its node has not finished
-/// joining: after a restart it is still JOINING, whatever it holds.
+/// joining: after a restart it is still JOINING, whatever it holds. It
+/// holds the join's phase: a node that stops once streamed comes back in
+/// that phase, keeping its turn (another joiner taking it would write to
+/// other nodes while some coordinators still read from this one).
 const JOINING_MARKER: &str = "joining";
+const STREAMED: &[u8] = b"streamed\n";
 
-/// Whether the node of `data_dir` was joining when it stopped.
-pub(super) fn interrupted(data_dir: &Path) -> bool {
-    data_dir.join(JOINING_MARKER).exists()
+/// The join's phase, if the node of `data_dir` was joining when it stopped.
+pub(super) fn interrupted(data_dir: &Path) -> Option<NodeStatus> {
+    let marker = data_dir.join(JOINING_MARKER);
+    if !marker.exists() {
+        return None;
+    }
+    // A marker that cannot be read: stream again, which is always safe.
+    match std::fs::read(&marker) {
+        Ok(text) if text == STREAMED => Some(NodeStatus::JoiningStreamed),
+        _ => Some(NodeStatus::Joining),
+    }
 }
 
-/// Records that the node of `data_dir` is joining.
-pub(super) fn mark(data_dir: &Path) -> Result<()> {
-    crate::storage::write_atomically(&data_dir.join(JOINING_MARKER), b"joining\n")
+/// Records that the node of `data_dir` is joining, in `phase`. The
+/// streamed phase is written without an fsync (a rename keeps it whole): it
+/// is kept through a crash of the process, not through a power loss, after
+/// which the node streams again. An fsync here, in the middle of a running
+/// node's work, was seen to make the coordinator simulation's seeds replay
+/// differently from run to run.
+pub(super) fn mark(data_dir: &Path, phase: NodeStatus) -> Result<()> {
+    let marker = data_dir.join(JOINING_MARKER);
+    if phase != NodeStatus::JoiningStreamed {
+        return crate::storage::write_atomically(&marker, b"joining\n");
+    }
+    let tmp = marker.with_extension("tmp");
+    std::fs::write(&tmp, STREAMED).map_err(|e| crate::error::Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &marker).map_err(|e| crate::error::Error::io(&marker, e))
 }
 
 /// A new node streams once every node holding data is UP, or this many
@@ -91,6 +116,18 @@ impl<T: Transport> NodeShared<T> {
     }
 }
 
+/// The join's last step, once streamed: NORMAL when every live peer
+/// reads by the ring with this node.
+async fn finish<T: Transport>(node: &Arc<NodeShared<T>>, data_dir: &Path) {
+    node.wait_until_all_peers_act_on(&node.node_id, NodeStatus::JoiningStreamed)
+        .await;
+    if let Err(e) = std::fs::remove_file(data_dir.join(JOINING_MARKER)) {
+        tracing::warn!(error = %e, "cannot remove the joining marker");
+    }
+    node.gossiper.lock().set_status(NodeStatus::Normal);
+    tracing::info!(node = %node.node_id, "joined: NORMAL");
+}
+
 impl Join {
     pub(super) fn new(gossip_interval_ms: u64, data_dir: PathBuf) -> Join {
         Join {
@@ -127,7 +164,7 @@ impl Join {
         }
         self.phase = Phase::Started;
         let node = node.clone();
-        let marker = self.data_dir.join(JOINING_MARKER);
+        let data_dir = self.data_dir.clone();
         let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
         self.running.spawn(async move {
             for attempt in 1..=JOIN_ATTEMPTS {
@@ -135,14 +172,11 @@ impl Join {
                     // Reads move to the ring with this node while writes
                     // still go to both; once every node reads so, writes
                     // may leave the old ring.
-                    node.gossiper.lock().set_status(NodeStatus::JoiningStreamed);
-                    node.wait_until_peers_act_on(&node.node_id, NodeStatus::JoiningStreamed)
-                        .await;
-                    if let Err(e) = std::fs::remove_file(&marker) {
-                        tracing::warn!(error = %e, "cannot remove the joining marker");
+                    if let Err(e) = mark(&data_dir, NodeStatus::JoiningStreamed) {
+                        tracing::warn!(error = %e, "cannot record the join's phase");
                     }
-                    node.gossiper.lock().set_status(NodeStatus::Normal);
-                    tracing::info!(node = %node.node_id, "joined: NORMAL");
+                    node.gossiper.lock().set_status(NodeStatus::JoiningStreamed);
+                    finish(&node, &data_dir).await;
                     return;
                 }
                 tracing::info!(attempt, "streaming for this node's join to be asked again");
@@ -155,8 +189,43 @@ impl Join {
         });
     }
 
+    /// Finishes a join that was streamed before the node restarted (called
+    /// every gossip tick while the node is `JoiningStreamed`).
+    pub(super) fn finish_if_restarted<T: Transport>(&mut self, node: &Arc<NodeShared<T>>) {
+        if matches!(self.phase, Phase::Started) {
+            return;
+        }
+        self.phase = Phase::Started;
+        let (node, data_dir) = (node.clone(), self.data_dir.clone());
+        self.running
+            .spawn(async move { finish(&node, &data_dir).await });
+    }
+
     /// The node is stopping.
     pub(super) fn stop(mut self) {
         self.running.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_joiner_comes_back_in_the_phase_it_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(interrupted(dir.path()), None, "never joined");
+        mark(dir.path(), NodeStatus::Joining).unwrap();
+        assert_eq!(interrupted(dir.path()), Some(NodeStatus::Joining));
+        mark(dir.path(), NodeStatus::JoiningStreamed).unwrap();
+        assert_eq!(
+            interrupted(dir.path()),
+            Some(NodeStatus::JoiningStreamed),
+            "keeps its turn"
+        );
+        // A marker of any other content (an older build's, a torn one)
+        // streams again.
+        std::fs::write(dir.path().join(JOINING_MARKER), b"stre").unwrap();
+        assert_eq!(interrupted(dir.path()), Some(NodeStatus::Joining));
     }
 }

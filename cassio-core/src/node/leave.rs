@@ -57,9 +57,18 @@ impl<T: Transport> NodeShared<T> {
         }
         let me = self.node_id.clone();
         self.gossiper.lock().set_status(NodeStatus::Leaving);
-        self.ring_moving.store(true, Ordering::Release);
         tracing::info!(node = %me, "leaving the cluster");
-        self.wait_until_peers_act_on(&me, NodeStatus::Leaving).await;
+        let unconfirmed = self.wait_until_peers_act_on(&me, NodeStatus::Leaving).await;
+        if unconfirmed > 0 {
+            // Streaming now could miss writes from a coordinator that does
+            // not yet write to this node's successors.
+            self.gossiper.lock().set_status(NodeStatus::Normal);
+            return Response::Error {
+                message: format!(
+                    "decommission failed, the node stays in the cluster (NORMAL): {unconfirmed} live peer(s) did not confirm in time that they see it LEAVING; run it again"
+                ),
+            };
+        }
         let mut summary = MoveSummary {
             node: me.clone(),
             streamed_from: Vec::new(),
@@ -91,7 +100,7 @@ impl<T: Transport> NodeShared<T> {
         // Reads move to the ring without this node while writes still come
         // to it; once every node reads so, it leaves the rings.
         self.gossiper.lock().set_status(NodeStatus::LeavingStreamed);
-        self.wait_until_peers_act_on(&me, NodeStatus::LeavingStreamed)
+        self.wait_until_all_peers_act_on(&me, NodeStatus::LeavingStreamed)
             .await;
         self.gossiper.lock().set_status(NodeStatus::Left);
         summary.peers_unconfirmed = self.wait_until_peers_see(&me, NodeStatus::Left).await;

@@ -167,7 +167,14 @@ pub(crate) async fn run_node<T: Transport>(
         && known_peers.is_empty()
         && !alone
         && !config.seeds.iter().any(is_self);
-    let joining = new_node || (config.bootstrap && super::join::interrupted(&data_dir));
+    // The join's phase, for a node that joins.
+    let joining = match new_node {
+        true => Some(NodeStatus::Joining),
+        false => config
+            .bootstrap
+            .then(|| super::join::interrupted(&data_dir))
+            .flatten(),
+    };
     let mut contacts = config.seeds.clone();
     for addr in known_peers.contacts() {
         if !is_self(&addr) && !contacts.contains(&addr) {
@@ -183,11 +190,7 @@ pub(crate) async fn run_node<T: Transport>(
             native_addr,
             resp_addr: resp_listener.as_ref().map(|(_, announced)| *announced),
             vnodes,
-            status: if joining {
-                NodeStatus::Joining
-            } else {
-                NodeStatus::Normal
-            },
+            status: joining.unwrap_or(NodeStatus::Normal),
         },
         GossipConfig {
             interval_ms: config.gossip_interval_ms,
@@ -210,8 +213,8 @@ pub(crate) async fn run_node<T: Transport>(
     );
     tracing::info!(node = %node_id, %native_addr, %bound_addr, generation, "node listening");
     shared.check_identity(&others, new_node).await?;
-    if joining {
-        super::join::mark(&data_dir)?;
+    if let Some(phase) = joining {
+        super::join::mark(&data_dir, phase)?;
     }
     let server_config = Arc::new(ServerConfig {
         cluster_name: config.cluster_name.clone(),
@@ -271,7 +274,7 @@ pub(crate) async fn run_node<T: Transport>(
     let mut peers_up = std::collections::BTreeMap::new();
     let mut repairs = RepairSchedule::new(&config, shared.now_ms(), &mut rng);
     let mut join = Join::new(config.gossip_interval_ms, data_dir.clone());
-    if joining {
+    if joining.is_some() {
         tracing::info!(node = %node_id, "new node: JOINING until the nodes holding data have streamed its keys");
     }
     let mut left = shared.left.subscribe();
@@ -316,13 +319,12 @@ pub(crate) async fn run_node<T: Transport>(
             );
             shared.joined.send_replace(true);
         }
-        let moving = shared.gossiper.lock().pending_ring().is_some();
-        shared
-            .ring_moving
-            .store(moving, std::sync::atomic::Ordering::Release);
         shared.replay_hints();
-        if shared.gossiper.lock().status(&node_id) == Some(NodeStatus::Joining) {
-            join.start_if_due(&shared);
+        let status = shared.gossiper.lock().status(&node_id);
+        match status {
+            Some(NodeStatus::Joining) => join.start_if_due(&shared),
+            Some(NodeStatus::JoiningStreamed) => join.finish_if_restarted(&shared),
+            _ => {}
         }
         repairs.start_if_due(&shared);
         let rounds = shared.gossiper.lock().tick(shared.now_ms(), &mut rng);

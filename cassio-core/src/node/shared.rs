@@ -95,9 +95,11 @@ pub(crate) struct NodeShared<T: Transport> {
     pub(super) scan_repair_running: std::sync::atomic::AtomicBool,
     /// Set when the node stops: repair scans and writes end early.
     pub(super) repair_stopping: std::sync::atomic::AtomicBool,
-    /// Whether nodes join or leave (the gossiper has a pending ring), as of
-    /// the last gossip tick: writes then go to pending replicas too.
-    pub(crate) ring_moving: std::sync::atomic::AtomicBool,
+    /// Whether a node joins or leaves (the gossiper has a pending ring),
+    /// set by the gossiper as its view changes ([`Gossiper::moving_flag`]):
+    /// writes then go to pending replicas too, without the gossiper's lock
+    /// when nobody moves.
+    pub(crate) ring_moving: Arc<std::sync::atomic::AtomicBool>,
     /// Set once this node has left the cluster: replica writes that still
     /// come (from a coordinator late to see it) are refused, not taken.
     pub(super) refuse_replica_writes: std::sync::atomic::AtomicBool,
@@ -118,6 +120,7 @@ impl<T: Transport> NodeShared<T> {
         let client_connections = ConnectionLimit::new(config.max_clients);
         let node_id = gossiper.local().clone();
         let peers = Arc::new(peer_pool(&config, &node_id, transport.clone(), None));
+        let ring_moving = gossiper.moving_flag();
         NodeShared {
             node_id,
             config,
@@ -143,7 +146,7 @@ impl<T: Transport> NodeShared<T> {
             repair_running: std::sync::atomic::AtomicBool::new(false),
             scan_repair_running: std::sync::atomic::AtomicBool::new(false),
             repair_stopping: std::sync::atomic::AtomicBool::new(false),
-            ring_moving: std::sync::atomic::AtomicBool::new(false),
+            ring_moving,
             refuse_replica_writes: std::sync::atomic::AtomicBool::new(false),
             left: tokio::sync::watch::Sender::new(false),
         }

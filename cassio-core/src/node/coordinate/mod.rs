@@ -30,10 +30,12 @@ use tokio::time::{Instant, Sleep};
 use super::durable::{synced, write_durably};
 use super::peers::{PeerPool, Reach, connected};
 use super::shared::NodeShared;
+use crate::cluster::Gossiper;
 use crate::coordinator::{ConsistencyLevel, Metrics, Outcome, Round};
 use crate::error::{Error, Result};
 use crate::net::{ResponseSlot, Transport};
 use crate::proto::{KeyedCell, ReplicaRequest, Request, Response, keyed_cell_bytes};
+use crate::ring::Ring;
 use crate::storage::Cell;
 use crate::types::NodeId;
 
@@ -239,51 +241,62 @@ impl<T: Transport> NodeShared<T> {
             RingUse::Reads => gossiper.read_ring(),
             RingUse::Writes => gossiper.ring(),
         };
+        let replicas = self.replicas_by(&gossiper, &ring, keys, now);
+        if let (false, Replicas::Same(everyone)) = (moving, &replicas) {
+            self.replicas_cache.keep(now, everyone.clone());
+        }
+        replicas
+    }
+
+    /// The replicas of each key by `ring`, with addresses and liveness from
+    /// `gossiper`.
+    fn replicas_by<'k>(
+        &self,
+        gossiper: &Gossiper,
+        ring: &Ring,
+        keys: impl Iterator<Item = &'k [u8]>,
+        now: u64,
+    ) -> Replicas {
         let replication_factor = self.config.replication_factor as usize;
         let replicas_of = |key: &[u8]| {
             ring.replica_set_indexes(key, replication_factor)
-                .filter_map(|index| {
-                    let node = &ring.nodes()[index];
-                    if *node == self.node_id {
-                        return Some(Target {
-                            node: node.clone(),
-                            addr: self.native_addr,
-                            up: true,
-                        });
-                    }
-                    let (addr, up) = gossiper.reach(node, now)?;
-                    Some(Target {
-                        node: node.clone(),
-                        addr,
-                        up,
-                    })
-                })
+                .filter_map(|index| self.target(gossiper, &ring.nodes()[index], now))
         };
         if replication_factor >= ring.nodes().len() {
-            let everyone: Arc<[Target]> = replicas_of(&[]).collect();
-            if !moving {
-                self.replicas_cache.keep(now, everyone.clone());
-            }
-            Replicas::Same(everyone)
+            Replicas::Same(replicas_of(&[]).collect())
         } else {
             Replicas::PerKey(keys.map(|key| replicas_of(key).collect()).collect())
         }
     }
 
+    /// Where `node` is and whether it is UP (this node always is); `None`
+    /// for a node gossip does not know.
+    fn target(&self, gossiper: &Gossiper, node: &NodeId, now: u64) -> Option<Target> {
+        let (addr, up) = match *node == self.node_id {
+            true => (self.native_addr, true),
+            false => gossiper.reach(node, now)?,
+        };
+        Some(Target {
+            node: node.clone(),
+            addr,
+            up,
+        })
+    }
+
     /// The replicas of each key for a write, and how many of them are
-    /// pending, (UP, DOWN): while nodes join or leave, a key's replicas by
-    /// the ring data moves to ([`crate::cluster::Gossiper::pending_ring`])
-    /// are written too, after its own.
+    /// pending, (UP, DOWN): while a node joins or leaves, a key's replicas
+    /// by the ring data moves to ([`crate::cluster::Gossiper::pending_ring`])
+    /// are written too, after its own. Both from one look at membership.
     fn write_replicas<'k>(
         &self,
         keys: impl Iterator<Item = &'k [u8]> + Clone,
     ) -> (Replicas, Vec<(usize, usize)>) {
-        let natural = self.replicas(keys.clone(), RingUse::Writes);
         if !self.ring_moving.load(std::sync::atomic::Ordering::Acquire) {
-            return (natural, Vec::new());
+            return (self.replicas(keys, RingUse::Writes), Vec::new());
         }
         let now = self.now_ms();
         let gossiper = self.gossiper.lock();
+        let natural = self.replicas_by(&gossiper, &gossiper.ring(), keys.clone(), now);
         let Some(pending_ring) = gossiper.pending_ring() else {
             return (natural, Vec::new());
         };
@@ -298,22 +311,13 @@ impl<T: Transport> NodeShared<T> {
                     if targets.iter().any(|t| t.node == *node) {
                         continue;
                     }
-                    let target = if *node == self.node_id {
-                        Some((self.native_addr, true))
-                    } else {
-                        gossiper.reach(node, now)
-                    };
-                    if let Some((addr, is_up)) = target {
-                        if is_up {
+                    if let Some(target) = self.target(&gossiper, node, now) {
+                        if target.up {
                             up += 1
                         } else {
                             down += 1
                         }
-                        targets.push(Target {
-                            node: node.clone(),
-                            addr,
-                            up: is_up,
-                        });
+                        targets.push(target);
                     }
                 }
                 counts.push((up, down));
