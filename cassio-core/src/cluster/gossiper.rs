@@ -614,6 +614,15 @@ mod tests {
         names.iter().map(|n| n.to_string()).collect()
     }
 
+    /// The ring, the pending ring and the read ring `g` sees, by name.
+    fn rings(g: &Gossiper) -> (Vec<String>, Option<Vec<String>>, Vec<String>) {
+        (
+            names(&g.ring()),
+            g.pending_ring().map(|r| names(&r)),
+            names(&g.read_ring()),
+        )
+    }
+
     /// A join, phase by phase, as a node that watches it sees the rings:
     /// writes go to the ring and to the pending ring (with the one node
     /// moving), reads move to the pending ring once it has streamed, and a
@@ -629,13 +638,6 @@ mod tests {
         d.set_status(NodeStatus::Joining);
         round(&mut a, &mut c, 0);
         round(&mut a, &mut d, 0);
-        let rings = |g: &Gossiper| {
-            (
-                names(&g.ring()),
-                g.pending_ring().map(|r| names(&r)),
-                names(&g.read_ring()),
-            )
-        };
         let (ab, abc) = (strings(&["n0", "n1"]), strings(&["n0", "n1", "n2"]));
         assert_eq!(rings(&a), (ab.clone(), Some(abc.clone()), ab.clone()));
 
@@ -662,13 +664,6 @@ mod tests {
         let mut c = node(2, 1, vec![]);
         round(&mut a, &mut b, 0);
         round(&mut a, &mut c, 0);
-        let rings = |g: &Gossiper| {
-            (
-                names(&g.ring()),
-                g.pending_ring().map(|r| names(&r)),
-                names(&g.read_ring()),
-            )
-        };
         let (ab, abc) = (strings(&["n0", "n1"]), strings(&["n0", "n1", "n2"]));
         for (status, read) in [
             (NodeStatus::Leaving, &abc),
