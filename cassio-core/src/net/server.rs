@@ -344,7 +344,10 @@ where
         if reading {
             input.reserve(READ_BUFFER_BYTES);
         }
+        // Biased, answers first: tokio would otherwise pick a ready branch
+        // at random, from a seed no simulation controls.
         tokio::select! {
+            biased;
             Some((id, answer)) = running.next(), if !running.is_empty() => {
                 respond(&outbox, id, answer).await;
             }

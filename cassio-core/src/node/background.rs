@@ -85,12 +85,16 @@ impl Background {
 async fn run_late(mut queue: mpsc::UnboundedReceiver<Late>) {
     let mut works = FuturesUnordered::new();
     loop {
+        // Biased, running work first (it only ends, so new work still
+        // comes in): tokio would otherwise pick a ready branch at random,
+        // from a seed no simulation controls.
         tokio::select! {
+            biased;
+            Some(()) = works.next(), if !works.is_empty() => {}
             work = queue.recv() => match work {
                 Some(work) => works.push(work),
                 None => break,
             },
-            Some(()) = works.next(), if !works.is_empty() => {}
         }
     }
     while works.next().await.is_some() {}

@@ -43,20 +43,13 @@ pub(super) fn interrupted(data_dir: &Path) -> Option<NodeStatus> {
     }
 }
 
-/// Records that the node of `data_dir` is joining, in `phase`. The
-/// streamed phase is written without an fsync (a rename keeps it whole): it
-/// is kept through a crash of the process, not through a power loss, after
-/// which the node streams again. An fsync here, in the middle of a running
-/// node's work, was seen to make the coordinator simulation's seeds replay
-/// differently from run to run.
+/// Records that the node of `data_dir` is joining, in `phase`.
 pub(super) fn mark(data_dir: &Path, phase: NodeStatus) -> Result<()> {
-    let marker = data_dir.join(JOINING_MARKER);
-    if phase != NodeStatus::JoiningStreamed {
-        return crate::storage::write_atomically(&marker, b"joining\n");
-    }
-    let tmp = marker.with_extension("tmp");
-    std::fs::write(&tmp, STREAMED).map_err(|e| crate::error::Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &marker).map_err(|e| crate::error::Error::io(&marker, e))
+    let text: &[u8] = match phase {
+        NodeStatus::JoiningStreamed => STREAMED,
+        _ => b"joining\n",
+    };
+    crate::storage::write_atomically(&data_dir.join(JOINING_MARKER), text)
 }
 
 /// A new node streams once every node holding data is UP, or this many
