@@ -62,13 +62,16 @@ impl WriteRound {
     }
 
     /// Adds replicas the key is moving to (a node joins or leaves): each is
-    /// written too, and each of the `up` ones must acknowledge on top of
-    /// the level, so that the level holds on the ring after the move (as
-    /// Cassandra's pending replicas). Not at ANY, where a hint counts.
+    /// written too, and the round needs one more acknowledgement for each,
+    /// UP or DOWN, so that the level holds on the ring after the move as on
+    /// the ring before (Cassandra's blockFor plus pending). A DOWN one is
+    /// hinted, and its acknowledgement must come from another replica:
+    /// while the moving node is DOWN, writes to its keys need every other
+    /// replica. Not at ANY, where a hint counts.
     pub fn with_pending(mut self, up: usize, down: usize) -> Self {
         self.outstanding += up + down;
         if self.level != ConsistencyLevel::Any {
-            self.required += up;
+            self.required += up + down;
         }
         self
     }
@@ -205,6 +208,35 @@ mod tests {
             Outcome::Failed {
                 required: 2,
                 received: 1
+            }
+        );
+    }
+
+    /// A key moving to a node that is DOWN: its hint does not count, so a
+    /// QUORUM write needs all three of the ring's replicas. Otherwise two
+    /// would do, and a read by the ring after the move could ask the moving
+    /// node and the one replica the write missed.
+    #[test]
+    fn a_down_pending_replica_still_needs_its_acknowledgement_from_another() {
+        let mut w = WriteRound::new(ConsistencyLevel::Quorum, 3).with_pending(0, 1);
+        assert_eq!(w.required(), 3);
+        w.missed(true);
+        w.acked();
+        w.acked();
+        assert_eq!(w.outcome(), Outcome::Pending, "two of the ring's three");
+        w.acked();
+        assert_eq!(w.outcome(), Outcome::Done(()));
+
+        let mut w = WriteRound::new(ConsistencyLevel::Quorum, 3).with_pending(0, 1);
+        w.missed(true);
+        w.acked();
+        w.acked();
+        w.missed(true);
+        assert_eq!(
+            w.outcome(),
+            Outcome::Failed {
+                required: 3,
+                received: 2
             }
         );
     }
