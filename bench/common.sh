@@ -80,12 +80,24 @@ wait_members() { # port count state
     return 1
 }
 
+# BENCH_THREADS=N: redis-benchmark runs N threads (its --threads) instead
+# of one. One thread is the issue's command; on a 2-core machine it can be
+# the bottleneck itself (see BENCHMARKS.md): every server then scores what
+# the client can send.
+bench_threads=()
+if [ -n "${BENCH_THREADS:-}" ]; then bench_threads=(--threads "$BENCH_THREADS"); fi
+
 # Requests per second of one `redis-benchmark -n $N -c $C` run, 0 if it
 # failed: port, test, extra arguments (one string, split on spaces).
+# Leaves in $work/client_cpu the share of one core the benchmark client used
+# meanwhile (user + system over elapsed, %): near 100 with one thread, the
+# client, not the server, set the pace.
 ops() {
-    local rate
+    local rate TIMEFORMAT=%P
     # shellcheck disable=SC2086 # $3 holds several arguments
-    rate=$(redis-benchmark "${tls_client[@]}" -p "$1" -t "$2" -n "$N" -c "$C" -q $3 2>/dev/null | tr '\r' '\n' |
+    { time redis-benchmark "${tls_client[@]}" "${bench_threads[@]}" -p "$1" -t "$2" -n "$N" -c "$C" -q $3 \
+        >"$work/bench.out" 2>/dev/null; } 2>"$work/client_cpu" || true
+    rate=$(tr '\r' '\n' <"$work/bench.out" |
         awk -F'[: ]+' -v t="$(echo "$2" | tr a-z A-Z)" '$1 == t { print $2 }' | tail -1) || true
     echo "${rate:-0}"
 }

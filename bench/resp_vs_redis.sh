@@ -15,7 +15,9 @@
 #   N=50000 ROUNDS=1 bench/resp_vs_redis.sh   # quicker
 #   CLIENT_THREADS=1 bench/resp_vs_redis.sh   # cassio-node --client-threads 1
 #   KEYSPACE=1000000 bench/resp_vs_redis.sh   # random keys out of a million (-r)
-#   RESULTS=runs.txt bench/resp_vs_redis.sh   # also keep every run: row|server|round|ops/s
+#   RESULTS=runs.txt bench/resp_vs_redis.sh   # also keep every run: row|server|round|ops/s|client CPU %
+#   BENCH_THREADS=2 bench/resp_vs_redis.sh    # redis-benchmark --threads 2 (one thread can
+#                                             # be the bottleneck on 2 cores)
 #   SYNC=batch bench/resp_vs_redis.sh         # durable writes: cassio's batch sync
 #                                             # mode against appendfsync always
 #   TLS=1 bench/resp_vs_redis.sh              # every server's port speaks TLS
@@ -60,7 +62,7 @@ wait_members "$r1" 3 UP,NORMAL # joined, not JOINING: pending replicas count
 # run that follows a write-heavy one otherwise shares the machine with that
 # run's writeback, and in a fixed order the same server always paid for it.
 servers=(redis:"$redis_port" cassio-1:"$solo_resp" control:"$control_port" cassio-3Q:"$r1")
-results="$work/results" # row server round ops
+results="$work/results" # row|server|round|ops/s|client CPU %
 for round in $(seq 1 "$ROUNDS"); do
     for pipeline in "" "-P 16"; do
         for test in set get; do
@@ -68,7 +70,8 @@ for round in $(seq 1 "$ROUNDS"); do
             for turn in 0 1 2 3; do
                 server=${servers[$(((turn + round) % 4))]}
                 sync
-                echo "$row|${server%%:*}|$round|$(ops "${server#*:}" "$test" "$keyspace $pipeline")" >>"$results"
+                rate=$(ops "${server#*:}" "$test" "$keyspace $pipeline")
+                echo "$row|${server%%:*}|$round|$rate|$(cat "$work/client_cpu")" >>"$results"
             done
         done
     done
@@ -89,7 +92,7 @@ awk -F'|' -v rounds="$ROUNDS" '
         for (i = 2; i <= n; i++) { if (a[i] + 0 < lo + 0) lo = a[i]; if (a[i] + 0 > hi + 0) hi = a[i] }
         return sprintf("%.2f-%.2f", lo, hi)
     }
-    { ops[$1 "|" $2] = ops[$1 "|" $2] " " $4; at[$1 "|" $2 "|" $3] = $4; if (!($1 in seen)) { seen[$1] = 1; rows[++n] = $1 } }
+    { ops[$1 "|" $2] = ops[$1 "|" $2] " " $4; cpu[$1 "|" $2] = cpu[$1 "|" $2] " " $5; at[$1 "|" $2 "|" $3] = $4; if (!($1 in seen)) { seen[$1] = 1; rows[++n] = $1 } }
     END {
         printf "%-10s %9s %9s %9s %9s | %-16s %-16s %-16s\n", "row", "redis", "control", "cassio-1", "cassio-3Q", "control/redis", "cassio-1/redis", "cassio-3Q/redis"
         for (i = 1; i <= n; i++) {
@@ -103,5 +106,11 @@ awk -F'|' -v rounds="$ROUNDS" '
             }
             printf "\n"
         }
+        printf "\nredis-benchmark CPU, %% of one core (median): near 100%% x threads, the client set the pace\n"
+        printf "%-10s %9s %9s %9s %9s\n", "row", "redis", "control", "cassio-1", "cassio-3Q"
+        for (i = 1; i <= n; i++) {
+            row = rows[i]
+            printf "%-10s %9.0f %9.0f %9.0f %9.0f\n", row, median(cpu[row "|redis"]), median(cpu[row "|control"]), median(cpu[row "|cassio-1"]), median(cpu[row "|cassio-3Q"])
+        }
     }' "$results"
-echo "N=$N C=$C ROUNDS=$ROUNDS SYNC=$SYNC (redis appendfsync $appendfsync)${KEYSPACE:+ KEYSPACE=$KEYSPACE}${TLS:+ TLS}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
+echo "N=$N C=$C ROUNDS=$ROUNDS SYNC=$SYNC${BENCH_THREADS:+ BENCH_THREADS=$BENCH_THREADS} (redis appendfsync $appendfsync)${KEYSPACE:+ KEYSPACE=$KEYSPACE}${TLS:+ TLS}; control: a second redis-server; cassio-1: one node; cassio-3Q: 3 nodes, RF 3, QUORUM, via node c1's RESP port"
