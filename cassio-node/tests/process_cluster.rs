@@ -1,7 +1,8 @@
 //! Three real `cassio-node` processes on 127.0.0.1 (free ports): they form a
 //! cluster; a SIGKILLed node is marked DOWN by the others; restarted on its
-//! data directory it is UP again with a higher generation; SIGTERM stops a
-//! node cleanly. Status is read over the native protocol, as `cassio status`
+//! data directory it is UP again with a higher generation; a SIGSTOPped node
+//! is marked DOWN and, resumed, does not take its own pause for its peers'
+//! silence; SIGTERM stops a node cleanly. Status is read over the native protocol, as `cassio status`
 //! will.
 
 use std::net::SocketAddr;
@@ -45,13 +46,32 @@ fn spawn(name: &str, port: u16, seed: Option<u16>, dir: &std::path::Path) -> Pro
         ])
         .args(["--log", "warn"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log_file(dir, name));
     if let Some(seed) = seed {
         cmd.args(["--seeds", &format!("127.0.0.1:{seed}")]);
     }
     Proc {
         child: cmd.spawn().unwrap(),
     }
+}
+
+/// The node's log (stderr), appended to across restarts.
+fn log_file(dir: &std::path::Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .unwrap()
+}
+
+/// Sends `kill -SIGNAL` to a node this test started.
+fn signal(node: &Proc, name: &str) {
+    let pid = node.child.id().to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name} {pid}");
 }
 
 async fn status(port: u16) -> Option<ClusterStatus> {
@@ -103,8 +123,8 @@ async fn all_see(ports: &[u16], name: &str, up: bool, after: Option<u64>) -> boo
 async fn three_processes_detect_sigkill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
-    let _n0 = spawn("n0", ports[0], None, dir.path());
-    let _n1 = spawn("n1", ports[1], Some(ports[0]), dir.path());
+    let mut n0 = spawn("n0", ports[0], None, dir.path());
+    let n1 = spawn("n1", ports[1], Some(ports[0]), dir.path());
     let mut n2 = spawn("n2", ports[2], Some(ports[0]), dir.path());
 
     let took = wait_for(
@@ -156,16 +176,36 @@ async fn three_processes_detect_sigkill_and_restart() {
     .await;
     println!("restarted node UP everywhere after {took:?}");
 
-    // SIGTERM: a clean shutdown with exit status 0.
-    let mut n0 = _n0;
-    let pid = n0.child.id().to_string();
+    // SIGSTOP n1 until the others convict it, then a while longer: back,
+    // it must not take its own pause for its peers' silence.
+    signal(&n1, "STOP");
+    let took = wait_for(limit, "stopped n1 DOWN on n0 and n2", async || {
+        all_see(&[ports[0], ports[2]], "n1", false, None).await
+    })
+    .await;
+    println!("SIGSTOPped node marked DOWN after {took:?}");
+    tokio::time::sleep(Duration::from_millis(GOSSIP_INTERVAL_MS * 10)).await;
+    let log = dir.path().join("n1.log");
+    let before_resume = std::fs::metadata(&log).unwrap().len() as usize;
+    signal(&n1, "CONT");
+    let took = wait_for(limit, "resumed n1 UP on n0 and n2", async || {
+        all_see(&[ports[0], ports[2]], "n1", true, None).await
+    })
+    .await;
+    println!("resumed node UP again after {took:?}");
+    tokio::time::sleep(Duration::from_millis(GOSSIP_INTERVAL_MS * 3)).await;
+    let since_resume = std::fs::read_to_string(&log).unwrap()[before_resume..].to_string();
     assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        since_resume.contains("did not run for a while"),
+        "n1 logs its pause: {since_resume}"
     );
+    assert!(
+        !since_resume.contains("peer is DOWN"),
+        "n1 took its own pause for its peers' silence: {since_resume}"
+    );
+
+    // SIGTERM: a clean shutdown with exit status 0.
+    signal(&n0, "TERM");
     let exit = n0.child.wait().unwrap();
     assert!(
         exit.success(),

@@ -87,7 +87,17 @@ pub struct Gossiper {
     read_ring: Arc<Ring>,
     /// Whether there is a pending ring, for readers that skip the lock.
     moving: Arc<AtomicBool>,
+    /// When [`Gossiper::forgive_local_pause`] last ran.
+    last_check_ms: Option<u64>,
 }
+
+/// Checks for a local pause further apart than this many gossip intervals,
+/// and than [`LOCAL_PAUSE_MIN_MS`], mean this node itself was not running
+/// meanwhile (5 s at the default 1 s interval, as Cassandra's
+/// `max_local_pause_in_ms`).
+const LOCAL_PAUSE_INTERVALS: u64 = 5;
+/// With short intervals (tests), a loaded machine can be late by several.
+const LOCAL_PAUSE_MIN_MS: u64 = 2000;
 
 impl Gossiper {
     pub fn new(local: LocalEndpoint, config: GossipConfig) -> Self {
@@ -126,6 +136,7 @@ impl Gossiper {
             pending_ring: None,
             read_ring: Arc::new(Ring::default()),
             moving: Arc::default(),
+            last_check_ms: None,
         };
         gossiper.rebuild_ring();
         gossiper
@@ -383,14 +394,53 @@ impl Gossiper {
             .or_insert_with(|| ArrivalWindow::new(interval))
     }
 
+    /// Called once a gossip interval, before liveness is read. If the last
+    /// call was longer ago than the threshold ([`LOCAL_PAUSE_INTERVALS`]), this node
+    /// was not running (SIGSTOP, a stalled VM, a starved runtime) and could
+    /// hear no heartbeat: every peer's silence during the pause is forgiven,
+    /// so that coming back does not mark the whole cluster DOWN. A peer that
+    /// died meanwhile is convicted as usual, counting from the pause's end.
+    /// Returns how long the pause was, in ms.
+    pub fn forgive_local_pause(&mut self, now_ms: u64) -> Option<u64> {
+        let last = self.last_check_ms.replace(now_ms)?;
+        let paused_ms = self.local_pause_ms(last, now_ms)?;
+        for detector in self.detectors.values_mut() {
+            detector.forgive(paused_ms, now_ms);
+        }
+        Some(paused_ms)
+    }
+
+    /// How much of the time from `last_check_ms` to `now_ms` this node was
+    /// paused: all but one interval, if that is over the threshold.
+    fn local_pause_ms(&self, last_check_ms: u64, now_ms: u64) -> Option<u64> {
+        let interval = self.config.interval_ms;
+        let threshold = interval
+            .saturating_mul(LOCAL_PAUSE_INTERVALS)
+            .max(LOCAL_PAUSE_MIN_MS);
+        let gap = now_ms.saturating_sub(last_check_ms);
+        (gap > threshold).then(|| gap - interval)
+    }
+
+    /// The time silence is judged at: `now_ms`, or, when this node has been
+    /// paused and [`Gossiper::forgive_local_pause`] has not run since,
+    /// the time it stopped (a request served first after the pause must not
+    /// find every peer DOWN).
+    fn judged_at(&self, now_ms: u64) -> u64 {
+        match self.last_check_ms {
+            Some(last) => now_ms - self.local_pause_ms(last, now_ms).unwrap_or(0),
+            None => now_ms,
+        }
+    }
+
     /// This node's view of whether `node` is up (itself always is).
     pub fn is_up(&self, node: &NodeId, now_ms: u64) -> bool {
         if *node == self.local {
             return true;
         }
+        let at = self.judged_at(now_ms);
         self.detectors
             .get(node)
-            .is_some_and(|d| d.phi(now_ms) < self.config.phi_convict_threshold)
+            .is_some_and(|d| d.phi(at) < self.config.phi_convict_threshold)
     }
 
     /// Publishes this node's data size.
@@ -484,7 +534,10 @@ impl Gossiper {
                 resp_addr: s.resp_addr.value,
                 load_bytes: s.load_bytes.value,
                 vnodes: s.vnodes.value.len(),
-                phi: self.detectors.get(node).map_or(0.0, |d| d.phi(now_ms)),
+                phi: self
+                    .detectors
+                    .get(node)
+                    .map_or(0.0, |d| d.phi(self.judged_at(now_ms))),
                 heartbeat_interval_ms: self
                     .detectors
                     .get(node)
@@ -787,6 +840,55 @@ mod tests {
             round(&mut a, &mut e, t);
         }
         assert!(a.is_up(&c_id, 2900), "c's heartbeat advanced twice: UP");
+    }
+
+    #[test]
+    fn a_local_pause_does_not_convict_peers_but_their_later_silence_does() {
+        let (mut a, mut b, mut c) = (node(0, 1, vec![]), node(1, 1, vec![]), node(2, 1, vec![]));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for t in 0..20 {
+            b.tick(t * 100, &mut rng);
+            round(&mut a, &mut b, t * 100);
+            if t == 0 {
+                c.tick(t * 100, &mut rng);
+                round(&mut a, &mut c, t * 100);
+            }
+            assert_eq!(
+                a.forgive_local_pause(t * 100),
+                None,
+                "ticks one interval apart"
+            );
+        }
+        let (b_id, c_id) = (b.local().clone(), c.local().clone());
+        assert!(
+            !a.is_up(&c_id, 1900),
+            "c silent for 19 intervals before the pause"
+        );
+        // a stops at 1900 ms and runs again at 5900 ms: 40 intervals later.
+        let resumed = 5900;
+        assert!(
+            a.is_up(&b_id, resumed),
+            "before the check too, b's silence is a's pause"
+        );
+        assert!(!a.is_up(&c_id, resumed));
+        assert_eq!(a.forgive_local_pause(resumed), Some(3900));
+        assert!(a.is_up(&b_id, resumed), "b's silence was a's pause");
+        assert!(
+            !a.is_up(&c_id, resumed),
+            "c was silent before the pause: still DOWN"
+        );
+        for t in 1..=20 {
+            assert_eq!(
+                a.forgive_local_pause(resumed + t * 100),
+                None,
+                "running again"
+            );
+        }
+        assert!(a.is_up(&b_id, resumed + 100 * 17));
+        assert!(
+            !a.is_up(&b_id, resumed + 100 * 20),
+            "b silent after the pause: DOWN"
+        );
     }
 
     #[test]

@@ -55,6 +55,14 @@ impl ArrivalWindow {
         self.sum_ms as f64 / self.intervals_ms.len().max(1) as f64
     }
 
+    /// Moves the last arrival `paused_ms` later, never past `now_ms` (nor back):
+    /// silence while this node itself was not running is not the peer's.
+    pub fn forgive(&mut self, paused_ms: u64, now_ms: u64) {
+        if let Some(last) = &mut self.last_arrival_ms {
+            *last = last.saturating_add(paused_ms).min(now_ms).max(*last);
+        }
+    }
+
     /// Suspicion at `now_ms`; 0 before the first heartbeat.
     pub fn phi(&self, now_ms: u64) -> f64 {
         let Some(last) = self.last_arrival_ms else {
@@ -81,6 +89,24 @@ mod tests {
         // Threshold 8 is crossed after about 8 * ln(10) ≈ 18.4 intervals.
         assert!(w.phi(last + 18_000) < 8.0);
         assert!(w.phi(last + 19_000) > 8.0);
+    }
+
+    #[test]
+    fn a_forgiven_pause_is_not_silence_but_later_silence_is() {
+        let mut w = ArrivalWindow::new(1000);
+        for t in 0..20 {
+            w.heartbeat(t * 1000);
+        }
+        let now = 19_000 + 30_000;
+        assert!(w.phi(now) > 8.0, "30 s of silence convicts");
+        w.forgive(29_000, now);
+        assert!(w.phi(now) < 1.0, "all but one interval of it forgiven");
+        assert!(
+            w.phi(now + 19_000) > 8.0,
+            "silence after the pause still convicts"
+        );
+        w.forgive(1_000_000, now);
+        assert!(w.phi(now) < f64::EPSILON, "never past now");
     }
 
     #[test]

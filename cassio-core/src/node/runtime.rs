@@ -285,6 +285,12 @@ pub(crate) async fn run_node<T: Transport>(
             _ = left.wait_for(|left| *left) => break,
             _ = ticks.tick() => {}
         }
+        if let Some(paused_ms) = shared.gossiper.lock().forgive_local_pause(shared.now_ms()) {
+            tracing::warn!(
+                paused_ms,
+                "this node did not run for a while: peers' silence meanwhile is not held against them"
+            );
+        }
         tick_count += 1;
         if tick_count == 1 || tick_count.is_multiple_of(LOAD_EVERY_TICKS) {
             let stats = shared.engine.stats();
