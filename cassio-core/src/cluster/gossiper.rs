@@ -395,7 +395,7 @@ impl Gossiper {
     }
 
     /// Called once a gossip interval, before liveness is read. If the last
-    /// call was longer ago than the threshold ([`LOCAL_PAUSE_INTERVALS`]), this node
+    /// call was longer ago than [`LOCAL_PAUSE_INTERVALS`] allows, this node
     /// was not running (SIGSTOP, a stalled VM, a starved runtime) and could
     /// hear no heartbeat: every peer's silence during the pause is forgiven,
     /// so that coming back does not mark the whole cluster DOWN. A peer that
