@@ -6,7 +6,8 @@
 //! node is removed, or a new one joins, every key ends up on all of its
 //! replicas by the new ring, also where the change moved a key between two
 //! nodes that did not change; after a join, a cleanup drops from each old
-//! node exactly the keys it no longer replicates; and what may not happen
+//! node exactly the keys it no longer replicates; a joiner that died holds
+//! the next join until it is removed; and what may not happen
 //! (the last node leaving, a leave or cleanup while a peer is down,
 //! removing a live node, a removed node restarting on its old data) is
 //! refused with a clear answer.
@@ -442,6 +443,71 @@ fn a_joining_node_and_the_nodes_it_reshuffles_get_every_key_they_replicate() {
             held_by_every_replica(&nodes[0], &nodes, 2, i),
             Some(b"during".to_vec()),
             "key {i}, written during the join"
+        );
+    }
+}
+
+#[test]
+fn a_joiner_that_died_holds_the_next_join_until_it_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = rf2_cluster_with(dir.path(), 300);
+    let joiner = |name: &str, nodes: &[NodeHandle]| {
+        let mut config = node_config(name, dir.path(), vec![nodes[0].native_addr()]);
+        rf2(&mut config);
+        Node::start(config).unwrap()
+    };
+    let status_of = |observer: &NodeHandle, name: &str| {
+        let members = observer.members();
+        members
+            .iter()
+            .find(|m| m.node.as_str() == name)
+            .map(|m| (m.status.shown(), m.up))
+    };
+    // n4 starts joining and dies before its join is done: its turn stays.
+    let n4 = joiner("n4", &nodes);
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_until_all_see(&all, &n4, Duration::from_secs(10));
+    n4.shutdown().unwrap();
+    wait_for(Duration::from_secs(20), "every node to see n4 DOWN", || {
+        nodes
+            .iter()
+            .all(|node| status_of(node, "n4") == Some((NodeStatus::Joining, false)))
+    });
+
+    // n5 waits for it: it gets no data, and nobody counts it a replica.
+    nodes.push(joiner("n5", &nodes));
+    let all: Vec<&NodeHandle> = nodes.iter().collect();
+    wait_until_all_see(&all, &nodes[4], Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    for node in &nodes {
+        assert_eq!(
+            status_of(node, "n5"),
+            Some((NodeStatus::Joining, true)),
+            "n5 as {} sees it, while n4 holds the turn",
+            node.node_id()
+        );
+    }
+    let held = (0..300)
+        .filter(|&i| TestClient::replica_cell(nodes[4].native_addr(), &key(i)).is_some())
+        .count();
+    assert_eq!(held, 0, "keys streamed to n5 before its turn");
+
+    // Removing n4 gives n5 the turn: it joins and gets its keys.
+    let removed = remove(&nodes[0], &NodeId::from("n4"));
+    assert_eq!(removed.node.as_str(), "n4");
+    wait_for(Duration::from_secs(30), "n5 NORMAL everywhere", || {
+        nodes
+            .iter()
+            .all(|node| status_of(node, "n5") == Some((NodeStatus::Normal, true)))
+    });
+    let ring = ring_seen_by(&nodes[0]);
+    assert!(ring.nodes().iter().any(|n| n.as_str() == "n5"));
+    assert!(!ring.nodes().iter().any(|n| n.as_str() == "n4"));
+    for i in 0..300 {
+        assert_eq!(
+            held_by_every_replica(&nodes[0], &nodes, 2, i),
+            Some(format!("v{i}").into_bytes()),
+            "key {i}"
         );
     }
 }

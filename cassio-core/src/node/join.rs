@@ -3,10 +3,12 @@
 //! ring of its own (it coordinates like any node). Once it sees the nodes
 //! that hold data UP (or a while after it saw the first), it waits for its
 //! turn: joins go one at a time, in the order they started
-//! ([`crate::cluster::moving_node`]), and when every live peer sees it as
-//! the node moving, they write to it as a pending replica. Then it asks
-//! each node holding data to stream what the ring with it gives to nodes
-//! that did not hold it (`handover.rs`). When every one of them has
+//! ([`crate::cluster::moving_node`]), each waiting as long as the move
+//! before it takes (a joiner that died keeps its turn until `cassio
+//! removenode` ends it, and the wait says so). When every live peer sees
+//! it as the node moving, they write to it as a pending replica. Then it
+//! asks each node holding data to stream what the ring with it gives to
+//! nodes that did not hold it (`handover.rs`). When every one of them has
 //! streamed, reads move to the ring with it (`JoiningStreamed`), and once
 //! every live peer reads so it turns NORMAL and takes its place in the
 //! ring. A restart keeps the phase reached (the `joining` marker).
@@ -18,9 +20,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::shared::NodeShared;
-use crate::cluster::NodeStatus;
+use crate::cluster::{Member, NodeStatus, moving_node};
 use crate::error::Result;
 use crate::net::Transport;
+use crate::types::NodeId;
 
 /// The file in a data directory that says its node has not finished
 /// joining: after a restart it is still JOINING, whatever it holds. It
@@ -58,9 +61,41 @@ const JOIN_WAIT_INTERVALS: u64 = 30;
 
 /// Streaming is asked for again after this many gossip intervals while a
 /// peer refused (it may not know the new node yet, or is busy with another
-/// join), at most [`JOIN_ATTEMPTS`] times.
+/// join), at most [`JOIN_ATTEMPTS`] times. Waiting for another node's move
+/// to finish is no attempt: it takes as long as that move takes.
 const JOIN_RETRY_INTERVALS: u64 = 3;
 const JOIN_ATTEMPTS: u32 = 60;
+
+/// While another node's move holds the turn, the wait is logged when that
+/// node or its UP/DOWN changes, and every this many retries (about 30
+/// gossip intervals).
+const TURN_WAIT_LOG_EVERY: u64 = 10;
+
+/// The member whose move the cluster carries out now, by `members` (this
+/// node's view), if that is not `me`: a joiner waits for it to finish, or
+/// to be removed if it is gone for good.
+fn turn_of_another<'m>(members: &'m [Member], me: &NodeId) -> Option<&'m Member> {
+    let (moving, _) = moving_node(members.iter().map(|m| (&m.node, m.status, m.generation)))?;
+    if moving == me {
+        return None;
+    }
+    members.iter().find(|m| m.node == *moving)
+}
+
+/// Says which move this joiner waits for; a DOWN one is named with the
+/// command that ends its turn.
+fn log_turn_wait(holder: &Member) {
+    let (node, status) = (&holder.node, holder.status.as_str());
+    if holder.up {
+        tracing::info!(%node, status, "waiting for another node's move to finish before this node's join");
+    } else {
+        tracing::warn!(
+            %node,
+            status,
+            "waiting for the move of a node that is DOWN before this node's join: if it is gone for good, run `cassio removenode {node}`"
+        );
+    }
+}
 
 enum Phase {
     /// No node holding data seen yet.
@@ -160,7 +195,21 @@ impl Join {
         let data_dir = self.data_dir.clone();
         let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
         self.running.spawn(async move {
-            for attempt in 1..=JOIN_ATTEMPTS {
+            let mut attempt = 0;
+            let mut turn_waits = 0u64;
+            let mut waited_for = None;
+            while attempt < JOIN_ATTEMPTS {
+                if let Some(holder) = turn_of_another(&node.members(), &node.node_id) {
+                    let seen = Some((holder.node.clone(), holder.up));
+                    if seen != waited_for || turn_waits.is_multiple_of(TURN_WAIT_LOG_EVERY) {
+                        log_turn_wait(holder);
+                        waited_for = seen;
+                    }
+                    turn_waits += 1;
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+                attempt += 1;
                 if node.stream_for_join().await {
                     // Reads move to the ring with this node while writes
                     // still go to both; once every node reads so, writes
@@ -203,6 +252,48 @@ impl Join {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(name: &str, status: NodeStatus, generation: u64, up: bool) -> Member {
+        Member {
+            node: NodeId::from(name),
+            up,
+            status,
+            generation,
+            heartbeat: 1,
+            native_addr: "127.0.0.1:9000".parse().unwrap(),
+            resp_addr: None,
+            load_bytes: 0,
+            vnodes: 16,
+            phi: 0.0,
+            heartbeat_interval_ms: 1000.0,
+        }
+    }
+
+    #[test]
+    fn a_joiner_waits_for_the_move_that_holds_the_turn_whoever_it_is() {
+        use NodeStatus::*;
+        let me = NodeId::from("n5");
+        let mut members = vec![
+            member("n0", Normal, 1, true),
+            member("n1", Normal, 1, true),
+            member("n5", Joining, 20, true),
+        ];
+        assert_eq!(turn_of_another(&members, &me), None, "the only joiner");
+        // An earlier joiner that died holds the turn until it is removed.
+        members.push(member("n4", Joining, 10, false));
+        let holder = turn_of_another(&members, &me).expect("n4's turn");
+        assert_eq!((holder.node.as_str(), holder.up), ("n4", false));
+        members[3].status = Left;
+        assert_eq!(turn_of_another(&members, &me), None, "n4 removed");
+        // A leave goes before a join that has not streamed; a later joiner
+        // with a smaller name does not.
+        members[0].status = Leaving;
+        members.push(member("n2", Joining, 30, true));
+        let holder = turn_of_another(&members, &me).expect("n0's leave");
+        assert_eq!(holder.node.as_str(), "n0");
+        members[0].status = Normal;
+        assert_eq!(turn_of_another(&members, &me), None, "started before n2");
+    }
 
     #[test]
     fn a_restarted_joiner_comes_back_in_the_phase_it_reached() {

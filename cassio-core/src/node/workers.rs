@@ -81,6 +81,7 @@ impl ClientThreads {
                     CLIENT_THREAD.with(|c| c.set(i + 1));
                     runtime.block_on(async move {
                         tokio::select! {
+                            biased;
                             _ = stopped.wait_for(|stop| *stop) => {}
                             _ = keep_timer_wake_near() => {}
                         }
