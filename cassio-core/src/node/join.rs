@@ -196,16 +196,18 @@ impl Join {
         let retry = Duration::from_millis(JOIN_RETRY_INTERVALS * self.gossip_interval_ms);
         self.running.spawn(async move {
             let mut attempt = 0;
-            let mut turn_waits = 0u64;
+            // The move waited for as last logged, and the waits since.
             let mut waited_for = None;
+            let mut waits_unlogged = 0u64;
             while attempt < JOIN_ATTEMPTS {
                 if let Some(holder) = turn_of_another(&node.members(), &node.node_id) {
                     let seen = Some((holder.node.clone(), holder.up));
-                    if seen != waited_for || turn_waits.is_multiple_of(TURN_WAIT_LOG_EVERY) {
+                    if seen != waited_for || waits_unlogged >= TURN_WAIT_LOG_EVERY {
                         log_turn_wait(holder);
                         waited_for = seen;
+                        waits_unlogged = 0;
                     }
-                    turn_waits += 1;
+                    waits_unlogged += 1;
                     tokio::time::sleep(retry).await;
                     continue;
                 }
