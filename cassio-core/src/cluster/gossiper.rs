@@ -434,13 +434,16 @@ impl Gossiper {
 
     /// This node's view of whether `node` is up (itself always is).
     pub fn is_up(&self, node: &NodeId, now_ms: u64) -> bool {
-        if *node == self.local {
-            return true;
-        }
-        let at = self.judged_at(now_ms);
-        self.detectors
-            .get(node)
-            .is_some_and(|d| d.phi(at) < self.config.phi_convict_threshold)
+        self.is_up_judged_at(node, self.judged_at(now_ms))
+    }
+
+    /// [`Gossiper::is_up`] with silence judged at `at_ms` ([`Gossiper::judged_at`]).
+    fn is_up_judged_at(&self, node: &NodeId, at_ms: u64) -> bool {
+        *node == self.local
+            || self
+                .detectors
+                .get(node)
+                .is_some_and(|d| d.phi(at_ms) < self.config.phi_convict_threshold)
     }
 
     /// Publishes this node's data size.
@@ -522,11 +525,12 @@ impl Gossiper {
 
     /// Every known endpoint with this node's view of it.
     pub fn members(&self, now_ms: u64) -> Vec<Member> {
+        let at_ms = self.judged_at(now_ms);
         self.endpoints
             .iter()
             .map(|(node, s)| Member {
                 node: node.clone(),
-                up: self.is_up(node, now_ms),
+                up: self.is_up_judged_at(node, at_ms),
                 status: s.status.value,
                 generation: s.generation,
                 heartbeat: s.heartbeat,
@@ -534,10 +538,7 @@ impl Gossiper {
                 resp_addr: s.resp_addr.value,
                 load_bytes: s.load_bytes.value,
                 vnodes: s.vnodes.value.len(),
-                phi: self
-                    .detectors
-                    .get(node)
-                    .map_or(0.0, |d| d.phi(self.judged_at(now_ms))),
+                phi: self.detectors.get(node).map_or(0.0, |d| d.phi(at_ms)),
                 heartbeat_interval_ms: self
                     .detectors
                     .get(node)
